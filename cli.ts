@@ -1,0 +1,169 @@
+#!/usr/bin/env -S bun --max-http-header-size=32768
+// `iodine [options] [APP]` (SPEC §2). Every problem with the command line, the environment or the
+// app module is one stderr line `iodine: <problem>` and exit code 2: no stack, no usage dump.
+import { parseArgs, renderUsage, type CommandDef } from "citty";
+import { maxHeaderSize } from "node:http";
+import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { defaultAppPath, loadApp } from "./src/app.ts";
+import { CliError } from "./src/errors.ts";
+import { log, setVerbosity } from "./src/log.ts";
+import { cittyArgs, readArgv, readConfigText, toArgv, type RawOptions } from "./src/options.ts";
+import { addListener, driveFromCli, listenerCount, startAll } from "./src/runtime.ts";
+import { resolveSettings, type Settings } from "./src/settings.ts";
+import { selfSigned, tlsFromFiles } from "./src/tls.ts";
+import type { TLSOptions } from "./src/types.ts";
+import pkg from "./package.json" with { type: "json" };
+
+const command: CommandDef = {
+  meta: { name: "iodine", version: pkg.version, description: "serve a Bun app: HTTP, WebSocket, SSE, pub/sub, static files" },
+  args: cittyArgs(),
+};
+
+async function main(argv: string[]): Promise<void> {
+  const cli = readArgv(argv);
+  if (cli.values.get("help") === true) {
+    process.stdout.write((await renderUsage(command)) + "\n\nEvery option also takes iodine's single-dash spelling (-port, -www, -maxbd, -tls-cert …).\n");
+    return;
+  }
+  if (cli.values.get("version") === true) {
+    process.stdout.write(`iodine ${pkg.version} (bun ${Bun.version})\n`);
+    return;
+  }
+  // citty checks the canonical form once more (and keeps `--help` honest about the table).
+  parseArgs(toArgv(cli), command.args as ReturnType<typeof cittyArgs>);
+
+  const settings = resolveSettings(cli, readConfig(cli), process.env);
+  refuseNotYet(settings);
+  if (relaunchForHeaderLimit(settings.maxHeader)) return;
+  setVerbosity(settings.verbosity);
+
+  const tls = await tlsFor(settings);
+  driveFromCli({
+    port: settings.port,
+    hostname: settings.hostname,
+    unix: settings.unix,
+    www: settings.www,
+    tls,
+    verbose: settings.verbose,
+    keepAlive: settings.keepAlive,
+    maxBody: settings.maxBody,
+    ping: settings.ping,
+    maxMsg: settings.maxMsg,
+    warmup: settings.warmup,
+    drainMs: 10_000,
+    pidFile: settings.pid,
+  });
+  if (settings.www !== undefined && !isDirectory(settings.www)) {
+    throw new CliError(`public folder not found: ${settings.www}`);
+  }
+
+  const appFile = settings.app || defaultAppPath();
+  const app = await loadApp(appFile, () => listenerCount() > 0);
+  if (app) addListener({ handler: app });
+  writePid(settings.pid);
+  await startAll();
+}
+
+function readConfig(cli: RawOptions): RawOptions | undefined {
+  const file = cli.values.get("config");
+  if (typeof file !== "string") return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new CliError(`cannot read the config file "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const config = readConfigText(text, file);
+  if (config.values.has("config")) throw new CliError(`${file}: a config file cannot name another config file`);
+  return config;
+}
+
+/** Options parsed now whose feature lands in a later release: refuse rather than ignore them. */
+function refuseNotYet(s: Settings): void {
+  if (s.workers > 1 || s.threads > 1) {
+    throw new CliError(
+      `cluster mode is not available yet: --workers resolved to ${s.workers} and --threads to ${s.threads}; ` +
+        `this release serves one process (use -w 1 -t 1)`,
+    );
+  }
+  if (s.redis !== undefined) {
+    throw new CliError(`the Redis pub/sub engine is not available yet (got ${redact(s.redis)} from --redis, $REDIS_URL or $IODINE_REDIS_URL)`);
+  }
+}
+
+function redact(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, "//***@");
+}
+
+/**
+ * Bun's largest header block is a runtime flag (`--max-http-header-size`, 16 KiB by default);
+ * Bun.serve has no option for it. When this process runs with another value than --max-header,
+ * run the same command again with the flag (through $BUN_OPTIONS, which the compiled executable
+ * honours too), pass signals through, and exit with the child's code. Returns true when it did.
+ */
+function relaunchForHeaderLimit(bytes: number): boolean {
+  if (maxHeaderSize === bytes) return false;
+  if (process.env.IODINE_RELAUNCHED === "1") {
+    throw new CliError(`cannot set Bun's maximum header size to ${bytes} bytes (it is ${maxHeaderSize})`);
+  }
+  const compiled = process.argv[1]?.startsWith("/$bunfs/") ?? false;
+  const cmd = [process.execPath, ...(compiled ? [] : [process.argv[1]!]), ...process.argv.slice(2)];
+  const bunOptions = `${process.env.BUN_OPTIONS ?? ""} --max-http-header-size=${bytes}`.trim();
+  const child = Bun.spawn(cmd, {
+    env: { ...process.env, BUN_OPTIONS: bunOptions, IODINE_RELAUNCHED: "1" },
+    stdio: ["inherit", "inherit", "inherit"],
+  });
+  for (const sig of ["SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP"] as const) {
+    process.on(sig, () => child.kill(sig));
+  }
+  child.exited.then((code) => process.exit(code ?? 1));
+  return true;
+}
+
+async function tlsFor(s: Settings): Promise<TLSOptions | undefined> {
+  if (s.tlsCert !== undefined && s.tlsKey !== undefined) return tlsFromFiles(s.tlsCert, s.tlsKey, s.tlsPass);
+  if (s.tls) return selfSigned();
+  return undefined;
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function writePid(file: string | undefined): void {
+  if (file === undefined) return;
+  try {
+    writeFileSync(file, `${process.pid}\n`);
+  } catch (err) {
+    throw new CliError(`cannot write the pid file "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  process.on("exit", () => {
+    if (existsSync(file)) unlinkSync(file);
+  });
+}
+
+// When the relaunched child is orphaned (its parent was killed), it must not linger.
+if (process.env.IODINE_RELAUNCHED === "1") {
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) process.exit(1);
+  }, 1000).unref();
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof CliError) {
+    log.error(err.message);
+    process.exit(2);
+  }
+  const e = err as Error & { code?: string };
+  if (e?.code === "EADDRINUSE" || /EADDRINUSE|address already in use/i.test(String(e?.message))) {
+    log.error(`cannot listen: address already in use (${e.message})`);
+    process.exit(2);
+  }
+  log.error(`failed to start: ${e?.stack ?? String(err)}`);
+  process.exit(1);
+});

@@ -1,0 +1,18 @@
+// Errors with stable codes (STYLE §F). `CliError` is the one the CLI turns into
+// `iodine: <message>` on stderr and exit code 2, with no stack and no usage dump.
+
+/** An error raised by misuse of the iodine API, with a stable `code`. */
+export class IodineError extends Error {
+  override name = "IodineError";
+  readonly code: string;
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** A bad command line, environment value or app module: one line on stderr, exit code 2. */
+export class CliError extends Error {
+  override name = "CliError";
+  readonly exitCode = 2;
+}

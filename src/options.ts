@@ -1,0 +1,179 @@
+// The command-line options of SPEC §2, defined once: citty's argument table, `--help`, the
+// iodine single-dash spellings and the config-file reader are all derived from OPTIONS.
+import type { ArgsDef } from "citty";
+import { CliError } from "./errors.ts";
+
+export interface OptionDef {
+  /** canonical long name, used as `--name` */
+  name: string;
+  kind: "string" | "boolean";
+  /** one-letter short flag (`-p`) */
+  short?: string;
+  /** iodine's single-dash spellings, without the dash (`port`, `maxbd` …) */
+  iodine: string[];
+  /** other double-dash spellings (`--preload`) */
+  aliases?: string[];
+  valueHint?: string;
+  description: string;
+}
+
+export const OPTIONS: readonly OptionDef[] = [
+  { name: "port", kind: "string", short: "p", iodine: ["port"], valueHint: "N",
+    description: "TCP port; 0 picks a free port (default: $PORT, else the module's port, else 3000)" },
+  { name: "bind", kind: "string", short: "b", iodine: ["bind"], valueHint: "ADDR",
+    description: "address to bind; a path (/x.sock or unix:/x.sock) means a Unix socket (default: all interfaces)" },
+  { name: "workers", kind: "string", short: "w", iodine: ["workers"], valueHint: "N",
+    description: "worker processes; negative N means cores ÷ |N| (default: $WORKERS or $WEB_CONCURRENCY, else 1)" },
+  { name: "threads", kind: "string", short: "t", iodine: ["threads"], valueHint: "N",
+    description: "event-loop threads per worker; negative as for --workers (default: $THREADS, else 1)" },
+  { name: "www", kind: "string", iodine: ["www", "public"], valueHint: "DIR",
+    description: "public folder for the static file service" },
+  { name: "verbose", kind: "boolean", short: "v", iodine: ["log"],
+    description: "log every HTTP request to stderr" },
+  { name: "redis", kind: "string", short: "r", iodine: ["redis"], valueHint: "URL",
+    description: "Redis pub/sub engine (default: $REDIS_URL or $IODINE_REDIS_URL)" },
+  { name: "redis-ping", kind: "string", iodine: ["rp", "redis-ping"], valueHint: "S",
+    description: "Redis keep-alive ping interval in seconds (default: 300)" },
+  { name: "keep-alive", kind: "string", short: "k", iodine: ["keep-alive"], valueHint: "S",
+    description: "HTTP keep-alive idle timeout in seconds, 0–255 (default: 40)" },
+  { name: "ping", kind: "string", iodine: ["ping"], valueHint: "S",
+    description: "WebSocket ping interval in seconds, 1–960 (default: 40)" },
+  { name: "max-body", kind: "string", iodine: ["maxbd", "max-body"], valueHint: "MB",
+    description: "largest request body in MiB; 413 above it (default: 50)" },
+  { name: "max-header", kind: "string", iodine: ["maxhd", "max-header"], valueHint: "KB",
+    description: "largest header block in KiB, request line included; 431 above it (default: 32)" },
+  { name: "max-msg", kind: "string", iodine: ["maxms", "max-msg"], valueHint: "KB",
+    description: "largest WebSocket message in KiB; close 1009 above it (default: 250)" },
+  { name: "tls", kind: "boolean", iodine: ["tls"],
+    description: "TLS with a self-signed certificate made at start-up" },
+  { name: "tls-cert", kind: "string", iodine: ["tls-cert", "cert"], valueHint: "FILE",
+    description: "TLS certificate (PEM)" },
+  { name: "tls-key", kind: "string", iodine: ["tls-key", "key"], valueHint: "FILE",
+    description: "TLS private key (PEM)" },
+  { name: "tls-pass", kind: "string", iodine: ["tls-pass", "tls-password"], valueHint: "P",
+    description: "passphrase of the TLS private key" },
+  { name: "pid", kind: "string", iodine: ["pid", "pidfile"], valueHint: "FILE",
+    description: "write the master's pid to FILE (removed on exit); a path ending in / gets iodine.pid" },
+  { name: "verbosity", kind: "string", short: "V", iodine: ["verbosity"], valueHint: "N",
+    description: "0 silent … 5 debug; errors at ≥ 1, start-up lines at ≥ 4 (default: 4)" },
+  { name: "warmup", kind: "boolean", iodine: ["warmup"], aliases: ["preload"],
+    description: "call the app once (a synthetic GET /) before accepting connections" },
+  { name: "config", kind: "string", short: "C", iodine: ["config"], valueHint: "FILE",
+    description: "read more options from FILE, one option per line; command-line flags win" },
+  { name: "help", kind: "boolean", short: "h", iodine: ["?", "help"], description: "show this help" },
+  { name: "version", kind: "boolean", iodine: ["version"], description: "show the version" },
+];
+
+/** The parsed command line: canonical option names to values, and the positional APP. */
+export interface RawOptions {
+  values: Map<string, string | boolean>;
+  app?: string;
+}
+
+const byLong = new Map<string, OptionDef>();
+const bySingle = new Map<string, OptionDef>();
+for (const o of OPTIONS) {
+  byLong.set(o.name, o);
+  for (const a of o.aliases ?? []) byLong.set(a, o);
+  if (o.short) bySingle.set(o.short, o);
+  for (const s of o.iodine) bySingle.set(s, o);
+}
+
+const BOOLEAN_VALUES: Record<string, boolean> = { true: true, "1": true, yes: true, false: false, "0": false, no: false };
+
+/**
+ * Reads argv in every spelling SPEC §2 allows: `--port 3000`, `--port=3000`, `-p 3000`,
+ * iodine's `-port 3000` and `-port=3000`. A value-taking option always consumes the next
+ * token, so `-w -2` is the number −2. Unknown options and missing values throw `CliError`.
+ */
+export function readArgv(argv: readonly string[]): RawOptions {
+  const values = new Map<string, string | boolean>();
+  let app: string | undefined;
+  const positional = (token: string) => {
+    if (app !== undefined) throw new CliError(`unexpected argument "${token}" (the app is already "${app}")`);
+    app = token;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const token = argv[i]!;
+    if (token === "--") {
+      for (const rest of argv.slice(i + 1)) positional(rest);
+      break;
+    }
+    if (token.length < 2 || token[0] !== "-") {
+      positional(token);
+      continue;
+    }
+    const isLong = token.startsWith("--");
+    const body = token.slice(isLong ? 2 : 1);
+    const eq = body.indexOf("=");
+    const name = eq === -1 ? body : body.slice(0, eq);
+    const def = isLong ? byLong.get(name) : bySingle.get(name);
+    if (!def) throw new CliError(`unknown option "${token}" (see --help)`);
+    const spelled = eq === -1 ? token : token.slice(0, token.indexOf("="));
+    if (def.kind === "boolean") {
+      if (eq === -1) values.set(def.name, true);
+      else {
+        const v = BOOLEAN_VALUES[body.slice(eq + 1).toLowerCase()];
+        if (v === undefined) throw new CliError(`option "${spelled}" takes no value, got "${body.slice(eq + 1)}"`);
+        values.set(def.name, v);
+      }
+      continue;
+    }
+    let value: string;
+    if (eq !== -1) value = body.slice(eq + 1);
+    else {
+      const next = argv[i + 1];
+      if (next === undefined) throw new CliError(`option "${spelled}" needs a value (${def.valueHint ?? "VALUE"})`);
+      value = next;
+      i++;
+    }
+    values.set(def.name, value);
+  }
+  return app === undefined ? { values } : { values, app };
+}
+
+/**
+ * Reads a config file's text: one option per line (`--port 3000`, `-p=3000`, `port 3000`,
+ * `verbose`); blank lines and `#` comments are skipped.
+ */
+export function readConfigText(text: string, file: string): RawOptions {
+  const values = new Map<string, string | boolean>();
+  const lines = text.split(/\r?\n/);
+  for (let n = 0; n < lines.length; n++) {
+    const line = lines[n]!.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const m = /^(\S+)(?:\s+(.*))?$/.exec(line)!;
+    const argv = [m[1]!.startsWith("-") ? m[1]! : "--" + m[1]!];
+    if (m[2] !== undefined) argv.push(m[2].trim());
+    try {
+      const parsed = readArgv(argv);
+      if (parsed.app !== undefined) throw new CliError(`"${line}" is not an option`);
+      for (const [k, v] of parsed.values) values.set(k, v);
+    } catch (err) {
+      if (err instanceof CliError) throw new CliError(`${file}:${n + 1}: ${err.message}`);
+      throw err;
+    }
+  }
+  return { values };
+}
+
+/** citty's argument table, from OPTIONS (long names, short letters; iodine spellings are pre-normalised). */
+export function cittyArgs(): ArgsDef {
+  const args: ArgsDef = {
+    app: { type: "positional", required: false, description: "the application module (default: app.ts, else app.js)", valueHint: "APP" },
+  };
+  for (const o of OPTIONS) {
+    args[o.name] = o.kind === "boolean"
+      ? { type: "boolean", description: o.description, ...(o.short ? { alias: o.short } : {}) }
+      : { type: "string", description: o.description, valueHint: o.valueHint, ...(o.short ? { alias: o.short } : {}) };
+  }
+  return args;
+}
+
+/** Turns parsed options back into canonical argv (`--name=value`), e.g. for citty or a re-launch. */
+export function toArgv(raw: RawOptions): string[] {
+  const out: string[] = [];
+  for (const [name, value] of raw.values) out.push(value === true ? `--${name}` : `--${name}=${value}`);
+  if (raw.app !== undefined) out.push("--", raw.app);
+  return out;
+}

@@ -1,0 +1,175 @@
+// The process runtime: the listeners an app or the CLI registered, starting them, and the
+// graceful stop on SIGINT/SIGTERM (in-flight requests finish, the access log is flushed).
+import type { Server } from "bun";
+import { unlinkSync, existsSync, lstatSync } from "node:fs";
+import { IodineError } from "./errors.ts";
+import { flushAccessLog, log, logException } from "./log.ts";
+import { normaliseApp } from "./app.ts";
+import { serveHttp } from "./server.ts";
+import { DEFAULT_PORT, DEFAULTS } from "./settings.ts";
+import type { ListenOptions, TLSOptions } from "./types.ts";
+
+/** What listeners inherit from the command line (or the defaults, in script mode). */
+export interface RunConfig {
+  port: number | undefined;
+  hostname: string | undefined;
+  unix: string | undefined;
+  www: string | undefined;
+  tls: TLSOptions | undefined;
+  verbose: boolean;
+  keepAlive: number;
+  maxBody: number;
+  ping: number;
+  maxMsg: number;
+  warmup: boolean;
+  /** how long a graceful stop waits for in-flight requests before closing what is left, ms */
+  drainMs: number;
+  /** a file to delete when the process stops (the pid file) */
+  pidFile: string | undefined;
+}
+
+const listeners: ListenOptions[] = [];
+const servers: Server<unknown>[] = [];
+const unixPaths: string[] = [];
+// Script mode (`bun app.ts`) has no command line: it takes $PORT when it is a valid port.
+const envPort = /^\d+$/.test(process.env.PORT ?? "") && Number(process.env.PORT) <= 65535 ? Number(process.env.PORT) : undefined;
+let config: RunConfig = {
+  port: envPort, hostname: undefined, unix: undefined, www: undefined, tls: undefined,
+  verbose: false, keepAlive: DEFAULTS.keepAlive, maxBody: DEFAULTS.maxBody, ping: DEFAULTS.ping,
+  maxMsg: DEFAULTS.maxMsg, warmup: false, drainMs: 10_000, pidFile: undefined,
+};
+let cliDriven = false;
+let state: "idle" | "running" | "stopping" = "idle";
+
+/** Called by the CLI before it imports the app: `Iodine.start()` in the module then waits for the CLI. */
+export function driveFromCli(c: RunConfig): void {
+  cliDriven = true;
+  config = c;
+}
+
+export function addListener(o: ListenOptions): void {
+  if (state !== "idle") throw new IodineError("ELISTEN_LATE", "Iodine.listen: the server is already running; call listen before start");
+  if (!normaliseApp(o.handler)) {
+    throw new TypeError(`Iodine.listen: "handler" must be a fetch function or an object with fetch, got ${typeof o.handler}`);
+  }
+  if (o.port !== undefined && (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535)) {
+    throw new RangeError(`Iodine.listen: "port" must be an integer 0–65535, got "${String(o.port)}"`);
+  }
+  listeners.push(o);
+}
+
+export function listenerCount(): number {
+  return listeners.length;
+}
+
+/** `Iodine.start()`: under the CLI the CLI starts after the module loaded; in script mode, start now. */
+export function requestStart(): Promise<void> {
+  if (cliDriven || state !== "idle") return Promise.resolve();
+  return startAll();
+}
+
+/** Binds every registered listener and installs the signal handlers. */
+export async function startAll(): Promise<void> {
+  if (state !== "idle") return;
+  if (listeners.length === 0) throw new IodineError("ENOLISTEN", "Iodine.start: nothing to serve; call Iodine.listen first");
+  state = "running";
+  installSignals();
+  for (const o of listeners) {
+    const app = normaliseApp(o.handler)!;
+    const unix = o.unix ?? (o.port === undefined ? config.unix : undefined);
+    const port = o.port ?? config.port ?? app.port ?? DEFAULT_PORT;
+    const hostname = o.hostname ?? config.hostname ?? app.hostname;
+    if (config.warmup) await warmup(app.fetch);
+    if (unix !== undefined) removeStaleSocket(unix);
+    const server = serveHttp({
+      fetch: app.fetch,
+      ...(app.websocket ? { websocket: app.websocket } : {}),
+      port,
+      ...(hostname !== undefined ? { hostname } : {}),
+      ...(unix !== undefined ? { unix } : {}),
+      ...(o.public ?? config.www ? { www: (o.public ?? config.www)! } : {}),
+      ...(o.tls ?? config.tls ? { tls: (o.tls ?? config.tls)! } : {}),
+      verbose: config.verbose,
+      keepAlive: config.keepAlive,
+      maxBody: config.maxBody,
+      ping: config.ping,
+      maxMsg: config.maxMsg,
+    });
+    servers.push(server);
+    if (unix !== undefined) unixPaths.push(unix);
+    const scheme = o.tls ?? config.tls ? "https" : "http";
+    const where = unix !== undefined ? `unix:${unix}` : `${scheme}://${hostname ?? "0.0.0.0"}:${server.port}`;
+    log.info(`listening on ${where} (1 worker, 1 thread${o.public ?? config.www ? `, public folder ${o.public ?? config.www}` : ""})`);
+  }
+}
+
+/** Graceful stop: stop accepting, let in-flight requests finish (up to `drainMs`), flush the log. */
+export async function stopAll(): Promise<void> {
+  if (state === "stopping") return;
+  state = "stopping";
+  const drained = Promise.all(servers.map((s) => s.stop(false)));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), config.drainMs)));
+  if ((await Promise.race([drained, late])) === "late") {
+    log.warn(`stop: in-flight requests still running after ${config.drainMs} ms; closing them`);
+    await Promise.all(servers.map((s) => s.stop(true)));
+  }
+  clearTimeout(timer);
+  for (const p of unixPaths) removeStaleSocket(p);
+  if (config.pidFile) {
+    try {
+      unlinkSync(config.pidFile);
+    } catch {
+      // already gone
+    }
+  }
+  flushAccessLog();
+}
+
+let signalsInstalled = false;
+function installSignals(): void {
+  if (signalsInstalled) return;
+  signalsInstalled = true;
+  let stops = 0;
+  const onStop = (signal: string) => {
+    if (++stops > 1) {
+      // A second Ctrl-C means "now".
+      flushAccessLog();
+      process.exit(130);
+    }
+    log.info(`${signal}: stopping gracefully`);
+    stopAll().then(
+      () => process.exit(0),
+      (err) => {
+        logException("stop failed", err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", () => onStop("SIGINT"));
+  process.on("SIGTERM", () => onStop("SIGTERM"));
+  // Without a listener SIGUSR1 would kill the process (Bun's default).
+  process.on("SIGUSR1", () => log.warn("SIGUSR1: hot restart needs cluster mode (--workers > 1); ignored"));
+}
+
+async function warmup(fetch: (req: Request, server: Server<unknown>) => Response | Promise<Response>): Promise<void> {
+  try {
+    // The warm-up request has no connection behind it: a server stub that can do nothing.
+    const res = await fetch(new Request("http://localhost/"), WARMUP_SERVER);
+    await res.arrayBuffer();
+  } catch (err) {
+    logException("warm-up request failed", err);
+  }
+}
+
+const WARMUP_SERVER = new Proxy({} as Server<unknown>, {
+  get: (_t, key) => (key === "upgrade" ? () => false : key === "requestIP" ? () => null : undefined),
+});
+
+function removeStaleSocket(path: string): void {
+  try {
+    if (existsSync(path) && lstatSync(path).isSocket()) unlinkSync(path);
+  } catch {
+    // not ours to remove
+  }
+}

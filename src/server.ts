@@ -1,0 +1,214 @@
+// The HTTP service on Bun.serve: request guards (SPEC §10), static files before the app (§6),
+// the app, X-Sendfile and HEAD completion after it, the access log (§7), and limits.
+import type { Server, WebSocketHandler } from "bun";
+import { accessLog, clock, log, logException, startClock } from "./log.ts";
+import { StaticFiles } from "./static.ts";
+import type { FetchHandler, TLSOptions } from "./types.ts";
+
+/** Everything one HTTP listener needs, resolved (bytes and seconds). */
+export interface HttpServiceOptions {
+  fetch: FetchHandler;
+  websocket?: WebSocketHandler<unknown>;
+  port: number;
+  hostname?: string;
+  unix?: string;
+  www?: string;
+  tls?: TLSOptions;
+  verbose: boolean;
+  /** keep-alive idle timeout, seconds (Bun's `idleTimeout`, 0–255) */
+  keepAlive: number;
+  /** largest request body, bytes */
+  maxBody: number;
+  /** WebSocket ping interval, seconds */
+  ping: number;
+  /** largest WebSocket message, bytes */
+  maxMsg: number;
+}
+
+type Fetch = (req: Request, server: Server<unknown>) => Response | Promise<Response>;
+
+const TEXT = { "content-type": "text/plain;charset=utf-8" };
+const badRequest = () => new Response("Bad Request", { status: 400, headers: TEXT });
+const internalError = () => new Response("Internal Server Error", { status: 500, headers: TEXT });
+
+// One X-Sendfile resolver shared by every listener: it serves absolute paths the app names,
+// so it needs no public folder of its own.
+let sendfiler: StaticFiles | undefined;
+
+/** Starts one HTTP listener. */
+export function serveHttp(o: HttpServiceOptions): Server<unknown> {
+  startClock();
+  const statics = o.www === undefined ? undefined : new StaticFiles({ root: o.www });
+  const fetch = makeFetch(o.fetch, statics, o.verbose);
+  const common = {
+    development: false,
+    idleTimeout: o.keepAlive,
+    maxRequestBodySize: o.maxBody,
+    fetch,
+    error(err: Error) {
+      logException("unhandled error in fetch", err);
+      return internalError();
+    },
+    ...(o.tls ? { tls: o.tls } : {}),
+    ...(o.websocket
+      ? {
+          websocket: {
+            // Bun-native handlers stay the app's own; iodine only applies the CLI limits.
+            maxPayloadLength: o.maxMsg,
+            idleTimeout: o.ping,
+            sendPings: true,
+            backpressureLimit: 16 * 1024 * 1024,
+            closeOnBackpressureLimit: true,
+            ...o.websocket,
+          },
+        }
+      : {}),
+  };
+  const where = o.unix !== undefined ? { unix: o.unix } : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}) };
+  return Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
+}
+
+// --- request path ---
+
+/**
+ * Builds the per-request function. The common case (no log, no public folder) does the SPEC §10
+ * guards, calls the app and looks at its response once: no closure, no URL object, no Date.
+ */
+function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose: boolean): Fetch {
+  const finish = (req: Request, method: string, res: unknown): Response | Promise<Response> => {
+    if (!(res instanceof Response)) {
+      log.error(`the app returned ${describe(res)} instead of a Response for ${method} ${safeUrl(req)}`);
+      return internalError();
+    }
+    const sendfile = res.headers.get("x-sendfile");
+    if (sendfile !== null) return (sendfiler ??= new StaticFiles({ root: "/" })).sendfile(req, res, sendfile);
+    if (method === "HEAD") return completeHead(res);
+    return res;
+  };
+  const failed = (req: Request, err: unknown): Response => {
+    logException(`app error on ${req.method} ${safeUrl(req)}`, err);
+    return internalError();
+  };
+
+  const handle = (req: Request, server: Server<unknown>, method: string): Response | Promise<Response> => {
+    let res: Response | Promise<Response>;
+    try {
+      res = app(req, server);
+    } catch (err) {
+      return failed(req, err);
+    }
+    if (res instanceof Promise) return res.then((r) => finish(req, method, r), (err) => failed(req, err));
+    return finish(req, method, res);
+  };
+
+  const respond = (req: Request, server: Server<unknown>, url: string, method: string) => {
+    if (statics !== undefined) {
+      const start = url.indexOf("/", 8);
+      const q = url.indexOf("?", start);
+      const file = statics.serve(req, method, q === -1 ? url.slice(start) : url.slice(start, q));
+      if (file !== undefined) return file;
+    }
+    return handle(req, server, method);
+  };
+
+  if (!verbose) {
+    if (statics === undefined) {
+      return (req, server) => {
+        if (!validHost(req.headers.get("host"))) return unusualHost(req, server, (r) => handle(r, server, r.method));
+        return handle(req, server, req.method);
+      };
+    }
+    return (req, server) => {
+      if (!validHost(req.headers.get("host"))) return unusualHost(req, server, (r) => respond(r, server, r.url, r.method));
+      return respond(req, server, req.url, req.method);
+    };
+  }
+
+  const logged = (req: Request, server: Server<unknown>): Response | Promise<Response> => {
+    const t0 = performance.now();
+    const method = req.method;
+    const url = req.url;
+    const target = url.slice(url.indexOf("/", 8));
+    const res = respond(req, server, url, method);
+    if (res instanceof Promise) {
+      return res.then((r) => {
+        writeLog(server, req, method, target, r, t0);
+        return r;
+      });
+    }
+    writeLog(server, req, method, target, res, t0);
+    return res;
+  };
+  return (req, server) => {
+    if (!validHost(req.headers.get("host"))) {
+      return unusualHost(req, server, (r) => logged(r, server), (bad) => writeLog(server, req, req.method, req.url, bad, performance.now()));
+    }
+    return logged(req, server);
+  };
+}
+
+/**
+ * RFC 9112 §3.2 wants 400 for a request with two Host fields (Bun joins them with ", ") or an
+ * invalid one (Bun then gives a relative `req.url`, and `new URL(req.url)` throws in the app).
+ * Host is uri-host [ ":" port ] (RFC 3986 §3.2.2): an IP literal or reg-name characters.
+ */
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+;=%]+)(?::\d*)?$/;
+function validHost(host: string | null): boolean {
+  return host !== null && HOST.test(host);
+}
+
+/**
+ * The rare requests whose Host is not a plain valid one. No Host at all is an HTTP/1.0 request
+ * (Bun answers 400 itself for HTTP/1.1): Bun gives it a relative URL, so the app gets a copy
+ * with an absolute one (RFC 9112 §3.3: the server's own authority).
+ */
+function unusualHost(
+  req: Request,
+  server: Server<unknown>,
+  next: (req: Request) => Response | Promise<Response>,
+  onBad?: (res: Response) => void,
+): Response | Promise<Response> {
+  if (req.headers.get("host") === null && req.url.startsWith("/")) {
+    const authority = `${server.hostname && server.hostname !== "0.0.0.0" ? server.hostname : "localhost"}:${server.port}`;
+    const body = req.method === "GET" || req.method === "HEAD" ? null : req.body;
+    return next(new Request(`${server.url.protocol}//${authority}${req.url}`, { method: req.method, headers: req.headers, body }));
+  }
+  const bad = badRequest();
+  onBad?.(bad);
+  return bad;
+}
+
+function writeLog(server: Server<unknown>, req: Request, method: string, target: string, res: Response, t0: number): void {
+  let ip = server.requestIP(req)?.address ?? "-";
+  if (ip.startsWith("::ffff:")) ip = ip.slice(7); // IPv4-mapped IPv6, as on a dual-stack socket
+  accessLog(ip, method, target, res.status, res.headers.get("content-length") ?? "-", performance.now() - t0);
+}
+
+/**
+ * Bun sends a HEAD response without `Date` and `Content-Type`; RFC 9110 §9.3.2 wants the same
+ * header fields as GET. Reads the (unsent) body once to learn its type and length.
+ */
+async function completeHead(res: Response): Promise<Response> {
+  const headers = new Headers(res.headers);
+  if (!headers.has("date")) headers.set("date", clock.http);
+  if (!headers.has("content-type") || !headers.has("content-length")) {
+    const body = await res.blob();
+    if (!headers.has("content-type") && body.type !== "") headers.set("content-type", body.type);
+    if (!headers.has("content-length")) headers.set("content-length", String(body.size));
+  }
+  return new Response(null, { status: res.status, statusText: res.statusText, headers });
+}
+
+function safeUrl(req: Request): string {
+  try {
+    return req.url;
+  } catch {
+    return "(invalid URL)";
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "object") return `an object (${v.constructor?.name ?? "Object"})`;
+  return typeof v === "undefined" ? "undefined" : `a ${typeof v}`;
+}

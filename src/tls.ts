@@ -1,0 +1,100 @@
+// TLS material for `--tls`: a self-signed ECDSA P-256 certificate for localhost, made at start-up
+// with WebCrypto and a few lines of DER (RFC 5280), so no OpenSSL binary or extra package is needed.
+import { readFileSync } from "node:fs";
+import { CliError } from "./errors.ts";
+import type { TLSOptions } from "./types.ts";
+
+// --- DER ---
+
+function der(tag: number, ...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const len = parts.reduce((n, p) => n + p.length, 0);
+  const head =
+    len < 0x80 ? [tag, len] : len < 0x100 ? [tag, 0x81, len] : [tag, 0x82, len >> 8, len & 0xff];
+  const out = new Uint8Array(head.length + len);
+  out.set(head);
+  let at = head.length;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+const seq = (...parts: Uint8Array[]): Uint8Array<ArrayBuffer> => der(0x30, ...parts);
+const bytes = (...b: number[]) => new Uint8Array(b);
+const utf8 = (s: string) => new TextEncoder().encode(s);
+
+function oid(dotted: string): Uint8Array {
+  const [a, b, ...rest] = dotted.split(".").map(Number);
+  const out = [a! * 40 + b!];
+  for (const n of rest) {
+    const chunk = [n & 0x7f];
+    for (let v = n >> 7; v > 0; v >>= 7) chunk.unshift((v & 0x7f) | 0x80);
+    out.push(...chunk);
+  }
+  return der(0x06, new Uint8Array(out));
+}
+
+/** A positive INTEGER from big-endian bytes (strip leading zeros, keep the sign bit clear). */
+function uint(b: Uint8Array): Uint8Array {
+  let i = 0;
+  while (i < b.length - 1 && b[i] === 0) i++;
+  const v = b.subarray(i);
+  return v[0]! & 0x80 ? der(0x02, bytes(0), v) : der(0x02, v);
+}
+
+function utcTime(d: Date): Uint8Array {
+  const p = (n: number) => String(n).padStart(2, "0");
+  const s = `${p(d.getUTCFullYear() % 100)}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}` +
+    `${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}Z`;
+  return der(0x17, utf8(s));
+}
+
+const pem = (label: string, data: Uint8Array) =>
+  `-----BEGIN ${label}-----\n${Buffer.from(data).toString("base64").replace(/.{64}/g, "$&\n").trimEnd()}\n-----END ${label}-----\n`;
+
+// --- certificate ---
+
+/** Makes a self-signed certificate for `localhost` and 127.0.0.1, valid for one year. */
+export async function selfSigned(commonName = "localhost"): Promise<{ cert: string; key: string }> {
+  const alg = { name: "ECDSA", namedCurve: "P-256" } as const;
+  const keys = await crypto.subtle.generateKey(alg, true, ["sign", "verify"]);
+  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
+  const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey));
+
+  const ecdsaSha256 = seq(oid("1.2.840.10045.4.3.2"));
+  const name = seq(der(0x31, seq(oid("2.5.4.3"), der(0x0c, utf8(commonName)))));
+  const now = Date.now();
+  const san = seq(der(0x82, utf8("localhost")), der(0x87, bytes(127, 0, 0, 1)));
+  const tbs = seq(
+    der(0xa0, der(0x02, bytes(2))), // version v3
+    uint(crypto.getRandomValues(new Uint8Array(16))),
+    ecdsaSha256,
+    name,
+    seq(utcTime(new Date(now - 86_400_000)), utcTime(new Date(now + 365 * 86_400_000))),
+    name,
+    spki,
+    der(0xa3, seq(seq(oid("2.5.29.17"), der(0x04, san)))),
+  );
+  // WebCrypto signs as r‖s (IEEE P1363); X.509 wants SEQUENCE { INTEGER r, INTEGER s }.
+  const rs = new Uint8Array(await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, keys.privateKey, tbs));
+  const signature = seq(uint(rs.subarray(0, 32)), uint(rs.subarray(32)));
+  const cert = seq(tbs, ecdsaSha256, der(0x03, bytes(0), signature));
+  return { cert: pem("CERTIFICATE", cert), key: pem("PRIVATE KEY", pkcs8) };
+}
+
+/** Reads `--tls-cert/--tls-key` (exit 2 naming the file when one can't be read). */
+export function tlsFromFiles(certFile: string, keyFile: string, passphrase?: string): TLSOptions {
+  const read = (file: string, what: string) => {
+    try {
+      return readFileSync(file, "utf8");
+    } catch (err) {
+      throw new CliError(`cannot read the TLS ${what} "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  };
+  const cert = read(certFile, "certificate");
+  const key = read(keyFile, "key");
+  if (!cert.includes("-----BEGIN")) throw new CliError(`the TLS certificate "${certFile}" is not PEM`);
+  if (!key.includes("-----BEGIN")) throw new CliError(`the TLS key "${keyFile}" is not PEM`);
+  return passphrase === undefined ? { cert, key } : { cert, key, passphrase };
+}

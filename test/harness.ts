@@ -1,0 +1,163 @@
+// Shared test helpers: the CLI as a subprocess, raw sockets, temp dirs. Everything here is
+// disposable (`await using` / `using`), so a failing test still closes what it opened.
+import { mkdtempSync, rmSync } from "node:fs";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+
+export const ROOT = resolve(import.meta.dir, "..");
+export const CLI = join(ROOT, "cli.ts");
+export const fixture = (name: string) => join(ROOT, "test", "fixtures", name);
+
+/** A running `iodine` process whose stderr is collected and can be waited on. */
+export interface CliProcess extends AsyncDisposable {
+  proc: Subprocess<"ignore", "pipe", "pipe">;
+  /** `http://127.0.0.1:PORT` (or https), read from the start-up line */
+  url: string;
+  port: number;
+  /** everything written to stderr so far */
+  stderr(): string;
+  /** resolves once stderr matches (or rejects when the process exits first / after `ms`) */
+  waitFor(pattern: RegExp, ms?: number): Promise<RegExpMatchArray>;
+  /** sends a signal and resolves with the exit code */
+  stop(signal?: NodeJS.Signals): Promise<number>;
+}
+
+export interface StartOptions {
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  /** pass Bun's header flag up front so the CLI need not re-launch itself (default true) */
+  headerFlag?: boolean;
+  /** how long to wait for the listening line, ms */
+  timeout?: number;
+}
+
+function spawnCli(args: string[], o: StartOptions = {}) {
+  const flag = o.headerFlag === false ? [] : ["--max-http-header-size=32768"];
+  return Bun.spawn([process.execPath, ...flag, CLI, ...args], {
+    cwd: o.cwd ?? ROOT,
+    env: { ...process.env, NO_COLOR: "1", ...o.env },
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+}
+
+/** Starts the CLI and waits for `listening on …`. */
+export async function startCli(args: string[], o: StartOptions = {}): Promise<CliProcess> {
+  const proc = spawnCli(args, o);
+  let text = "";
+  let waiters: (() => void)[] = [];
+  let ended = false;
+  const decoder = new TextDecoder();
+  (async () => {
+    for await (const chunk of proc.stderr) {
+      text += decoder.decode(chunk, { stream: true });
+      for (const w of waiters) w();
+    }
+    ended = true;
+    for (const w of waiters) w();
+  })();
+  // Drain stdout so the child never blocks on a full pipe.
+  (async () => {
+    for await (const _ of proc.stdout);
+  })();
+
+  const waitFor = (pattern: RegExp, ms = 10_000) =>
+    new Promise<RegExpMatchArray>((res, rej) => {
+      const check = () => {
+        const m = text.match(pattern);
+        if (m) return done(() => res(m));
+        if (ended) return done(() => rej(new Error(`process ended before ${pattern}; stderr:\n${text}`)));
+      };
+      const timer = setTimeout(() => done(() => rej(new Error(`timed out waiting for ${pattern}; stderr:\n${text}`))), ms);
+      const done = (f: () => void) => {
+        clearTimeout(timer);
+        waiters = waiters.filter((w) => w !== check);
+        f();
+      };
+      waiters.push(check);
+      check();
+    });
+
+  const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+    return await proc.exited;
+  };
+
+  let url = "";
+  let port = 0;
+  try {
+    const m = await waitFor(/listening on (https?:\/\/[^\s]+|unix:\S+)/, o.timeout ?? 10_000);
+    url = m[1]!.replace("0.0.0.0", "127.0.0.1");
+    port = Number(/:(\d+)$/.exec(url)?.[1] ?? 0);
+  } catch (err) {
+    proc.kill("SIGKILL");
+    await proc.exited;
+    throw err;
+  }
+  return {
+    proc,
+    url,
+    port,
+    stderr: () => text,
+    waitFor,
+    stop,
+    async [Symbol.asyncDispose]() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+      await proc.exited;
+    },
+  };
+}
+
+/** Runs the CLI to completion (for error paths, --help, --version). */
+export async function runCli(args: string[], o: StartOptions = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = spawnCli(args, o);
+  const timer = setTimeout(() => proc.kill("SIGKILL"), o.timeout ?? 10_000);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+/**
+ * Writes `data` on a fresh TCP connection and collects the bytes until the server closes,
+ * `done(received)` returns true, or `ms` pass. Resolves with what was received.
+ */
+export function rawRequest(
+  port: number,
+  data: string | Uint8Array,
+  done: (received: string) => boolean = () => false,
+  ms = 5_000,
+): Promise<string> {
+  return new Promise((resolveOut) => {
+    const socket = connect(port, "127.0.0.1");
+    let received = "";
+    const finish = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolveOut(received);
+    };
+    const timer = setTimeout(finish, ms);
+    socket.on("data", (chunk) => {
+      received += chunk.toString("latin1");
+      if (done(received)) finish();
+    });
+    socket.on("close", finish);
+    socket.on("error", finish);
+    socket.write(data);
+  });
+}
+
+/** Counts complete HTTP/1.1 responses (status lines) in a raw byte string. */
+export const statusLines = (raw: string) => [...raw.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
+
+/** A temp directory removed on dispose. */
+export function tempDir(prefix = "iodine-test-"): Disposable & { path: string } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, [Symbol.dispose]: () => rmSync(path, { recursive: true, force: true }) };
+}

@@ -1,0 +1,78 @@
+// Every limit of SPEC §2/§10 crossed by one byte: --max-body (413), --max-header (431, the
+// request line and every header line counted), --max-msg (WebSocket close 1009).
+import { describe, expect, test } from "bun:test";
+import { fixture, rawRequest, startCli, statusLines } from "./harness.ts";
+
+/** A request whose header block (request line … final CRLF CRLF) is exactly `size` bytes. */
+function headerBlockOf(size: number): string {
+  const head = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
+  const filler = size - head.length - "X-Pad: \r\n".length - 2;
+  const block = `${head}X-Pad: ${"a".repeat(filler)}\r\n\r\n`;
+  if (block.length !== size) throw new Error("bad arithmetic");
+  return block;
+}
+
+const lastStatus = (raw: string) => statusLines(raw).at(-1);
+
+describe("--max-header: 431 above the header block limit", () => {
+  test("default 32 KiB: 32768 bytes pass, 32769 get 431", async () => {
+    await using srv = await startCli(["-p", "0", fixture("function-app.ts")]);
+    expect(lastStatus(await rawRequest(srv.port, headerBlockOf(32 * 1024)))).toBe(200);
+    expect(lastStatus(await rawRequest(srv.port, headerBlockOf(32 * 1024 + 1)))).toBe(431);
+    expect((await fetch(srv.url)).status).toBe(200);
+  });
+
+  test("--max-header 8: 8192 bytes pass, 8193 get 431 (the CLI re-launches Bun with the flag)", async () => {
+    await using srv = await startCli(["--max-header", "8", "-p", "0", fixture("function-app.ts")]);
+    expect(lastStatus(await rawRequest(srv.port, headerBlockOf(8 * 1024)))).toBe(200);
+    expect(lastStatus(await rawRequest(srv.port, headerBlockOf(8 * 1024 + 1)))).toBe(431);
+  });
+});
+
+describe("--max-body: 413 above the body limit", () => {
+  test("--max-body 1: 1 MiB passes, 1 MiB + 1 gets 413, the server lives on", async () => {
+    await using srv = await startCli(["--max-body", "1", "-p", "0", fixture("echo-body-app.ts")]);
+    const limit = 1024 * 1024;
+    const at = await fetch(srv.url, { method: "POST", body: new Uint8Array(limit) });
+    expect(await at.text()).toBe(`body=${limit}`);
+    const over = await rawRequest(
+      srv.port,
+      `POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: ${limit + 1}\r\nConnection: close\r\n\r\n`,
+      (r) => r.includes("\r\n\r\n"),
+    );
+    expect(lastStatus(over)).toBe(413);
+    // A chunked body that grows past the limit is cut off too.
+    const chunked = await fetch(srv.url, {
+      method: "POST",
+      body: new ReadableStream({
+        pull(c) {
+          c.enqueue(new Uint8Array(64 * 1024));
+        },
+      }),
+    }).then((r) => r.status, () => "reset");
+    expect([413, "reset"]).toContain(chunked);
+    expect(await (await fetch(srv.url, { method: "POST", body: "ok" })).text()).toBe("body=2");
+  });
+});
+
+describe("--max-msg: WebSocket close 1009 above the message limit", () => {
+  test("--max-msg 1: 1024 bytes echo, 1025 close the socket with 1009", async () => {
+    await using srv = await startCli(["--max-msg", "1", "-p", "0", fixture("websocket-app.ts")]);
+    const ws = new WebSocket(srv.url.replace("http", "ws"));
+    const received: string[] = [];
+    const closed = Promise.withResolvers<number>();
+    const echoed = Promise.withResolvers<void>();
+    ws.onmessage = (e) => {
+      received.push(String(e.data));
+      if (received.length === 1) ws.send("x".repeat(1024));
+      if (received.length === 2) {
+        echoed.resolve();
+        ws.send("y".repeat(1025));
+      }
+    };
+    ws.onclose = (e) => closed.resolve(e.code);
+    await echoed.promise;
+    expect(received).toEqual(["welcome", `echo:${"x".repeat(1024)}`]);
+    expect(await closed.promise).toBe(1009);
+  });
+});
