@@ -24,6 +24,9 @@ const MAX_PATHS = 10_000;
 const MAX_FILES = 10_000;
 const MAX_ENCODINGS = 256;
 
+// What describes the app's own (discarded) body, or the sendfile request itself.
+const APP_FRAMING = ["x-sendfile", "content-length", "content-encoding", "content-range", "transfer-encoding"];
+
 const TEXT = { "content-type": "text/plain;charset=utf-8" };
 const badRequest = () => new Response("Bad Request", { status: 400, headers: TEXT });
 const notFound = () => new Response("Not Found", { status: 404, headers: TEXT });
@@ -56,22 +59,17 @@ interface FileEntry {
   memory: number;
   /** dropped from the cache (changed on disk or evicted): whoever holds it must look again */
   evicted: boolean;
+  /** performance.now() of the last look at the disk */
   checkedAt: number;
 }
 
 /** What a request path names: a file, nothing (the app answers), or a symlink out of root. */
 type Target = FileEntry | "missing" | "outside";
 
-interface PathEntry {
-  target: Target;
-  checkedAt: number;
-}
+type PathEntry = { target: Target; checkedAt: number };
 
 /** q-values a client gave for the encodings we may have on disk (0 = not acceptable). */
-interface Accepts {
-  br: number;
-  gzip: number;
-}
+type Accepts = { br: number; gzip: number };
 
 // --- public ---
 
@@ -118,32 +116,38 @@ export class StaticFiles {
 
   /**
    * Answers a GET or HEAD whose path names a file (or a folder with an index.html) under root.
+   * `pathname` is the raw path of the request target: percent-encoded, without the query.
    * Returns a 400 for a malicious path, a 404 for a symlink out of root, and undefined when the
-   * app should answer (another method, or no such file).
+   * app should answer (another method, no such file, or a dotfile).
    */
   serve(req: Request, method: string, pathname: string): Response | undefined {
     if (method !== "GET" && method !== "HEAD") return undefined;
     const now = performance.now(); // monotonic: a wall-clock step back must not freeze revalidation
     let entry = this.#paths.get(pathname);
-    if (entry === undefined || now - entry.checkedAt >= REVALIDATE_MS || isEvicted(entry.target)) {
+    const t = entry?.target;
+    if (entry === undefined || now - entry.checkedAt >= REVALIDATE_MS || (typeof t === "object" && t.evicted)) {
       const target = this.#lookPublic(pathname, now);
+      // Refusals are not cached: they are rare in honest traffic, and each one is logged.
       if (target === "bad") return badRequest();
       if (entry === undefined) {
         if (this.#paths.size >= MAX_PATHS) this.#paths.clear(); // contents survive in #files
-        this.#paths.set(pathname, { target, checkedAt: now });
+        this.#paths.set(pathname, (entry = { target, checkedAt: now }));
       } else {
         entry.target = target;
         entry.checkedAt = now;
       }
-      return this.#answer(req, method === "HEAD", target);
     }
-    return this.#answer(req, method === "HEAD", entry.target);
+    const target = entry.target;
+    if (target === "missing") return undefined;
+    if (target === "outside") return notFound();
+    return this.#reply(req, method === "HEAD", target, undefined);
   }
 
   /**
    * X-Sendfile: returns `res` with the file at `absPath` as its body, under the same encoding,
    * conditional and range rules as the public folder. The app's status and other headers are
-   * kept and X-Sendfile is dropped; a missing file gives a 404 and an error line.
+   * kept and X-Sendfile is dropped; a missing file gives a 404 and an error line. The path is
+   * the app's choice, so it is not confined to root (a relative one is taken from the cwd).
    */
   sendfile(req: Request, res: Response, absPath: string): Response | Promise<Response> {
     if (res.body !== null && !res.bodyUsed) res.body.cancel().catch(() => {});
@@ -170,9 +174,9 @@ export class StaticFiles {
         return refuse(pathname, "bad percent-encoding");
       }
     }
-    if (rel.charCodeAt(0) !== 47 || rel.indexOf("\\") !== -1 || rel.indexOf("\0") !== -1) {
-      return refuse(pathname, "backslash or NUL");
-    }
+    if (rel.charCodeAt(0) !== 47) return refuse(pathname, "not an absolute path");
+    if (rel.indexOf("\\") !== -1) return refuse(pathname, "backslash");
+    if (rel.indexOf("\0") !== -1) return refuse(pathname, "NUL");
     const segments = rel.split("/");
     for (let i = 1; i < segments.length; i++) {
       const s = segments[i]!;
@@ -226,15 +230,11 @@ export class StaticFiles {
 
     const type = Bun.file(path).type; // Bun's MIME table; text types already carry charset=utf-8
     const vary = br !== undefined || gz !== undefined;
-    const f: FileEntry = {
-      identity: this.#variant(path, st, type, "", vary),
-      br: br && this.#variant(br.path, br.st, type, "br", vary),
-      gzip: gz && this.#variant(gz.path, gz.st, type, "gzip", vary),
-      memory: 0,
-      evicted: false,
-      checkedAt: now,
-    };
-    f.memory = (f.identity.bytes?.byteLength ?? 0) + (f.br?.bytes?.byteLength ?? 0) + (f.gzip?.bytes?.byteLength ?? 0);
+    const identity = this.#variant(path, st, type, "", vary);
+    const brV = br && this.#variant(br.path, br.st, type, "br", vary);
+    const gzV = gz && this.#variant(gz.path, gz.st, type, "gzip", vary);
+    const memory = [identity, brV, gzV].reduce((n, v) => n + (v?.bytes?.byteLength ?? 0), 0);
+    const f: FileEntry = { identity, br: brV, gzip: gzV, memory, evicted: false, checkedAt: now };
     this.#files.set(path, f);
     this.#cacheBytes += f.memory;
     // Evict the oldest loads first; the entry just loaded stays even if it alone is over budget.
@@ -251,9 +251,7 @@ export class StaticFiles {
     this.#cacheBytes -= f.memory;
     f.evicted = true;
     // Path entries may still point at it until they next look: let the bytes go now.
-    f.identity.bytes = undefined;
-    if (f.br) f.br.bytes = undefined;
-    if (f.gzip) f.gzip.bytes = undefined;
+    for (const v of [f.identity, f.br, f.gzip]) if (v !== undefined) v.bytes = undefined;
   }
 
   /** A precompressed sibling, if it is a regular file (and, for the public folder, inside it). */
@@ -295,12 +293,6 @@ export class StaticFiles {
   }
 
   // --- answering ---
-
-  #answer(req: Request, head: boolean, target: Target): Response | undefined {
-    if (target === "missing") return undefined;
-    if (target === "outside") return notFound();
-    return this.#reply(req, head, target, undefined);
-  }
 
   /** Builds the response for a file: 200, 206, 304 or 416. `app` is set for X-Sendfile. */
   #reply(req: Request, head: boolean, f: FileEntry, app: Response | undefined): Response {
@@ -381,10 +373,6 @@ function refuse(pathname: string, why: string): "bad" {
   return "bad";
 }
 
-function isEvicted(t: Target): boolean {
-  return typeof t === "object" && t.evicted;
-}
-
 /** stat that answers undefined for anything that is not there (ENOENT, ENOTDIR, EACCES, ELOOP…). */
 function statFile(path: string): Stats | undefined {
   try {
@@ -414,9 +402,7 @@ function isSame(v: Variant | undefined, st: Stats | undefined): boolean {
 function build(app: Response | undefined, status: number, body: Uint8Array | Blob | null, ours: Headers): Response {
   if (app === undefined) return new Response(body, { status, headers: ours });
   const headers = new Headers(app.headers);
-  for (const name of ["x-sendfile", "content-length", "content-encoding", "content-range", "transfer-encoding"]) {
-    headers.delete(name);
-  }
+  for (const name of APP_FRAMING) headers.delete(name);
   // The app may know the type better (an upload stored without an extension). Bun's implicit
   // type for a string body is not a choice the app made, so the file's own type wins over it.
   const appType = headers.get("content-type");

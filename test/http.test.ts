@@ -167,6 +167,37 @@ describe("request guards (SPEC §10) and HEAD", () => {
   });
 });
 
+describe("X-Sendfile", () => {
+  test("the app names a file; iodine sends it with ranges, keeps the app's headers, drops X-Sendfile", async () => {
+    using dir = tempDir();
+    const data = crypto.getRandomValues(new Uint8Array(300 * 1024)); // above the in-memory size
+    const file = join(dir.path, "blob.bin");
+    writeFileSync(file, data);
+    await using srv = await startCli(["-v", "-p", "0", fixture("sendfile-app.ts")]);
+    const q = `/?file=${encodeURIComponent(file)}`;
+
+    const full = await fetch(srv.url + q);
+    expect(full.status).toBe(200);
+    expect(full.headers.get("x-sendfile")).toBeNull();
+    expect(full.headers.get("x-app")).toBe("kept");
+    expect(full.headers.get("content-type")).toBe("application/x-test");
+    expect(new Uint8Array(await full.arrayBuffer())).toEqual(data);
+
+    const part = await fetch(srv.url + q, { headers: { range: "bytes=1000-1999" } });
+    expect(part.status).toBe(206);
+    expect(part.headers.get("content-range")).toBe(`bytes 1000-1999/${data.length}`);
+    expect(new Uint8Array(await part.arrayBuffer())).toEqual(data.subarray(1000, 2000));
+
+    const etag = full.headers.get("etag")!;
+    expect((await fetch(srv.url + q, { headers: { "if-none-match": etag } })).status).toBe(304);
+
+    const missing = await fetch(srv.url + "/?file=" + encodeURIComponent(join(dir.path, "nope")));
+    expect(missing.status).toBe(404);
+    await srv.waitFor(/X-Sendfile: no such file/);
+    await srv.waitFor(new RegExp(`"GET /\\?file=[^ ]+ HTTP/1\\.1" 206 1000 `));
+  });
+});
+
 describe("connections", () => {
   test("-k closes an idle keep-alive connection after that many seconds", async () => {
     await using srv = await startCli(["-k", "1", "-p", "0", fixture("function-app.ts")]);

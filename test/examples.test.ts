@@ -1,0 +1,57 @@
+// Every example in examples/ runs through the real CLI and shows the behaviour its header promises.
+import { describe, expect, test } from "bun:test";
+import { brotliDecompressSync } from "node:zlib";
+import { join } from "node:path";
+import { ROOT, startCli } from "./harness.ts";
+
+const example = (name: string) => join(ROOT, "examples", name);
+
+describe("examples", () => {
+  test("hello.ts answers Hello World!", async () => {
+    await using srv = await startCli(["-p", "0", example("hello.ts")]);
+    const res = await fetch(srv.url + "/");
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe("Hello World!");
+  });
+
+  test("static/: the public folder with a pre-compressed asset, the app for the rest", async () => {
+    await using srv = await startCli(["-p", "0", "--www", example("static/public"), example("static/app.ts")]);
+    const css = await Bun.file(example("static/public/style.css")).text();
+    const br = await fetch(srv.url + "/style.css", { headers: { "accept-encoding": "br" }, decompress: false });
+    expect(br.headers.get("content-encoding")).toBe("br");
+    expect(br.headers.get("vary")).toContain("Accept-Encoding");
+    expect(new TextDecoder().decode(brotliDecompressSync(new Uint8Array(await br.arrayBuffer())))).toBe(css);
+    const gz = await fetch(srv.url + "/style.css", { headers: { "accept-encoding": "gzip" }, decompress: false });
+    expect(gz.headers.get("content-encoding")).toBe("gzip");
+    expect(new TextDecoder().decode(Bun.gunzipSync(new Uint8Array(await gz.arrayBuffer())))).toBe(css);
+    const index = await fetch(srv.url + "/");
+    expect(index.headers.get("content-type")).toStartWith("text/html");
+    expect(await index.text()).toBe(await Bun.file(example("static/public/index.html")).text());
+    const missing = await fetch(srv.url + "/nothing-here");
+    expect(missing.status).toBe(404);
+    expect(await missing.text()).toBe("Not found");
+  });
+
+  test("hello.ts through `bun run iodine` (the README's quick start)", async () => {
+    const proc = Bun.spawn(["bun", "run", "iodine", "-p", "0", "examples/hello.ts"], {
+      cwd: ROOT,
+      stdout: "ignore",
+      stderr: "pipe",
+    });
+    try {
+      const reader = proc.stderr.getReader();
+      let text = "";
+      let m: RegExpExecArray | null = null;
+      while (!(m = /listening on http:\/\/0\.0\.0\.0:(\d+)/.exec(text))) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("bun run iodine exited: " + text);
+        text += new TextDecoder().decode(value);
+      }
+      reader.releaseLock();
+      expect(await (await fetch(`http://127.0.0.1:${m[1]}/`)).text()).toBe("Hello World!");
+    } finally {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    }
+  });
+});
