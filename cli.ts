@@ -9,7 +9,7 @@ import { CliError } from "./src/errors.ts";
 import { log, setVerbosity } from "./src/log.ts";
 import { cittyArgs, readArgv, readConfigText, toArgv, type RawOptions } from "./src/options.ts";
 import { addListener, driveFromCli, listenerCount, startAll } from "./src/runtime.ts";
-import { resolveSettings, type Settings } from "./src/settings.ts";
+import { DEFAULTS, resolveSettings, type Settings } from "./src/settings.ts";
 import { selfSigned, tlsFromFiles } from "./src/tls.ts";
 import type { TLSOptions } from "./src/types.ts";
 import pkg from "./package.json" with { type: "json" };
@@ -50,7 +50,7 @@ async function main(argv: string[]): Promise<void> {
     ping: settings.ping,
     maxMsg: settings.maxMsg,
     warmup: settings.warmup,
-    drainMs: 10_000,
+    drainMs: DEFAULTS.drainMs,
     pidFile: settings.pid,
   });
   if (settings.www !== undefined && !isDirectory(settings.www)) {

@@ -4,7 +4,7 @@
 import { existsSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { CliError } from "./errors.ts";
-import type { AppModule, AppObject, FetchHandler } from "./types.ts";
+import type { AppObject, FetchHandler } from "./types.ts";
 
 /** The default export, normalised; undefined in script mode (the module listened by itself). */
 export interface LoadedApp {
@@ -86,10 +86,6 @@ export function normaliseApp(exp: unknown): LoadedApp | undefined {
   }
   if (typeof obj.hostname === "string") app.hostname = obj.hostname;
   return app;
-}
-
-export function isAppModule(exp: unknown): exp is AppModule {
-  return normaliseApp(exp) !== undefined;
 }
 
 function describeExport(exp: unknown): string {

@@ -98,9 +98,12 @@ export function accessLog(
   bytes: string,
   ms: number,
 ): void {
+  // Hundredths of a millisecond by integer maths: toFixed(2) showed up at ~5 % of the -v profile.
+  const cs = Math.round(ms * 100);
+  const frac = cs % 100;
   pending +=
     ip + " - - " + clock.common + ' "' + method + " " + target + ' HTTP/1.1" ' + status + " " +
-    bytes + " " + ms.toFixed(2) + "ms\n";
+    bytes + " " + ((cs - frac) / 100) + (frac < 10 ? ".0" : ".") + frac + "ms\n";
   if (pending.length >= FLUSH_BYTES) flushAccessLog();
   else if (flushTimer === undefined) flushTimer = setTimeout(flushAccessLog, FLUSH_MS);
 }

@@ -36,7 +36,7 @@ const envPort = /^\d+$/.test(process.env.PORT ?? "") && Number(process.env.PORT)
 let config: RunConfig = {
   port: envPort, hostname: undefined, unix: undefined, www: undefined, tls: undefined,
   verbose: false, keepAlive: DEFAULTS.keepAlive, maxBody: DEFAULTS.maxBody, ping: DEFAULTS.ping,
-  maxMsg: DEFAULTS.maxMsg, warmup: false, drainMs: 10_000, pidFile: undefined,
+  maxMsg: DEFAULTS.maxMsg, warmup: false, drainMs: DEFAULTS.drainMs, pidFile: undefined,
 };
 let cliDriven = false;
 let state: "idle" | "running" | "stopping" = "idle";
@@ -79,6 +79,8 @@ export async function startAll(): Promise<void> {
     const unix = o.unix ?? (o.port === undefined ? config.unix : undefined);
     const port = o.port ?? config.port ?? app.port ?? DEFAULT_PORT;
     const hostname = o.hostname ?? config.hostname ?? app.hostname;
+    const www = o.public ?? config.www;
+    const tls = o.tls ?? config.tls;
     if (config.warmup) await warmup(app.fetch);
     if (unix !== undefined) removeStaleSocket(unix);
     const server = serveHttp({
@@ -87,8 +89,8 @@ export async function startAll(): Promise<void> {
       port,
       ...(hostname !== undefined ? { hostname } : {}),
       ...(unix !== undefined ? { unix } : {}),
-      ...(o.public ?? config.www ? { www: (o.public ?? config.www)! } : {}),
-      ...(o.tls ?? config.tls ? { tls: (o.tls ?? config.tls)! } : {}),
+      ...(www !== undefined ? { www } : {}),
+      ...(tls !== undefined ? { tls } : {}),
       verbose: config.verbose,
       keepAlive: config.keepAlive,
       maxBody: config.maxBody,
@@ -97,9 +99,8 @@ export async function startAll(): Promise<void> {
     });
     servers.push(server);
     if (unix !== undefined) unixPaths.push(unix);
-    const scheme = o.tls ?? config.tls ? "https" : "http";
-    const where = unix !== undefined ? `unix:${unix}` : `${scheme}://${hostname ?? "0.0.0.0"}:${server.port}`;
-    log.info(`listening on ${where} (1 worker, 1 thread${o.public ?? config.www ? `, public folder ${o.public ?? config.www}` : ""})`);
+    const where = unix !== undefined ? `unix:${unix}` : `${tls ? "https" : "http"}://${hostname ?? "0.0.0.0"}:${server.port}`;
+    log.info(`listening on ${where} (1 worker, 1 thread${www !== undefined ? `, public folder ${www}` : ""})`);
   }
 }
 

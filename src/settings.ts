@@ -48,6 +48,8 @@ export const DEFAULTS = {
   maxMsg: 250 * KiB,
   redisPing: 300,
   verbosity: 4,
+  /** how long a graceful stop waits for in-flight requests, ms */
+  drainMs: 10_000,
 } as const;
 
 type Env = Record<string, string | undefined>;

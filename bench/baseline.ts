@@ -1,0 +1,21 @@
+// The raw Bun.serve baseline for bench/http.ts: the least a Bun server can do, so what iodine
+// adds on top shows in the ratio. Run as its own process, like the servers it is compared with.
+//
+// Run:   bun bench/baseline.ts              "Hello World!" for every request
+//        bun bench/baseline.ts --dir DIR    new Response(Bun.file(DIR + pathname))
+// Poke:  curl -i http://127.0.0.1:PORT/     (PORT is printed on stdout)
+const at = process.argv.indexOf("--dir");
+const dir = at > 0 ? process.argv[at + 1] : undefined;
+if (at > 0 && !dir) {
+  console.error("baseline: --dir needs a directory");
+  process.exit(2);
+}
+
+// Bench traffic is loopback only, and a slice of req.url is the cheapest path a raw server has.
+const fetch =
+  dir === undefined
+    ? () => new Response("Hello World!")
+    : (req: Request) => new Response(Bun.file(dir + req.url.slice(req.url.indexOf("/", 8))));
+
+const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch });
+console.log(`listening on http://127.0.0.1:${server.port}`);

@@ -1,0 +1,369 @@
+// HTTP throughput of iodine against a raw Bun.serve and nginx, all on this machine, in one run.
+//
+// Run:   bun run bench                        (4 scenarios × 3 rounds × 5 s per server)
+//        bun bench/http.ts --duration 2 --rounds 3 --only plain,log
+//        BENCH_DURATION=2 BENCH_ROUNDS=3 bun bench/http.ts
+// Out:   a table on stdout, and every round in bench/results/http.json.
+//
+// Each scenario drives every server with the same wrk command, one server at a time, and
+// rotates the order from round to round so warm-up and thermal drift do not favour one side.
+// The score is the median round; the ratios compare medians.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from "node:fs";
+import { availableParallelism, cpus, loadavg, release, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import type { Subprocess } from "bun";
+import {
+  aptInstall,
+  findTool,
+  fmtRps,
+  freePort,
+  indent,
+  median,
+  cpuMicros,
+  cpuTicks,
+  runWrk,
+  startServer,
+  stopServer,
+  versionLine,
+  waitReachable,
+  type Server,
+  type WrkResult,
+} from "./lib.ts";
+
+const ROOT = resolve(import.meta.dir, "..");
+const RESULTS = join(import.meta.dir, "results", "http.json");
+const THREADS = 2;
+const CONNECTIONS = 200;
+
+// --- options ---
+
+const { values: flags } = parseArgs({
+  options: {
+    duration: { type: "string" },
+    rounds: { type: "string" },
+    only: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  },
+});
+if (flags.help) {
+  console.log("usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,static-1k,static-1m]");
+  process.exit(0);
+}
+const duration = positiveInt(flags.duration ?? process.env.BENCH_DURATION ?? "5", "duration");
+const rounds = positiveInt(flags.rounds ?? process.env.BENCH_ROUNDS ?? "3", "rounds");
+// A short unscored run per server first: JIT warm-up would otherwise land in round 1 only.
+const warmupSeconds = Math.min(2, duration);
+
+function positiveInt(text: string, what: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`bench: --${what} must be a positive integer, got ${JSON.stringify(text)}`);
+    process.exit(2);
+  }
+  return n;
+}
+
+// --- cleanup, also on Ctrl-C ---
+
+const children: Server[] = [];
+let wrk: Subprocess | undefined;
+let tmp: string | undefined;
+let cleaning: Promise<void> | undefined;
+let interrupted = false;
+
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    wrk?.kill("SIGKILL");
+    await Promise.all(children.map((s) => stopServer(s)));
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  })();
+  return cleaning;
+}
+
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    interrupted = true;
+    console.error(`\nbench: ${signal}, stopping servers`);
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+// --- scenarios ---
+
+type Role = "iodine" | "raw" | "nginx";
+const LABEL: Record<Role, string> = { iodine: "iodine", raw: "raw Bun.serve", nginx: "nginx" };
+
+interface Scenario {
+  id: string;
+  name: string;
+  path: string;
+  servers: Partial<Record<Role, Server>>;
+  expected: Uint8Array;
+  target: { against: "raw" | "nginx"; ratio: number };
+}
+
+/** One wrk run and the CPU the server spent on it. */
+type Run = WrkResult & { cpuMicrosPerRequest: number };
+
+interface Row {
+  role: Role;
+  rounds: Run[];
+  median: number;
+  min: number;
+  max: number;
+  /** median µs of server CPU per request */
+  cpu: number;
+}
+
+async function main(): Promise<void> {
+  const facts = {
+    cores: availableParallelism(),
+    cpu: cpus()[0]?.model.trim() ?? "unknown",
+    kernel: release(),
+    bun: Bun.version,
+    date: new Date().toISOString(),
+    loadAvg1m: loadavg()[0] ?? 0,
+    wrk: "",
+    nginx: "",
+  };
+
+  // --- tools ---
+  if (!findTool("wrk")) {
+    console.error("bench: wrk not found; installing it (apt-get install -y wrk)");
+    if (!(await aptInstall("wrk")) || !findTool("wrk")) throw new Error("wrk is missing and could not be installed");
+  }
+  let nginx = findTool("nginx");
+  if (!nginx) {
+    console.error("bench: nginx not found; installing nginx-light");
+    if (await aptInstall("nginx-light")) nginx = findTool("nginx");
+  }
+  if (!nginx) {
+    console.error("\n!!!!! bench: NGINX COULD NOT BE INSTALLED — the nginx baselines are SKIPPED !!!!!\n");
+  }
+  facts.wrk = await versionLine(["wrk", "-v"]);
+  if (nginx) facts.nginx = await versionLine([nginx, "-v"]);
+
+  console.log(`machine: ${facts.cores} cores (${facts.cpu}), Linux ${facts.kernel}`);
+  console.log(`bun ${facts.bun}, ${facts.wrk || "wrk"}${facts.nginx ? `, ${facts.nginx}` : ""}`);
+  console.log(`date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
+  // wrk and the server already fill every core; anything else running skews the ratios.
+  if (facts.loadAvg1m > 0.5) {
+    console.log(`!! load average ${facts.loadAvg1m.toFixed(2)} before start: something else is busy, expect noise`);
+  }
+  console.log(`wrk -t${THREADS} -c${CONNECTIONS} -d${duration}s, ${rounds} rounds, ${warmupSeconds} s warm-up per server\n`);
+
+  // --- files: random bytes, so no server can win by compressing ---
+  tmp = mkdtempSync(join(tmpdir(), "iodine-bench-"));
+  const www = join(tmp, "www");
+  mkdirSync(www);
+  const small = crypto.getRandomValues(new Uint8Array(1024));
+  const large = new Uint8Array(1024 * 1024);
+  for (let i = 0; i < large.length; i += 65536) crypto.getRandomValues(large.subarray(i, i + 65536));
+  writeFileSync(join(www, "1k.bin"), small);
+  writeFileSync(join(www, "1m.bin"), large);
+  // nginx's worker drops to an unprivileged user: mkdtemp's 0700 would hide the files from it.
+  chmodSync(tmp, 0o755);
+  chmodSync(www, 0o755);
+
+  // --- servers, all up side by side ---
+  const only = flags.only?.split(",").map((s) => s.trim());
+  const wants = (id: string) => !only || only.includes(id);
+  const iodine = (name: string, args: string[], stderrFile?: string) =>
+    start(name, [process.execPath, "--max-http-header-size=32768", "cli.ts", "-p", "0", "-b", "127.0.0.1", ...args], stderrFile);
+  const hello = new TextEncoder().encode("Hello World!");
+  const scenarios: Scenario[] = [];
+
+  if (wants("plain") || wants("log")) {
+    const raw = await start("raw hello", [process.execPath, join(import.meta.dir, "baseline.ts")]);
+    if (wants("plain")) {
+      const io = await iodine("iodine", ["examples/hello.ts"]);
+      scenarios.push({ id: "plain", name: "plain", path: "/", servers: { iodine: io, raw }, expected: hello, target: { against: "raw", ratio: 0.95 } });
+    }
+    if (wants("log")) {
+      const io = await iodine("iodine -v", ["-v", "examples/hello.ts"], join(tmp, "access.log"));
+      scenarios.push({ id: "log", name: "log (-v)", path: "/", servers: { iodine: io, raw }, expected: hello, target: { against: "raw", ratio: 0.85 } });
+    }
+  }
+  if (wants("static-1k") || wants("static-1m")) {
+    const io = await iodine("iodine --www", ["--www", www, "examples/hello.ts"]);
+    const raw = await start("raw Bun.file", [process.execPath, join(import.meta.dir, "baseline.ts"), "--dir", www]);
+    const ngx = nginx ? await startNginx(nginx, tmp, www) : undefined;
+    const servers = { iodine: io, raw, ...(ngx ? { nginx: ngx } : {}) };
+    if (wants("static-1k")) {
+      scenarios.push({ id: "static-1k", name: "static 1 KB", path: "/1k.bin", servers, expected: small, target: { against: "nginx", ratio: 1.0 } });
+    }
+    if (wants("static-1m")) {
+      scenarios.push({ id: "static-1m", name: "static 1 MB", path: "/1m.bin", servers, expected: large, target: { against: "nginx", ratio: 0.9 } });
+    }
+  }
+  if (scenarios.length === 0) throw new Error(`--only ${flags.only}: no such scenario (plain, log, static-1k, static-1m)`);
+
+  // A server answering with the wrong bytes (say the app's "Hello World!" for /1k.bin) would
+  // post a great number for the wrong work; check every body once before measuring.
+  for (const sc of scenarios) {
+    for (const s of Object.values(sc.servers)) await checkBody(s, sc.path, sc.expected);
+  }
+
+  // --- measure ---
+  const results: { scenario: Scenario; rows: Row[] }[] = [];
+  for (const sc of scenarios) {
+    const roles = Object.keys(sc.servers) as Role[];
+    const runs = new Map<Role, Run[]>(roles.map((r) => [r, []]));
+    for (const role of roles) await drive(sc.servers[role]!, sc.path, warmupSeconds);
+    if (sc.id === "log") await assertLogging(sc.servers.iodine!);
+    for (let round = 0; round < rounds; round++) {
+      const order = roles.map((_, i) => roles[(i + round) % roles.length]!);
+      for (const role of order) {
+        const r = await drive(sc.servers[role]!, sc.path, duration);
+        runs.get(role)!.push(r);
+        console.log(`  ${sc.name.padEnd(12)} round ${round + 1}  ${LABEL[role].padEnd(14)} ${fmtRps(r.rps).padStart(9)} req/s  ${r.cpuMicrosPerRequest.toFixed(1).padStart(6)} µs CPU/req${errorNote(r)}`);
+      }
+    }
+    results.push({
+      scenario: sc,
+      rows: roles.map((role) => {
+        const rs = runs.get(role)!;
+        const rps = rs.map((r) => r.rps);
+        return { role, rounds: rs, median: median(rps), min: Math.min(...rps), max: Math.max(...rps), cpu: median(rs.map((r) => r.cpuMicrosPerRequest)) };
+      }),
+    });
+  }
+
+  // --- report ---
+  const report = results.map(({ scenario: sc, rows }) => {
+    const of = (role: Role) => rows.find((r) => r.role === role)?.median;
+    const cpuOf = (role: Role) => rows.find((r) => r.role === role)?.cpu;
+    const io = of("iodine")!;
+    const ratio = (role: Role) => (of(role) ? io / of(role)! : null);
+    // CPU efficiency: baseline µs per request ÷ iodine µs per request (> 1: iodine is cheaper)
+    const cpuRatio = (role: Role) => (cpuOf(role) ? cpuOf(role)! / cpuOf("iodine")! : null);
+    const versus = ratio(sc.target.against);
+    return {
+      scenario: sc.name,
+      path: sc.path,
+      servers: rows.map((r) => ({ server: LABEL[r.role], median: r.median, min: r.min, max: r.max, cpuMicrosPerRequest: r.cpu, rounds: r.rounds })),
+      ratios: { iodineOverRaw: ratio("raw"), iodineOverNginx: ratio("nginx") },
+      cpuRatios: { rawOverIodine: cpuRatio("raw"), nginxOverIodine: cpuRatio("nginx") },
+      target: { against: LABEL[sc.target.against], ratio: sc.target.ratio },
+      verdict: versus === null ? "SKIPPED" : versus >= sc.target.ratio ? "PASS" : "MISS",
+    };
+  });
+
+  console.log("");
+  console.log(`${"scenario".padEnd(13)}${"server".padEnd(15)}${"median req/s".padStart(13)}   ${"min–max".padEnd(19)}${"µs CPU/req".padStart(11)}`);
+  console.log("-".repeat(73));
+  for (const r of report) {
+    r.servers.forEach((s, i) => {
+      const range = `${fmtRps(s.min)}–${fmtRps(s.max)}`;
+      console.log(`${(i === 0 ? r.scenario : "").padEnd(13)}${s.server.padEnd(15)}${fmtRps(s.median).padStart(13)}   ${range.padEnd(19)}${s.cpuMicrosPerRequest.toFixed(1).padStart(11)}`);
+    });
+    const parts = [`iodine ÷ raw ${fmtRatio(r.ratios.iodineOverRaw)}`];
+    if (r.path !== "/") parts.push(`iodine ÷ nginx ${fmtRatio(r.ratios.iodineOverNginx)}`);
+    parts.push(`target ≥ ${r.target.ratio.toFixed(2)} × ${r.target.against}: ${r.verdict}`);
+    console.log(`${"".padEnd(13)}${parts.join("   ")}`);
+    const cpuParts = [`raw ÷ iodine ${fmtRatio(r.cpuRatios.rawOverIodine)}`];
+    if (r.path !== "/") cpuParts.push(`nginx ÷ iodine ${fmtRatio(r.cpuRatios.nginxOverIodine)}`);
+    console.log(`${"".padEnd(13)}CPU per request (> 1: iodine cheaper): ${cpuParts.join("   ")}`);
+    console.log("");
+  }
+
+  mkdirSync(join(import.meta.dir, "results"), { recursive: true });
+  const settings = { threads: THREADS, connections: CONNECTIONS, durationSeconds: duration, rounds, warmupSeconds };
+  writeFileSync(RESULTS, JSON.stringify({ machine: facts, settings, scenarios: report }, null, 2) + "\n");
+  console.log(`results: ${RESULTS.slice(ROOT.length + 1)}`);
+}
+
+// --- helpers ---
+
+async function start(name: string, cmd: string[], stderrFile?: string): Promise<Server> {
+  const s = await startServer(name, cmd, { cwd: ROOT, ...(stderrFile ? { stderrFile } : {}) });
+  children.push(s);
+  return s;
+}
+
+async function startNginx(nginx: string, dir: string, www: string): Promise<Server> {
+  const port = freePort();
+  const conf = join(dir, "nginx.conf");
+  // Only the temp paths this build knows: naming a module's path without the module is an error.
+  const built = Bun.spawnSync([nginx, "-V"], { stdout: "pipe", stderr: "pipe" }).stderr.toString();
+  const temps = [...built.matchAll(/--http-([a-z-]+)-temp-path=/g)].map(
+    (m) => `  ${m[1]!.replace("-", "_")}_temp_path ${join(dir, `nginx-${m[1]}`)};`,
+  );
+  writeFileSync(
+    conf,
+    [
+      "worker_processes 1;",
+      "daemon off;",
+      `pid ${join(dir, "nginx.pid")};`,
+      `error_log ${join(dir, "nginx-error.log")} warn;`,
+      // As root nginx switches its worker to nobody:nobody by default, and Debian has no group nobody.
+      ...(process.getuid?.() === 0 ? ["user root;"] : []),
+      "events { worker_connections 1024; }",
+      "http {",
+      "  access_log off;",
+      "  sendfile on;",
+      "  default_type application/octet-stream;",
+      // Bun.serve never closes a keep-alive connection after N requests; nginx's default 1000
+      // would make wrk reconnect all the time and measure connection set-up instead.
+      "  keepalive_requests 1000000;",
+      ...temps,
+      `  server { listen 127.0.0.1:${port}; root ${www}; }`,
+      "}",
+      "",
+    ].join("\n"),
+  );
+  const s = await startServer("nginx", [nginx, "-c", conf, "-p", dir], { port });
+  children.push(s);
+  await waitReachable(s, "/1k.bin");
+  return s;
+}
+
+async function checkBody(s: Server, path: string, expected: Uint8Array): Promise<void> {
+  const res = await fetch(s.url + path);
+  const body = new Uint8Array(await res.arrayBuffer());
+  if (res.status !== 200 || !Buffer.from(body).equals(Buffer.from(expected))) {
+    throw new Error(`${s.name}: GET ${path} gave ${res.status} with ${body.length} bytes, expected 200 with ${expected.length} bytes`);
+  }
+}
+
+/** `-v` must really be logging, or the log scenario measures plain again. */
+async function assertLogging(s: Server): Promise<void> {
+  // the access log is flushed in batches on a short timer; the file is polled every 100 ms
+  await Bun.sleep(400);
+  if (!/"GET \/ HTTP\/1\.1" 200/.test(s.stderr.tail)) {
+    throw new Error(`${s.name}: no access-log lines on stderr after a warm-up run\n${indent(s.stderr.tail.slice(-2000))}`);
+  }
+}
+
+async function drive(s: Server, path: string, seconds: number): Promise<Run> {
+  if (s.proc.exitCode !== null || s.proc.signalCode !== null) {
+    throw new Error(`${s.name} died (code ${s.proc.exitCode ?? s.proc.signalCode})\n${indent(s.stderr.tail.slice(-2000))}`);
+  }
+  const before = cpuTicks(s.proc.pid);
+  const r = await runWrk(s.url + path, { threads: THREADS, connections: CONNECTIONS, seconds }, (p) => (wrk = p));
+  wrk = undefined;
+  return { ...r, cpuMicrosPerRequest: cpuMicros(cpuTicks(s.proc.pid) - before, r.requests) };
+}
+
+function errorNote(r: WrkResult): string {
+  const notes: string[] = [];
+  const e = r.socketErrors;
+  if (e) notes.push(`socket errors: connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}`);
+  if (r.non2xx) notes.push(`${r.non2xx} non-2xx`);
+  return notes.length ? `   !! ${notes.join("; ")}` : "";
+}
+
+function fmtRatio(x: number | null): string {
+  return x === null ? "n/a" : x.toFixed(2);
+}
+
+try {
+  await main();
+} catch (err) {
+  // after an interrupt the error is only the killed wrk or server; the signal line said enough
+  if (!interrupted) console.error(`bench: ${err instanceof Error ? err.message : err}`);
+  process.exitCode = 1;
+} finally {
+  await cleanup();
+}

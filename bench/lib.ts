@@ -1,0 +1,300 @@
+// Helpers for bench/http.ts: tools on PATH, server processes, wrk runs and their numbers.
+// Kept apart so http.ts reads as the plan of the benchmark, not its plumbing.
+import { readFileSync } from "node:fs";
+import type { Subprocess } from "bun";
+
+// --- tools ---
+
+/** Finds `name` on PATH or in sbin (nginx lives in /usr/sbin, often off a non-root PATH). */
+export function findTool(name: string): string | null {
+  return Bun.which(name) ?? Bun.which(name, { PATH: "/usr/local/sbin:/usr/sbin:/sbin" });
+}
+
+/** `apt-get install -y pkg`, with one `apt-get update` retry for a cold package cache. */
+export async function aptInstall(pkg: string): Promise<boolean> {
+  if (!findTool("apt-get")) return false;
+  const sudo = process.getuid?.() === 0 ? [] : findTool("sudo") ? ["sudo", "-n"] : null;
+  if (sudo === null) return false;
+  const run = async (args: string[]) => {
+    const p = Bun.spawn([...sudo, "apt-get", ...args], {
+      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+      stdout: "inherit",
+      stderr: "inherit",
+    });
+    return (await p.exited) === 0;
+  };
+  if (await run(["install", "-y", pkg])) return true;
+  return (await run(["update"])) && (await run(["install", "-y", pkg]));
+}
+
+/** First line a tool prints about its version, whichever stream it uses. */
+export async function versionLine(cmd: string[]): Promise<string> {
+  try {
+    const p = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
+    const text = p.stdout.toString() + p.stderr.toString();
+    return text.split("\n")[0]?.trim() ?? "";
+  } catch {
+    return "";
+  }
+}
+
+/** A port nobody uses right now, for servers (nginx) that cannot be told to pick port 0. */
+export function freePort(): number {
+  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = l.port;
+  l.stop(true);
+  return port;
+}
+
+// --- server processes ---
+
+/** Keeps this much of a child's output for error messages; the rest is read and dropped. */
+const TAIL_CHARS = 8192;
+
+/**
+ * Reads a child's stream to the end in the background. A server that logs every request
+ * (`iodine -v`) blocks on a full pipe, so the pipe must be emptied for the whole run.
+ */
+export class Drain {
+  #text = "";
+  #waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  readonly done: Promise<void>;
+
+  constructor(stream: ReadableStream<Uint8Array> | null) {
+    this.done = stream ? this.#pump(stream) : Promise.resolve();
+  }
+
+  /** Follows a file a child writes to (polling, until `ended` settles). */
+  static fromFile(path: string, ended: Promise<unknown>): Drain {
+    const d = new Drain(null);
+    let over = false;
+    ended.then(() => (over = true));
+    let read = 0;
+    const poll = async () => {
+      while (!over) {
+        const size = Bun.file(path).size;
+        if (size > read) {
+          // keep only the tail, as the pipe reader does
+          const from = Math.max(read, size - TAIL_CHARS);
+          d.#feed(await Bun.file(path).slice(from, size).text());
+          read = size;
+        }
+        await Bun.sleep(100);
+      }
+    };
+    (d as { done: Promise<void> }).done = poll();
+    return d;
+  }
+
+  #feed(text: string): void {
+    this.#text += text;
+    if (this.#waiters.length > 0) {
+      this.#waiters = this.#waiters.filter((w) => {
+        const m = this.#text.match(w.re);
+        if (m) w.resolve(m);
+        return !m;
+      });
+    }
+    if (this.#text.length > 2 * TAIL_CHARS && this.#waiters.length === 0) {
+      this.#text = this.#text.slice(-TAIL_CHARS);
+    }
+  }
+
+  get tail(): string {
+    return this.#text;
+  }
+
+  /** Resolves with the first match in the output, now or later; stays pending at end of stream. */
+  match(re: RegExp): Promise<RegExpMatchArray> {
+    const m = this.#text.match(re);
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve) => this.#waiters.push({ re, resolve }));
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of stream) this.#feed(decoder.decode(chunk, { stream: true }));
+    } catch {
+      // the child was killed mid-read: nothing more to keep
+    }
+  }
+}
+
+export interface Server {
+  name: string;
+  proc: Subprocess<"ignore", "pipe", "pipe">;
+  port: number;
+  url: string;
+  stdout: Drain;
+  stderr: Drain;
+}
+
+const LISTENING = /listening on https?:\/\/[^\s:]+:(\d+)/;
+
+/**
+ * Starts a server process and waits for a line `listening on http://HOST:PORT` on stdout or
+ * stderr (iodine uses stderr, the baseline stdout). `port` skips the wait for servers that
+ * print nothing (nginx); the caller then polls with `waitReachable`.
+ */
+export async function startServer(
+  name: string,
+  cmd: string[],
+  opts: { cwd?: string; port?: number; timeoutMs?: number; stderrFile?: string } = {},
+): Promise<Server> {
+  // A server logging every request writes to a file, as a deployment would (`2>> access.log`):
+  // reading a pipe in this process would take CPU from the server on a 2-core machine.
+  const proc = Bun.spawn(cmd, {
+    cwd: opts.cwd,
+    env: { ...process.env, NO_COLOR: "1" },
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: opts.stderrFile ? Bun.file(opts.stderrFile) : "pipe",
+  }) as Subprocess<"ignore", "pipe", "pipe">;
+  const stdout = new Drain(proc.stdout);
+  const stderr = opts.stderrFile ? Drain.fromFile(opts.stderrFile, proc.exited) : new Drain(proc.stderr);
+  const server = (port: number): Server => ({ name, proc, port, url: `http://127.0.0.1:${port}`, stdout, stderr });
+  if (opts.port !== undefined) return server(opts.port);
+
+  const timeoutMs = opts.timeoutMs ?? 15_000;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    stdout.match(LISTENING),
+    stderr.match(LISTENING),
+    proc.exited.then((code) => `exited with code ${code}`),
+    new Promise<string>((r) => (timer = setTimeout(() => r(`no listening line after ${timeoutMs} ms`), timeoutMs))),
+  ]);
+  clearTimeout(timer);
+  if (typeof outcome === "string") {
+    proc.kill("SIGKILL");
+    await Promise.all([proc.exited, stdout.done, stderr.done]);
+    throw new Error(`${name}: ${outcome}\n  $ ${cmd.join(" ")}\n${indent(stderr.tail + stdout.tail)}`);
+  }
+  return server(Number(outcome[1]));
+}
+
+/** Polls until the server answers on `path` (nginx forks and binds after it starts). */
+export async function waitReachable(s: Server, path: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (s.proc.exitCode !== null) throw new Error(`${s.name} exited with code ${s.proc.exitCode}\n${indent(s.stderr.tail)}`);
+    try {
+      const res = await fetch(s.url + path);
+      await res.arrayBuffer();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${s.name}: not reachable on ${s.url}${path}: ${err}`);
+      await Bun.sleep(100);
+    }
+  }
+}
+
+/** SIGTERM, then SIGKILL if the process is still there after `graceMs`. */
+export async function stopServer(s: Server, graceMs = 3000): Promise<void> {
+  if (s.proc.exitCode === null && s.proc.signalCode === null) {
+    s.proc.kill("SIGTERM");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), graceMs)));
+    if ((await Promise.race([s.proc.exited, late])) === "late") s.proc.kill("SIGKILL");
+    clearTimeout(timer);
+    await s.proc.exited;
+  }
+  await Promise.all([s.stdout.done, s.stderr.done]);
+}
+
+export function indent(text: string): string {
+  return text
+    .trimEnd()
+    .split("\n")
+    .map((l) => "    " + l)
+    .join("\n");
+}
+
+// --- wrk ---
+
+export interface WrkResult {
+  rps: number;
+  requests: number;
+  seconds: number;
+  latencyAvg: string;
+  transferPerSec: string;
+  socketErrors: { connect: number; read: number; write: number; timeout: number } | null;
+  non2xx: number;
+}
+
+/** Runs wrk once; `onSpawn` gets the process so an interrupt can kill it. */
+export async function runWrk(
+  url: string,
+  o: { threads: number; connections: number; seconds: number },
+  onSpawn?: (p: Subprocess) => void,
+): Promise<WrkResult> {
+  const cmd = ["wrk", `-t${o.threads}`, `-c${o.connections}`, `-d${o.seconds}s`, url];
+  const p = Bun.spawn(cmd, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  onSpawn?.(p);
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  if (code !== 0) throw new Error(`wrk exited with code ${code}\n  $ ${cmd.join(" ")}\n${indent(out + err)}`);
+  return parseWrk(out);
+}
+
+export function parseWrk(out: string): WrkResult {
+  const rps = out.match(/^Requests\/sec:\s+([\d.]+)/m);
+  const total = out.match(/^\s*(\d+) requests in ([\d.]+)(m?s|m|h)/m);
+  if (!rps || !total) throw new Error(`cannot read wrk output:\n${indent(out)}`);
+  const sock = out.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);
+  const unit = total[3] === "ms" ? 0.001 : total[3] === "m" ? 60 : total[3] === "h" ? 3600 : 1;
+  return {
+    rps: Number(rps[1]),
+    requests: Number(total[1]),
+    seconds: Number(total[2]) * unit,
+    latencyAvg: out.match(/^\s*Latency\s+(\S+)/m)?.[1] ?? "",
+    transferPerSec: out.match(/^Transfer\/sec:\s+(\S+)/m)?.[1] ?? "",
+    socketErrors: sock
+      ? { connect: Number(sock[1]), read: Number(sock[2]), write: Number(sock[3]), timeout: Number(sock[4]) }
+      : null,
+    non2xx: Number(out.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0),
+  };
+}
+
+// --- CPU ---
+
+const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/**
+ * CPU time (user + system, in clock ticks) of a process and all its descendants (nginx serves from
+ * a forked worker). Steal time on a shared VM moves req/s a lot; the CPU a server spends per
+ * request moves far less, so the report gives both.
+ */
+export function cpuTicks(pid: number): number {
+  let total = 0;
+  const stat = readProc(`/proc/${pid}/stat`);
+  if (stat) {
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    total += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of proc(5))
+  }
+  for (const child of (readProc(`/proc/${pid}/task/${pid}/children`) ?? "").split(" ")) {
+    if (child.trim() !== "") total += cpuTicks(Number(child));
+  }
+  return total;
+}
+
+/** Microseconds of CPU per request from a tick delta. */
+export const cpuMicros = (ticks: number, requests: number) => (ticks * 1e6) / TICKS_PER_SECOND / requests;
+
+function readProc(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+// --- numbers ---
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** `12,345` — req/s to the unit is plenty; decimals would pretend to a precision wrk lacks. */
+export const fmtRps = (n: number) => Math.round(n).toLocaleString("en-US");
