@@ -1,6 +1,6 @@
 // HTTP throughput of iodine against a raw Bun.serve and nginx, all on this machine, in one run.
 //
-// Run:   bun run bench                        (4 scenarios × 3 rounds × 5 s per server)
+// Run:   bun run bench                        (4 scenarios × 5 rounds × 5 s per server)
 //        bun bench/http.ts --duration 2 --rounds 3 --only plain,log
 //        BENCH_DURATION=2 BENCH_ROUNDS=3 bun bench/http.ts
 // Out:   a table on stdout, and every round in bench/results/http.json.
@@ -51,7 +51,7 @@ if (flags.help) {
   process.exit(0);
 }
 const duration = positiveInt(flags.duration ?? process.env.BENCH_DURATION ?? "5", "duration");
-const rounds = positiveInt(flags.rounds ?? process.env.BENCH_ROUNDS ?? "3", "rounds");
+const rounds = positiveInt(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds");
 // A short unscored run per server first: JIT warm-up would otherwise land in round 1 only.
 const warmupSeconds = Math.min(2, duration);
 

@@ -99,7 +99,8 @@ export async function startAll(): Promise<void> {
     });
     servers.push(server);
     if (unix !== undefined) unixPaths.push(unix);
-    const where = unix !== undefined ? `unix:${unix}` : `${tls ? "https" : "http"}://${hostname ?? "0.0.0.0"}:${server.port}`;
+    const host = hostname === undefined ? "0.0.0.0" : hostname.includes(":") ? `[${hostname}]` : hostname;
+    const where = unix !== undefined ? `unix:${unix}` : `${tls ? "https" : "http"}://${host}:${server.port}`;
     log.info(`listening on ${where} (1 worker, 1 thread${www !== undefined ? `, public folder ${www}` : ""})`);
   }
 }

@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { brotliDecompressSync } from "node:zlib";
 import { join } from "node:path";
-import { ROOT, startCli } from "./harness.ts";
+import { startCli, startCommand, ROOT } from "./harness.ts";
 
 const example = (name: string) => join(ROOT, "examples", name);
 
@@ -33,25 +33,8 @@ describe("examples", () => {
   });
 
   test("hello.ts through `bun run iodine` (the README's quick start)", async () => {
-    const proc = Bun.spawn(["bun", "run", "iodine", "-p", "0", "examples/hello.ts"], {
-      cwd: ROOT,
-      stdout: "ignore",
-      stderr: "pipe",
-    });
-    try {
-      const reader = proc.stderr.getReader();
-      let text = "";
-      let m: RegExpExecArray | null = null;
-      while (!(m = /listening on http:\/\/0\.0\.0\.0:(\d+)/.exec(text))) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error("bun run iodine exited: " + text);
-        text += new TextDecoder().decode(value);
-      }
-      reader.releaseLock();
-      expect(await (await fetch(`http://127.0.0.1:${m[1]}/`)).text()).toBe("Hello World!");
-    } finally {
-      proc.kill("SIGTERM");
-      await proc.exited;
-    }
+    await using srv = await startCommand(["bun", "run", "iodine", "-p", "0", "examples/hello.ts"]);
+    expect(await (await fetch(srv.url + "/")).text()).toBe("Hello World!");
+    expect(await srv.stop("SIGTERM")).toBe(0);
   });
 });

@@ -35,7 +35,11 @@ export interface StartOptions {
 
 function spawnCli(args: string[], o: StartOptions = {}) {
   const flag = o.headerFlag === false ? [] : ["--max-http-header-size=32768"];
-  return Bun.spawn([process.execPath, ...flag, CLI, ...args], {
+  return spawnCommand([process.execPath, ...flag, CLI, ...args], o);
+}
+
+function spawnCommand(cmd: string[], o: StartOptions) {
+  return Bun.spawn(cmd, {
     cwd: o.cwd ?? ROOT,
     env: { ...process.env, NO_COLOR: "1", ...o.env },
     stdin: "ignore",
@@ -45,8 +49,16 @@ function spawnCli(args: string[], o: StartOptions = {}) {
 }
 
 /** Starts the CLI and waits for `listening on …`. */
-export async function startCli(args: string[], o: StartOptions = {}): Promise<CliProcess> {
-  const proc = spawnCli(args, o);
+export function startCli(args: string[], o: StartOptions = {}): Promise<CliProcess> {
+  return watch(spawnCli(args, o), o);
+}
+
+/** Starts any command that prints iodine's `listening on …` line (`bun app.ts`, `bun run iodine`). */
+export function startCommand(cmd: string[], o: StartOptions = {}): Promise<CliProcess> {
+  return watch(spawnCommand(cmd, o), o);
+}
+
+async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions): Promise<CliProcess> {
   let text = "";
   let waiters: (() => void)[] = [];
   let ended = false;

@@ -5,7 +5,7 @@ import { createPrivateKey } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { selfSigned } from "../src/tls.ts";
-import { fixture, rawRequest, startCli, statusLines, tempDir, type CliProcess } from "./harness.ts";
+import { fixture, rawRequest, startCli, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
 
 describe("app shapes", () => {
   test("a bare function receives the real Request and the server", async () => {
@@ -62,26 +62,24 @@ describe("app shapes", () => {
   });
 
   test("script mode without the CLI: `bun app.ts` starts itself ($PORT honoured)", async () => {
-    const proc = Bun.spawn([process.execPath, fixture("script-app.ts")], {
-      env: { ...process.env, PORT: "0", SECOND_PORT: "0" },
-      stderr: "pipe",
-      stdout: "ignore",
-    });
-    try {
-      const reader = proc.stderr.getReader();
-      let text = "";
-      while (!/listening on http:\/\/0\.0\.0\.0:(\d+)/.test(text)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error("script exited: " + text);
-        text += new TextDecoder().decode(value);
-      }
-      reader.releaseLock();
-      const port = /listening on http:\/\/0\.0\.0\.0:(\d+)/.exec(text)![1];
-      expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe("script mode A");
-    } finally {
-      proc.kill("SIGTERM");
-      expect(await proc.exited).toBe(0);
-    }
+    await using srv = await startCommand([process.execPath, fixture("script-app.ts")], { env: { PORT: "0", SECOND_PORT: "0" } });
+    expect(await (await fetch(srv.url)).text()).toBe("script mode A");
+    expect(await srv.stop("SIGTERM")).toBe(0);
+  });
+});
+
+describe("Iodine from the app", () => {
+  test("a single process is both master and worker; Iodine.stop() stops it gracefully, exit 0", async () => {
+    await using srv = await startCli(["-p", "0", fixture("stop-app.ts")]);
+    expect(await (await fetch(srv.url + "/")).text()).toBe("isMaster=true isWorker=true");
+    expect(await (await fetch(srv.url + "/stop")).text()).toBe("isMaster=true isWorker=true");
+    expect(await srv.proc.exited).toBe(0);
+  });
+
+  test("-b ::1 listens on IPv6 loopback and prints the address in brackets", async () => {
+    await using srv = await startCli(["-b", "::1", "-p", "0", fixture("function-app.ts")]);
+    expect(srv.url).toMatch(/^http:\/\/\[::1\]:\d+$/);
+    expect(await (await fetch(srv.url + "/v6")).text()).toBe("GET /v6 server=true");
   });
 });
 
@@ -208,6 +206,20 @@ describe("connections", () => {
     expect(elapsed).toBeGreaterThan(900);
     expect(elapsed).toBeLessThan(5_000); // closed by the server, not by our own 6 s limit
   });
+
+  test("--ping makes Bun ping an idle WebSocket (a raw client sees a ping frame, opcode 0x9)", async () => {
+    await using srv = await startCli(["--ping", "1", "-p", "0", fixture("websocket-app.ts")]);
+    const upgrade =
+      "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    // Frames after the 101: the server's "welcome" text frame (0x81 …), then a ping (0x89 0x00).
+    // uWS checks idle sockets on a 4 s tick, so the ping comes within a few seconds.
+    const raw = await rawRequest(srv.port, upgrade, (r) => r.slice(r.indexOf("\r\n\r\n") + 4).includes("\x89\x00"), 9_000);
+    expect(raw).toStartWith("HTTP/1.1 101");
+    const frames = raw.slice(raw.indexOf("\r\n\r\n") + 4);
+    expect(frames).toStartWith("\x81\x07welcome");
+    expect(frames).toContain("\x89\x00");
+  }, 15_000);
 
   test("16 pipelined GETs to a synchronous app are all answered, in order", async () => {
     await using srv = await startCli(["-p", "0", fixture("function-app.ts")]);
