@@ -77,7 +77,7 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
 function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose: boolean): Fetch {
   const finish = (req: Request, method: string, res: unknown): Response | Promise<Response> => {
     if (!(res instanceof Response)) {
-      log.error(`the app returned ${describe(res)} instead of a Response for ${method} ${safeUrl(req)}`);
+      log.error(`the app returned ${describe(res)} instead of a Response for ${method} ${req.url}`);
       return internalError();
     }
     const sendfile = res.headers.get("x-sendfile");
@@ -86,7 +86,7 @@ function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose:
     return res;
   };
   const failed = (req: Request, err: unknown): Response => {
-    logException(`app error on ${req.method} ${safeUrl(req)}`, err);
+    logException(`app error on ${req.method} ${req.url}`, err);
     return internalError();
   };
 
@@ -186,25 +186,20 @@ function writeLog(server: Server<unknown>, req: Request, method: string, target:
 
 /**
  * Bun sends a HEAD response without `Date` and `Content-Type`; RFC 9110 §9.3.2 wants the same
- * header fields as GET. Reads the (unsent) body once to learn its type and length.
+ * header fields as GET. A body without a declared type (a string, a buffer) is read once to learn
+ * the type and length Bun would send; a body with a type is never read, so a streaming response
+ * (SSE, NDJSON) is not drained by a HEAD.
  */
 async function completeHead(res: Response): Promise<Response> {
   const headers = new Headers(res.headers);
   if (!headers.has("date")) headers.set("date", clock.http);
-  if (!headers.has("content-type") || !headers.has("content-length")) {
+  if (!headers.has("content-type")) {
     const body = await res.blob();
-    if (!headers.has("content-type") && body.type !== "") headers.set("content-type", body.type);
+    if (body.type !== "") headers.set("content-type", body.type);
     if (!headers.has("content-length")) headers.set("content-length", String(body.size));
+    return new Response(null, { status: res.status, statusText: res.statusText, headers });
   }
-  return new Response(null, { status: res.status, statusText: res.statusText, headers });
-}
-
-function safeUrl(req: Request): string {
-  try {
-    return req.url;
-  } catch {
-    return "(invalid URL)";
-  }
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
 }
 
 function describe(v: unknown): string {

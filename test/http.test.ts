@@ -196,6 +196,30 @@ describe("X-Sendfile", () => {
   });
 });
 
+describe("HEAD for every kind of body", () => {
+  test("a typed stream is not drained; bytes and blobs get their length and type", async () => {
+    await using srv = await startCli(["-p", "0", fixture("head-app.ts")]);
+    const head = async (path: string) => {
+      const raw = await rawRequest(srv.port, `HEAD ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`, (r) => r.includes("\r\n\r\n"), 3_000);
+      return raw.split("\r\n\r\n")[0]!;
+    };
+    const stream = await head("/stream");
+    expect(stream).toMatch(/^HTTP\/1\.1 200/);
+    expect(stream).toMatch(/\r\ncontent-type: application\/x-ndjson/i);
+    expect(stream).toMatch(/\r\ndate: /i);
+    const bytes = await head("/bytes");
+    expect(bytes).toMatch(/\r\ncontent-length: 1234$/im);
+    expect(bytes).toMatch(/\r\ndate: /i);
+    const blob = await head("/blob");
+    expect(blob).toMatch(/\r\ncontent-type: text\/html;charset=utf-8/i);
+    expect(blob).toMatch(/\r\ncontent-length: 9$/im);
+    // GET still gets the same bytes and type.
+    const get = await fetch(srv.url + "/blob");
+    expect(get.headers.get("content-type")).toBe("text/html;charset=utf-8");
+    expect(await get.text()).toBe("<p>hi</p>");
+  });
+});
+
 describe("connections", () => {
   test("-k closes an idle keep-alive connection after that many seconds", async () => {
     await using srv = await startCli(["-k", "1", "-p", "0", fixture("function-app.ts")]);
