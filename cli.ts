@@ -22,7 +22,7 @@ const command: CommandDef = {
 async function main(argv: string[]): Promise<void> {
   const cli = readArgv(argv);
   if (cli.values.get("help") === true) {
-    process.stdout.write((await renderUsage(command)) + "\n\nEvery option also takes iodine's single-dash spelling (-port, -www, -maxbd, -tls-cert …).\n");
+    process.stdout.write((await renderUsage(command)) + "\n\nEvery option also takes the -option=value form.\n");
     return;
   }
   if (cli.values.get("version") === true) {

@@ -163,9 +163,12 @@ export function cittyArgs(): ArgsDef {
     app: { type: "positional", required: false, description: "the application module (default: app.ts, else app.js)", valueHint: "APP" },
   };
   for (const o of OPTIONS) {
+    // iodine's spellings in the help line, so iodine users find their flags.
+    const spellings = o.iodine.filter((s) => s !== o.short).map((s) => `-${s}`);
+    const description = spellings.length ? `${o.description} [iodine: ${spellings.join(", ")}]` : o.description;
     args[o.name] = o.kind === "boolean"
-      ? { type: "boolean", description: o.description, ...(o.short ? { alias: o.short } : {}) }
-      : { type: "string", description: o.description, valueHint: o.valueHint, ...(o.short ? { alias: o.short } : {}) };
+      ? { type: "boolean", description, ...(o.short ? { alias: o.short } : {}) }
+      : { type: "string", description, valueHint: o.valueHint, ...(o.short ? { alias: o.short } : {}) };
   }
   return args;
 }

@@ -170,8 +170,10 @@ describe("the CLI process", () => {
     for (const flag of ["--help", "-h", "-?", "-help"]) {
       const r = await runCli([flag]);
       expect(r.code).toBe(0);
-      for (const o of OPTIONS) expect(r.stdout).toContain(`--${o.name}`);
-      expect(r.stdout).toContain("-maxbd");
+      for (const o of OPTIONS) {
+        expect(r.stdout).toContain(`--${o.name}`);
+        for (const s of o.iodine) if (s !== o.short) expect(r.stdout).toContain(`-${s}`);
+      }
     }
   });
 
