@@ -1,7 +1,11 @@
 // The public surface of iodine for Bun: the `Iodine` object and the public types.
 import pkg from "../package.json" with { type: "json" };
+import { defineHandler } from "./handler.ts";
+import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/index.ts";
 import { addListener, requestStart, stopAll } from "./runtime.ts";
-import type { ListenOptions } from "./types.ts";
+import { run, runAfter, runEvery } from "./timers.ts";
+import type { ListenOptions, Message, SubscribeCallback, SubscribeOptions } from "./types.ts";
+import { upgrade, upgradeKind } from "./upgrade.ts";
 
 /**
  * The iodine API.
@@ -25,14 +29,44 @@ export const Iodine = {
   start(): Promise<void> {
     return requestStart();
   },
-  /** Stops the server gracefully: in-flight requests finish, then the process may exit. */
+  /** Stops the server gracefully: in-flight requests finish, connections get onShutdown, then the process may exit. */
   stop(): Promise<void> {
     return stopAll();
   },
+  /** `"websocket"`, `"sse"` or undefined: what the request asks to be upgraded to. */
+  upgradeKind,
+  /** Hands a WebSocket (or SSE) request to a handler; return its result from `fetch`. */
+  upgrade,
+  /** Subscribes the process: `callback(channel, message)` for each message (SPEC §5). */
+  subscribe(channel: string, options: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): void {
+    if (typeof options === "function") subscribeProcess(channel, undefined, options);
+    else subscribeProcess(channel, options, callback!);
+  },
+  /** Cancels a process subscription; true when there was one. */
+  unsubscribe(channel: string, options?: SubscribeOptions): boolean {
+    return unsubscribeProcess(channel, options);
+  },
+  /** Publishes a message (a string, or bytes) to every subscriber of `channel`. */
+  publish(channel: string, message: Message): boolean {
+    return publish(channel, message);
+  },
+  /** Runs `fn` on the next turn of the event loop. */
+  run,
+  /** Runs `fn` once after `ms` milliseconds. */
+  runAfter,
+  /** Runs `fn` every `ms` milliseconds, `times` times (or until stopped). */
+  runEvery,
 };
+
+export { defineHandler };
 
 // Apps and their handlers.
 export type { AppModule, AppObject, FetchHandler, IodineServer } from "./types.ts";
+// Connections.
+export type { Connection, Handler, Message, Protocol, SnakeHandler } from "./types.ts";
+export type { UpgradeKind, UpgradeOptions } from "./upgrade.ts";
+// Pub/sub and timers.
+export type { SubscribeCallback, SubscribeOptions, TimerHandle } from "./types.ts";
 // Options.
 export type { ListenOptions, TLSOptions } from "./types.ts";
 // Errors.

@@ -5,6 +5,8 @@ import { unlinkSync, existsSync, lstatSync } from "node:fs";
 import { IodineError } from "./errors.ts";
 import { flushAccessLog, log, logException } from "./log.ts";
 import { normaliseApp } from "./app.ts";
+import { openConnections } from "./connection.ts";
+import { stopAllTimers } from "./timers.ts";
 import { serveHttp } from "./server.ts";
 import { DEFAULT_PORT, DEFAULTS } from "./settings.ts";
 import type { ListenOptions, TLSOptions } from "./types.ts";
@@ -109,6 +111,9 @@ export async function startAll(): Promise<void> {
 export async function stopAll(): Promise<void> {
   if (state === "stopping") return;
   state = "stopping";
+  stopAllTimers();
+  // Bun's server.stop() does not resolve while WebSockets stay open: tell them, then close them.
+  for (const c of [...openConnections]) c.shutdown();
   const drained = Promise.all(servers.map((s) => s.stop(false)));
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), config.drainMs)));

@@ -2,8 +2,11 @@
 // the app, X-Sendfile and HEAD completion after it, the access log (§7), and limits.
 import type { Server, WebSocketHandler } from "bun";
 import { accessLog, clock, log, logException, startClock } from "./log.ts";
+import { attachServer } from "./pubsub/index.ts";
 import { StaticFiles } from "./static.ts";
 import type { FetchHandler, TLSOptions } from "./types.ts";
+import { UpgradeResponse } from "./upgrade.ts";
+import { websocketHandlers } from "./websocket.ts";
 
 /** Everything one HTTP listener needs, resolved (bytes and seconds). */
 export interface HttpServiceOptions {
@@ -25,7 +28,11 @@ export interface HttpServiceOptions {
   maxMsg: number;
 }
 
-type Fetch = (req: Request, server: Server<unknown>) => Response | Promise<Response>;
+type Fetch = (req: Request, server: Server<unknown>) => Response | undefined | Promise<Response | undefined>;
+
+// Requests a Bun-native app upgraded with `server.upgrade` itself: its `fetch` then returns
+// undefined, which is right for them and a bug for any other request.
+const upgraded = new WeakSet<Request>();
 
 const TEXT = { "content-type": "text/plain;charset=utf-8" };
 const badRequest = () => new Response("Bad Request", { status: 400, headers: TEXT });
@@ -50,22 +57,37 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
       return internalError();
     },
     ...(o.tls ? { tls: o.tls } : {}),
-    ...(o.websocket
-      ? {
-          websocket: {
-            // Bun-native handlers stay the app's own; iodine only applies the CLI limits.
-            maxPayloadLength: o.maxMsg,
-            idleTimeout: o.ping,
-            sendPings: true,
-            backpressureLimit: 16 * 1024 * 1024,
-            closeOnBackpressureLimit: true,
-            ...o.websocket,
-          },
-        }
-      : {}),
+    websocket: {
+      maxPayloadLength: o.maxMsg,
+      idleTimeout: o.ping,
+      sendPings: true,
+      // SPEC §5: a subscriber that cannot keep up is closed, never silently skipped while open.
+      backpressureLimit: 16 * 1024 * 1024,
+      closeOnBackpressureLimit: true,
+      ...nativeOptions(o.websocket),
+      ...websocketHandlers(o.websocket),
+    },
   };
   const where = o.unix !== undefined ? { unix: o.unix } : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}) };
-  return Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
+  const server = Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
+  attachServer(server);
+  const own = server.upgrade.bind(server);
+  Object.defineProperty(server, "upgrade", {
+    configurable: true,
+    value: (req: Request, options?: { data?: unknown; headers?: Bun.HeadersInit }) => {
+      const ok = own(req, options as never);
+      if (ok) upgraded.add(req);
+      return ok;
+    },
+  });
+  return server;
+}
+
+/** A Bun-native app's own WebSocket settings (limits, compression) win over the CLI's. */
+function nativeOptions(ws: WebSocketHandler<unknown> | undefined): Partial<WebSocketHandler<unknown>> {
+  if (!ws) return {};
+  const { open: _o, message: _m, drain: _d, close: _c, ping: _p, pong: _q, ...settings } = ws;
+  return settings;
 }
 
 // --- request path ---
@@ -75,8 +97,13 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
  * guards, calls the app and looks at its response once: no closure, no URL object, no Date.
  */
 function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose: boolean): Fetch {
-  const finish = (req: Request, method: string, res: unknown): Response | Promise<Response> => {
+  const finish = (req: Request, server: Server<unknown>, method: string, res: unknown): Response | undefined | Promise<Response> => {
+    if (res instanceof UpgradeResponse) {
+      if (server.upgrade(req, { data: res.connection, headers: res.upgradeHeaders } as never)) return undefined;
+      return badRequest();
+    }
     if (!(res instanceof Response)) {
+      if (res === undefined && upgraded.has(req)) return undefined;
       log.error(`the app returned ${describe(res)} instead of a Response for ${method} ${req.url}`);
       return internalError();
     }
@@ -90,15 +117,15 @@ function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose:
     return internalError();
   };
 
-  const handle = (req: Request, server: Server<unknown>, method: string): Response | Promise<Response> => {
+  const handle = (req: Request, server: Server<unknown>, method: string): Response | undefined | Promise<Response | undefined> => {
     let res: Response | Promise<Response>;
     try {
       res = app(req, server);
     } catch (err) {
       return failed(req, err);
     }
-    if (res instanceof Promise) return res.then((r) => finish(req, method, r), (err) => failed(req, err));
-    return finish(req, method, res);
+    if (res instanceof Promise) return res.then((r) => finish(req, server, method, r), (err) => failed(req, err));
+    return finish(req, server, method, res);
   };
 
   const respond = (req: Request, server: Server<unknown>, url: string, method: string) => {
@@ -124,7 +151,7 @@ function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose:
     };
   }
 
-  const logged = (req: Request, server: Server<unknown>): Response | Promise<Response> => {
+  const logged = (req: Request, server: Server<unknown>): Response | undefined | Promise<Response | undefined> => {
     const t0 = performance.now();
     const method = req.method;
     const url = req.url;
@@ -165,9 +192,9 @@ function validHost(host: string | null): boolean {
 function unusualHost(
   req: Request,
   server: Server<unknown>,
-  next: (req: Request) => Response | Promise<Response>,
+  next: (req: Request) => Response | undefined | Promise<Response | undefined>,
   onBad?: (res: Response) => void,
-): Response | Promise<Response> {
+): Response | undefined | Promise<Response | undefined> {
   if (req.headers.get("host") === null && req.url.startsWith("/")) {
     const authority = `${server.hostname && server.hostname !== "0.0.0.0" ? server.hostname : "localhost"}:${server.port}`;
     const body = req.method === "GET" || req.method === "HEAD" ? null : req.body;
@@ -178,10 +205,12 @@ function unusualHost(
   return bad;
 }
 
-function writeLog(server: Server<unknown>, req: Request, method: string, target: string, res: Response, t0: number): void {
+function writeLog(server: Server<unknown>, req: Request, method: string, target: string, res: Response | undefined, t0: number): void {
   let ip = server.requestIP(req)?.address ?? "-";
   if (ip.startsWith("::ffff:")) ip = ip.slice(7); // IPv4-mapped IPv6, as on a dual-stack socket
-  accessLog(ip, method, target, res.status, res.headers.get("content-length") ?? "-", performance.now() - t0);
+  // An upgraded request has no Response: 101 Switching Protocols is what went out.
+  if (res === undefined) accessLog(ip, method, target, 101, "-", performance.now() - t0);
+  else accessLog(ip, method, target, res.status, res.headers.get("content-length") ?? "-", performance.now() - t0);
 }
 
 /**

@@ -45,3 +45,79 @@ export interface ListenOptions {
   /** TLS for this listener. @default the CLI's `--tls*` options */
   tls?: TLSOptions;
 }
+
+// --- connections (SPEC §4) ---
+
+/** What a message or a publish carries: text, or bytes. */
+export type Message = string | Uint8Array;
+
+/** The kind of a connection. */
+export type Protocol = "websocket" | "sse" | "raw";
+
+/**
+ * A WebSocket, SSE or raw connection, passed first to every callback of its handler.
+ */
+export interface Connection {
+  /** Queues data to send (SSE: one `data:` event). False when the connection is closed. */
+  write(data: Message): boolean;
+  /** Closes the connection after the pending data is sent. */
+  close(): void;
+  readonly isOpen: boolean;
+  /** Bytes queued for sending and not yet accepted by the socket. */
+  readonly pending: number;
+  /** Seconds of silence before `onTimeout` (raw) — 0 means never. */
+  timeout: number;
+  readonly protocol: Protocol;
+  /** The upgrade request, where there was one. */
+  readonly request: Request | undefined;
+  /** The handler; assigning another one switches protocol objects (iodine's handler swap). */
+  handler: Handler | SnakeHandler;
+  /** Subscribes this connection; without a callback, each message is written to it. */
+  subscribe(channel: string, callback: SubscribeCallback): void;
+  subscribe(channel: string, options?: SubscribeOptions, callback?: SubscribeCallback): void;
+  /** Cancels a subscription made by this connection; true when there was one. */
+  unsubscribe(channel: string, options?: SubscribeOptions): boolean;
+  /** Publishes to every subscriber of `channel`. */
+  publish(channel: string, message: Message): boolean;
+}
+
+/** The callbacks of a connection, all optional; the connection is always the first argument. */
+export interface Handler {
+  onOpen?(client: Connection): unknown;
+  onMessage?(client: Connection, data: Message): unknown;
+  onDrained?(client: Connection): unknown;
+  onTimeout?(client: Connection): unknown;
+  onShutdown?(client: Connection): unknown;
+  onClose?(client: Connection): unknown;
+}
+
+/** iodine's (Ruby) spelling of the same callbacks; `ping` is `onTimeout`. */
+export interface SnakeHandler {
+  on_open?(client: Connection): unknown;
+  on_message?(client: Connection, data: Message): unknown;
+  on_drained?(client: Connection): unknown;
+  ping?(client: Connection): unknown;
+  on_shutdown?(client: Connection): unknown;
+  on_close?(client: Connection): unknown;
+}
+
+// --- pub/sub (SPEC §5) ---
+
+export interface SubscribeOptions {
+  /** `"redis"`: the channel is a Redis glob pattern (`*`, `?`, `[a-z]`, `\` escape). */
+  match?: "redis";
+  /** How a connection without a callback receives messages. @default text unless the message is bytes */
+  as?: "text" | "binary";
+}
+
+/** Called for each message; on a connection subscription the connection is the third argument. */
+export type SubscribeCallback = (channel: string, message: Message, client?: Connection) => unknown;
+
+// --- timers (SPEC §8) ---
+
+/** A scheduled task; `stop()` cancels what has not run yet. */
+export interface TimerHandle {
+  stop(): void;
+  /** False once the task ran its last time or was stopped. */
+  readonly isActive: boolean;
+}

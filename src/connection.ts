@@ -1,0 +1,129 @@
+// The connection object shared by WebSocket, SSE and raw connections (SPEC §4): the handler and its
+// resolved callbacks, per-connection callback serialisation, exactly-once onClose, subscriptions.
+import { resolveHandler, type Callbacks } from "./handler.ts";
+import { logException } from "./log.ts";
+import { publish, subscribeConnection, unsubscribeConnection, type Subscription } from "./pubsub/index.ts";
+import type { Connection, Handler, Message, Protocol, SnakeHandler, SubscribeCallback, SubscribeOptions } from "./types.ts";
+
+type Event = "onOpen" | "onMessage" | "onDrained" | "onTimeout" | "onShutdown" | "onClose";
+
+/** Every connection that is open in this process, for onShutdown on a graceful stop. */
+export const openConnections = new Set<BaseConnection>();
+
+/** What each kind of connection does with bytes; the rest is shared. */
+export abstract class BaseConnection implements Connection {
+  abstract readonly protocol: Protocol;
+  abstract write(data: Message): boolean;
+  abstract close(): void;
+  abstract get pending(): number;
+
+  readonly request: Request | undefined;
+  timeout = 0;
+  #callbacks: Callbacks;
+  /** the tail of this connection's callback chain while a callback's promise is pending */
+  #busy: Promise<void> | undefined;
+  #closed = false;
+  #closeNotified = false;
+  /** this connection's subscriptions, by key (channel or pattern), so close can drop them all */
+  readonly subscriptions = new Map<string, Subscription>();
+
+  constructor(handler: Handler | SnakeHandler, request: Request | undefined, where: string) {
+    this.#callbacks = resolveHandler(handler, where);
+    this.request = request;
+  }
+
+  get isOpen(): boolean {
+    return !this.#closed;
+  }
+
+  get handler(): Handler | SnakeHandler {
+    return this.#callbacks.handler;
+  }
+
+  /** Swapping the handler resolves the new one at once (a bad one throws here, at the caller). */
+  set handler(h: Handler | SnakeHandler) {
+    this.#callbacks = resolveHandler(h, "client.handler");
+  }
+
+  subscribe(channel: string, options?: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): void {
+    const [opts, cb] = typeof options === "function" ? [undefined, options] : [options, callback];
+    subscribeConnection(this, channel, opts, cb);
+  }
+
+  unsubscribe(channel: string, options?: SubscribeOptions): boolean {
+    return unsubscribeConnection(this, channel, options);
+  }
+
+  publish(channel: string, message: Message): boolean {
+    return publish(channel, message);
+  }
+
+  // --- for the protocol implementations ---
+
+  /** Marks the connection closed (no more writes); onClose follows through `closed()`. */
+  protected markClosed(): void {
+    this.#closed = true;
+  }
+
+  /**
+   * Runs a callback of this connection. Callbacks never overlap: while one returned a pending
+   * Promise, later events wait for it, in order (SPEC §4). A throw is logged and touches only
+   * this connection.
+   */
+  dispatch(event: Event, data?: Message): void {
+    if (this.#busy !== undefined) {
+      const busy = this.#busy.then(() => this.#invoke(event, data));
+      this.#busy = busy;
+      busy.then(() => {
+        if (this.#busy === busy) this.#busy = undefined;
+      });
+      return;
+    }
+    const result = this.#call(event, data);
+    if (result !== undefined) {
+      this.#busy = result;
+      result.then(() => {
+        if (this.#busy === result) this.#busy = undefined;
+      });
+    }
+  }
+
+  /** A graceful stop: onShutdown (which may still write), then close once it has returned. */
+  shutdown(): void {
+    if (!this.isOpen) return;
+    this.dispatch("onShutdown");
+    if (this.#busy !== undefined) this.#busy.then(() => this.close());
+    else this.close();
+  }
+
+  /** The connection is gone: drop its subscriptions and call onClose exactly once. */
+  closed(): void {
+    this.#closed = true;
+    if (this.#closeNotified) return;
+    this.#closeNotified = true;
+    for (const sub of [...this.subscriptions.values()]) unsubscribeConnection(this, sub.key, sub.options);
+    this.dispatch("onClose");
+  }
+
+  /** Calls now; a returned Promise is returned (settled errors logged) so later events wait for it. */
+  #call(event: Event, data: Message | undefined): Promise<void> | undefined {
+    const fn = this.#callbacks[event];
+    if (fn === undefined) return undefined;
+    try {
+      const r = event === "onMessage" ? (fn as (c: Connection, d: Message) => unknown)(this, data!) : (fn as (c: Connection) => unknown)(this);
+      if (r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function") {
+        return Promise.resolve(r as PromiseLike<unknown>).then(
+          () => undefined,
+          (err) => logException(`${this.protocol} ${event} callback`, err),
+        );
+      }
+    } catch (err) {
+      logException(`${this.protocol} ${event} callback`, err);
+    }
+    return undefined;
+  }
+
+  async #invoke(event: Event, data: Message | undefined): Promise<void> {
+    await this.#call(event, data);
+  }
+}

@@ -1,0 +1,190 @@
+// Pub/sub inside one process (SPEC §5). WebSocket subscribers without a callback ride Bun's native
+// topics (`ws.subscribe` + `server.publish`: the fan-out happens in C++); callbacks, patterns,
+// SSE and raw subscribers live in a JS registry that costs one Map lookup per exact-channel
+// publish when nobody matches, plus one test per pattern subscription.
+import type { Server } from "bun";
+import { logException } from "../log.ts";
+import type { Connection, Message, SubscribeCallback, SubscribeOptions } from "../types.ts";
+import { compileGlob } from "./match.ts";
+
+/** One subscription: of a connection or of the process (`Iodine.subscribe`). */
+export interface Subscription {
+  /** the channel, or the pattern for `{ match: "redis" }` */
+  key: string;
+  options: SubscribeOptions | undefined;
+  /** delivered through Bun's native topic of a WebSocket (no JS per message) */
+  native: boolean;
+  deliver: (channel: string, message: Message) => void;
+}
+
+/** A connection that can use Bun's native topics (WebSocket). */
+export interface NativeTopics {
+  nativeSubscribe(channel: string): void;
+  nativeUnsubscribe(channel: string): void;
+}
+
+/** The connection side the registry needs: its subscription list and how to write to it. */
+export interface Subscriber extends Connection {
+  readonly subscriptions: Map<string, Subscription>;
+  /** writes a published message as the subscription asked (`as: "binary"` …) */
+  deliver(message: Message, options: SubscribeOptions | undefined): void;
+}
+
+const exact = new Map<string, Set<Subscription>>();
+const patterns = new Map<string, { test: (channel: string) => boolean; subs: Set<Subscription> }>();
+/** channels with native WebSocket subscribers, and how many */
+const nativeChannels = new Map<string, number>();
+/** each listening server with its own (unwrapped) `publish` */
+const servers = new Map<Server<unknown>, (topic: string, data: Message) => number>();
+/** the process's own subscriptions (`Iodine.subscribe`), by key */
+const processSubs = new Map<string, Subscription>();
+
+const isPattern = (o: SubscribeOptions | undefined) => o?.match === "redis";
+const keyOf = (channel: string, o: SubscribeOptions | undefined) => (isPattern(o) ? "\u0000p:" + channel : channel);
+
+/**
+ * Makes `server.publish` an iodine publish (SPEC §3: a Bun-native app's publish reaches every
+ * subscriber), keeping Bun's own for the native fan-out.
+ */
+export function attachServer(server: Server<unknown>): void {
+  const own = server.publish.bind(server) as (topic: string, data: Message) => number;
+  servers.set(server, own);
+  Object.defineProperty(server, "publish", {
+    configurable: true,
+    value: (topic: string, data: Message | ArrayBuffer) => (publish(topic, toMessage(data)) ? 1 : 0),
+  });
+}
+
+export function detachServer(server: Server<unknown>): void {
+  servers.delete(server);
+}
+
+/** `Iodine.publish`: delivers to every subscriber in this process, in publish order. */
+export function publish(channel: string, message: Message): boolean {
+  checkChannel("Iodine.publish", channel);
+  if (typeof message !== "string" && !(message instanceof Uint8Array)) {
+    throw new TypeError(`Iodine.publish: "message" must be a string or a Uint8Array, got ${typeof message}`);
+  }
+  if (nativeChannels.has(channel)) for (const own of servers.values()) own(channel, message);
+  const subs = exact.get(channel);
+  if (subs !== undefined) for (const s of subs) safely(s, channel, message);
+  if (patterns.size > 0) {
+    for (const p of patterns.values()) if (p.test(channel)) for (const s of p.subs) safely(s, channel, message);
+  }
+  return true;
+}
+
+/** `Iodine.subscribe`: a process-level subscription; a callback is required. */
+export function subscribeProcess(channel: string, options: SubscribeOptions | undefined, callback: SubscribeCallback): void {
+  checkChannel("Iodine.subscribe", channel);
+  if (typeof callback !== "function") throw new TypeError(`Iodine.subscribe: "callback" must be a function, got ${typeof callback}`);
+  const key = keyOf(channel, options);
+  const old = processSubs.get(key);
+  if (old) remove(old);
+  const sub: Subscription = { key: channel, options, native: false, deliver: (ch, m) => callback(ch, m) };
+  processSubs.set(key, sub);
+  add(sub);
+}
+
+export function unsubscribeProcess(channel: string, options?: SubscribeOptions): boolean {
+  const key = keyOf(channel, options);
+  const sub = processSubs.get(key);
+  if (!sub) return false;
+  processSubs.delete(key);
+  remove(sub);
+  return true;
+}
+
+/** `client.subscribe`: written to the connection unless a callback is given (SPEC §5). */
+export function subscribeConnection(
+  conn: Connection & { readonly subscriptions: Map<string, Subscription> },
+  channel: string,
+  options: SubscribeOptions | undefined,
+  callback: SubscribeCallback | undefined,
+): void {
+  checkChannel("client.subscribe", channel);
+  if (callback !== undefined && typeof callback !== "function") {
+    throw new TypeError(`client.subscribe: "callback" must be a function, got ${typeof callback}`);
+  }
+  if (!conn.isOpen) return;
+  const key = keyOf(channel, options);
+  const old = conn.subscriptions.get(key);
+  if (old) dropConnectionSub(conn, key, old);
+  const native = callback === undefined && !isPattern(options) && options?.as !== "binary" && "nativeSubscribe" in conn;
+  const sub: Subscription = {
+    key: channel,
+    options,
+    native,
+    deliver: callback
+      ? (ch, m) => callback(ch, m, conn)
+      : (_ch, m) => (conn as unknown as Subscriber).deliver(m, options),
+  };
+  conn.subscriptions.set(key, sub);
+  if (native) {
+    (conn as unknown as NativeTopics).nativeSubscribe(channel);
+    nativeChannels.set(channel, (nativeChannels.get(channel) ?? 0) + 1);
+  } else add(sub);
+}
+
+export function unsubscribeConnection(
+  conn: Connection & { readonly subscriptions: Map<string, Subscription> },
+  channel: string,
+  options?: SubscribeOptions,
+): boolean {
+  const key = keyOf(channel, options);
+  const sub = conn.subscriptions.get(key);
+  if (!sub) return false;
+  dropConnectionSub(conn, key, sub);
+  return true;
+}
+
+// --- internal ---
+
+function dropConnectionSub(conn: Connection & { readonly subscriptions: Map<string, Subscription> }, key: string, sub: Subscription): void {
+  conn.subscriptions.delete(key);
+  if (!sub.native) return remove(sub);
+  const n = (nativeChannels.get(sub.key) ?? 1) - 1;
+  if (n <= 0) nativeChannels.delete(sub.key);
+  else nativeChannels.set(sub.key, n);
+  (conn as unknown as NativeTopics).nativeUnsubscribe(sub.key);
+}
+
+function add(sub: Subscription): void {
+  if (isPattern(sub.options)) {
+    let p = patterns.get(sub.key);
+    if (!p) patterns.set(sub.key, (p = { test: compileGlob(sub.key), subs: new Set() }));
+    p.subs.add(sub);
+    return;
+  }
+  let set = exact.get(sub.key);
+  if (!set) exact.set(sub.key, (set = new Set()));
+  set.add(sub);
+}
+
+function remove(sub: Subscription): void {
+  const table = isPattern(sub.options) ? patterns : exact;
+  const entry = table.get(sub.key);
+  const set = entry instanceof Set ? entry : entry?.subs;
+  if (!set) return;
+  set.delete(sub);
+  if (set.size === 0) table.delete(sub.key);
+}
+
+function safely(sub: Subscription, channel: string, message: Message): void {
+  try {
+    const r = sub.deliver(channel, message) as unknown;
+    if (r instanceof Promise) r.catch((err) => logException(`subscription to ${JSON.stringify(sub.key)}`, err));
+  } catch (err) {
+    logException(`subscription to ${JSON.stringify(sub.key)}`, err);
+  }
+}
+
+function checkChannel(where: string, channel: unknown): asserts channel is string {
+  if (typeof channel !== "string") throw new TypeError(`${where}: "channel" must be a string, got ${typeof channel}`);
+}
+
+function toMessage(data: Message | ArrayBuffer | ArrayBufferView): Message {
+  if (typeof data === "string" || data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
