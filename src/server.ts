@@ -3,6 +3,7 @@
 import type { Server, WebSocketHandler } from "bun";
 import { accessLog, clock, log, logException, startClock } from "./log.ts";
 import { attachServer } from "./pubsub/index.ts";
+import { setSsePing, SseConnection } from "./sse.ts";
 import { StaticFiles } from "./static.ts";
 import type { FetchHandler, TLSOptions } from "./types.ts";
 import { UpgradeResponse } from "./upgrade.ts";
@@ -45,6 +46,7 @@ let sendfiler: StaticFiles | undefined;
 /** Starts one HTTP listener. */
 export function serveHttp(o: HttpServiceOptions): Server<unknown> {
   startClock();
+  setSsePing(o.ping);
   const statics = o.www === undefined ? undefined : new StaticFiles({ root: o.www });
   const fetch = makeFetch(o.fetch, statics, o.verbose);
   const common = {
@@ -99,7 +101,12 @@ function nativeOptions(ws: WebSocketHandler<unknown> | undefined): Partial<WebSo
 function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose: boolean): Fetch {
   const finish = (req: Request, server: Server<unknown>, method: string, res: unknown): Response | undefined | Promise<Response> => {
     if (res instanceof UpgradeResponse) {
-      if (server.upgrade(req, { data: res.connection, headers: res.upgradeHeaders } as never)) return undefined;
+      const c = res.connection;
+      if (c instanceof SseConnection) {
+        server.timeout(req, 0); // an event stream is exempt from the keep-alive idle timeout
+        return c.response(res.upgradeHeaders);
+      }
+      if (server.upgrade(req, { data: c, headers: res.upgradeHeaders } as never)) return undefined;
       return badRequest();
     }
     if (!(res instanceof Response)) {

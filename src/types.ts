@@ -79,6 +79,17 @@ export interface Connection {
   unsubscribe(channel: string, options?: SubscribeOptions): boolean;
   /** Publishes to every subscriber of `channel`. */
   publish(channel: string, message: Message): boolean;
+  /** SSE only: sends an event with any of `event`, `id`, `data`, `retry` (CR/LF in `event`/`id` throws). */
+  writeEvent?(event: SSEEvent): boolean;
+}
+
+/** One Server-Sent Event (https://html.spec.whatwg.org/multipage/server-sent-events.html). */
+export interface SSEEvent {
+  event?: string;
+  id?: string;
+  data?: string;
+  /** reconnection time for the browser, ms */
+  retry?: number;
 }
 
 /** The callbacks of a connection, all optional; the connection is always the first argument. */

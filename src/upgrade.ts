@@ -2,6 +2,7 @@
 // the app says which handler takes the connection; the server does the upgrade when the app's
 // answer comes back (it holds the Bun server, the app need not).
 import { resolveHandler } from "./handler.ts";
+import { SseConnection } from "./sse.ts";
 import { WsConnection } from "./websocket.ts";
 import type { Handler, SnakeHandler } from "./types.ts";
 
@@ -16,10 +17,10 @@ export interface UpgradeOptions {
 
 /** The app's answer to an upgrade request: the server sees it and upgrades the socket. */
 export class UpgradeResponse extends Response {
-  readonly connection: WsConnection;
+  readonly connection: WsConnection | SseConnection;
   readonly upgradeHeaders: Bun.HeadersInit | undefined;
-  constructor(connection: WsConnection, headers: Bun.HeadersInit | undefined) {
-    super(null, { status: 101 });
+  constructor(connection: WsConnection | SseConnection, headers: Bun.HeadersInit | undefined) {
+    super(null, { status: connection.protocol === "websocket" ? 101 : 200 });
     this.connection = connection;
     this.upgradeHeaders = headers;
   }
@@ -46,10 +47,11 @@ export function upgradeKind(req: Request): UpgradeKind | undefined {
 export function upgrade(req: Request, handler: Handler | SnakeHandler, options: UpgradeOptions = {}): Response {
   const kind = upgradeKind(req);
   if (kind === "websocket") return new UpgradeResponse(new WsConnection(handler, req), options.headers);
+  if (kind === "sse") return new UpgradeResponse(new SseConnection(handler, req), options.headers);
   // 400: the request asks for no upgrade we know (SPEC §10); a bad handler still throws.
   resolveHandler(handler, "Iodine.upgrade");
-  return new Response(kind === "sse" ? "SSE is not available yet" : "Bad Request: no upgrade requested", {
-    status: kind === "sse" ? 501 : 400,
+  return new Response("Bad Request: no WebSocket or EventSource upgrade was requested", {
+    status: 400,
     headers: { "content-type": "text/plain;charset=utf-8" },
   });
 }

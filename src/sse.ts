@@ -1,0 +1,172 @@
+// EventSource (SSE) connections: a streamed `text/event-stream` response on Bun's direct streams
+// (no queue in JS: each write goes straight to the socket), with the WebSocket callbacks (SPEC §4).
+// Half-duplex: `write` sends a `data:` event, `writeEvent` the rest; comment pings keep proxies
+// from cutting an idle stream; the stream is exempt from the HTTP idle timeout.
+import { BaseConnection, openConnections } from "./connection.ts";
+import { log } from "./log.ts";
+import type { Handler, Message, SnakeHandler, SSEEvent, SubscribeOptions } from "./types.ts";
+
+/** Outgoing bytes a slow reader may leave queued before its stream is closed (SPEC §5). */
+export const SSE_PENDING_LIMIT = 16 * 1024 * 1024;
+
+const live = new Set<SseConnection>();
+let pingSeconds = 40;
+let pinger: ReturnType<typeof setInterval> | undefined;
+
+/** The comment-ping interval (`--ping`), seconds. */
+export function setSsePing(seconds: number): void {
+  pingSeconds = seconds;
+}
+
+export class SseConnection extends BaseConnection {
+  readonly protocol = "sse" as const;
+  #ctl: ReadableStreamDirectController | undefined;
+  #end: (() => void) | undefined;
+  #pending = 0;
+  #wrote = false;
+
+  constructor(handler: Handler | SnakeHandler, request: Request) {
+    super(handler, request, "Iodine.upgrade");
+  }
+
+  /** The streamed response; onOpen runs when Bun starts sending it. */
+  response(headers: Bun.HeadersInit | undefined): Response {
+    const h = new Headers(headers);
+    h.set("content-type", "text/event-stream");
+    if (!h.has("cache-control")) h.set("cache-control", "no-cache");
+    // Tells nginx not to buffer the stream (X-Accel-Buffering), so events arrive as written.
+    if (!h.has("x-accel-buffering")) h.set("x-accel-buffering", "no");
+    const source: Bun.DirectUnderlyingSource & { cancel: () => void } = {
+      type: "direct",
+      pull: (ctl: ReadableStreamDirectController) => {
+        this.#ctl = ctl;
+        openConnections.add(this);
+        live.add(this);
+        startPinger();
+        this.dispatch("onOpen");
+        // The stream stays open until this resolves (close()) or the client goes (cancel).
+        return new Promise<void>((resolve) => (this.#end = resolve));
+      },
+      cancel: () => this.#gone(),
+    };
+    const stream = new ReadableStream(source);
+    this.request?.signal.addEventListener("abort", () => this.#gone(), { once: true });
+    return new Response(stream, { status: 200, headers: h });
+  }
+
+  /** Sends one `data:` event; lines of a multi-line message become several `data:` lines. */
+  write(data: Message): boolean {
+    const text = typeof data === "string" ? data : new TextDecoder().decode(data);
+    return this.#send(dataLines(text) + "\n");
+  }
+
+  /** Sends an event with any of `event`, `id`, `data`, `retry`. CR or LF in `event`/`id` is refused. */
+  writeEvent(e: SSEEvent): boolean {
+    let out = "";
+    if (e.event !== undefined) out += `event: ${field("event", e.event)}\n`;
+    if (e.id !== undefined) out += `id: ${field("id", e.id)}\n`;
+    if (e.retry !== undefined) {
+      if (!Number.isInteger(e.retry) || e.retry < 0) {
+        throw new RangeError(`client.writeEvent: "retry" must be an integer ≥ 0, got ${String(e.retry)}`);
+      }
+      out += `retry: ${e.retry}\n`;
+    }
+    if (e.data !== undefined) out += dataLines(e.data);
+    return out === "" ? false : this.#send(out + "\n");
+  }
+
+  close(): void {
+    if (!this.isOpen) return;
+    this.markClosed();
+    const ctl = this.#ctl;
+    if (ctl) {
+      try {
+        ctl.flush();
+        ctl.close();
+      } catch {
+        // the client is already gone
+      }
+    }
+    this.#end?.();
+    this.#gone();
+  }
+
+  get pending(): number {
+    return this.#pending;
+  }
+
+  /** A published message: one `data:` event (bytes are read as UTF-8: SSE is text). */
+  deliver(message: Message, _options: SubscribeOptions | undefined): void {
+    this.write(message);
+  }
+
+  /** A comment line: ignored by EventSource, keeps the connection busy for proxies. */
+  ping(): void {
+    if (!this.#wrote) this.#send(": ping\n\n");
+    this.#wrote = false;
+  }
+
+  #send(text: string): boolean {
+    const ctl = this.#ctl;
+    if (ctl === undefined || !this.isOpen) return false;
+    this.#wrote = true;
+    let r: number | Promise<number>;
+    try {
+      r = ctl.write(text);
+      ctl.flush();
+    } catch {
+      this.#gone();
+      return false;
+    }
+    if (typeof r === "number") return r !== 0 || text.length === 0;
+    // Queued behind a slow reader: count it until the socket takes it.
+    const size = Buffer.byteLength(text);
+    this.#pending += size;
+    r.then(
+      () => (this.#pending -= size),
+      () => (this.#pending -= size),
+    );
+    if (this.#pending > SSE_PENDING_LIMIT) {
+      log.warn(`sse: closing a client that is ${this.#pending} bytes behind (limit ${SSE_PENDING_LIMIT}) on ${this.request?.url ?? "?"}`);
+      this.close();
+      return false;
+    }
+    return true;
+  }
+
+  #gone(): void {
+    if (!live.delete(this)) {
+      if (this.#ctl === undefined && this.isOpen) this.markClosed(); // cancelled before it started
+      return;
+    }
+    openConnections.delete(this);
+    this.#end?.();
+    this.closed();
+  }
+}
+
+function startPinger(): void {
+  if (pinger !== undefined) return;
+  pinger = setInterval(() => {
+    if (live.size === 0) {
+      clearInterval(pinger);
+      pinger = undefined;
+      return;
+    }
+    for (const c of live) c.ping();
+  }, pingSeconds * 1000);
+  pinger.unref();
+}
+
+/** `data: line` for each line; a lone CR, LF or CRLF all end a line in SSE. */
+function dataLines(text: string): string {
+  if (text.indexOf("\n") === -1 && text.indexOf("\r") === -1) return `data: ${text}\n`;
+  let out = "";
+  for (const line of text.split(/\r\n|\r|\n/)) out += `data: ${line}\n`;
+  return out;
+}
+
+function field(name: string, value: string): string {
+  if (/[\r\n]/.test(value)) throw new TypeError(`client.writeEvent: "${name}" must not contain CR or LF`);
+  return value;
+}
