@@ -32,6 +32,44 @@ describe("examples", () => {
     expect(await missing.text()).toBe("Not found");
   });
 
+  test("chat.ts: a WebSocket chatter and an EventSource follower share the room; the server prints it", async () => {
+    await using srv = await startCli(["-p", "0", example("chat.ts")]);
+    const page = await fetch(srv.url + "/");
+    expect(page.headers.get("content-type")).toBe("text/html;charset=utf-8");
+    expect(await page.text()).toContain("<title>iodine chat</title>");
+
+    const ac = new AbortController();
+    const sse = await fetch(srv.url + "/chat?name=bob", { headers: { accept: "text/event-stream" }, signal: ac.signal });
+    const reader = sse.body!.getReader();
+    let events = "";
+    const until = async (needle: string) => {
+      while (!events.includes(needle)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("stream ended: " + events);
+        events += new TextDecoder().decode(value);
+      }
+    };
+    await until("data: bob joined (sse)\n\n");
+    const ws = new WebSocket(srv.url.replace("http", "ws") + "/chat?name=ann");
+    const got: string[] = [];
+    const echoed = Promise.withResolvers<void>();
+    ws.onmessage = (e) => {
+      got.push(String(e.data));
+      if (got.length === 1) ws.send("hi all");
+      if (String(e.data) === "ann: hi all") echoed.resolve();
+    };
+    try {
+      await echoed.promise;
+      await until("data: ann: hi all\n\n");
+    } finally {
+      ws.close();
+      ac.abort();
+    }
+    expect(got).toEqual(["ann joined (websocket)", "ann: hi all"]);
+    await srv.waitFor(/\[chat\] bob joined \(sse\)\n\[chat\] ann joined \(websocket\)\n\[chat\] ann: hi all\n/, 5000, "stdout");
+    await srv.waitFor(/\[chat\] ann left\n/, 5000, "stdout");
+  });
+
   test("hello.ts through `bun run iodine` (the README's quick start)", async () => {
     await using srv = await startCommand(["bun", "run", "iodine", "-p", "0", "examples/hello.ts"]);
     expect(await (await fetch(srv.url + "/")).text()).toBe("Hello World!");

@@ -18,8 +18,10 @@ export interface CliProcess extends AsyncDisposable {
   port: number;
   /** everything written to stderr so far */
   stderr(): string;
-  /** resolves once stderr matches (or rejects when the process exits first / after `ms`) */
-  waitFor(pattern: RegExp, ms?: number): Promise<RegExpMatchArray>;
+  /** resolves once stderr (or stdout) matches; rejects when the process exits first or after `ms` */
+  waitFor(pattern: RegExp, ms?: number, stream?: "stderr" | "stdout"): Promise<RegExpMatchArray>;
+  /** everything written to stdout so far */
+  stdout(): string;
   /** sends a signal and resolves with the exit code */
   stop(signal?: NodeJS.Signals): Promise<number>;
 }
@@ -71,15 +73,20 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     ended = true;
     for (const w of waiters) w();
   })();
-  // Drain stdout so the child never blocks on a full pipe.
+  // Keep stdout too (an app's own console.log), which also keeps the pipe from filling.
+  let out = "";
   (async () => {
-    for await (const _ of proc.stdout);
+    const outDecoder = new TextDecoder();
+    for await (const chunk of proc.stdout) {
+      out += outDecoder.decode(chunk, { stream: true });
+      for (const w of waiters) w();
+    }
   })();
 
-  const waitFor = (pattern: RegExp, ms = 10_000) =>
+  const waitFor = (pattern: RegExp, ms = 10_000, stream: "stderr" | "stdout" = "stderr") =>
     new Promise<RegExpMatchArray>((res, rej) => {
       const check = () => {
-        const m = text.match(pattern);
+        const m = (stream === "stdout" ? out : text).match(pattern);
         if (m) return done(() => res(m));
         if (ended) return done(() => rej(new Error(`process ended before ${pattern}; stderr:\n${text}`)));
       };
@@ -114,6 +121,7 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     url,
     port,
     stderr: () => text,
+    stdout: () => out,
     waitFor,
     stop,
     async [Symbol.asyncDispose]() {

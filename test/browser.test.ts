@@ -1,0 +1,51 @@
+// The chat example in a real browser (headless Debian Chromium driven by playwright-core): one tab
+// sends over WebSocket, a second tab receives over EventSource, the server prints the room.
+import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { ROOT, startCli } from "./harness.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const hasChromium = existsSync(CHROMIUM);
+if (!hasChromium && !process.env.CI) {
+  console.warn(`\n!!! ${CHROMIUM} not found: the browser test of examples/chat.ts is SKIPPED (apt-get install chromium) !!!\n`);
+}
+
+describe.skipIf(!hasChromium && !process.env.CI)("examples/chat.ts in Chromium", () => {
+  test("a WebSocket tab's message reaches an EventSource tab", async () => {
+    const { chromium } = await import("playwright-core");
+    await using srv = await startCli(["-p", "0", join(ROOT, "examples", "chat.ts")]);
+    // Flags: this machine has no network beyond loopback; background services would only fail.
+    // (playwright gives every launch a fresh, temporary profile of its own.)
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ],
+    });
+    try {
+      const base = srv.url.replace("0.0.0.0", "127.0.0.1");
+      const follower = await browser.newPage();
+      await follower.goto(`${base}/?name=bob#sse`);
+      await follower.waitForSelector("#status:has-text('following over EventSource as bob')");
+      const talker = await browser.newPage();
+      await talker.goto(`${base}/?name=ann`);
+      await talker.waitForSelector("#status:has-text('chatting over WebSocket as ann')");
+      await follower.waitForSelector("#log li:has-text('ann joined (websocket)')");
+
+      await talker.fill("#text", "hello from a browser ✓");
+      await talker.click("button");
+      await follower.waitForSelector("#log li:has-text('ann: hello from a browser ✓')", { timeout: 5000 });
+      await talker.waitForSelector("#log li:has-text('ann: hello from a browser ✓')", { timeout: 5000 });
+      expect(await follower.locator("#log li").allTextContents()).toEqual([
+        "bob joined (sse)",
+        "ann joined (websocket)",
+        "ann: hello from a browser ✓",
+      ]);
+      await srv.waitFor(/\[chat\] ann: hello from a browser ✓/, 5000, "stdout");
+    } finally {
+      await browser.close();
+    }
+  }, 30_000);
+});
