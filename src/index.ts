@@ -1,5 +1,6 @@
 // The public surface of iodine for Bun: the `Iodine` object and the public types.
 import pkg from "../package.json" with { type: "json" };
+import { connect } from "./client.ts";
 import { defineHandler } from "./handler.ts";
 import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/index.ts";
 import { addListener, requestStart, stopAll } from "./runtime.ts";
@@ -37,6 +38,8 @@ export const Iodine = {
   upgradeKind,
   /** Hands a WebSocket (or SSE) request to a handler; return its result from `fetch`. */
   upgrade,
+  /** Opens a client connection (`ws://`, `wss://`) driven by a handler with the same callbacks. */
+  connect,
   /** Subscribes the process: `callback(channel, message)` for each message (SPEC §5). */
   subscribe(channel: string, options: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): void {
     if (typeof options === "function") subscribeProcess(channel, undefined, options);
@@ -65,6 +68,8 @@ export type { AppModule, AppObject, FetchHandler, IodineServer } from "./types.t
 // Connections.
 export type { Connection, Handler, Message, Protocol, SnakeHandler } from "./types.ts";
 export type { UpgradeKind, UpgradeOptions } from "./upgrade.ts";
+export type { ConnectOptions } from "./client.ts";
+export type { SSEEvent } from "./types.ts";
 // Pub/sub and timers.
 export type { SubscribeCallback, SubscribeOptions, TimerHandle } from "./types.ts";
 // Options.

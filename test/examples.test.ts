@@ -70,9 +70,9 @@ describe("examples", () => {
     await srv.waitFor(/\[chat\] ann left\n/, 5000, "stdout");
   });
 
-  test("hello.ts through `bun run iodine` (the README's quick start)", async () => {
-    await using srv = await startCommand(["bun", "run", "iodine", "-p", "0", "examples/hello.ts"]);
-    expect(await (await fetch(srv.url + "/")).text()).toBe("Hello World!");
+  test("chat.ts through `bun run iodine` (the README's quick start)", async () => {
+    await using srv = await startCommand(["bun", "run", "iodine", "-p", "0", "examples/chat.ts"]);
+    expect(await (await fetch(srv.url + "/")).text()).toContain("<title>iodine chat</title>");
     expect(await srv.stop("SIGTERM")).toBe(0);
   });
 });
