@@ -97,6 +97,56 @@ describe("WebSocket connections", () => {
     expect(await c.next()).toBe("echo still here");
   });
 
+  test("assigning client.handler swaps the protocol object (snake_case names work)", async () => {
+    using c = await connect();
+    c.send("info");
+    expect(await c.next()).toBe("info open=true pending=0 timeout=0");
+    c.send("swap");
+    expect(await c.next()).toBe("swapped");
+    c.send("now shouting");
+    expect(await c.next()).toBe("NOW SHOUTING");
+  });
+
+  test("the upgrade response carries the headers given to Iodine.upgrade", async () => {
+    const { rawRequest } = await import("./harness.ts");
+    const raw = await rawRequest(
+      srv.port,
+      "GET /h HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      (r) => r.includes("\r\n\r\n"),
+    );
+    expect(raw).toStartWith("HTTP/1.1 101");
+    expect(raw.split("\r\n\r\n")[0]).toMatch(/\r\nset-cookie: chat=1/i);
+  });
+
+  test("a message over --max-msg closes the socket with 1009", async () => {
+    await using small = await startCli(["--max-msg", "1", "-p", "0", fixture("ws-iodine-app.ts")]);
+    const c = new Client(small.url.replace("http", "ws") + "/big");
+    await c.opened;
+    expect(await c.next()).toBe("open websocket /big");
+    c.send("x".repeat(1000));
+    expect(await c.next()).toBe(`echo ${"x".repeat(1000)}`);
+    c.send("y".repeat(1025));
+    expect((await c.closed).code).toBe(1009);
+  });
+
+  test("a graceful stop gives onShutdown (which may still write), then closes, then exit 0", async () => {
+    await using own = await startCli(["-p", "0", fixture("ws-iodine-app.ts")]);
+    const a = new Client(own.url.replace("http", "ws") + "/a");
+    const b = new Client(own.url.replace("http", "ws") + "/b");
+    await Promise.all([a.opened, b.opened]);
+    expect(await a.next()).toBe("open websocket /a");
+    expect(await b.next()).toBe("open websocket /b");
+    b.send("swap");
+    expect(await b.next()).toBe("swapped");
+    own.proc.kill("SIGTERM");
+    expect(await a.next()).toBe("shutdown");
+    expect(await b.next()).toBe("server going down");
+    expect((await a.closed).code).toBe(1000);
+    expect((await b.closed).code).toBe(1000);
+    expect(await own.proc.exited).toBe(0);
+  });
+
   test("the upgrade is logged as 101 with -v", async () => {
     using _c = await connect("/logged");
     await srv.waitFor(/"GET \/logged HTTP\/1\.1" 101 - /);
