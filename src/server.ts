@@ -7,7 +7,7 @@ import { setSsePing, SseConnection } from "./sse.ts";
 import { StaticFiles } from "./static.ts";
 import type { FetchHandler, TLSOptions } from "./types.ts";
 import { UpgradeResponse } from "./upgrade.ts";
-import { websocketHandlers } from "./websocket.ts";
+import { OUTGOING_LIMIT, websocketHandlers } from "./websocket.ts";
 
 /** Everything one HTTP listener needs, resolved (bytes and seconds). */
 export interface HttpServiceOptions {
@@ -64,7 +64,7 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
       idleTimeout: o.ping,
       sendPings: true,
       // SPEC §5: a subscriber that cannot keep up is closed, never silently skipped while open.
-      backpressureLimit: 16 * 1024 * 1024,
+      backpressureLimit: OUTGOING_LIMIT,
       closeOnBackpressureLimit: true,
       ...nativeOptions(o.websocket),
       ...websocketHandlers(o.websocket),

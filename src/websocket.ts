@@ -3,28 +3,37 @@
 // or to a Bun-native app's own handlers (both can live on one server).
 import type { ServerWebSocket, WebSocketHandler } from "bun";
 import { BaseConnection, openConnections } from "./connection.ts";
+import { log } from "./log.ts";
 import type { NativeTopics } from "./pubsub/index.ts";
 import type { Handler, Message, SnakeHandler, SubscribeOptions } from "./types.ts";
+
+/**
+ * A connection's outgoing-buffer limit (SPEC §5): past it, the connection is closed with 1013 and
+ * logged. server.ts gives Bun the same number as `backpressureLimit` (a Bun-native app may set its
+ * own, which then counts for iodine's connections too).
+ */
+export const OUTGOING_LIMIT = 16 * 1024 * 1024;
+
+const encoder = new TextEncoder();
+const mib = (n: number) => (n % 1048576 === 0 ? `${n / 1048576} MiB` : `${n} bytes`);
 
 /** An iodine WebSocket connection; it is also the socket's `ws.data`, which is how events find it. */
 export class WsConnection extends BaseConnection implements NativeTopics {
   readonly protocol = "websocket" as const;
   #ws: ServerWebSocket<WsConnection> | undefined;
+  #limit = OUTGOING_LIMIT;
 
   constructor(handler: Handler | SnakeHandler, request: Request) {
     super(handler, request, "Iodine.upgrade");
   }
 
-  attach(ws: ServerWebSocket<WsConnection>): void {
+  attach(ws: ServerWebSocket<WsConnection>, limit: number): void {
     this.#ws = ws;
+    this.#limit = limit;
   }
 
   write(data: Message): boolean {
-    const ws = this.#ws;
-    if (ws === undefined || !this.isOpen) return false;
-    // send() answers bytes sent, -1 (queued: back-pressure) or 0 (dropped: the socket is closing
-    // or over its limit, and Bun closes it — see closeOnBackpressureLimit in server.ts).
-    return ws.send(data) !== 0;
+    return this.#send(data, undefined);
   }
 
   close(): void {
@@ -38,11 +47,52 @@ export class WsConnection extends BaseConnection implements NativeTopics {
   }
 
   /** Writes a published message: text unless it is bytes or the subscription asked for binary. */
-  deliver(message: Message, options: SubscribeOptions | undefined): void {
+  deliver(message: Message, options: SubscribeOptions | undefined, channel?: string): void {
+    this.#send(options?.as === "binary" && typeof message === "string" ? encoder.encode(message) : message, channel);
+  }
+
+  /** After a native publish on `channel` (see pubsub/index.ts): Bun queued it without asking us. */
+  checkOutgoing(channel: string): void {
     const ws = this.#ws;
-    if (ws === undefined || !this.isOpen) return;
-    if (options?.as === "binary" && typeof message === "string") ws.sendBinary(new TextEncoder().encode(message));
-    else ws.send(message);
+    if (ws !== undefined && this.isOpen && ws.getBufferedAmount() > this.#limit) this.#overLimit(ws, channel);
+  }
+
+  /**
+   * Sends, unless the message does not fit on top of what is already waiting: then the connection
+   * is closed with 1013 while the close frame can still be queued behind that data. A message to an
+   * empty buffer always goes, so one large message is never refused (Bun does the same).
+   * Bun's send() answers the bytes written, -1 (queued) or 0: dropped because the socket is
+   * closing or past backpressureLimit (Bun then ends it with 1006 on its own), and also for an
+   * empty message, which did go out.
+   */
+  #send(data: Message, channel: string | undefined): boolean {
+    const ws = this.#ws;
+    if (ws === undefined || !this.isOpen) return false;
+    const waiting = ws.getBufferedAmount();
+    const size = typeof data === "string" ? data.length : data.byteLength; // UTF-16 units: close enough
+    if (waiting > 0 && waiting + size > this.#limit) {
+      this.#overLimit(ws, channel);
+      return false;
+    }
+    if (ws.send(data) !== 0) return true;
+    if (ws.getBufferedAmount() > this.#limit) {
+      this.#overLimit(ws, channel);
+      return false;
+    }
+    return size === 0 && ws.readyState === 1;
+  }
+
+  /** SPEC §5: a connection that cannot keep up is closed with 1013 (Try Again Later, RFC 6455 §7.4.1) and logged once. */
+  #overLimit(ws: ServerWebSocket<WsConnection>, channel: string | undefined): void {
+    const path = this.request ? new URL(this.request.url).pathname : "";
+    const ip = ws.remoteAddress.startsWith("::ffff:") ? ws.remoteAddress.slice(7) : ws.remoteAddress;
+    const on = channel === undefined ? "" : ` on channel ${JSON.stringify(channel)}`;
+    log.warn(
+      `WebSocket ${ip} ${path} closed (1013): too slow${on}, ${ws.getBufferedAmount()} bytes still ` +
+        `waiting to be sent (outgoing limit ${mib(this.#limit)})`,
+    );
+    this.markClosed();
+    ws.close(1013, "outgoing buffer limit");
   }
 
   nativeSubscribe(channel: string): void {
@@ -59,11 +109,12 @@ export class WsConnection extends BaseConnection implements NativeTopics {
  * any other socket was upgraded by a Bun-native app and goes to its own handlers.
  */
 export function websocketHandlers(native: WebSocketHandler<unknown> | undefined): WebSocketHandler<unknown> {
+  const limit = native?.backpressureLimit ?? OUTGOING_LIMIT;
   return {
     open(ws) {
       const c = ws.data;
       if (c instanceof WsConnection) {
-        c.attach(ws as ServerWebSocket<WsConnection>);
+        c.attach(ws as ServerWebSocket<WsConnection>, limit);
         openConnections.add(c);
         c.dispatch("onOpen");
       } else native?.open?.(ws);
