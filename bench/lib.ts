@@ -280,6 +280,28 @@ export function cpuTicks(pid: number): number {
 /** Microseconds of CPU per request from a tick delta. */
 export const cpuMicros = (ticks: number, requests: number) => (ticks * 1e6) / TICKS_PER_SECOND / requests;
 
+// --- memory and limits ---
+
+/** Resident set size of a process (VmRSS in /proc/PID/status), bytes; NaN once it is gone. */
+export function rssBytes(pid: number): number {
+  const kb = readProc(`/proc/${pid}/status`)?.match(/^VmRSS:\s+(\d+) kB/m)?.[1];
+  return kb === undefined ? NaN : Number(kb) * 1024;
+}
+
+/** "soft/hard" open-file limit of a process, from /proc/PID/limits. */
+export function openFilesLimit(pid: number): string {
+  const m = readProc(`/proc/${pid}/limits`)?.match(/^Max open files\s+(\S+)\s+(\S+)/m);
+  return m ? `${m[1]}/${m[2]}` : "?";
+}
+
+/** Child pids of a process (an iodine that relaunched itself serves from its child). */
+export function childPids(pid: number): number[] {
+  return (readProc(`/proc/${pid}/task/${pid}/children`) ?? "")
+    .split(" ")
+    .filter((c) => c.trim() !== "")
+    .map(Number);
+}
+
 function readProc(path: string): string | undefined {
   try {
     return readFileSync(path, "utf8");

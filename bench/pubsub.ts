@@ -1,0 +1,442 @@
+// Pub/sub fan-out of iodine against a raw Bun.serve, both on this machine, in one run.
+//
+// Run:   bun bench/pubsub.ts                      (5 rounds, 64-byte messages, ~2 s per burst)
+//        bun bench/pubsub.ts --rounds 3 --size 256 --seconds 1
+// Out:   a table on stdout, and every round in bench/results/pubsub.json.
+//
+// Servers (each its own process): iodine through the CLI with bench/pubsub-server.ts, whose
+// WebSockets subscribe to "bench" without a callback (Bun's native topics), and the raw
+// bench/pubsub-baseline.ts, whose `open` does ws.subscribe("bench"). A burst is
+// `POST /burst?n=N&size=S`: N publishes in a tight loop (Iodine.publish / server.publish).
+//
+// Load: one bench/pubsub-client.ts process per server (one process cannot hold 2 × 10,000
+// sockets under this machine's hard limit of open files), raw TCP sockets, counting frames.
+// A round's time runs from the burst request to the last of the K × N deliveries; the score is
+// delivered messages/s = K × N / seconds. Rounds alternate the servers, and the order rotates.
+//
+// Phases: memory (RSS with 0, then 10,000 idle subscribed WebSockets, fresh servers) → WebSocket
+// fan-out to 10,000, then 1,000 subscribers → SSE fan-out to 1,000 streams (iodine only).
+import { mkdirSync, writeFileSync } from "node:fs";
+import { availableParallelism, cpus, loadavg, release } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import type { Subprocess } from "bun";
+import {
+  childPids,
+  cpuTicks,
+  Drain,
+  fmtRps,
+  indent,
+  median,
+  openFilesLimit,
+  rssBytes,
+  startServer,
+  stopServer,
+  type Server,
+} from "./lib.ts";
+
+const ROOT = resolve(import.meta.dir, "..");
+const RESULTS = join(import.meta.dir, "results", "pubsub.json");
+const WS_COUNTS = [1_000, 10_000] as const;
+const SSE_COUNT = 1_000;
+const MEMORY_COUNT = 10_000;
+/** the whole run is cut off here, whatever it is doing */
+const DEADLINE_MS = 285_000;
+const TICKS_PER_SECOND = 100;
+
+// --- options ---
+
+const { values: flags } = parseArgs({
+  options: {
+    rounds: { type: "string" },
+    size: { type: "string" },
+    seconds: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  },
+});
+if (flags.help) {
+  console.log("usage: bun bench/pubsub.ts [--rounds N (5)] [--size BYTES (64)] [--seconds PER_BURST (2)]");
+  process.exit(0);
+}
+const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
+const size = positive(flags.size ?? "64", "size", true);
+const targetSeconds = positive(flags.seconds ?? "2", "seconds", false);
+
+function positive(text: string, what: string, integer: boolean): number {
+  const n = Number(text);
+  if (!(n > 0) || (integer && !Number.isInteger(n))) {
+    console.error(`bench: --${what} must be a positive ${integer ? "integer" : "number"}, got ${JSON.stringify(text)}`);
+    process.exit(2);
+  }
+  return n;
+}
+
+// --- cleanup, also on Ctrl-C and at the deadline ---
+
+const servers: Server[] = [];
+const clients: LoadClient[] = [];
+let cleaning: Promise<void> | undefined;
+let interrupted = false;
+
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    await Promise.all(clients.map((c) => c.stop()));
+    await Promise.all(servers.map((s) => stopServer(s)));
+  })();
+  return cleaning;
+}
+
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    interrupted = true;
+    console.error(`\nbench: ${signal}, stopping servers and clients`);
+    cleanup().finally(() => process.exit(130));
+  });
+}
+const deadline = setTimeout(() => {
+  interrupted = true;
+  console.error(`\nbench: still running after ${DEADLINE_MS / 1000} s, giving up`);
+  cleanup().finally(() => process.exit(1));
+}, DEADLINE_MS);
+
+// --- the load client process ---
+
+interface BurstResult {
+  expected: number;
+  received: number;
+  complete: boolean;
+  seconds: number;
+  answeredSeconds: number;
+  publishMs: number;
+  perConnection: { min: number; max: number };
+  badSize: number;
+  closedDuring: number;
+  clientCpuSeconds: number;
+}
+
+/** bench/pubsub-client.ts in its own process, one JSON line per command and per answer. */
+class LoadClient {
+  readonly proc: Subprocess<"pipe", "pipe", "pipe">;
+  readonly stderr: Drain;
+  readonly lines: Promise<void>;
+  #seq = 0;
+  #waiting = new Map<number, (answer: Record<string, unknown>) => void>();
+
+  constructor(readonly name: string) {
+    this.proc = Bun.spawn([process.execPath, join(import.meta.dir, "pubsub-client.ts")], {
+      cwd: ROOT,
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    this.stderr = new Drain(this.proc.stderr);
+    this.lines = this.#read();
+  }
+
+  async #read(): Promise<void> {
+    const decoder = new TextDecoder();
+    let rest = "";
+    try {
+      for await (const chunk of this.proc.stdout) {
+        rest += decoder.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = rest.indexOf("\n")) >= 0) {
+          const answer = JSON.parse(rest.slice(0, nl)) as Record<string, unknown>;
+          rest = rest.slice(nl + 1);
+          this.#waiting.get(answer.seq as number)?.(answer);
+          this.#waiting.delete(answer.seq as number);
+        }
+      }
+    } catch {
+      // killed mid-read
+    }
+  }
+
+  async send<T>(cmd: Record<string, unknown>): Promise<T> {
+    const seq = ++this.#seq;
+    const answer = new Promise<Record<string, unknown>>((resolve) => this.#waiting.set(seq, resolve));
+    this.proc.stdin.write(JSON.stringify({ seq, ...cmd }) + "\n");
+    this.proc.stdin.flush();
+    const out = await Promise.race([answer, this.proc.exited.then((code) => ({ exited: code }))]);
+    if ("exited" in out) throw new Error(`${this.name}: load client exited with code ${out.exited}\n${indent(this.stderr.tail)}`);
+    if ("error" in out) throw new Error(`${this.name}: load client: ${out.error}`);
+    return out as T;
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+      try {
+        this.proc.stdin.end();
+      } catch {
+        // already closed
+      }
+      const late = Bun.sleep(2000).then(() => "late" as const);
+      if ((await Promise.race([this.proc.exited, late])) === "late") this.proc.kill("SIGKILL");
+      await this.proc.exited;
+    }
+    await Promise.all([this.lines, this.stderr.done]);
+  }
+}
+
+// --- one side of the comparison: a server and its load client ---
+
+type Role = "iodine" | "raw";
+const LABEL: Record<Role, string> = { iodine: "iodine", raw: "raw Bun.serve" };
+
+interface Side {
+  role: Role;
+  server: Server;
+  /** the pid that serves (iodine relaunches itself when Bun's header limit differs) */
+  pid: number;
+  client: LoadClient;
+}
+
+/** One burst, with the server's CPU spent on it. */
+type Run = BurstResult & { rate: number; serverCpuNsPerMessage: number; clientCpuShare: number };
+
+interface Row {
+  role: Role;
+  rounds: Run[];
+  median: number;
+  min: number;
+  max: number;
+  serverCpuNsPerMessage: number;
+  clientCpuShare: number;
+}
+
+interface Scenario {
+  id: string;
+  name: string;
+  kind: "ws" | "sse";
+  subscribers: number;
+  messagesPerBurst: number;
+  rows: Row[];
+}
+
+async function main(): Promise<void> {
+  const facts = {
+    cores: availableParallelism(),
+    cpu: cpus()[0]?.model.trim() ?? "unknown",
+    kernel: release(),
+    bun: Bun.version,
+    date: new Date().toISOString(),
+    loadAvg1m: loadavg()[0] ?? 0,
+    openFiles: { bench: openFilesLimit(process.pid), iodine: "", raw: "", client: "" },
+  };
+  console.log(`machine: ${facts.cores} cores (${facts.cpu}), Linux ${facts.kernel}`);
+  console.log(`bun ${facts.bun}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
+  if (facts.loadAvg1m > 0.5) {
+    console.log(`!! load average ${facts.loadAvg1m.toFixed(2)} before start: something else is busy, expect noise`);
+  }
+  console.log(`${size}-byte text messages, ${rounds} rounds, bursts sized for ~${targetSeconds} s\n`);
+
+  // --- processes ---
+  const sides: Side[] = [];
+  for (const role of ["iodine", "raw"] as const) {
+    const cmd =
+      role === "iodine"
+        ? [process.execPath, "--max-http-header-size=32768", "cli.ts", "-p", "0", "-b", "127.0.0.1", "bench/pubsub-server.ts"]
+        : [process.execPath, join(import.meta.dir, "pubsub-baseline.ts")];
+    const server = await startServer(LABEL[role], cmd, { cwd: ROOT });
+    servers.push(server);
+    const kids = childPids(server.proc.pid);
+    if (kids.length > 1) throw new Error(`${LABEL[role]}: ${kids.length} child processes; RSS and CPU would be of the wrong one`);
+    const client = new LoadClient(`${role} client`);
+    clients.push(client);
+    sides.push({ role, server, pid: kids[0] ?? server.proc.pid, client });
+  }
+  const [iodine, raw] = sides as [Side, Side];
+  facts.openFiles.iodine = openFilesLimit(iodine.pid);
+  facts.openFiles.raw = openFilesLimit(raw.pid);
+  facts.openFiles.client = openFilesLimit(iodine.client.proc.pid);
+  console.log(`open-file limits (soft/hard): iodine ${facts.openFiles.iodine}, raw ${facts.openFiles.raw}, load client ${facts.openFiles.client}\n`);
+
+  // --- memory: fresh servers, 0 then 10,000 idle subscribed WebSockets ---
+  const memory: { server: string; rss0: number; rss: number; connections: number; bytesPerConnection: number; openSeconds: number }[] = [];
+  for (const side of sides) {
+    const rss0 = await settledRss(side);
+    const opened = await resize(side, "ws", MEMORY_COUNT);
+    const rss = await settledRss(side);
+    const m = { server: LABEL[side.role], rss0, rss, connections: MEMORY_COUNT, bytesPerConnection: (rss - rss0) / MEMORY_COUNT, openSeconds: opened.ms / 1000 };
+    memory.push(m);
+    console.log(`  memory      ${m.server.padEnd(14)} RSS ${mb(rss0)} → ${mb(rss)} with ${fmtRps(MEMORY_COUNT)} idle WebSockets (opened in ${m.openSeconds.toFixed(1)} s): ${fmtRps(m.bytesPerConnection)} B/connection`);
+  }
+
+  // --- WebSocket fan-out: 10,000 (already open), then 1,000 ---
+  const scenarios: Scenario[] = [];
+  for (const k of [...WS_COUNTS].sort((a, b) => b - a)) {
+    for (const side of sides) await resize(side, "ws", k);
+    scenarios.push(await measure(`ws-${k}`, `WS ${fmtRps(k)} subs`, "ws", k, sides));
+  }
+  scenarios.reverse(); // 1,000 first in the report
+
+  // --- SSE fan-out, iodine only ---
+  for (const side of sides) await resize(side, "ws", 0);
+  await resize(iodine, "sse", SSE_COUNT);
+  scenarios.push(await measure(`sse-${SSE_COUNT}`, `SSE ${fmtRps(SSE_COUNT)} subs`, "sse", SSE_COUNT, [iodine]));
+  await resize(iodine, "sse", 0);
+
+  // --- report ---
+  const ratioOf = (sc: Scenario) => {
+    const io = sc.rows.find((r) => r.role === "iodine")?.median;
+    const rw = sc.rows.find((r) => r.role === "raw")?.median;
+    return io !== undefined && rw !== undefined ? io / rw : null;
+  };
+  // CPU per message moves far less with steal time than msg/s does (> 1: iodine is cheaper)
+  const cpuRatioOf = (sc: Scenario) => {
+    const io = sc.rows.find((r) => r.role === "iodine")?.serverCpuNsPerMessage;
+    const rw = sc.rows.find((r) => r.role === "raw")?.serverCpuNsPerMessage;
+    return io !== undefined && rw !== undefined ? rw / io : null;
+  };
+  console.log("");
+  console.log(`${"scenario".padEnd(16)}${"server".padEnd(15)}${"msgs/burst".padStart(10)}${"median msg/s".padStart(14)}   ${"min–max".padEnd(23)}${"server ns/msg".padStart(13)}${"client CPU".padStart(12)}`);
+  console.log("-".repeat(103));
+  for (const sc of scenarios) {
+    sc.rows.forEach((r, i) => {
+      const range = `${fmtRps(r.min)}–${fmtRps(r.max)}`;
+      const first = i === 0;
+      console.log(
+        `${(first ? sc.name : "").padEnd(16)}${LABEL[r.role].padEnd(15)}${(first ? fmtRps(sc.messagesPerBurst) : "").padStart(10)}${fmtRps(r.median).padStart(14)}   ${range.padEnd(23)}${r.serverCpuNsPerMessage.toFixed(0).padStart(13)}${`${(r.clientCpuShare * 100).toFixed(0)} %`.padStart(12)}${dropNote(r)}`,
+      );
+    });
+    const ratio = ratioOf(sc);
+    const cpuRatio = cpuRatioOf(sc);
+    if (ratio !== null && cpuRatio !== null) {
+      console.log(`${"".padEnd(16)}msg/s iodine ÷ raw ${ratio.toFixed(2)}   server CPU/msg raw ÷ iodine ${cpuRatio.toFixed(2)} (> 1: iodine cheaper)`);
+    }
+  }
+  console.log("");
+  console.log(`${"memory".padEnd(16)}${"server".padEnd(15)}${"RSS, 0 conns".padStart(13)}${`RSS, ${fmtRps(MEMORY_COUNT)}`.padStart(13)}${"bytes/idle WS".padStart(15)}`);
+  console.log("-".repeat(72));
+  for (const m of memory) {
+    console.log(`${"".padEnd(16)}${m.server.padEnd(15)}${mb(m.rss0).padStart(13)}${mb(m.rss).padStart(13)}${fmtRps(m.bytesPerConnection).padStart(15)}`);
+  }
+  console.log("");
+  console.log("msg/s: K × N deliveries ÷ (burst request → last delivery at the client). server ns/msg: CPU of the");
+  console.log("server process per delivered message. client CPU: the load client's CPU ÷ wall time (100 % = one core).");
+
+  mkdirSync(join(import.meta.dir, "results"), { recursive: true });
+  const settings = { rounds, messageBytes: size, targetSecondsPerBurst: targetSeconds, wsSubscribers: WS_COUNTS, sseSubscribers: SSE_COUNT };
+  const report = scenarios.map((sc) => ({
+    scenario: sc.name,
+    kind: sc.kind,
+    subscribers: sc.subscribers,
+    messagesPerBurst: sc.messagesPerBurst,
+    deliveriesPerBurst: sc.subscribers * sc.messagesPerBurst,
+    servers: sc.rows.map((r) => ({ server: LABEL[r.role], median: r.median, min: r.min, max: r.max, serverCpuNsPerMessage: r.serverCpuNsPerMessage, clientCpuShare: r.clientCpuShare, rounds: r.rounds })),
+    iodineOverRaw: ratioOf(sc),
+    cpuRawOverIodine: cpuRatioOf(sc),
+  }));
+  writeFileSync(RESULTS, JSON.stringify({ machine: facts, settings, scenarios: report, memory }, null, 2) + "\n");
+  console.log(`\nresults: ${RESULTS.slice(ROOT.length + 1)}`);
+}
+
+// --- steps ---
+
+/** A warm-up burst per server sizes N for ~targetSeconds on the faster one; then alternating rounds. */
+async function measure(id: string, name: string, kind: "ws" | "sse", k: number, sides: Side[]): Promise<Scenario> {
+  const warmDeliveries = kind === "ws" ? 500_000 : 50_000;
+  const warmN = Math.max(1, Math.round(warmDeliveries / k));
+  let fastest = 0;
+  for (const side of sides) {
+    const r = await burst(side, warmN);
+    fastest = Math.max(fastest, r.rate);
+    console.log(`  ${name.padEnd(14)} warm-up  ${LABEL[side.role].padEnd(14)} ${fmtRps(r.rate).padStart(11)} msg/s${runNote(r)}`);
+  }
+  const n = Math.min(100_000, Math.max(1, Math.round((fastest * targetSeconds) / k)));
+  const runs = new Map<Role, Run[]>(sides.map((s) => [s.role, []]));
+  for (let round = 0; round < rounds; round++) {
+    const order = sides.map((_, i) => sides[(i + round) % sides.length]!);
+    for (const side of order) {
+      const r = await burst(side, n);
+      runs.get(side.role)!.push(r);
+      console.log(
+        `  ${name.padEnd(14)} round ${round + 1}  ${LABEL[side.role].padEnd(14)} ${fmtRps(r.rate).padStart(11)} msg/s  ${r.seconds.toFixed(2)} s  ${r.serverCpuNsPerMessage.toFixed(0).padStart(5)} ns CPU/msg${runNote(r)}`,
+      );
+    }
+  }
+  const rows = sides.map((side): Row => {
+    const rs = runs.get(side.role)!;
+    const rates = rs.map((r) => r.rate);
+    return {
+      role: side.role,
+      rounds: rs,
+      median: median(rates),
+      min: Math.min(...rates),
+      max: Math.max(...rates),
+      serverCpuNsPerMessage: median(rs.map((r) => r.serverCpuNsPerMessage)),
+      clientCpuShare: median(rs.map((r) => r.clientCpuShare)),
+    };
+  });
+  return { id, name, kind, subscribers: k, messagesPerBurst: n, rows };
+}
+
+async function burst(side: Side, n: number): Promise<Run> {
+  alive(side);
+  const before = cpuTicks(side.pid);
+  const r = await side.client.send<BurstResult>({ op: "burst", n, size, port: side.server.port });
+  const ticks = cpuTicks(side.pid) - before;
+  return {
+    ...r,
+    // what arrived, in the time it took: a burst with drops scores only its deliveries
+    rate: r.received / r.seconds,
+    serverCpuNsPerMessage: ((ticks / TICKS_PER_SECOND) * 1e9) / Math.max(1, r.received),
+    clientCpuShare: r.clientCpuSeconds / r.seconds,
+  };
+}
+
+/** Grows or shrinks a client's connections to k and waits until the server counts the same. */
+async function resize(side: Side, kind: "ws" | "sse", k: number): Promise<{ ms: number }> {
+  alive(side);
+  const r = await side.client.send<{ live: number; failed: number; ms: number }>({ op: kind, n: k, port: side.server.port });
+  if (r.live !== k) throw new Error(`${LABEL[side.role]}: only ${r.live} of ${k} ${kind} connections opened (${r.failed} failed)`);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const stats = (await (await fetch(`${side.server.url}/stats`)).json()) as Record<string, number>;
+    if (stats[kind] === k) return { ms: r.ms };
+    if (Date.now() > deadline) throw new Error(`${LABEL[side.role]}: the server counts ${stats[kind]} ${kind} subscribers, the client ${k}`);
+    await Bun.sleep(50);
+  }
+}
+
+/** RSS after a full GC and a moment to settle. */
+async function settledRss(side: Side): Promise<number> {
+  await (await fetch(`${side.server.url}/gc`, { method: "POST" })).text();
+  await Bun.sleep(500);
+  return rssBytes(side.pid);
+}
+
+function alive(side: Side): void {
+  const p = side.server.proc;
+  if (p.exitCode !== null || p.signalCode !== null) {
+    throw new Error(`${side.server.name} died (code ${p.exitCode ?? p.signalCode})\n${indent(side.server.stderr.tail.slice(-2000))}`);
+  }
+}
+
+// --- formatting ---
+
+const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+
+function runNote(r: Run): string {
+  const notes: string[] = [];
+  if (!r.complete) notes.push(`${fmtRps(r.expected - r.received)} of ${fmtRps(r.expected)} never arrived`);
+  if (r.closedDuring) notes.push(`${r.closedDuring} connections closed`);
+  if (r.badSize) notes.push(`${r.badSize} messages of the wrong size`);
+  if (r.perConnection.min !== r.perConnection.max) notes.push(`per connection ${r.perConnection.min}–${r.perConnection.max}`);
+  return notes.length ? `   !! ${notes.join("; ")}` : "";
+}
+
+function dropNote(r: Row): string {
+  const bad = r.rounds.filter((x) => !x.complete).length;
+  return bad ? `   !! ${bad} round(s) incomplete` : "";
+}
+
+try {
+  await main();
+} catch (err) {
+  if (!interrupted) console.error(`bench: ${err instanceof Error ? err.message : err}`);
+  process.exitCode = 1;
+} finally {
+  clearTimeout(deadline);
+  await cleanup();
+}
