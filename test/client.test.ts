@@ -8,7 +8,7 @@ import { IodineError } from "../src/errors.ts";
 import { publish } from "../src/pubsub/index.ts";
 import { selfSigned } from "../src/tls.ts";
 import type { Connection, Handler, Message } from "../src/types.ts";
-import { fixture, ROOT, startCli, type CliProcess } from "./harness.ts";
+import { fixture, ROOT, runCommand, startCli, type CliProcess } from "./harness.ts";
 
 /** A handler that records every callback and queues messages for `next()`. */
 class Recorder implements Handler {
@@ -94,22 +94,7 @@ function echoServer(tls?: { cert: string; key: string }) {
 }
 
 /** Runs a fixture to completion and returns its exit code, stdout and stderr. */
-async function runFixture(args: string[]) {
-  await using proc = Bun.spawn([process.execPath, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1" },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  clearTimeout(timer);
-  return { code, stdout, stderr };
-}
+const runFixture = (args: string[]) => runCommand([process.execPath, ...args]);
 
 /** A port where nothing listens: bound by us, then released. */
 function freePort(): number {

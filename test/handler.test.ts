@@ -3,20 +3,12 @@
 import { describe, expect, test } from "bun:test";
 import { defineHandler, resolveHandler } from "../src/handler.ts";
 import type { Connection, Handler, Message } from "../src/types.ts";
+import { errorOf } from "./harness.ts";
 
 // Callbacks under test never touch the connection; they only record what they were given.
 const client = {} as Connection;
 
 /** The error `fn` throws, as "Class: message", so one assertion checks both exactly. */
-function errorOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    return `${(err as Error).constructor.name}: ${(err as Error).message}`;
-  }
-  return "no error";
-}
-
 /** Calls every resolved callback once and returns what each recorded, in call order. */
 function callAll(h: object): string[] {
   const cb = resolveHandler(h);

@@ -132,8 +132,26 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
 }
 
 /** Runs the CLI to completion (for error paths, --help, --version). */
-export async function runCli(args: string[], o: StartOptions = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = spawnCli(args, o);
+export function runCli(args: string[], o: StartOptions = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return finish(spawnCli(args, o), o);
+}
+
+/** Runs any command to completion: its exit code, stdout and stderr (killed after `o.timeout`). */
+export function runCommand(cmd: string[], o: StartOptions = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return finish(spawnCommand(cmd, o), o);
+}
+
+/** The message of what `fn` throws, as `Class: message`, or "no error". */
+export function errorOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    return `${(err as Error).constructor.name}: ${(err as Error).message}`;
+  }
+  return "no error";
+}
+
+async function finish(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions) {
   const timer = setTimeout(() => proc.kill("SIGKILL"), o.timeout ?? 10_000);
   const [stdout, stderr, code] = await Promise.all([
     new Response(proc.stdout).text(),

@@ -4,6 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { run, runAfter, runEvery, stopAllTimers } from "../src/timers.ts";
+import { errorOf } from "./harness.ts";
 
 /**
  * Waits a fixed time: used only to show that something did NOT happen (a stopped or finished
@@ -12,15 +13,6 @@ import { run, runAfter, runEvery, stopAllTimers } from "../src/timers.ts";
 const quietFor = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The error `fn` throws, as "Class: message", so one assertion checks both exactly. */
-function errorOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    return `${(err as Error).constructor.name}: ${(err as Error).message}`;
-  }
-  return "no error";
-}
-
 const TIMERS = join(import.meta.dir, "..", "src", "timers.ts");
 
 describe("run", () => {
