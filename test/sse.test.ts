@@ -2,6 +2,7 @@
 // data and named events, Last-Event-ID, pub/sub delivery, idle-timeout exemption, comment pings,
 // and exactly-once onClose when the client goes away.
 import { describe, expect, test } from "bun:test";
+import { connect } from "node:net";
 import { fixture, startCli } from "./harness.ts";
 
 /** Reads an event stream: raw text chunks, and a helper that waits for a pattern. */
@@ -15,15 +16,15 @@ async function openStream(url: string, headers: Record<string, string> = {}) {
     const deadline = Date.now() + ms;
     while (!pattern.test(text)) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no ${pattern} in stream:\n${text}`);
+      if (left <= 0) throw new Error(`no ${pattern} in stream (${text.length} chars, ending ${JSON.stringify(text.slice(-120))})`);
       const chunk = await Promise.race([reader.read(), Bun.sleep(left).then(() => null)]);
       if (chunk === null) continue;
-      if (chunk.done) throw new Error(`stream ended before ${pattern}:\n${text}`);
+      if (chunk.done) throw new Error(`stream ended before ${pattern} (${text.length} chars, ending ${JSON.stringify(text.slice(-120))})`);
       text += decoder.decode(chunk.value, { stream: true });
     }
     return text;
   };
-  return { res, until, text: () => text, close: () => ac.abort() };
+  return { res, reader, until, text: () => text, close: () => ac.abort() };
 }
 
 describe("SSE connections", () => {
@@ -78,4 +79,65 @@ describe("SSE connections", () => {
     await fetch(`${srv.url}/publish?channel=news&message=after-close`);
     expect(await (await fetch(srv.url + "/closes")).text()).toBe("1");
   });
+
+  test("a reader that stops reading is closed past 16 MiB and logged; the others keep receiving", async () => {
+    await using srv = await startCli(["-p", "0", fixture("sse-app.ts")]);
+    const slow = connect(srv.port, "127.0.0.1");
+    // The stream of the slow reader ends (the last chunk of the chunked body, or the socket closes).
+    let slowTail = "";
+    const slowEnded = new Promise<void>((r) => {
+      slow.on("close", () => r());
+      slow.on("data", (d) => {
+        slowTail = (slowTail + d.toString("latin1")).slice(-16);
+        if (slowTail.endsWith("\r\n0\r\n\r\n")) r();
+      });
+    });
+    slow.on("error", () => {});
+    let head = "";
+    const headers = new Promise<void>((r) => {
+      const onData = (d: Buffer) => {
+        head += d.toString("latin1");
+        if (head.includes("refused: ")) {
+          slow.off("data", onData);
+          slow.pause(); // stop reading: the server's queue for this client grows
+          r();
+        }
+      };
+      slow.on("data", onData);
+    });
+    slow.write("GET /events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n");
+    await headers;
+    const fast = await openStream(srv.url + "/events");
+    try {
+      await fast.until(/refused: /);
+      // Read the fast stream all along (as a browser would), keeping only counts and a tail.
+      const reader = fast.reader;
+      let events = 0;
+      let tail = "";
+      const sawSentinel = (async () => {
+        while (true) {
+          const { value, done } = await reader.read();
+          if (done) return false;
+          // Each flood event ends "x\n\n"; count the ends that finish in this chunk.
+          const chunk = tail + new TextDecoder().decode(value);
+          for (let i = chunk.indexOf("x\n\n", Math.max(0, tail.length - 2)); i !== -1; i = chunk.indexOf("x\n\n", i + 3)) events++;
+          if (chunk.includes("data: after-the-flood\n\n")) return true;
+          tail = chunk.slice(-64);
+        }
+      })();
+      // 40 MiB to every follower of "news", 1 MiB per request: the fast reader keeps up between
+      // requests, the paused one falls behind. (One 40 MiB burst in a single turn would put every
+      // reader past the limit: none can read while the publishing loop runs.)
+      for (let i = 0; i < 40; i++) await fetch(`${srv.url}/flood?n=1`);
+      await srv.waitFor(/sse: closing a client that is \d+ bytes behind \(limit 16777216\)/);
+      await fetch(`${srv.url}/publish?channel=news&message=after-the-flood`);
+      expect(await sawSentinel).toBe(true);
+      expect(events).toBe(40);
+      slow.resume();
+      await slowEnded;
+    } finally {
+      fast.close();
+      slow.destroy();
+    }
+  }, 30_000);
 });

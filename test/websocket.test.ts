@@ -147,6 +147,19 @@ describe("WebSocket connections", () => {
     expect(await own.proc.exited).toBe(0);
   });
 
+  test("onDrained runs after back-pressure, once the outgoing buffer has emptied", async () => {
+    using c = await connect();
+    c.send("flood");
+    let n = 0;
+    for (let m = await c.next(10_000); typeof m !== "string"; m = await c.next(10_000)) {
+      expect(m.length).toBe(1024 * 1024);
+      n++;
+    }
+    expect(n).toBeGreaterThan(0);
+    expect(n).toBeLessThan(15);
+    expect(await c.next()).toBe("drained");
+  });
+
   test("the upgrade is logged as 101 with -v", async () => {
     using _c = await connect("/logged");
     await srv.waitFor(/"GET \/logged HTTP\/1\.1" 101 - /);
