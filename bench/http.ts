@@ -20,6 +20,8 @@ import {
   freePort,
   indent,
   median,
+  positive,
+  stopOnSignals,
   cpuMicros,
   cpuTicks,
   runWrk,
@@ -50,19 +52,10 @@ if (flags.help) {
   console.log("usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,static-1k,static-1m]");
   process.exit(0);
 }
-const duration = positiveInt(flags.duration ?? process.env.BENCH_DURATION ?? "5", "duration");
-const rounds = positiveInt(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds");
+const duration = positive(flags.duration ?? process.env.BENCH_DURATION ?? "5", "duration", true);
+const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
 // A short unscored run per server first: JIT warm-up would otherwise land in round 1 only.
 const warmupSeconds = Math.min(2, duration);
-
-function positiveInt(text: string, what: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) {
-    console.error(`bench: --${what} must be a positive integer, got ${JSON.stringify(text)}`);
-    process.exit(2);
-  }
-  return n;
-}
 
 // --- cleanup, also on Ctrl-C ---
 
@@ -81,13 +74,7 @@ function cleanup(): Promise<void> {
   return cleaning;
 }
 
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.on(signal, () => {
-    interrupted = true;
-    console.error(`\nbench: ${signal}, stopping servers`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
+stopOnSignals("servers", cleanup, () => (interrupted = true));
 
 // --- scenarios ---
 

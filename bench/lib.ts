@@ -280,6 +280,9 @@ export function cpuTicks(pid: number): number {
 /** Microseconds of CPU per request from a tick delta. */
 export const cpuMicros = (ticks: number, requests: number) => (ticks * 1e6) / TICKS_PER_SECOND / requests;
 
+/** Seconds of CPU from a tick delta. */
+export const cpuSeconds = (ticks: number) => ticks / TICKS_PER_SECOND;
+
 // --- memory and limits ---
 
 /** Resident set size of a process (VmRSS in /proc/PID/status), bytes; NaN once it is gone. */
@@ -307,6 +310,29 @@ function readProc(path: string): string | undefined {
     return readFileSync(path, "utf8");
   } catch {
     return undefined;
+  }
+}
+
+// --- command line and interrupts ---
+
+/** A positive number from a flag (an integer when asked); anything else ends the run with exit 2. */
+export function positive(text: string, what: string, integer: boolean): number {
+  const n = Number(text);
+  if (!(n > 0) || (integer && !Number.isInteger(n))) {
+    console.error(`bench: --${what} must be a positive ${integer ? "integer" : "number"}, got ${JSON.stringify(text)}`);
+    process.exit(2);
+  }
+  return n;
+}
+
+/** On SIGINT/SIGTERM/SIGHUP: say so, run `cleanup` once, exit 130. `onSignal` marks the run interrupted. */
+export function stopOnSignals(what: string, cleanup: () => Promise<void>, onSignal: () => void): void {
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(signal, () => {
+      onSignal();
+      console.error(`\nbench: ${signal}, stopping ${what}`);
+      cleanup().finally(() => process.exit(130));
+    });
   }
 }
 

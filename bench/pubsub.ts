@@ -24,6 +24,9 @@ import type { Subprocess } from "bun";
 import {
   childPids,
   cpuTicks,
+  cpuSeconds,
+  positive,
+  stopOnSignals,
   Drain,
   fmtRps,
   indent,
@@ -42,7 +45,6 @@ const SSE_COUNT = 1_000;
 const MEMORY_COUNT = 10_000;
 /** the whole run is cut off here, whatever it is doing */
 const DEADLINE_MS = 285_000;
-const TICKS_PER_SECOND = 100;
 
 // --- options ---
 
@@ -62,15 +64,6 @@ const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds
 const size = positive(flags.size ?? "64", "size", true);
 const targetSeconds = positive(flags.seconds ?? "2", "seconds", false);
 
-function positive(text: string, what: string, integer: boolean): number {
-  const n = Number(text);
-  if (!(n > 0) || (integer && !Number.isInteger(n))) {
-    console.error(`bench: --${what} must be a positive ${integer ? "integer" : "number"}, got ${JSON.stringify(text)}`);
-    process.exit(2);
-  }
-  return n;
-}
-
 // --- cleanup, also on Ctrl-C and at the deadline ---
 
 const servers: Server[] = [];
@@ -86,13 +79,7 @@ function cleanup(): Promise<void> {
   return cleaning;
 }
 
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.on(signal, () => {
-    interrupted = true;
-    console.error(`\nbench: ${signal}, stopping servers and clients`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
+stopOnSignals("servers and clients", cleanup, () => (interrupted = true));
 const deadline = setTimeout(() => {
   interrupted = true;
   console.error(`\nbench: still running after ${DEADLINE_MS / 1000} s, giving up`);
@@ -380,7 +367,7 @@ async function burst(side: Side, n: number): Promise<Run> {
     ...r,
     // what arrived, in the time it took: a burst with drops scores only its deliveries
     rate: r.received / r.seconds,
-    serverCpuNsPerMessage: ((ticks / TICKS_PER_SECOND) * 1e9) / Math.max(1, r.received),
+    serverCpuNsPerMessage: (cpuSeconds(ticks) * 1e9) / Math.max(1, r.received),
     clientCpuShare: r.clientCpuSeconds / r.seconds,
   };
 }
