@@ -18,6 +18,13 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** A Bun WebSocket client with a queue of received messages (text as string, binary as bytes). */
+/** Resolves on `wake()` (new data arrived) or after `ms`, whichever comes first. */
+function nap(ms: number): { wake: () => void; done: Promise<void> } {
+  const woke = Promise.withResolvers<void>();
+  const timer = setTimeout(woke.resolve, ms);
+  return { wake: woke.resolve, done: woke.promise.finally(() => clearTimeout(timer)) };
+}
+
 class Client implements Disposable {
   ws: WebSocket;
   opened: Promise<void>;
@@ -51,11 +58,9 @@ class Client implements Disposable {
       if (this.ws.readyState === WebSocket.CLOSED) throw new Error(`closed with ${this.#queue.length}/${n} messages`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out with ${this.#queue.length}/${n} messages`);
-      const woke = Promise.withResolvers<void>();
-      this.#wake = woke.resolve;
-      const timer = setTimeout(woke.resolve, left);
-      await woke.promise;
-      clearTimeout(timer);
+      const pause = nap(left);
+      this.#wake = pause.wake;
+      await pause.done;
       this.#wake = undefined;
     }
     return this.#queue.splice(0, n);
@@ -402,11 +407,9 @@ class RawWs {
       if (this.#done) throw new Error(`connection ended with ${this.#buf.length} unparsed bytes`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error("timed out reading the raw socket");
-      const woke = Promise.withResolvers<void>();
-      this.#wake = woke.resolve;
-      const timer = setTimeout(woke.resolve, left);
-      await woke.promise;
-      clearTimeout(timer);
+      const pause = nap(left);
+      this.#wake = pause.wake;
+      await pause.done;
       this.#wake = undefined;
     }
   }
