@@ -72,7 +72,7 @@ export abstract class BaseConnection implements Connection {
    */
   dispatch(event: Event, data?: Message): void {
     if (this.#busy !== undefined) {
-      const busy = this.#busy.then(() => this.#invoke(event, data));
+      const busy = this.#busy.then(() => this.#call(event, data));
       this.#busy = busy;
       busy.then(() => {
         if (this.#busy === busy) this.#busy = undefined;
@@ -121,9 +121,5 @@ export abstract class BaseConnection implements Connection {
       logException(`${this.protocol} ${event} callback`, err);
     }
     return undefined;
-  }
-
-  async #invoke(event: Event, data: Message | undefined): Promise<void> {
-    await this.#call(event, data);
   }
 }
