@@ -51,7 +51,6 @@ async function main(argv: string[]): Promise<void> {
     maxMsg: settings.maxMsg,
     warmup: settings.warmup,
     drainMs: DEFAULTS.drainMs,
-    pidFile: settings.pid,
   });
   if (settings.www !== undefined && !isDirectory(settings.www)) {
     throw new CliError(`public folder not found: ${settings.www}`);

@@ -26,8 +26,6 @@ export interface RunConfig {
   warmup: boolean;
   /** how long a graceful stop waits for in-flight requests before closing what is left, ms */
   drainMs: number;
-  /** a file to delete when the process stops (the pid file) */
-  pidFile: string | undefined;
 }
 
 const listeners: ListenOptions[] = [];
@@ -38,7 +36,7 @@ const envPort = /^\d+$/.test(process.env.PORT ?? "") && Number(process.env.PORT)
 let config: RunConfig = {
   port: envPort, hostname: undefined, unix: undefined, www: undefined, tls: undefined,
   verbose: false, keepAlive: DEFAULTS.keepAlive, maxBody: DEFAULTS.maxBody, ping: DEFAULTS.ping,
-  maxMsg: DEFAULTS.maxMsg, warmup: false, drainMs: DEFAULTS.drainMs, pidFile: undefined,
+  maxMsg: DEFAULTS.maxMsg, warmup: false, drainMs: DEFAULTS.drainMs,
 };
 let cliDriven = false;
 let state: "idle" | "running" | "stopping" = "idle";
@@ -123,13 +121,6 @@ export async function stopAll(): Promise<void> {
   }
   clearTimeout(timer);
   for (const p of unixPaths) removeStaleSocket(p);
-  if (config.pidFile) {
-    try {
-      unlinkSync(config.pidFile);
-    } catch {
-      // already gone
-    }
-  }
   flushAccessLog();
 }
 
