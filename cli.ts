@@ -8,6 +8,8 @@ import { defaultAppPath, loadApp } from "./src/app.ts";
 import { CliError } from "./src/errors.ts";
 import { log, setVerbosity } from "./src/log.ts";
 import { cittyArgs, readArgv, readConfigText, toArgv, type RawOptions } from "./src/options.ts";
+import { enterMaster, runMaster, StartError } from "./src/cluster/master.ts";
+import { enterWorker, isWorkerProcess, startWorker } from "./src/cluster/worker.ts";
 import { addListener, driveFromCli, listenerCount, startAll } from "./src/runtime.ts";
 import { DEFAULTS, resolveSettings, type Settings } from "./src/settings.ts";
 import { selfSigned, tlsFromFiles } from "./src/tls.ts";
@@ -37,6 +39,14 @@ async function main(argv: string[]): Promise<void> {
   if (relaunchForHeaderLimit(settings.maxHeader)) return;
   setVerbosity(settings.verbosity);
 
+  const worker = isWorkerProcess();
+  const cluster = !worker && (settings.workers > 1 || settings.threads > 1);
+  if (cluster && settings.unix !== undefined) {
+    throw new CliError(
+      `a Unix socket cannot be shared by several workers (Bun.serve cannot adopt an inherited socket); ` +
+        `use -w 1 -t 1 with -b ${settings.unix}, or a TCP port`,
+    );
+  }
   const tls = await tlsFor(settings);
   driveFromCli({
     port: settings.port,
@@ -57,10 +67,20 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const appFile = settings.app || defaultAppPath();
+  if (worker) enterWorker();
+  else if (cluster) enterMaster();
   const app = await loadApp(appFile, () => listenerCount() > 0);
   if (app) addListener({ handler: app });
+  if (worker) return startWorker();
   writePid(settings.pid);
-  await startAll();
+  if (!cluster) return startAll();
+  await runMaster({
+    workers: settings.workers,
+    threads: settings.threads,
+    drainMs: DEFAULTS.drainMs,
+    // A self-signed certificate is made once, so every worker presents the same one.
+    env: tls && settings.tlsCert === undefined ? { IODINE_TLS_CERT_PEM: String(tls.cert), IODINE_TLS_KEY_PEM: String(tls.key) } : {},
+  });
 }
 
 function readConfig(cli: RawOptions): RawOptions | undefined {
@@ -79,12 +99,6 @@ function readConfig(cli: RawOptions): RawOptions | undefined {
 
 /** Options parsed now whose feature lands in a later release: refuse rather than ignore them. */
 function refuseNotYet(s: Settings): void {
-  if (s.workers > 1 || s.threads > 1) {
-    throw new CliError(
-      `cluster mode is not available yet: --workers resolved to ${s.workers} and --threads to ${s.threads}; ` +
-        `this release serves one process (use -w 1 -t 1)`,
-    );
-  }
   if (s.redis !== undefined) {
     throw new CliError(`the Redis pub/sub engine is not available yet (got ${redact(s.redis)} from --redis, $REDIS_URL or $IODINE_REDIS_URL)`);
   }
@@ -121,6 +135,9 @@ function relaunchForHeaderLimit(bytes: number): boolean {
 
 async function tlsFor(s: Settings): Promise<TLSOptions | undefined> {
   if (s.tlsCert !== undefined && s.tlsKey !== undefined) return tlsFromFiles(s.tlsCert, s.tlsKey, s.tlsPass);
+  const cert = process.env.IODINE_TLS_CERT_PEM;
+  const key = process.env.IODINE_TLS_KEY_PEM;
+  if (s.tls && isWorkerProcess() && cert && key) return { cert, key };
   if (s.tls) return selfSigned();
   return undefined;
 }
@@ -154,7 +171,7 @@ if (process.env.IODINE_RELAUNCHED === "1") {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  if (err instanceof CliError) {
+  if (err instanceof CliError || err instanceof StartError) {
     log.error(err.message);
     process.exit(2);
   }

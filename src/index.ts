@@ -3,7 +3,8 @@ import pkg from "../package.json" with { type: "json" };
 import { connect } from "./client.ts";
 import { defineHandler } from "./handler.ts";
 import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/index.ts";
-import { addListener, requestStart, stopAll } from "./runtime.ts";
+import { addListener, requestStart, role, stopAll } from "./runtime.ts";
+import { onState, type StateEvent } from "./state.ts";
 import { run, runAfter, runEvery } from "./timers.ts";
 import type { ListenOptions, Message, SubscribeCallback, SubscribeOptions } from "./types.ts";
 import { upgrade, upgradeKind } from "./upgrade.ts";
@@ -19,9 +20,13 @@ export const Iodine = {
   /** The package version. */
   version: pkg.version as string,
   /** True in the process that supervises workers; in a single process both flags are true. */
-  isMaster: true,
+  get isMaster(): boolean {
+    return role.isMaster;
+  },
   /** True in a process that serves connections; in a single process both flags are true. */
-  isWorker: true,
+  get isWorker(): boolean {
+    return role.isWorker;
+  },
   /** Registers an HTTP service; several may be registered on different ports (SPEC §3). */
   listen(options: ListenOptions): void {
     addListener(options);
@@ -53,6 +58,13 @@ export const Iodine = {
   publish(channel: string, message: Message): boolean {
     return publish(channel, message);
   },
+  /**
+   * Runs `fn` at a moment of the process lifecycle (SPEC §8), e.g. `"enter_child"` in each worker
+   * after the app loaded — where an app opens its database pool per worker.
+   */
+  onState(event: StateEvent, fn: () => unknown): void {
+    onState(event, fn);
+  },
   /** Runs `fn` on the next turn of the event loop. */
   run,
   /** Runs `fn` once after `ms` milliseconds. */
@@ -70,6 +82,8 @@ export type { Connection, Handler, Message, Protocol, SnakeHandler } from "./typ
 export type { UpgradeKind, UpgradeOptions } from "./upgrade.ts";
 export type { ConnectOptions } from "./client.ts";
 export type { SSEEvent } from "./types.ts";
+// Lifecycle.
+export type { StateEvent } from "./state.ts";
 // Pub/sub and timers.
 export type { SubscribeCallback, SubscribeOptions, TimerHandle } from "./types.ts";
 // Options.

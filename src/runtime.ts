@@ -9,6 +9,7 @@ import { openConnections } from "./connection.ts";
 import { stopAllTimers } from "./timers.ts";
 import { serveHttp } from "./server.ts";
 import { DEFAULT_PORT, DEFAULTS } from "./settings.ts";
+import { fireState, stopIdleWatch, watchIdle } from "./state.ts";
 import type { ListenOptions, TLSOptions } from "./types.ts";
 
 /** What listeners inherit from the command line (or the defaults, in script mode). */
@@ -41,6 +42,26 @@ let config: RunConfig = {
 let cliDriven = false;
 let state: "idle" | "running" | "stopping" = "idle";
 
+/**
+ * Where this process runs (SPEC §8). A single process is both master and worker; in a cluster the
+ * CLI sets this before the app module loads, so `Iodine.isMaster` / `isWorker` are right there.
+ */
+export const role = {
+  isMaster: true,
+  isWorker: true,
+  /** a worker of a cluster: shares its ports (reusePort) and leaves the start-up lines to the master */
+  inCluster: false,
+  /** ports the cluster already bound, by listener (so `-p 0` means the same port in every worker) */
+  ports: [] as (number | undefined)[],
+};
+
+/** One bound listener, as the start-up line shows it. */
+export interface Bound {
+  where: string;
+  port: number | undefined;
+}
+/** What `startAll` bound, in listener order. */
+export const bound: Bound[] = [];
 /** Called by the CLI before it imports the app: `Iodine.start()` in the module then waits for the CLI. */
 export function driveFromCli(c: RunConfig): void {
   cliDriven = true;
@@ -74,10 +95,11 @@ export async function startAll(): Promise<void> {
   if (listeners.length === 0) throw new IodineError("ENOLISTEN", "Iodine.start: nothing to serve; call Iodine.listen first");
   state = "running";
   installSignals();
-  for (const o of listeners) {
+  if (!role.inCluster) await fireState("pre_start");
+  for (const [i, o] of listeners.entries()) {
     const app = normaliseApp(o.handler)!;
     const unix = o.unix ?? (o.port === undefined ? config.unix : undefined);
-    const port = o.port ?? config.port ?? app.port ?? DEFAULT_PORT;
+    const port = role.ports[i] ?? o.port ?? config.port ?? app.port ?? DEFAULT_PORT;
     const hostname = o.hostname ?? config.hostname ?? app.hostname;
     const www = o.public ?? config.www;
     const tls = o.tls ?? config.tls;
@@ -96,19 +118,27 @@ export async function startAll(): Promise<void> {
       maxBody: config.maxBody,
       ping: config.ping,
       maxMsg: config.maxMsg,
+      reusePort: role.inCluster,
     });
     servers.push(server);
     if (unix !== undefined) unixPaths.push(unix);
     const host = hostname === undefined ? "0.0.0.0" : hostname.includes(":") ? `[${hostname}]` : hostname;
     const where = unix !== undefined ? `unix:${unix}` : `${tls ? "https" : "http"}://${host}:${server.port}`;
-    log.info(`listening on ${where} (1 worker, 1 thread${www !== undefined ? `, public folder ${www}` : ""})`);
+    const extra = www !== undefined ? `, public folder ${www}` : "";
+    bound.push({ where, port: unix === undefined ? server.port : undefined });
+    if (role.inCluster) log.debug(`listening on ${where}`);
+    else log.info(`listening on ${where} (1 worker, 1 thread${extra})`);
   }
+  watchIdle();
+  await fireState("on_start");
 }
 
 /** Graceful stop: stop accepting, let in-flight requests finish (up to `drainMs`), flush the log. */
 export async function stopAll(): Promise<void> {
   if (state === "stopping") return;
   state = "stopping";
+  await fireState("start_shutdown");
+  stopIdleWatch();
   stopAllTimers();
   // Bun's server.stop() does not resolve while WebSockets stay open: tell them, then close them.
   for (const c of [...openConnections]) c.shutdown();
@@ -121,6 +151,7 @@ export async function stopAll(): Promise<void> {
   }
   clearTimeout(timer);
   for (const p of unixPaths) removeStaleSocket(p);
+  await fireState("on_finish");
   flushAccessLog();
 }
 
@@ -144,6 +175,14 @@ function installSignals(): void {
       },
     );
   };
+  if (role.inCluster) {
+    // The master orchestrates: SIGTERM from it is the stop; a terminal's Ctrl-C reaches the whole
+    // process group, and the master's SIGTERM follows it, so SIGINT here would stop twice.
+    process.on("SIGTERM", () => (stops === 0 ? onStop("SIGTERM") : undefined));
+    process.on("SIGINT", () => {});
+    process.on("SIGUSR1", () => {});
+    return;
+  }
   process.on("SIGINT", () => onStop("SIGINT"));
   process.on("SIGTERM", () => onStop("SIGTERM"));
   // Without a listener SIGUSR1 would kill the process (Bun's default).

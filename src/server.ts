@@ -3,6 +3,7 @@
 import type { Server, WebSocketHandler } from "bun";
 import { accessLog, clock, log, logException, startClock } from "./log.ts";
 import { attachServer } from "./pubsub/index.ts";
+import { activity } from "./state.ts";
 import { setSsePing, SseConnection } from "./sse.ts";
 import { StaticFiles } from "./static.ts";
 import type { FetchHandler, TLSOptions } from "./types.ts";
@@ -27,6 +28,8 @@ export interface HttpServiceOptions {
   ping: number;
   /** largest WebSocket message, bytes */
   maxMsg: number;
+  /** share the port with the other workers of a cluster (SO_REUSEPORT) */
+  reusePort?: boolean;
 }
 
 type Fetch = (req: Request, server: Server<unknown>) => Response | undefined | Promise<Response | undefined>;
@@ -70,7 +73,10 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
       ...websocketHandlers(o.websocket),
     },
   };
-  const where = o.unix !== undefined ? { unix: o.unix } : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}) };
+  const where =
+    o.unix !== undefined
+      ? { unix: o.unix }
+      : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}), ...(o.reusePort ? { reusePort: true } : {}) };
   const server = Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
   attachServer(server);
   const own = server.upgrade.bind(server);
@@ -126,6 +132,7 @@ function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose:
 
   const handle = (req: Request, server: Server<unknown>, method: string): Response | undefined | Promise<Response | undefined> => {
     let res: Response | Promise<Response>;
+    activity.count++;
     try {
       res = app(req, server);
     } catch (err) {

@@ -4,7 +4,7 @@
 import type { ServerWebSocket, WebSocketHandler } from "bun";
 import { BaseConnection, openConnections } from "./connection.ts";
 import { log } from "./log.ts";
-import type { NativeTopics } from "./pubsub/index.ts";
+import { bunTopicsMayEnd, watchBunTopics, type NativeTopics } from "./pubsub/index.ts";
 import type { Handler, Message, SnakeHandler, SubscribeOptions } from "./types.ts";
 
 /**
@@ -117,7 +117,10 @@ export function websocketHandlers(native: WebSocketHandler<unknown> | undefined)
         c.attach(ws as ServerWebSocket<WsConnection>, limit);
         openConnections.add(c);
         c.dispatch("onOpen");
-      } else native?.open?.(ws);
+      } else {
+        watchBunTopics(ws);
+        native?.open?.(ws);
+      }
     },
     message(ws, message) {
       const c = ws.data;
@@ -134,7 +137,10 @@ export function websocketHandlers(native: WebSocketHandler<unknown> | undefined)
       if (c instanceof WsConnection) {
         openConnections.delete(c);
         c.closed();
-      } else native?.close?.(ws, code, reason);
+      } else {
+        bunTopicsMayEnd();
+        native?.close?.(ws, code, reason);
+      }
     },
     ...(native?.ping ? { ping: native.ping } : {}),
     ...(native?.pong ? { pong: native.pong } : {}),

@@ -1,7 +1,9 @@
 // Pub/sub inside one process (SPEC §5). WebSocket subscribers without a callback ride Bun's native
 // topics (`ws.subscribe` + `server.publish`: the fan-out happens in C++); callbacks, patterns,
 // SSE and raw subscribers live in a JS registry that costs one Map lookup per exact-channel
-// publish when nobody matches, plus one test per pattern subscription.
+// publish when nobody matches, plus one test per pattern subscription. In a cluster the registry
+// also tells the engine (pubsub/engine.ts) which channels and patterns this process wants, and
+// hands it every local publish to forward; messages from other processes come in through deliverLocal.
 import type { Server } from "bun";
 import { logException } from "../log.ts";
 import type { Connection, Message, SubscribeCallback, SubscribeOptions } from "../types.ts";
@@ -44,6 +46,21 @@ const servers = new Map<Server<unknown>, (topic: string, data: Message) => numbe
 /** the process's own subscriptions (`Iodine.subscribe`), by key */
 const processSubs = new Map<string, Subscription>();
 
+/** How the registry reaches the other processes of a cluster (set by pubsub/engine.ts). */
+export interface Remote {
+  /** a message published in this process (already delivered here) */
+  forward(channel: string, message: Message): void;
+  /** this process starts or stops wanting a channel (or a pattern) */
+  interest(subscribe: boolean, key: string, pattern: boolean): void;
+}
+let remote: Remote | undefined;
+/** what the remote was told this process wants: channels, and patterns */
+const announced = new Set<string>();
+const announcedPatterns = new Set<string>();
+/** topics a Bun-native app subscribed its own sockets to (`ws.subscribe`), in cluster mode */
+const bunTopics = new Set<string>();
+let sweepTimer: ReturnType<typeof setTimeout> | undefined;
+
 const isPattern = (o: SubscribeOptions | undefined) => o?.match === "redis";
 const keyOf = (channel: string, o: SubscribeOptions | undefined) => (isPattern(o) ? "\u0000p:" + channel : channel);
 
@@ -70,6 +87,13 @@ export function publish(channel: string, message: Message): boolean {
   if (typeof message !== "string" && !(message instanceof Uint8Array)) {
     throw new TypeError(`Iodine.publish: "message" must be a string or a Uint8Array, got ${typeof message}`);
   }
+  deliverLocal(channel, message);
+  if (remote !== undefined) remote.forward(channel, message);
+  return true;
+}
+
+/** Delivers to this process's subscribers only: a local publish, or one that came from another process. */
+export function deliverLocal(channel: string, message: Message): void {
   const natives = nativeSubs.get(channel);
   // A Bun-native app's own sockets (`ws.subscribe`) are not in nativeSubs: ask Bun about them.
   for (const [server, own] of servers) if (natives !== undefined || server.subscriberCount(channel) > 0) own(channel, message);
@@ -79,7 +103,90 @@ export function publish(channel: string, message: Message): boolean {
   if (patterns.size > 0) {
     for (const p of patterns.values()) if (p.test(channel)) for (const s of p.subs) safely(s, channel, message);
   }
-  return true;
+}
+
+// --- cluster interest ---
+
+/** Connects the registry to the cluster: the remote hears every interest from now on (and the current ones). */
+export function setRemote(r: Remote | undefined): void {
+  remote = r;
+  announced.clear();
+  announcedPatterns.clear();
+  if (r === undefined) return;
+  for (const ch of new Set([...exact.keys(), ...nativeSubs.keys(), ...bunTopics])) touch(ch);
+  for (const p of patterns.keys()) touchPattern(p);
+}
+
+/** Every channel and pattern this process wants, for a link that (re)connects. */
+export function interests(): { key: string; pattern: boolean }[] {
+  return [
+    ...[...announced].map((key) => ({ key, pattern: false })),
+    ...[...announcedPatterns].map((key) => ({ key, pattern: true })),
+  ];
+}
+
+function touch(channel: string): void {
+  if (remote === undefined) return;
+  const wanted = exact.has(channel) || nativeSubs.has(channel) || bunTopics.has(channel);
+  if (wanted === announced.has(channel)) return;
+  if (wanted) announced.add(channel);
+  else announced.delete(channel);
+  remote.interest(wanted, channel, false);
+}
+
+function touchPattern(pattern: string): void {
+  if (remote === undefined) return;
+  const wanted = patterns.has(pattern);
+  if (wanted === announcedPatterns.has(pattern)) return;
+  if (wanted) announcedPatterns.add(pattern);
+  else announcedPatterns.delete(pattern);
+  remote.interest(wanted, pattern, true);
+}
+
+/**
+ * A Bun-native app subscribes its sockets itself (`ws.subscribe`), out of iodine's sight. In a
+ * cluster, ServerWebSocket's subscribe/unsubscribe are wrapped once (on the prototype, so no cost
+ * per socket) to learn its topics; a topic is given up when Bun counts no subscriber for it any more,
+ * checked shortly after an unsubscribe or a close.
+ */
+export function watchBunTopics(ws: object): void {
+  if (remote === undefined) return;
+  const proto = Object.getPrototypeOf(ws) as Record<string, unknown> & { [kWatched]?: true };
+  if (proto[kWatched]) return;
+  proto[kWatched] = true;
+  const sub = proto.subscribe as (this: unknown, topic: string) => unknown;
+  const unsub = proto.unsubscribe as (this: unknown, topic: string) => unknown;
+  proto.subscribe = function (this: unknown, topic: string) {
+    const r = sub.call(this, topic);
+    if (typeof topic === "string" && !bunTopics.has(topic)) {
+      bunTopics.add(topic);
+      touch(topic);
+    }
+    return r;
+  };
+  proto.unsubscribe = function (this: unknown, topic: string) {
+    const r = unsub.call(this, topic);
+    bunTopicsMayEnd();
+    return r;
+  };
+}
+const kWatched = Symbol("iodine.watched");
+
+/** After a Bun-native socket unsubscribed or closed: drop the topics nobody holds any more (batched). */
+export function bunTopicsMayEnd(): void {
+  if (bunTopics.size === 0 || sweepTimer !== undefined) return;
+  sweepTimer = setTimeout(() => {
+    sweepTimer = undefined;
+    for (const topic of bunTopics) {
+      let held = false;
+      for (const server of servers.keys()) if (server.subscriberCount(topic) > 0) held = true;
+      if (!held) {
+        bunTopics.delete(topic);
+        touch(topic);
+      }
+    }
+  }, 50);
+  sweepTimer.unref?.();
 }
 
 /** `Iodine.subscribe`: a process-level subscription; a callback is required. */
@@ -133,6 +240,7 @@ export function subscribeConnection(
     let set = nativeSubs.get(channel);
     if (!set) nativeSubs.set(channel, (set = new Set()));
     set.add(conn as unknown as NativeTopics);
+    touch(channel);
   } else add(sub);
 }
 
@@ -157,6 +265,7 @@ function dropConnectionSub(conn: Connection & { readonly subscriptions: Map<stri
   set?.delete(conn as unknown as NativeTopics);
   if (set?.size === 0) nativeSubs.delete(sub.key);
   (conn as unknown as NativeTopics).nativeUnsubscribe(sub.key);
+  touch(sub.key);
 }
 
 /**
@@ -189,11 +298,12 @@ function add(sub: Subscription): void {
     let p = patterns.get(sub.key);
     if (!p) patterns.set(sub.key, (p = { test: compileGlob(sub.key), subs: new Set() }));
     p.subs.add(sub);
-    return;
+    return touchPattern(sub.key);
   }
   let set = exact.get(sub.key);
   if (!set) exact.set(sub.key, (set = new Set()));
   set.add(sub);
+  touch(sub.key);
 }
 
 function remove(sub: Subscription): void {
@@ -203,6 +313,8 @@ function remove(sub: Subscription): void {
   if (!set) return;
   set.delete(sub);
   if (set.size === 0) table.delete(sub.key);
+  if (table === patterns) touchPattern(sub.key);
+  else touch(sub.key);
 }
 
 function safely(sub: Subscription, channel: string, message: Message): void {

@@ -1,0 +1,303 @@
+// The cluster bus: frames between the master and its workers over a Unix socket (SPEC §5, §8).
+// Transport only: it knows frames and links, not channels' meaning (that is pubsub/engine.ts).
+//
+// A frame is `u32 LE body length | u8 type | body`. Bodies:
+//   PUB    u8 flags (bit 0: the message is bytes, else UTF-8 text) | u32 LE channel length |
+//          channel UTF-8 | message bytes (to the end of the frame)
+//   SUB, UNSUB   u8 kind (0 exact channel, 1 Redis glob pattern) | key UTF-8
+//   HELLO  UTF-8 text (who is calling, for logs)
+// Writes are appended to one buffer per link and sent once per turn of the event loop.
+import type { Socket } from "bun";
+
+export const FRAME_PUB = 1;
+export const FRAME_SUB = 2;
+export const FRAME_UNSUB = 3;
+export const FRAME_HELLO = 4;
+const LAST_TYPE = FRAME_HELLO;
+
+/** The largest frame body; a longer length prefix is a broken link. Messages above it are refused by publish. */
+export const MAX_FRAME = 64 * 1024 * 1024;
+/** Bytes a link may hold unsent (its peer not reading) before it is closed and logged. */
+export const LINK_LIMIT = 256 * 1024 * 1024;
+
+const HEADER = 5;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8");
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** A frame the reader cannot accept: the link that carried it is closed (SPEC §10). */
+export class BusError extends Error {
+  override name = "BusError";
+}
+
+/** What a reader hands over, one call per complete frame. */
+export interface FrameSink {
+  /**
+   * A published message. `frame` is the whole frame (header included), ready to forward byte for
+   * byte; `messageOf(frame, at, binary)` decodes the message when this process needs it.
+   */
+  onPublish(channel: string, frame: Uint8Array, at: number, binary: boolean): void;
+  /** `pattern` is true for a Redis glob subscription */
+  onInterest(subscribe: boolean, key: string, pattern: boolean): void;
+  onHello(text: string): void;
+}
+
+/**
+ * Splits a byte stream into frames. `push` throws a BusError for a frame it cannot accept and
+ * never hands over a partial or mis-framed one; after an error the reader must not be used again.
+ */
+export class FrameReader {
+  #sink: FrameSink;
+  /** bytes of an incomplete frame carried over from the previous chunk */
+  #rest: Uint8Array | undefined;
+  // One-entry cache: a stream of messages on the same channel decodes its name once.
+  #lastChannelBytes = new Uint8Array(0);
+  #lastChannel = "";
+
+  constructor(sink: FrameSink) {
+    this.#sink = sink;
+  }
+
+  push(chunk: Uint8Array): void {
+    let buf = chunk;
+    if (this.#rest !== undefined) {
+      const joined = new Uint8Array(this.#rest.length + chunk.length);
+      joined.set(this.#rest);
+      joined.set(chunk, this.#rest.length);
+      buf = joined;
+      this.#rest = undefined;
+    }
+    let at = 0;
+    while (buf.length - at >= 4) {
+      const size = (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16)) + buf[at + 3]! * 0x1000000;
+      if (size < 1 || size > MAX_FRAME) throw new BusError(`frame length ${size} out of range`);
+      if (buf.length - at - 4 < size) break;
+      this.#frame(buf, at, at + 4 + size);
+      at += 4 + size;
+    }
+    // Keep the unfinished tail: copied, since the chunk's memory belongs to the socket.
+    if (at < buf.length) this.#rest = buf.slice(at);
+  }
+
+  #frame(buf: Uint8Array, start: number, end: number): void {
+    const type = buf[start + 4]!;
+    const body = start + HEADER;
+    if (type === FRAME_PUB) {
+      if (end - body < 5) throw new BusError("PUB frame too short");
+      const flags = buf[body]!;
+      if (flags > 1) throw new BusError(`PUB frame with unknown flags ${flags}`);
+      const chLen = buf[body + 1]! | (buf[body + 2]! << 8) | (buf[body + 3]! << 16) | (buf[body + 4]! << 24);
+      const chStart = body + 5;
+      if (chLen < 0 || chStart + chLen > end) throw new BusError(`PUB frame channel length ${chLen} past the frame`);
+      const channel = this.#channel(buf, chStart, chStart + chLen);
+      this.#sink.onPublish(channel, buf.subarray(start, end), chStart + chLen - start, flags === 1);
+      return;
+    }
+    if (type === FRAME_SUB || type === FRAME_UNSUB) {
+      if (end - body < 1) throw new BusError("SUB frame too short");
+      const kind = buf[body]!;
+      if (kind > 1) throw new BusError(`SUB frame with unknown kind ${kind}`);
+      this.#sink.onInterest(type === FRAME_SUB, utf8(buf.subarray(body + 1, end)), kind === 1);
+      return;
+    }
+    if (type === FRAME_HELLO) {
+      this.#sink.onHello(utf8(buf.subarray(body, end)));
+      return;
+    }
+    throw new BusError(`unknown frame type ${type} (1–${LAST_TYPE})`);
+  }
+
+  #channel(buf: Uint8Array, start: number, end: number): string {
+    const cached = this.#lastChannelBytes;
+    const len = end - start;
+    if (cached.length === len) {
+      let i = 0;
+      while (i < len && cached[i] === buf[start + i]) i++;
+      if (i === len) return this.#lastChannel;
+    }
+    const name = utf8(buf.subarray(start, end));
+    this.#lastChannelBytes = buf.slice(start, end);
+    this.#lastChannel = name;
+    return name;
+  }
+}
+
+/** The message of a PUB frame handed to `onPublish` (bytes are copied: the frame's memory is the socket's). */
+export function messageOf(frame: Uint8Array, at: number, binary: boolean): string | Uint8Array {
+  return binary ? frame.slice(at) : decoder.decode(frame.subarray(at));
+}
+
+// Channel names and keys were JS strings on the sending side: bytes that are not UTF-8 are a broken peer.
+function utf8(bytes: Uint8Array): string {
+  try {
+    return strictDecoder.decode(bytes);
+  } catch {
+    throw new BusError("a channel name that is not UTF-8");
+  }
+}
+
+/** Appends frames to one growing buffer; `take()` hands the bytes over and starts again. */
+export class FrameWriter {
+  #buf = new Uint8Array(64 * 1024);
+  #len = 0;
+
+  get length(): number {
+    return this.#len;
+  }
+
+  publish(channel: string, message: string | Uint8Array): void {
+    const text = typeof message === "string";
+    if (channel.length + message.length > MAX_FRAME) throw tooBig();
+    // Worst case of UTF-8 is 3 bytes per UTF-16 unit.
+    this.#reserve(HEADER + 5 + channel.length * 3 + (text ? message.length * 3 : message.length));
+    const start = this.#len;
+    const buf = this.#buf;
+    buf[start + 4] = FRAME_PUB;
+    buf[start + 5] = text ? 0 : 1;
+    let at = start + HEADER + 5;
+    const ch = encoder.encodeInto(channel, buf.subarray(at)).written;
+    writeU32(buf, start + HEADER + 1, ch);
+    at += ch;
+    if (text) at += encoder.encodeInto(message, buf.subarray(at)).written;
+    else {
+      buf.set(message, at);
+      at += message.length;
+    }
+    if (at - start - 4 > MAX_FRAME) throw tooBig();
+    writeU32(buf, start, at - start - 4);
+    this.#len = at;
+  }
+
+  interest(subscribe: boolean, key: string, pattern: boolean): void {
+    this.#reserve(HEADER + 1 + key.length * 3);
+    const start = this.#len;
+    this.#buf[start + 4] = subscribe ? FRAME_SUB : FRAME_UNSUB;
+    this.#buf[start + 5] = pattern ? 1 : 0;
+    const n = encoder.encodeInto(key, this.#buf.subarray(start + HEADER + 1)).written;
+    writeU32(this.#buf, start, 1 + 1 + n);
+    this.#len = start + HEADER + 1 + n;
+  }
+
+  hello(text: string): void {
+    this.#reserve(HEADER + text.length * 3);
+    const start = this.#len;
+    this.#buf[start + 4] = FRAME_HELLO;
+    const n = encoder.encodeInto(text, this.#buf.subarray(start + HEADER)).written;
+    writeU32(this.#buf, start, 1 + n);
+    this.#len = start + HEADER + n;
+  }
+
+  /** Appends a frame that is already encoded (the master forwarding a PUB as it came). */
+  raw(frame: Uint8Array): void {
+    this.#reserve(frame.length);
+    this.#buf.set(frame, this.#len);
+    this.#len += frame.length;
+  }
+
+  /** The bytes written so far (a view valid until the next write); resets the writer. */
+  take(): Uint8Array {
+    const out = this.#buf.subarray(0, this.#len);
+    this.#len = 0;
+    return out;
+  }
+
+  #reserve(n: number): void {
+    if (this.#len + n <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < this.#len + n) size *= 2;
+    const grown = new Uint8Array(size);
+    grown.set(this.#buf.subarray(0, this.#len));
+    this.#buf = grown;
+  }
+}
+
+const tooBig = () => new RangeError(`a published message and its channel name may be at most ${MAX_FRAME} bytes in cluster mode`);
+
+function writeU32(buf: Uint8Array, at: number, v: number): void {
+  buf[at] = v & 255;
+  buf[at + 1] = (v >>> 8) & 255;
+  buf[at + 2] = (v >>> 16) & 255;
+  buf[at + 3] = (v >>> 24) & 255;
+}
+
+/**
+ * One end of a bus connection: frames out through a FrameWriter flushed once per turn of the event
+ * loop (setImmediate: every publish of that turn in one write), frames in through a FrameReader.
+ * While the socket is away (connecting, reconnecting) frames wait in the writer.
+ */
+export class Link {
+  readonly out = new FrameWriter();
+  reader: FrameReader;
+  #sink: FrameSink;
+  #socket: Socket<unknown> | undefined;
+  /** bytes the socket did not take yet */
+  #unsent: Uint8Array | undefined;
+  #flushQueued = false;
+  #onOverflow: (bytes: number) => void;
+
+  constructor(sink: FrameSink, onOverflow: (bytes: number) => void) {
+    this.#sink = sink;
+    this.reader = new FrameReader(sink);
+    this.#onOverflow = onOverflow;
+  }
+
+  get socket(): Socket<unknown> | undefined {
+    return this.#socket;
+  }
+
+  /** Binds the link to a (new) socket with a fresh reader; what was waiting is sent. */
+  attach(socket: Socket<unknown>): void {
+    this.#socket = socket;
+    this.reader = new FrameReader(this.#sink);
+    this.flushSoon();
+  }
+
+  detach(): void {
+    this.#socket = undefined;
+    this.#unsent = undefined;
+  }
+
+  /** Call after writing to `out`. */
+  flushSoon(): void {
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    setImmediate(this.#flush);
+  }
+
+  #flush = (): void => {
+    this.#flushQueued = false;
+    const socket = this.#socket;
+    if (socket === undefined) {
+      // No socket yet (or between reconnections): frames wait, within the same bound.
+      if (this.out.length > LINK_LIMIT) {
+        this.#onOverflow(this.out.length);
+        this.out.take();
+      }
+      return;
+    }
+    if (this.#unsent !== undefined) {
+      // Wait for drain; meanwhile frames gather in the writer (bounded below).
+      if (this.#unsent.length + this.out.length > LINK_LIMIT) this.#onOverflow(this.#unsent.length + this.out.length);
+      return;
+    }
+    if (this.out.length === 0) return;
+    const bytes = this.out.take();
+    const n = socket.write(bytes);
+    if (n < bytes.length) this.#unsent = bytes.slice(Math.max(n, 0));
+  };
+
+  /** The socket's drain event: send what it could not take, then what gathered since. */
+  drain(): void {
+    const socket = this.#socket;
+    if (socket === undefined) return;
+    while (this.#unsent !== undefined) {
+      const n = socket.write(this.#unsent);
+      if (n < this.#unsent.length) {
+        this.#unsent = this.#unsent.subarray(Math.max(n, 0));
+        return;
+      }
+      this.#unsent = undefined;
+    }
+    if (this.out.length > 0) this.flushSoon();
+  }
+}

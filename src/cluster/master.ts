@@ -1,0 +1,230 @@
+// The cluster supervisor (SPEC §8): the master loads the app (so `Iodine.isMaster` code runs), binds
+// no listener, holds the pub/sub hub, and spawns the workers with Bun.spawn — the same command line
+// again (the same executable when compiled) with IODINE_ROLE=worker. SIGUSR1 replaces every worker
+// one at a time, the new one listening before the old one drains; a worker that dies is replaced
+// (with back-off when it keeps dying); SIGINT/SIGTERM stop everything gracefully, exit code 0.
+import type { Subprocess } from "bun";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import { flushAccessLog, log, logException } from "../log.ts";
+import { Hub } from "../pubsub/engine.ts";
+import { role } from "../runtime.ts";
+import { fireState } from "../state.ts";
+import { WORKER_ENV, type WorkerReport } from "./worker.ts";
+
+export interface MasterOptions {
+  workers: number;
+  threads: number;
+  /** how long a retiring worker may drain before it is killed, ms */
+  drainMs: number;
+  /** extra environment for the workers (e.g. a self-signed certificate made once, here) */
+  env?: Record<string, string>;
+}
+
+interface Worker {
+  slot: number;
+  proc: Subprocess;
+  startedAt: number;
+  state: "starting" | "ready" | "retiring";
+  ready: Promise<WorkerReport["bound"]>;
+  exited: Promise<void>;
+}
+
+/** How long a new worker may take to load the app and listen. */
+const READY_TIMEOUT_MS = 30_000;
+/** A worker that dies within this long of its start counts as failing again (longer back-off). */
+const HEALTHY_AFTER_MS = 5_000;
+const MAX_BACKOFF_MS = 10_000;
+
+/** Sets the role before the app module loads in the master. */
+export function enterMaster(): void {
+  role.isMaster = true;
+  role.isWorker = false;
+}
+
+export async function runMaster(o: MasterOptions): Promise<void> {
+  const busPath = join(tmpdir(), `iodine-${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`);
+  const hub = new Hub(busPath);
+  const workers = new Set<Worker>();
+  const failures = new Map<number, number>();
+  let ports: (number | undefined)[] | undefined;
+  let stopping = false;
+  let restarting = false;
+  let restartAgain = false;
+
+  const command = workerCommand();
+  const spawn = (slot: number): Worker => {
+    void fireState("before_fork");
+    let markReady!: (b: WorkerReport["bound"]) => void;
+    let fail!: (e: Error) => void;
+    const ready = new Promise<WorkerReport["bound"]>((res, rej) => ((markReady = res), (fail = rej)));
+    ready.catch(() => {});
+    const proc = Bun.spawn(command, {
+      env: {
+        ...process.env,
+        ...o.env,
+        [WORKER_ENV.role]: "worker",
+        [WORKER_ENV.bus]: busPath,
+        [WORKER_ENV.id]: String(slot),
+        [WORKER_ENV.master]: String(process.pid),
+        [WORKER_ENV.ports]: ports?.map((p) => p ?? "").join(",") ?? "",
+      },
+      stdio: ["ignore", "inherit", "inherit"],
+      ipc(message: WorkerReport) {
+        if (message?.type !== "ready" || w.state !== "starting") return;
+        w.state = "ready";
+        markReady(message.bound);
+      },
+    });
+    const w: Worker = { slot, proc, startedAt: Date.now(), state: "starting", ready, exited: proc.exited.then(() => {}) };
+    workers.add(w);
+    void fireState("after_fork");
+    const timer = setTimeout(() => {
+      if (w.state !== "starting") return;
+      fail(new Error(`worker ${slot} (pid ${proc.pid}) was not listening after ${READY_TIMEOUT_MS / 1000} s`));
+      proc.kill("SIGKILL");
+    }, READY_TIMEOUT_MS);
+    proc.exited.then((code) => {
+      clearTimeout(timer);
+      workers.delete(w);
+      const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${code}`;
+      if (w.state === "starting") fail(new Error(`worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`));
+      if (stopping || w.state === "retiring") return;
+      if (w.state === "starting" && restarting) return; // a failed replacement: the restart reports it
+      void fireState("on_child_crush");
+      const quick = Date.now() - w.startedAt < HEALTHY_AFTER_MS;
+      const n = quick ? (failures.get(slot) ?? 0) + 1 : 0;
+      failures.set(slot, n);
+      const delay = n === 0 ? 0 : Math.min(100 * 2 ** (n - 1), MAX_BACKOFF_MS);
+      log.error(`worker ${slot} (pid ${proc.pid}) exited with ${how}; starting a new one${delay ? ` in ${delay} ms` : ""}`);
+      setTimeout(() => {
+        if (stopping) return;
+        const again = spawn(slot);
+        again.ready.then(
+          () => log.info(`worker ${slot} is back (pid ${again.proc.pid})`),
+          (err: Error) => log.debug(err.message),
+        );
+      }, delay);
+    });
+    return w;
+  };
+
+  const retire = async (w: Worker): Promise<void> => {
+    w.state = "retiring";
+    w.proc.kill("SIGTERM");
+    const deadline = setTimeout(() => {
+      log.warn(`worker ${w.slot} (pid ${w.proc.pid}) still draining after ${o.drainMs + 2000} ms; killing it`);
+      w.proc.kill("SIGKILL");
+    }, o.drainMs + 2000);
+    await w.exited;
+    clearTimeout(deadline);
+  };
+
+  const hotRestart = async (): Promise<void> => {
+    if (stopping) return;
+    if (restarting) {
+      restartAgain = true;
+      log.info("SIGUSR1: a hot restart is running; another one follows it");
+      return;
+    }
+    restarting = true;
+    const old = [...workers].filter((w) => w.state === "ready").sort((a, b) => a.slot - b.slot);
+    log.info(`SIGUSR1: hot restart of ${old.length} worker${old.length === 1 ? "" : "s"}`);
+    hintMigrateReq();
+    let replaced = 0;
+    for (const w of old) {
+      if (stopping) break;
+      const fresh = spawn(w.slot);
+      try {
+        await fresh.ready;
+      } catch (err) {
+        log.error(`hot restart stopped: ${(err as Error).message}; the old workers keep serving`);
+        break;
+      }
+      await retire(w);
+      replaced++;
+    }
+    if (replaced === old.length) log.info(`hot restart done: ${replaced} new worker${replaced === 1 ? "" : "s"}`);
+    restarting = false;
+    if (restartAgain && !stopping) {
+      restartAgain = false;
+      void hotRestart();
+    }
+  };
+
+  let stops = 0;
+  const stop = async (signal: string): Promise<void> => {
+    if (++stops > 1) {
+      for (const w of workers) w.proc.kill("SIGKILL");
+      flushAccessLog();
+      process.exit(130);
+    }
+    stopping = true;
+    log.info(`${signal}: stopping ${workers.size} worker${workers.size === 1 ? "" : "s"} gracefully`);
+    await fireState("start_shutdown");
+    await Promise.all([...workers].map(retire));
+    hub.stop();
+    await fireState("on_finish");
+    flushAccessLog();
+    process.exit(0);
+  };
+
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGUSR1", () => void hotRestart().catch((err) => logException("hot restart failed", err)));
+
+  await fireState("pre_start");
+  hub.start();
+  // The first worker binds (with `-p 0`, picks the port); the others and every replacement reuse it.
+  const first = spawn(0);
+  let listening: WorkerReport["bound"];
+  try {
+    listening = await first.ready;
+  } catch (err) {
+    hub.stop();
+    throw new StartError((err as Error).message);
+  }
+  ports = listening.map((b) => b.port);
+  const rest = Array.from({ length: o.workers - 1 }, (_, i) => spawn(i + 1));
+  try {
+    await Promise.all(rest.map((w) => w.ready));
+  } catch (err) {
+    for (const w of workers) w.proc.kill("SIGKILL");
+    hub.stop();
+    throw new StartError((err as Error).message);
+  }
+  await fireState("enter_master");
+  const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
+  for (const b of listening) log.info(`listening on ${b.where} (${shape}, cluster pub/sub)`);
+  await fireState("on_start");
+}
+
+/** A worker could not start when the cluster started: the CLI exits with code 2. */
+export class StartError extends Error {}
+
+/**
+ * The command that starts a worker: this runtime with its flags (e.g. --max-http-header-size), this
+ * script and its arguments — or, in a `bun build --compile` executable, the executable itself.
+ */
+function workerCommand(): string[] {
+  const compiled = process.argv[1]?.startsWith("/$bunfs/") ?? false;
+  return [process.execPath, ...process.execArgv, ...(compiled ? [] : [process.argv[1]!]), ...process.argv.slice(2)];
+}
+
+let hinted = false;
+/**
+ * Linux drops connections still waiting in a closed listener's accept queue unless
+ * net.ipv4.tcp_migrate_req is 1: clients that open a new connection at that instant see a reset.
+ */
+function hintMigrateReq(): void {
+  if (hinted) return;
+  hinted = true;
+  try {
+    if (readFileSync("/proc/sys/net/ipv4/tcp_migrate_req", "utf8").trim() === "0") {
+      log.info("hint: set sysctl net.ipv4.tcp_migrate_req=1 so connections opened during a restart are never reset (see README)");
+    }
+  } catch {
+    // not Linux, or no such setting
+  }
+}
