@@ -95,7 +95,11 @@ export async function startAll(): Promise<void> {
   if (listeners.length === 0) throw new IodineError("ENOLISTEN", "Iodine.start: nothing to serve; call Iodine.listen first");
   state = "running";
   installSignals();
-  if (!role.inCluster) await fireState("pre_start");
+  if (!role.inCluster) {
+    // One process is master and worker: the app's per-worker set-up (`enter_child`) runs here too.
+    await fireState("pre_start");
+    await fireState("enter_child");
+  }
   for (const [i, o] of listeners.entries()) {
     const app = normaliseApp(o.handler)!;
     const unix = o.unix ?? (o.port === undefined ? config.unix : undefined);

@@ -1,0 +1,407 @@
+// Cluster mode (SPEC §8 and the cluster half of §5), always through the real CLI: a master and
+// two workers sharing a port, WebSocket clients held on each worker, pub/sub across them, hot
+// restart under load, re-spawn, orphan exit, graceful stop and the lifecycle hooks.
+import { afterAll, describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fixture, runCli, startCli, tempDir, type CliProcess } from "./harness.ts";
+
+const APP = fixture("cluster-app.ts");
+const open: CliProcess[] = [];
+afterAll(async () => {
+  for (const p of open) await p.stop("SIGKILL");
+});
+
+async function cluster(args: string[] = [], app = APP): Promise<CliProcess> {
+  const p = await startCli(["-p", "0", "-w", "2", ...args, app], { timeout: 20_000 });
+  open.push(p);
+  return p;
+}
+
+/** A WebSocket whose first message is `ready pid N`; later messages are collected. */
+interface Client {
+  ws: WebSocket;
+  pid: number;
+  got: string[];
+  /** resolves once `got` holds at least n messages (rejects after ms) */
+  until(n: number, ms?: number): Promise<void>;
+}
+
+function client(url: string): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const got: string[] = [];
+    let wake = () => {};
+    const c: Client = {
+      ws,
+      pid: 0,
+      got,
+      until: (n, ms = 10_000) =>
+        new Promise((res, rej) => {
+          const timer = setTimeout(() => rej(new Error(`got ${got.length} of ${n} messages`)), ms);
+          wake = () => {
+            if (got.length < n) return;
+            clearTimeout(timer);
+            res();
+          };
+          wake();
+        }),
+    };
+    ws.onmessage = (e) => {
+      const text = String(e.data);
+      if (c.pid === 0) {
+        c.pid = Number(/^ready pid (\d+)$/.exec(text)?.[1]);
+        return resolve(c);
+      }
+      got.push(text);
+      wake();
+    };
+    ws.onerror = () => reject(new Error(`cannot open ${url}`));
+  });
+}
+
+/** Connects until two clients are held by two different workers (the kernel picks the worker). */
+async function oneOnEach(url: string): Promise<[Client, Client]> {
+  const byPid = new Map<number, Client>();
+  for (let i = 0; i < 100 && byPid.size < 2; i++) {
+    const c = await client(url);
+    if (byPid.has(c.pid)) c.ws.close();
+    else byPid.set(c.pid, c);
+  }
+  expect(byPid.size).toBe(2);
+  return [...byPid.values()] as [Client, Client];
+}
+
+/** Sends probes from `from` until `to` receives one: the cluster now routes the channel to `to`. */
+async function linked(from: Client, to: Client): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    from.ws.send(`probe ${i}`);
+    await Bun.sleep(10);
+    if (to.got.some((m) => m.startsWith("probe"))) break;
+  }
+  await Bun.sleep(50);
+  expect(to.got.some((m) => m.startsWith("probe"))).toBe(true);
+  from.got.length = 0;
+  to.got.length = 0;
+}
+
+/** Steady HTTP load from `concurrency` keep-alive loops until `stop()`: counts, failures, pids seen. */
+function load(url: string, concurrency = 4) {
+  let running = true;
+  const r = { ok: 0, failed: [] as string[], bodies: [] as string[] };
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (running) {
+      try {
+        const res = await fetch(url);
+        const body = await res.text();
+        if (res.status === 200) r.ok++;
+        else r.failed.push(`status ${res.status}`);
+        r.bodies.push(body);
+      } catch (err) {
+        r.failed.push(String((err as Error).message));
+      }
+    }
+  });
+  return {
+    result: r,
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      return r;
+    },
+  };
+}
+
+/** The pids of the running (not zombie) children of `pid`, from /proc. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === pid && fields[0] !== "Z") out.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** Running (not exited, not a zombie waiting for its reaper). */
+function running(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+async function pidsServing(url: string, n = 40): Promise<Set<string>> {
+  const seen = new Set<string>();
+  // A new connection each time: a pooled one would stay with the worker that accepted it.
+  for (let i = 0; i < n; i++) seen.add(await (await fetch(url, { headers: { connection: "close" } })).text());
+  return seen;
+}
+
+const waitUntil = async (ok: () => boolean, ms: number, what: string) => {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await Bun.sleep(20);
+  }
+};
+
+describe("pub/sub across workers", () => {
+  test("a client on each worker receives 10,000 messages published on the other, exactly once and in order", async () => {
+    const srv = await cluster();
+    const ws = srv.url.replace("http", "ws");
+    const [a, b] = await oneOnEach(`${ws}/ws?ch=orders`);
+    await linked(a, b);
+    const N = 10_000;
+    for (let i = 0; i < N; i++) a.ws.send(`m${i}`);
+    await Promise.all([a.until(N), b.until(N)]);
+    await Bun.sleep(200); // nothing more may arrive
+    const expected = Array.from({ length: N }, (_, i) => `m${i}`);
+    expect(b.got).toEqual(expected);
+    expect(a.got).toEqual(expected);
+    a.ws.close();
+    b.ws.close();
+  }, 30_000);
+
+  test("pattern subscriptions reach across workers; other channels do not", async () => {
+    const srv = await cluster();
+    const ws = srv.url.replace("http", "ws");
+    // a publishes on news.sports (its own channel); b follows news.* by pattern.
+    let a: Client | undefined;
+    let b: Client | undefined;
+    const extra: Client[] = [];
+    for (let i = 0; i < 100 && (!a || !b); i++) {
+      const pub = await client(`${ws}/ws?ch=news.sports`);
+      const sub = await client(`${ws}/ws?ch=news.*&match=redis`);
+      if (pub.pid !== sub.pid) [a, b] = [pub, sub];
+      else extra.push(pub, sub);
+    }
+    for (const c of extra) c.ws.close();
+    expect(a && b).toBeTruthy();
+    await linked(a!, b!);
+    const other = await client(`${ws}/ws?ch=weather`);
+    for (let i = 0; i < 100; i++) {
+      a!.ws.send(`n${i}`);
+      other.ws.send(`w${i}`);
+    }
+    await b!.until(100);
+    await Bun.sleep(200);
+    expect(b!.got).toEqual(Array.from({ length: 100 }, (_, i) => `n${i}`));
+    for (const c of [a!, b!, other]) c.ws.close();
+  }, 30_000);
+
+  test("a Bun-native app's server.publish reaches its sockets on every worker, once each", async () => {
+    const srv = await cluster();
+    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/native`);
+    // Native subscriptions are learnt from ws.subscribe; give the hub a moment, then probe.
+    const seen = () => a.got.length > 0 && b.got.length > 0;
+    for (let i = 0; i < 100 && !seen(); i++) {
+      await fetch(`${srv.url}/native-publish`, { method: "POST", body: `probe ${i}` });
+      await Bun.sleep(20);
+    }
+    await waitUntil(seen, 3000, "a native probe on both workers");
+    await Bun.sleep(100);
+    a.got.length = 0;
+    b.got.length = 0;
+    const N = 200;
+    for (let i = 0; i < N; i++) await fetch(`${srv.url}/native-publish`, { method: "POST", body: `n${i}` });
+    await Promise.all([a.until(N), b.until(N)]);
+    await Bun.sleep(200);
+    const expected = Array.from({ length: N }, (_, i) => `n${i}`);
+    // Requests land on either worker: one publisher each, so only the set (and count) is fixed.
+    expect([...a.got].sort()).toEqual([...expected].sort());
+    expect([...b.got].sort()).toEqual([...expected].sort());
+    a.ws.close();
+    b.ws.close();
+  }, 30_000);
+
+  test("Iodine.subscribe in the master receives what workers publish", async () => {
+    const srv = await cluster();
+    for (let i = 0; i < 4; i++) {
+      expect(await (await fetch(`${srv.url}/publish?ch=to-master`, { method: "POST", body: `hello ${i}` })).text()).toBe("ok");
+    }
+    for (let i = 0; i < 4; i++) await srv.waitFor(new RegExp(`master got to-master hello ${i}\\n`), 5000, "stdout");
+    expect(srv.stdout().match(/master got/g)).toHaveLength(4);
+  }, 30_000);
+
+  test("a garbage frame on the bus closes only that link, with one log line; the cluster keeps routing", async () => {
+    const srv = await cluster();
+    const bus = readdirSync("/tmp").find((f) => f.startsWith(`iodine-${srv.proc.pid}-`) && f.endsWith(".sock"));
+    expect(bus).toBeDefined();
+    let closed = false;
+    const rogue = await Bun.connect({
+      unix: join("/tmp", bus!),
+      socket: { data() {}, close: () => void (closed = true) },
+    });
+    rogue.write(new Uint8Array([5, 0, 0, 0, 99, 1, 2, 3, 4])); // type 99
+    await srv.waitFor(/cluster bus: bad frame from a worker \(unknown frame type 99/);
+    await waitUntil(() => closed, 2000, "the rogue link to close");
+    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=after`);
+    await linked(a, b);
+    a.ws.send("still here");
+    await b.until(1);
+    expect(b.got).toEqual(["still here"]);
+    a.ws.close();
+    b.ws.close();
+  }, 30_000);
+});
+
+describe("hot restart (SIGUSR1)", () => {
+  test("two restarts under steady load fail zero requests and replace every worker", async () => {
+    const srv = await cluster();
+    const before = await pidsServing(srv.url);
+    const traffic = load(srv.url);
+    await Bun.sleep(300);
+    for (let round = 1; round <= 2; round++) {
+      srv.proc.kill("SIGUSR1");
+      await waitUntil(() => (srv.stderr().match(/hot restart done: 2 new workers/g) ?? []).length >= round, 20_000, `restart ${round}`);
+      await Bun.sleep(300);
+    }
+    const r = await traffic.stop();
+    expect(r.failed).toEqual([]);
+    expect(r.ok).toBeGreaterThan(100);
+    const after = await pidsServing(srv.url);
+    expect(after.size).toBeGreaterThan(0);
+    for (const pid of after) expect(before.has(pid)).toBe(false);
+    expect(childrenOf(srv.proc.pid)).toHaveLength(2);
+  }, 60_000);
+
+  test("a restart deploys the edited app file, with no failed request in between", async () => {
+    using dir = tempDir();
+    const app = join(dir.path, "app.ts");
+    writeFileSync(app, `export default () => new Response("v1");\n`);
+    const srv = await cluster([], app);
+    const traffic = load(srv.url);
+    await Bun.sleep(200);
+    writeFileSync(app, `export default () => new Response("v2");\n`);
+    srv.proc.kill("SIGUSR1");
+    await srv.waitFor(/hot restart done/, 20_000);
+    await Bun.sleep(200);
+    const r = await traffic.stop();
+    expect(r.failed).toEqual([]);
+    expect(r.bodies.filter((b) => b !== "v1" && b !== "v2")).toEqual([]);
+    expect(r.bodies.at(-1)).toBe("v2");
+    expect(await pidsServing(srv.url)).toEqual(new Set(["v2"]));
+  }, 60_000);
+
+  test("a broken app file leaves the old workers serving, and the master says why", async () => {
+    using dir = tempDir();
+    const app = join(dir.path, "app.ts");
+    writeFileSync(app, `export default () => new Response("pid " + process.pid);\n`);
+    const srv = await cluster([], app);
+    const before = await pidsServing(srv.url);
+    writeFileSync(app, `export default () => new Response("oops";\n`);
+    const traffic = load(srv.url, 2);
+    srv.proc.kill("SIGUSR1");
+    await srv.waitFor(/hot restart stopped: worker 0 \(pid \d+\) exited with code 2 before it was listening; the old workers keep serving/, 20_000);
+    expect(srv.stderr()).toMatch(/cannot load .*app\.ts: .*(Expected|Unexpected)/);
+    await Bun.sleep(200);
+    const r = await traffic.stop();
+    expect(r.failed).toEqual([]);
+    expect(await pidsServing(srv.url)).toEqual(before);
+    // No re-spawn loop of the broken replacement.
+    await Bun.sleep(500);
+    expect(srv.stderr()).not.toMatch(/starting a new one/);
+  }, 60_000);
+});
+
+describe("supervision", () => {
+  test("kill -9 of a worker: a new pid serves within 2 s", async () => {
+    const srv = await cluster();
+    const [victim, survivor] = childrenOf(srv.proc.pid);
+    const deadline = Date.now() + 2000;
+    process.kill(victim!, "SIGKILL");
+    let fresh: number | undefined;
+    let served = false;
+    while (!served && Date.now() < deadline) {
+      fresh ??= childrenOf(srv.proc.pid).find((p) => p !== victim && p !== survivor);
+      if (fresh !== undefined) served = (await pidsServing(srv.url, 10)).has(`pid ${fresh}`);
+      else await Bun.sleep(20);
+    }
+    expect(served).toBe(true);
+    expect(srv.stderr()).toMatch(new RegExp(`worker \\d \\(pid ${victim}\\) exited with signal SIGKILL; starting a new one`));
+    await srv.waitFor(new RegExp(`hook on_child_crush master ${srv.proc.pid}`), 2000, "stdout");
+  }, 30_000);
+
+  test("kill -9 of the master: no worker is left after 2 s", async () => {
+    const srv = await cluster();
+    const workers = childrenOf(srv.proc.pid);
+    expect(workers).toHaveLength(2);
+    srv.proc.kill("SIGKILL");
+    await srv.proc.exited;
+    await waitUntil(() => workers.every((p) => !running(p)), 2000, "the workers to exit");
+  }, 30_000);
+
+  test("SIGTERM: in-flight requests complete, every process runs its hooks, exit 0", async () => {
+    const srv = await cluster();
+    const workers = childrenOf(srv.proc.pid);
+    const slow = Promise.all([1, 2, 3, 4].map(() => fetch(`${srv.url}/slow`).then((r) => r.text())));
+    await Bun.sleep(150);
+    srv.proc.kill("SIGTERM");
+    expect(await srv.proc.exited).toBe(0);
+    for (const body of await slow) expect(body).toMatch(/^slow pid \d+$/);
+    expect(workers.every((p) => !running(p))).toBe(true);
+    const out = srv.stdout();
+    const master = srv.proc.pid;
+    const order = (lines: string[]) => lines.map((l) => out.indexOf(l));
+    const m = order(["pre_start", "before_fork", "after_fork", "enter_master", "on_start", "start_shutdown", "on_finish"].map((e) => `hook ${e} master ${master}\n`));
+    expect(m.every((i) => i >= 0)).toBe(true);
+    expect([...m].sort((x, y) => x - y)).toEqual(m);
+    for (const w of workers) {
+      const seq = order(["enter_child", "on_start", "start_shutdown", "on_finish"].map((e) => `hook ${e} worker ${w}\n`));
+      expect(seq.every((i) => i >= 0)).toBe(true);
+      expect([...seq].sort((x, y) => x - y)).toEqual(seq);
+    }
+    expect(out.match(/hook before_fork master/g)).toHaveLength(2);
+  }, 30_000);
+
+  test("the master dying fires on_parent_crush in the workers", async () => {
+    const srv = await cluster();
+    const workers = childrenOf(srv.proc.pid);
+    srv.proc.kill("SIGKILL");
+    for (const w of workers) await srv.waitFor(new RegExp(`hook on_parent_crush worker ${w}`), 2000, "stdout");
+  }, 30_000);
+});
+
+describe("single process and the CLI", () => {
+  test("one process is master and worker: its hooks run, on_idle after a quiet second", async () => {
+    const srv = await startCli(["-p", "0", APP]);
+    open.push(srv);
+    const pid = srv.proc.pid;
+    await fetch(srv.url);
+    await srv.waitFor(new RegExp(`hook on_idle single ${pid}`), 4000, "stdout");
+    srv.proc.kill("SIGTERM");
+    expect(await srv.proc.exited).toBe(0);
+    const out = srv.stdout();
+    const seq = ["pre_start", "enter_child", "on_start", "on_idle", "start_shutdown", "on_finish"].map((e) => out.indexOf(`hook ${e} single ${pid}\n`));
+    expect(seq.every((i) => i >= 0)).toBe(true);
+    expect([...seq].sort((x, y) => x - y)).toEqual(seq);
+    expect(out).not.toMatch(/hook (before_fork|after_fork|enter_master)/);
+  }, 30_000);
+
+  test("-w 2 on a Unix socket is refused with one line and exit 2", async () => {
+    using dir = tempDir();
+    const r = await runCli(["-w", "2", "-b", join(dir.path, "x.sock"), APP]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^iodine: a Unix socket cannot be shared by several workers .*\n$/);
+  });
+
+  test("a worker that cannot start at launch ends the cluster with exit 2", async () => {
+    // A port held without reusePort cannot be shared: the first worker fails to bind.
+    const holder = Bun.serve({ port: 0, fetch: () => new Response("x") });
+    try {
+      const r = await runCli(["-w", "2", "-p", String(holder.port), APP], { timeout: 20_000 });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/address already in use/);
+      expect(r.stderr).toMatch(/worker 0 \(pid \d+\) exited with code 2 before it was listening/);
+    } finally {
+      holder.stop(true);
+    }
+  }, 30_000);
+});
