@@ -71,7 +71,7 @@ async function main(argv: string[]): Promise<void> {
   else if (cluster) enterMaster();
   const app = await loadApp(appFile, () => listenerCount() > 0);
   if (app) addListener({ handler: app });
-  if (worker) return startWorker();
+  if (worker) return startWorker(settings.threads);
   writePid(settings.pid);
   if (!cluster) return startAll();
   await runMaster({

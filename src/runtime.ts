@@ -51,6 +51,8 @@ export const role = {
   isWorker: true,
   /** a worker of a cluster: shares its ports (reusePort) and leaves the start-up lines to the master */
   inCluster: false,
+  /** an extra event-loop thread of a worker (`--threads`): no signals, no process.exit */
+  isThread: false,
   /** ports the cluster already bound, by listener (so `-p 0` means the same port in every worker) */
   ports: [] as (number | undefined)[],
 };
@@ -62,6 +64,12 @@ export interface Bound {
 }
 /** What `startAll` bound, in listener order. */
 export const bound: Bound[] = [];
+
+/** Work a graceful stop waits for besides the servers (a worker's extra threads). */
+const alsoOnStop: (() => Promise<void>)[] = [];
+export function onStopping(fn: () => Promise<void>): void {
+  alsoOnStop.push(fn);
+}
 /** Called by the CLI before it imports the app: `Iodine.start()` in the module then waits for the CLI. */
 export function driveFromCli(c: RunConfig): void {
   cliDriven = true;
@@ -146,7 +154,7 @@ export async function stopAll(): Promise<void> {
   stopAllTimers();
   // Bun's server.stop() does not resolve while WebSockets stay open: tell them, then close them.
   for (const c of [...openConnections]) c.shutdown();
-  const drained = Promise.all(servers.map((s) => s.stop(false)));
+  const drained = Promise.all([...servers.map((s) => s.stop(false)), ...alsoOnStop.map((f) => f())]);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), config.drainMs)));
   if ((await Promise.race([drained, late])) === "late") {
@@ -161,7 +169,7 @@ export async function stopAll(): Promise<void> {
 
 let signalsInstalled = false;
 function installSignals(): void {
-  if (signalsInstalled) return;
+  if (signalsInstalled || role.isThread) return;
   signalsInstalled = true;
   let stops = 0;
   const onStop = (signal: string) => {

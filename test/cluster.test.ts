@@ -21,7 +21,8 @@ async function cluster(args: string[] = [], app = APP): Promise<CliProcess> {
 /** A WebSocket whose first message is `ready pid N`; later messages are collected. */
 interface Client {
   ws: WebSocket;
-  pid: number;
+  /** the event loop that holds it: "pid", or "pid.thread" */
+  pid: string;
   got: string[];
   /** resolves once `got` holds at least n messages (rejects after ms) */
   until(n: number, ms?: number): Promise<void>;
@@ -34,7 +35,7 @@ function client(url: string): Promise<Client> {
     let wake = () => {};
     const c: Client = {
       ws,
-      pid: 0,
+      pid: "",
       got,
       until: (n, ms = 10_000) =>
         new Promise((res, rej) => {
@@ -49,8 +50,8 @@ function client(url: string): Promise<Client> {
     };
     ws.onmessage = (e) => {
       const text = String(e.data);
-      if (c.pid === 0) {
-        c.pid = Number(/^ready pid (\d+)$/.exec(text)?.[1]);
+      if (c.pid === "") {
+        c.pid = /^ready pid ([\d.]+)$/.exec(text)?.[1] ?? "?";
         return resolve(c);
       }
       got.push(text);
@@ -62,7 +63,7 @@ function client(url: string): Promise<Client> {
 
 /** Connects until two clients are held by two different workers (the kernel picks the worker). */
 async function oneOnEach(url: string): Promise<[Client, Client]> {
-  const byPid = new Map<number, Client>();
+  const byPid = new Map<string, Client>();
   for (let i = 0; i < 100 && byPid.size < 2; i++) {
     const c = await client(url);
     if (byPid.has(c.pid)) c.ws.close();
@@ -249,6 +250,26 @@ describe("pub/sub across workers", () => {
     expect(b.got).toEqual(["still here"]);
     a.ws.close();
     b.ws.close();
+  }, 30_000);
+});
+
+describe("--threads", () => {
+  test("-w 1 -t 2: two event loops in one worker share the port and the bus; SIGTERM stops both", async () => {
+    const srv = await cluster(["-w", "1", "-t", "2"]);
+    await srv.waitFor(/\(1 worker × 2 threads, cluster pub\/sub\)/);
+    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=threads`);
+    expect(a.pid.split(".")[0]).toBe(b.pid.split(".")[0]); // one process
+    await linked(a, b);
+    for (let i = 0; i < 1000; i++) a.ws.send(`t${i}`);
+    await b.until(1000);
+    await Bun.sleep(100);
+    expect(b.got).toEqual(Array.from({ length: 1000 }, (_, i) => `t${i}`));
+    a.ws.close();
+    b.ws.close();
+    const [worker] = childrenOf(srv.proc.pid);
+    srv.proc.kill("SIGTERM");
+    expect(await srv.proc.exited).toBe(0);
+    expect(srv.stdout().match(new RegExp(`hook on_finish worker ${worker}\n`, "g"))).toHaveLength(2);
   }, 30_000);
 });
 

@@ -22,8 +22,9 @@ export const LINK_LIMIT = 256 * 1024 * 1024;
 
 const HEADER = 5;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8");
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of a channel name or a message, not a byte-order mark.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** A frame the reader cannot accept: the link that carried it is closed (SPEC §10). */
 export class BusError extends Error {
@@ -48,8 +49,11 @@ export interface FrameSink {
  */
 export class FrameReader {
   #sink: FrameSink;
-  /** bytes of an incomplete frame carried over from the previous chunk */
-  #rest: Uint8Array | undefined;
+  /** chunks of an incomplete frame carried over (joined once, when the frame is complete) */
+  #rest: Uint8Array[] = [];
+  #restLength = 0;
+  /** the byte count of the incomplete frame, once its header has arrived (else 0) */
+  #need = 0;
   // One-entry cache: a stream of messages on the same channel decodes its name once.
   #lastChannelBytes = new Uint8Array(0);
   #lastChannel = "";
@@ -60,12 +64,24 @@ export class FrameReader {
 
   push(chunk: Uint8Array): void {
     let buf = chunk;
-    if (this.#rest !== undefined) {
-      const joined = new Uint8Array(this.#rest.length + chunk.length);
-      joined.set(this.#rest);
-      joined.set(chunk, this.#rest.length);
-      buf = joined;
-      this.#rest = undefined;
+    if (this.#restLength > 0) {
+      const total = this.#restLength + chunk.length;
+      if (total < this.#need) {
+        // Still short of the frame: keep a copy (the chunk's memory belongs to the socket).
+        this.#rest.push(chunk.slice());
+        this.#restLength = total;
+        return;
+      }
+      buf = new Uint8Array(total);
+      let at = 0;
+      for (const part of this.#rest) {
+        buf.set(part, at);
+        at += part.length;
+      }
+      buf.set(chunk, at);
+      this.#rest = [];
+      this.#restLength = 0;
+      this.#need = 0;
     }
     let at = 0;
     while (buf.length - at >= 4) {
@@ -76,7 +92,13 @@ export class FrameReader {
       at += 4 + size;
     }
     // Keep the unfinished tail: copied, since the chunk's memory belongs to the socket.
-    if (at < buf.length) this.#rest = buf.slice(at);
+    if (at < buf.length) {
+      const tail = buf.slice(at);
+      this.#rest = [tail];
+      this.#restLength = tail.length;
+      // The loop checked the length prefix when it is here: the frame's full size is known.
+      this.#need = tail.length >= 4 ? 4 + (tail[0]! | (tail[1]! << 8) | (tail[2]! << 16)) + tail[3]! * 0x1000000 : 0;
+    }
   }
 
   #frame(buf: Uint8Array, start: number, end: number): void {
@@ -86,9 +108,9 @@ export class FrameReader {
       if (end - body < 5) throw new BusError("PUB frame too short");
       const flags = buf[body]!;
       if (flags > 1) throw new BusError(`PUB frame with unknown flags ${flags}`);
-      const chLen = buf[body + 1]! | (buf[body + 2]! << 8) | (buf[body + 3]! << 16) | (buf[body + 4]! << 24);
+      const chLen = (buf[body + 1]! | (buf[body + 2]! << 8) | (buf[body + 3]! << 16) | (buf[body + 4]! << 24)) >>> 0;
       const chStart = body + 5;
-      if (chLen < 0 || chStart + chLen > end) throw new BusError(`PUB frame channel length ${chLen} past the frame`);
+      if (chStart + chLen > end) throw new BusError(`PUB frame channel length ${chLen} past the frame`);
       const channel = this.#channel(buf, chStart, chStart + chLen);
       this.#sink.onPublish(channel, buf.subarray(start, end), chStart + chLen - start, flags === 1);
       return;
@@ -97,11 +119,11 @@ export class FrameReader {
       if (end - body < 1) throw new BusError("SUB frame too short");
       const kind = buf[body]!;
       if (kind > 1) throw new BusError(`SUB frame with unknown kind ${kind}`);
-      this.#sink.onInterest(type === FRAME_SUB, utf8(buf.subarray(body + 1, end)), kind === 1);
+      this.#sink.onInterest(type === FRAME_SUB, utf8(buf.subarray(body + 1, end), "a subscription key"), kind === 1);
       return;
     }
     if (type === FRAME_HELLO) {
-      this.#sink.onHello(utf8(buf.subarray(body, end)));
+      this.#sink.onHello(utf8(buf.subarray(body, end), "a HELLO text"));
       return;
     }
     throw new BusError(`unknown frame type ${type} (1–${LAST_TYPE})`);
@@ -115,7 +137,7 @@ export class FrameReader {
       while (i < len && cached[i] === buf[start + i]) i++;
       if (i === len) return this.#lastChannel;
     }
-    const name = utf8(buf.subarray(start, end));
+    const name = utf8(buf.subarray(start, end), "a channel name");
     this.#lastChannelBytes = buf.slice(start, end);
     this.#lastChannel = name;
     return name;
@@ -128,11 +150,11 @@ export function messageOf(frame: Uint8Array, at: number, binary: boolean): strin
 }
 
 // Channel names and keys were JS strings on the sending side: bytes that are not UTF-8 are a broken peer.
-function utf8(bytes: Uint8Array): string {
+function utf8(bytes: Uint8Array, what: string): string {
   try {
     return strictDecoder.decode(bytes);
   } catch {
-    throw new BusError("a channel name that is not UTF-8");
+    throw new BusError(`${what} that is not UTF-8`);
   }
 }
 
@@ -169,6 +191,7 @@ export class FrameWriter {
   }
 
   interest(subscribe: boolean, key: string, pattern: boolean): void {
+    if (key.length * 3 > MAX_FRAME) throw tooBig();
     this.#reserve(HEADER + 1 + key.length * 3);
     const start = this.#len;
     this.#buf[start + 4] = subscribe ? FRAME_SUB : FRAME_UNSUB;
@@ -179,6 +202,7 @@ export class FrameWriter {
   }
 
   hello(text: string): void {
+    if (text.length * 3 > MAX_FRAME) throw tooBig();
     this.#reserve(HEADER + text.length * 3);
     const start = this.#len;
     this.#buf[start + 4] = FRAME_HELLO;
@@ -211,7 +235,8 @@ export class FrameWriter {
   }
 }
 
-const tooBig = () => new RangeError(`a published message and its channel name may be at most ${MAX_FRAME} bytes in cluster mode`);
+const tooBig = () =>
+  new RangeError(`a frame on the cluster bus may be at most ${MAX_FRAME} bytes (a message with its channel name: ${MAX_FRAME - 6})`);
 
 function writeU32(buf: Uint8Array, at: number, v: number): void {
   buf[at] = v & 255;

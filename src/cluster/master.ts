@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { flushAccessLog, log, logException } from "../log.ts";
 import { Hub } from "../pubsub/engine.ts";
-import { role } from "../runtime.ts";
+import { role, type Bound } from "../runtime.ts";
 import { fireState } from "../state.ts";
 import { WORKER_ENV, type WorkerReport } from "./worker.ts";
 
@@ -27,7 +27,7 @@ interface Worker {
   proc: Subprocess;
   startedAt: number;
   state: "starting" | "ready" | "retiring";
-  ready: Promise<WorkerReport["bound"]>;
+  ready: Promise<Bound[]>;
   exited: Promise<void>;
 }
 
@@ -56,9 +56,9 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   const command = workerCommand();
   const spawn = (slot: number): Worker => {
     void fireState("before_fork");
-    let markReady!: (b: WorkerReport["bound"]) => void;
+    let markReady!: (b: Bound[]) => void;
     let fail!: (e: Error) => void;
-    const ready = new Promise<WorkerReport["bound"]>((res, rej) => ((markReady = res), (fail = rej)));
+    const ready = new Promise<Bound[]>((res, rej) => ((markReady = res), (fail = rej)));
     ready.catch(() => {});
     const proc = Bun.spawn(command, {
       env: {
@@ -178,7 +178,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   hub.start();
   // The first worker binds (with `-p 0`, picks the port); the others and every replacement reuse it.
   const first = spawn(0);
-  let listening: WorkerReport["bound"];
+  let listening: Bound[];
   try {
     listening = await first.ready;
   } catch (err) {
@@ -196,7 +196,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   }
   await fireState("enter_master");
   const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
-  for (const b of listening) log.info(`listening on ${b.where} (${shape}, cluster pub/sub)`);
+  for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, cluster pub/sub)`);
   await fireState("on_start");
 }
 

@@ -4,7 +4,7 @@
 // master is gone.
 import { log, setLogPrefix } from "../log.ts";
 import { joinCluster } from "../pubsub/engine.ts";
-import { bound, role, startAll, stopAll } from "../runtime.ts";
+import { bound, onStopping, role, startAll, stopAll, type Bound } from "../runtime.ts";
 import { fireState } from "../state.ts";
 
 /** What the master puts in a worker's environment. */
@@ -14,10 +14,12 @@ export const WORKER_ENV = {
   id: "IODINE_WORKER",
   ports: "IODINE_PORTS",
   master: "IODINE_MASTER_PID",
+  /** set in a worker's extra threads (Bun Workers running this same entry), 1…threads-1 */
+  thread: "IODINE_THREAD",
 } as const;
 
-/** The IPC messages a worker sends its master. */
-export type WorkerReport = { type: "ready"; bound: { where: string; port: number | undefined }[] };
+/** The IPC messages a worker sends its master (and a thread its worker, by postMessage). */
+export type WorkerReport = { type: "ready"; bound: Bound[] } | { type: "stopped" };
 
 export function isWorkerProcess(env: NodeJS.ProcessEnv = process.env): boolean {
   return env[WORKER_ENV.role] === "worker";
@@ -32,6 +34,16 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): void {
   role.isWorker = true;
   role.inCluster = true;
   role.ports = (env[WORKER_ENV.ports] ?? "").split(",").map((p) => (/^\d+$/.test(p) ? Number(p) : undefined));
+  const thread = env[WORKER_ENV.thread];
+  const name = `worker ${env[WORKER_ENV.id] ?? "?"} (pid ${process.pid}${thread ? `, thread ${thread}` : ""})`;
+  const bus = env[WORKER_ENV.bus];
+  if (thread !== undefined) {
+    // The process's main thread watches the master and handles signals for every thread.
+    role.isThread = true;
+    setLogPrefix(`iodine: [${process.pid}/${thread}] `);
+    if (bus) joinCluster(bus, name, () => {});
+    return;
+  }
   setLogPrefix(`iodine: [${process.pid}] `);
   const master = Number(env[WORKER_ENV.master]);
   const masterGone = () => Number.isInteger(master) && process.ppid !== master;
@@ -39,16 +51,61 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): void {
     if (masterGone()) void leaveOrphaned();
   };
   setInterval(check, 200).unref();
-  const bus = env[WORKER_ENV.bus];
-  if (bus) joinCluster(bus, `worker ${env[WORKER_ENV.id] ?? "?"} (pid ${process.pid})`, check);
+  if (bus) joinCluster(bus, name, check);
 }
 
-/** After the app loaded: `enter_child`, bind, tell the master. */
-export async function startWorker(): Promise<void> {
+/**
+ * After the app loaded: `enter_child`, bind, start the extra threads (`--threads`), tell the master.
+ * A thread reports to its process's main thread instead, and stops when told.
+ */
+export async function startWorker(threads: number): Promise<void> {
   await fireState("enter_child");
   await startAll();
+  if (role.isThread) {
+    (globalThis as unknown as { onmessage: (e: MessageEvent) => void }).onmessage = (e) => {
+      if (e.data === "stop") void stopAll().then(() => postMessage({ type: "stopped" } satisfies WorkerReport));
+    };
+    postMessage({ type: "ready", bound } satisfies WorkerReport);
+    return;
+  }
+  if (threads > 1) await startThreads(threads - 1);
   const report: WorkerReport = { type: "ready", bound };
   process.send?.(report);
+}
+
+/**
+ * `--threads N`: N-1 Bun Workers run this same entry (with the same arguments) as extra event loops
+ * sharing the ports; each has its own bus link. A thread that dies takes the process with it, and
+ * the master starts a new worker.
+ */
+async function startThreads(n: number): Promise<void> {
+  const entry = process.argv[1]!;
+  const threads = Array.from({ length: n }, (_, i) => {
+    const t = new Worker(entry, { argv: process.argv.slice(2), env: { ...process.env, [WORKER_ENV.thread]: String(i + 1) } as Record<string, string> });
+    let stopped = () => {};
+    const ready = new Promise<void>((res, rej) => {
+      t.onmessage = (e: MessageEvent<WorkerReport>) => {
+        if (e.data?.type === "ready") res();
+        else if (e.data?.type === "stopped") stopped();
+      };
+      t.addEventListener("close", () => {
+        if (stopping) return stopped();
+        rej(new Error(`thread ${i + 1} ended`));
+        log.error(`thread ${i + 1} of this worker ended; the worker exits so the master can start a new one`);
+        process.exit(1);
+      });
+    });
+    const done = new Promise<void>((res) => (stopped = res));
+    return { t, ready, done };
+  });
+  let stopping = false;
+  onStopping(async () => {
+    stopping = true;
+    for (const { t } of threads) t.postMessage("stop");
+    await Promise.all(threads.map((x) => x.done));
+    for (const { t } of threads) t.terminate();
+  });
+  await Promise.all(threads.map((x) => x.ready));
 }
 
 let orphaned = false;
