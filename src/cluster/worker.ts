@@ -81,7 +81,15 @@ export async function startWorker(threads: number): Promise<void> {
 async function startThreads(n: number): Promise<void> {
   const entry = process.argv[1]!;
   const threads = Array.from({ length: n }, (_, i) => {
-    const t = new Worker(entry, { argv: process.argv.slice(2), env: { ...process.env, [WORKER_ENV.thread]: String(i + 1) } as Record<string, string> });
+    const t = new Worker(entry, {
+      argv: process.argv.slice(2),
+      env: {
+        ...process.env,
+        [WORKER_ENV.thread]: String(i + 1),
+        // With `-p 0` the first worker's main thread picked the ports: its threads share them.
+        [WORKER_ENV.ports]: bound.map((b) => b.port ?? "").join(","),
+      } as Record<string, string>,
+    });
     let stopped = () => {};
     const ready = new Promise<void>((res, rej) => {
       t.onmessage = (e: MessageEvent<WorkerReport>) => {
