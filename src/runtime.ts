@@ -178,7 +178,8 @@ function installSignals(): void {
       flushAccessLog();
       process.exit(130);
     }
-    log.info(`${signal}: stopping gracefully`);
+    // In a cluster the master has said it already, once for all workers.
+    (role.inCluster ? log.debug : log.info)(`${signal}: stopping gracefully`);
     stopAll().then(
       () => process.exit(0),
       (err) => {

@@ -426,3 +426,59 @@ describe("single process and the CLI", () => {
     }
   }, 30_000);
 });
+
+describe("a worker's bus link (in this process, against a hub written with the bus framing)", () => {
+  test("it announces its interests, reconnects after a bad frame, replays them, and delivers what the hub sends", async () => {
+    const { FrameReader, FrameWriter, messageOf } = await import("../src/cluster/bus.ts");
+    const { joinCluster } = await import("../src/pubsub/engine.ts");
+    const { Iodine } = await import("../src/index.ts");
+    using dir = tempDir();
+    const path = join(dir.path, "hub.sock");
+    // Each accepted link: the frames it sent, in order.
+    const links: { frames: string[]; socket: import("bun").Socket<undefined> }[] = [];
+    const hub = Bun.listen({
+      unix: path,
+      socket: {
+        open(socket) {
+          const link = { frames: [] as string[], socket };
+          const reader = new FrameReader({
+            onHello: (t) => void link.frames.push(`hello ${t}`),
+            onInterest: (sub, key, pattern) => void link.frames.push(`${sub ? "sub" : "unsub"} ${pattern ? "pattern " : ""}${key}`),
+            onPublish: (ch, f, at, bin) => void link.frames.push(`pub ${ch} ${String(messageOf(f, at, bin))}`),
+          });
+          (socket as unknown as { reader: typeof reader }).reader = reader;
+          links.push(link);
+        },
+        data(socket, data) {
+          (socket as unknown as { reader: InstanceType<typeof FrameReader> }).reader.push(data);
+        },
+      },
+    });
+    const got: string[] = [];
+    Iodine.subscribe("link-test", (ch, m) => void got.push(`${ch} ${String(m)}`));
+    const member = joinCluster(path, "test worker", () => {}, 20);
+    try {
+      await waitUntil(() => (links[0]?.frames.length ?? 0) >= 2, 2000, "hello and the subscription");
+      expect(links[0]!.frames.slice(0, 2)).toEqual(["hello test worker", "sub link-test"]);
+      Iodine.subscribe("news.*", { match: "redis" }, () => {});
+      Iodine.publish("out", "from the worker");
+      await waitUntil(() => links[0]!.frames.length >= 4, 2000, "the pattern and the publish");
+      expect(links[0]!.frames.slice(2)).toEqual(["sub pattern news.*", "pub out from the worker"]);
+      // The hub sends garbage: the worker drops the link (logged) and comes back with its interests.
+      links[0]!.socket.write(new Uint8Array([5, 0, 0, 0, 77, 0, 0, 0, 0]));
+      await waitUntil(() => (links[1]?.frames.length ?? 0) >= 3, 2000, "the link to come back");
+      expect([...links[1]!.frames].sort()).toEqual(["hello test worker", "sub link-test", "sub pattern news.*"]);
+      // What the hub forwards reaches this process's subscribers.
+      const w = new FrameWriter();
+      w.publish("link-test", "from the hub");
+      links[1]!.socket.write(w.take());
+      await waitUntil(() => got.length > 0, 2000, "delivery");
+      expect(got).toEqual(["link-test from the hub"]);
+    } finally {
+      member.leave();
+      Iodine.unsubscribe("link-test");
+      Iodine.unsubscribe("news.*", { match: "redis" });
+      hub.stop(true);
+    }
+  });
+});

@@ -50,6 +50,8 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   const failures = new Map<number, number>();
   let ports: (number | undefined)[] | undefined;
   let stopping = false;
+  /** every first worker listens (before that a failure ends the start, not a re-spawn) */
+  let started = false;
   let restarting = false;
   let restartAgain = false;
 
@@ -90,7 +92,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
       workers.delete(w);
       const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${code}`;
       if (w.state === "starting") fail(new Error(`worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`));
-      if (stopping || w.state === "retiring") return;
+      if (stopping || !started || w.state === "retiring") return;
       if (w.state === "starting" && restarting) return; // a failed replacement: the restart reports it
       void fireState("on_child_crush");
       const quick = Date.now() - w.startedAt < HEALTHY_AFTER_MS;
@@ -194,6 +196,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
     hub.stop();
     throw new StartError((err as Error).message);
   }
+  started = true;
   await fireState("enter_master");
   const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
   for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, cluster pub/sub)`);
@@ -208,8 +211,11 @@ export class StartError extends Error {}
  * script and its arguments — or, in a `bun build --compile` executable, the executable itself.
  */
 function workerCommand(): string[] {
+  // A compiled executable takes every argument as its own (its runtime flags come from $BUN_OPTIONS,
+  // which the workers inherit).
   const compiled = process.argv[1]?.startsWith("/$bunfs/") ?? false;
-  return [process.execPath, ...process.execArgv, ...(compiled ? [] : [process.argv[1]!]), ...process.argv.slice(2)];
+  if (compiled) return [process.execPath, ...process.argv.slice(2)];
+  return [process.execPath, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2)];
 }
 
 let hinted = false;

@@ -40,8 +40,8 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
     log.error(`cluster bus: the master is not reading (${bytes} bytes waiting); reconnecting`);
     link.socket?.terminate();
   });
-  // Everything this process wants goes first on every (re)connection; frames written while the link
-  // was down follow (the hub treats a repeated SUB as one).
+  // Everything this process wants goes first on every (re)connection, then the messages published
+  // while the link was down. Interest changes meanwhile are not queued: the replay has them.
   const greet = () => {
     const waiting = link.out.take().slice();
     link.out.hello(name);
@@ -54,6 +54,7 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
       link.flushSoon();
     },
     interest(subscribe: boolean, key: string, pattern: boolean) {
+      if (link.socket === undefined) return;
       link.out.interest(subscribe, key, pattern);
       link.flushSoon();
     },
