@@ -8,6 +8,7 @@ import { normaliseApp } from "./app.ts";
 import { openConnections } from "./connection.ts";
 import { stopAllTimers } from "./timers.ts";
 import { serveHttp } from "./server.ts";
+import { nativeSockets } from "./websocket.ts";
 import { DEFAULT_PORT, DEFAULTS } from "./settings.ts";
 import { fireState, stopIdleWatch, watchIdle } from "./state.ts";
 import type { ListenOptions, TLSOptions } from "./types.ts";
@@ -154,6 +155,7 @@ export async function stopAll(): Promise<void> {
   stopAllTimers();
   // Bun's server.stop() does not resolve while WebSockets stay open: tell them, then close them.
   for (const c of [...openConnections]) c.shutdown();
+  for (const ws of [...nativeSockets]) ws.close(1001, "server going away");
   const drained = Promise.all([...servers.map((s) => s.stop(false)), ...alsoOnStop.map((f) => f())]);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), config.drainMs)));

@@ -105,6 +105,12 @@ export class WsConnection extends BaseConnection implements NativeTopics {
 }
 
 /**
+ * The open sockets of Bun-native apps: a graceful stop closes them (1001, going away), since Bun's
+ * server.stop() would otherwise wait for them until the drain deadline.
+ */
+export const nativeSockets = new Set<ServerWebSocket<unknown>>();
+
+/**
  * The `websocket` option of Bun.serve: iodine's connections carry a WsConnection as `ws.data`;
  * any other socket was upgraded by a Bun-native app and goes to its own handlers.
  */
@@ -118,6 +124,7 @@ export function websocketHandlers(native: WebSocketHandler<unknown> | undefined)
         openConnections.add(c);
         c.dispatch("onOpen");
       } else {
+        nativeSockets.add(ws);
         watchBunTopics(ws);
         native?.open?.(ws);
       }
@@ -138,6 +145,7 @@ export function websocketHandlers(native: WebSocketHandler<unknown> | undefined)
         openConnections.delete(c);
         c.closed();
       } else {
+        nativeSockets.delete(ws);
         bunTopicsMayEnd();
         native?.close?.(ws, code, reason);
       }

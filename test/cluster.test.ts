@@ -293,6 +293,21 @@ describe("hot restart (SIGUSR1)", () => {
     expect(childrenOf(srv.proc.pid)).toHaveLength(2);
   }, 60_000);
 
+  test("WebSocket clients of the old workers get onShutdown and a close; the restart does not wait for them", async () => {
+    const srv = await cluster();
+    const ws = srv.url.replace("http", "ws");
+    const [a, b] = await oneOnEach(`${ws}/ws?ch=bye`);
+    const [na, nb] = await oneOnEach(`${ws}/native`);
+    const codes = [a, b, na, nb].map((c) => new Promise<number>((res) => c.ws.addEventListener("close", (e) => res(e.code))));
+    const t0 = Date.now();
+    srv.proc.kill("SIGUSR1");
+    await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
+    expect(Date.now() - t0).toBeLessThan(8000); // well inside the 10 s drain deadline per worker
+    expect(await Promise.all(codes)).toEqual([1000, 1000, 1001, 1001]);
+    expect(a.got.at(-1)).toBe("shutting down");
+    expect(b.got.at(-1)).toBe("shutting down");
+  }, 30_000);
+
   test("a restart deploys the edited app file, with no failed request in between", async () => {
     using dir = tempDir();
     const app = join(dir.path, "app.ts");
