@@ -78,7 +78,7 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
       ? { unix: o.unix }
       : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}), ...(o.reusePort ? { reusePort: true } : {}) };
   const server = Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
-  attachServer(server);
+  attachServer(server, o.websocket !== undefined);
   const own = server.upgrade.bind(server);
   Object.defineProperty(server, "upgrade", {
     configurable: true,

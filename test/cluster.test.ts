@@ -2,15 +2,29 @@
 // two workers sharing a port, WebSocket clients held on each worker, pub/sub across them, hot
 // restart under load, re-spawn, orphan exit, graceful stop and the lifecycle hooks.
 import { afterAll, describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fixture, runCli, startCli, tempDir, type CliProcess } from "./harness.ts";
 
 const APP = fixture("cluster-app.ts");
 const open: CliProcess[] = [];
 afterAll(async () => {
-  for (const p of open) await p.stop("SIGKILL");
+  // SIGTERM, so each master removes its bus socket; SIGKILL for one that does not stop in time.
+  await Promise.all(
+    open.map(async (p) => {
+      const timer = setTimeout(() => p.proc.kill("SIGKILL"), 5000);
+      await p.stop("SIGTERM");
+      clearTimeout(timer);
+    }),
+  );
 });
+
+/** The master's bus socket in the temp folder. */
+function busSocket(masterPid: number): string | undefined {
+  const name = readdirSync(tmpdir()).find((f) => f.startsWith(`iodine-${masterPid}-`) && f.endsWith(".sock"));
+  return name === undefined ? undefined : join(tmpdir(), name);
+}
 
 async function cluster(args: string[] = [], app = APP): Promise<CliProcess> {
   const p = await startCli(["-p", "0", "-w", "2", ...args, app], { timeout: 20_000 });
@@ -233,11 +247,11 @@ describe("pub/sub across workers", () => {
 
   test("a garbage frame on the bus closes only that link, with one log line; the cluster keeps routing", async () => {
     const srv = await cluster();
-    const bus = readdirSync("/tmp").find((f) => f.startsWith(`iodine-${srv.proc.pid}-`) && f.endsWith(".sock"));
+    const bus = busSocket(srv.proc.pid);
     expect(bus).toBeDefined();
     let closed = false;
     const rogue = await Bun.connect({
-      unix: join("/tmp", bus!),
+      unix: bus!,
       socket: { data() {}, close: () => void (closed = true) },
     });
     rogue.write(new Uint8Array([5, 0, 0, 0, 99, 1, 2, 3, 4])); // type 99
@@ -369,9 +383,15 @@ describe("supervision", () => {
     const srv = await cluster();
     const workers = childrenOf(srv.proc.pid);
     expect(workers).toHaveLength(2);
+    const bus = busSocket(srv.proc.pid);
+    expect(bus).toBeDefined();
     srv.proc.kill("SIGKILL");
     await srv.proc.exited;
     await waitUntil(() => workers.every((p) => !running(p)), 2000, "the workers to exit");
+    // A killed master cannot remove its bus socket: the next master that starts does.
+    expect(existsSync(bus!)).toBe(true);
+    await cluster();
+    expect(existsSync(bus!)).toBe(false);
   }, 30_000);
 
   test("SIGTERM: in-flight requests complete, every process runs its hooks, exit 0", async () => {

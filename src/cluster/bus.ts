@@ -158,9 +158,14 @@ function utf8(bytes: Uint8Array, what: string): string {
   }
 }
 
-/** Appends frames to one growing buffer; `take()` hands the bytes over and starts again. */
+/**
+ * Appends frames to a growing buffer; `take()` hands the bytes over and continues in a second
+ * buffer, so what `take()` returned stays valid until the `take()` after next (a link can keep the
+ * part a socket did not accept without copying it).
+ */
 export class FrameWriter {
   #buf = new Uint8Array(64 * 1024);
+  #spare = new Uint8Array(64 * 1024);
   #len = 0;
 
   get length(): number {
@@ -218,9 +223,10 @@ export class FrameWriter {
     this.#len += frame.length;
   }
 
-  /** The bytes written so far (a view valid until the next write); resets the writer. */
+  /** The bytes written so far; the writer starts again in its other buffer (see above). */
   take(): Uint8Array {
     const out = this.#buf.subarray(0, this.#len);
+    [this.#buf, this.#spare] = [this.#spare, this.#buf];
     this.#len = 0;
     return out;
   }
@@ -306,9 +312,11 @@ export class Link {
       return;
     }
     if (this.out.length === 0) return;
+    // No copy of the rest: the writer leaves this buffer alone until the take after next, and
+    // there is no next take while something is unsent.
     const bytes = this.out.take();
     const n = socket.write(bytes);
-    if (n < bytes.length) this.#unsent = bytes.slice(Math.max(n, 0));
+    if (n < bytes.length) this.#unsent = bytes.subarray(Math.max(n, 0));
   };
 
   /** The socket's drain event: send what it could not take, then what gathered since. */

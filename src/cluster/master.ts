@@ -6,7 +6,7 @@
 import type { Subprocess } from "bun";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { flushAccessLog, log, logException } from "../log.ts";
 import { Hub } from "../pubsub/engine.ts";
 import { role, type Bound } from "../runtime.ts";
@@ -27,6 +27,8 @@ interface Worker {
   proc: Subprocess;
   startedAt: number;
   state: "starting" | "ready" | "retiring";
+  /** a hot restart's replacement: if it fails before listening, the restart reports it (no re-spawn) */
+  replacement: boolean;
   ready: Promise<Bound[]>;
   exited: Promise<void>;
 }
@@ -43,6 +45,8 @@ export function enterMaster(): void {
   role.isWorker = false;
 }
 
+const BUS_SOCKET = /^iodine-(\d+)-[a-z0-9]+\.sock$/;
+
 export async function runMaster(o: MasterOptions): Promise<void> {
   const busPath = join(tmpdir(), `iodine-${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`);
   const hub = new Hub(busPath);
@@ -56,7 +60,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   let restartAgain = false;
 
   const command = workerCommand();
-  const spawn = (slot: number): Worker => {
+  const spawn = (slot: number, replacement = false): Worker => {
     void fireState("before_fork");
     let markReady!: (b: Bound[]) => void;
     let fail!: (e: Error) => void;
@@ -79,7 +83,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
         markReady(message.bound);
       },
     });
-    const w: Worker = { slot, proc, startedAt: Date.now(), state: "starting", ready, exited: proc.exited.then(() => {}) };
+    const w: Worker = { slot, proc, startedAt: Date.now(), state: "starting", replacement, ready, exited: proc.exited.then(() => {}) };
     workers.add(w);
     void fireState("after_fork");
     const timer = setTimeout(() => {
@@ -93,7 +97,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
       const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${code}`;
       if (w.state === "starting") fail(new Error(`worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`));
       if (stopping || !started || w.state === "retiring") return;
-      if (w.state === "starting" && restarting) return; // a failed replacement: the restart reports it
+      if (w.state === "starting" && w.replacement) return;
       void fireState("on_child_crush");
       const quick = Date.now() - w.startedAt < HEALTHY_AFTER_MS;
       const n = quick ? (failures.get(slot) ?? 0) + 1 : 0;
@@ -137,7 +141,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
     let replaced = 0;
     for (const w of old) {
       if (stopping) break;
-      const fresh = spawn(w.slot);
+      const fresh = spawn(w.slot, true);
       try {
         await fresh.ready;
       } catch (err) {
@@ -159,6 +163,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   const stop = async (signal: string): Promise<void> => {
     if (++stops > 1) {
       for (const w of workers) w.proc.kill("SIGKILL");
+      hub.stop();
       flushAccessLog();
       process.exit(130);
     }
@@ -177,6 +182,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   process.on("SIGUSR1", () => void hotRestart().catch((err) => logException("hot restart failed", err)));
 
   await fireState("pre_start");
+  removeStaleBusSockets();
   hub.start();
   // The first worker binds (with `-p 0`, picks the port); the others and every replacement reuse it.
   const first = spawn(0);
@@ -201,6 +207,32 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
   for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, cluster pub/sub)`);
   await fireState("on_start");
+}
+
+/** Bus sockets left in the temp folder by masters that were killed (SIGKILL cannot clean up). */
+function removeStaleBusSockets(): void {
+  try {
+    for (const name of readdirSync(tmpdir())) {
+      const pid = Number(BUS_SOCKET.exec(name)?.[1]);
+      if (!pid || pid === process.pid || alive(pid)) continue;
+      try {
+        unlinkSync(join(tmpdir(), name));
+      } catch {
+        // someone else's, or gone already
+      }
+    }
+  } catch {
+    // an unreadable temp folder is not ours to fix
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 /** A worker could not start when the cluster started: the CLI exits with code 2. */

@@ -41,8 +41,8 @@ const nativeSubs = new Map<string, Set<NativeTopics>>();
 /** native channels published to since the last outgoing-limit check (see `checkOutgoing`) */
 let toCheck = new Set<string>();
 let checkQueued = false;
-/** each listening server with its own (unwrapped) `publish` */
-const servers = new Map<Server<unknown>, (topic: string, data: Message) => number>();
+/** each listening server with its own (unwrapped) `publish`, and whether a Bun-native app runs on it */
+const servers = new Map<Server<unknown>, { own: (topic: string, data: Message) => number; bunApp: boolean }>();
 /** the process's own subscriptions (`Iodine.subscribe`), by key */
 const processSubs = new Map<string, Subscription>();
 
@@ -68,9 +68,9 @@ const keyOf = (channel: string, o: SubscribeOptions | undefined) => (isPattern(o
  * Makes `server.publish` an iodine publish (SPEC §3: a Bun-native app's publish reaches every
  * subscriber), keeping Bun's own for the native fan-out.
  */
-export function attachServer(server: Server<unknown>): void {
+export function attachServer(server: Server<unknown>, bunApp: boolean): void {
   const own = server.publish.bind(server) as (topic: string, data: Message) => number;
-  servers.set(server, own);
+  servers.set(server, { own, bunApp });
   Object.defineProperty(server, "publish", {
     configurable: true,
     value: (topic: string, data: Message | ArrayBuffer) => (publish(topic, toMessage(data)) ? 1 : 0),
@@ -95,8 +95,11 @@ export function publish(channel: string, message: Message): boolean {
 /** Delivers to this process's subscribers only: a local publish, or one that came from another process. */
 export function deliverLocal(channel: string, message: Message): void {
   const natives = nativeSubs.get(channel);
-  // A Bun-native app's own sockets (`ws.subscribe`) are not in nativeSubs: ask Bun about them.
-  for (const [server, own] of servers) if (natives !== undefined || server.subscriberCount(channel) > 0) own(channel, message);
+  // A Bun-native app's own sockets (`ws.subscribe`) are not in nativeSubs: ask Bun about them
+  // (only where such an app runs: the call is native and shows in a publish-heavy profile).
+  for (const [server, { own, bunApp }] of servers) {
+    if (natives !== undefined || (bunApp && server.subscriberCount(channel) > 0)) own(channel, message);
+  }
   if (natives !== undefined) watchOutgoing(channel);
   const subs = exact.get(channel);
   if (subs !== undefined) for (const s of subs) safely(s, channel, message);
