@@ -16,11 +16,10 @@
 //        worker `from` publishes at a fixed rate, each message stamped; socket `to` takes the delay
 //        of each message on arrival → {received, expected, p50Us, p99Us, …}
 //
-// The sockets are raw TCP (Bun.connect) with a small WebSocket frame walker: a WebSocket object runs
-// one JS event per message, and on a 2-core machine the client, not the cluster, would set the pace.
+// The sockets are raw TCP (Bun.connect, see bench/client-lib.ts) with a small WebSocket frame walker.
 import type { Socket } from "bun";
+import { afterHead, connectPeer, failHandlers, headerByte, PONG, RawPeer, serveCommands, upgradeRequest } from "./client-lib.ts";
 
-const HOST = "127.0.0.1";
 const MAX_ATTEMPTS = 64;
 const OPEN_TIMEOUT_MS = 5_000;
 /** how long without a delivery before the missing messages count as dropped */
@@ -30,22 +29,15 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const HASH = 0x23; // '#': a counted message
 const AT = 0x40; // '@': a timestamped message
-const PONG = new Uint8Array([0x8a, 0x80, 0, 0, 0, 0]); // empty masked pong
 
 /** The wall clock shared by every process on this machine (timeOrigin + now agree to a few µs), in µs. */
 const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
 
-class Peer {
-  socket: Socket<Peer> | undefined;
+class Peer extends RawPeer<Peer> {
   pid = 0;
-  head = "";
-  ready = false;
   closed = false;
-  onReady: ((ok: boolean) => void) | undefined;
   texts: { prefix: string; resolve: (text: string) => void }[] = [];
-  // frame walker state: partial header, partial payload
-  hdr = new Uint8Array(10);
-  hlen = 0;
+  // frame walker state (besides the partial header): partial payload
   opcode = 0;
   part = new Uint8Array(256);
   partLen = 0;
@@ -144,17 +136,9 @@ function walk(p: Peer, buf: Uint8Array, from: number): void {
         continue;
       }
     }
-    const h = p.hdr;
-    h[p.hlen++] = buf[i++]!;
-    if (p.hlen < 2) continue;
-    const l7 = h[1]! & 0x7f;
-    const need = l7 < 126 ? 2 : l7 === 126 ? 4 : 10;
-    if (p.hlen < need) continue;
-    let l = l7;
-    if (l7 === 126) l = (h[2]! << 8) | h[3]!;
-    else if (l7 === 127) l = Number(new DataView(h.buffer).getBigUint64(2));
-    p.hlen = 0;
-    p.opcode = h[0]! & 0x0f;
+    const l = headerByte(p, buf[i++]!);
+    if (l < 0) continue;
+    p.opcode = p.hdr[0]! & 0x0f;
     if (l === 0) {
       onFrame(p, p.opcode, p.part, 0, 0);
       continue;
@@ -168,60 +152,25 @@ function walk(p: Peer, buf: Uint8Array, from: number): void {
 const handlers = {
   open(socket: Socket<Peer>) {
     socket.data.socket = socket;
-    socket.write(
-      `GET /ws HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    );
+    socket.write(upgradeRequest("/ws"));
   },
   data(socket: Socket<Peer>, buf: Buffer) {
     const p = socket.data;
     p.chunkAt = nowUs();
-    let from = 0;
-    if (!p.ready) {
-      p.head += buf.toString("latin1");
-      const end = p.head.indexOf("\r\n\r\n");
-      if (end < 0) return;
-      const ok = p.head.startsWith("HTTP/1.1 101");
-      from = buf.length - (p.head.length - end - 4);
-      p.head = "";
-      p.ready = true;
-      p.onReady?.(ok);
-      if (!ok) return void socket.end();
-    }
-    walk(p, buf, from);
+    const from = p.ready ? 0 : afterHead(p, buf, "HTTP/1.1 101");
+    if (from >= 0) walk(p, buf, from);
   },
   close(socket: Socket<Peer>) {
     socket.data.closed = true;
     socket.data.onReady?.(false);
   },
-  error(socket: Socket<Peer>) {
-    socket.data.onReady?.(false);
-  },
-  connectError(socket: Socket<Peer>) {
-    socket.data.onReady?.(false);
-  },
+  ...failHandlers<Peer>(),
 };
 
 async function openOne(port: number): Promise<Peer | undefined> {
   const p = new Peer();
-  const ready = new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => resolve(false), OPEN_TIMEOUT_MS);
-    p.onReady = (ok) => {
-      clearTimeout(timer);
-      p.onReady = undefined;
-      resolve(ok);
-    };
-  });
   const pid = p.next("pid ", OPEN_TIMEOUT_MS).catch(() => "");
-  try {
-    await Bun.connect({ hostname: HOST, port, data: p, socket: handlers });
-  } catch {
-    return undefined;
-  }
-  if (!(await ready)) {
-    p.socket?.terminate();
-    return undefined;
-  }
+  if (!(await connectPeer(p, port, handlers, OPEN_TIMEOUT_MS))) return undefined;
   p.pid = Number((await pid).slice(4));
   return p.pid > 0 ? p : undefined;
 }
@@ -366,33 +315,15 @@ type Command =
   | { seq: number; op: "burst"; from: 0 | 1; to: 0 | 1; total: number; batch: number; size: number }
   | { seq: number; op: "rate"; from: 0 | 1; to: 0 | 1; perSecond: number; ms: number; size: number };
 
-async function handle(line: string): Promise<void> {
-  const cmd = JSON.parse(line) as Command;
-  let out: object;
-  try {
-    if (cmd.op === "connect") out = await connect(cmd.port, cmd.workers);
-    else if (cmd.op === "burst") out = await burst(cmd);
-    else if (cmd.op === "rate") out = await rate(cmd);
-    else throw new Error(`unknown op ${(cmd as { op: unknown }).op}`);
-  } catch (err) {
-    out = { error: String(err instanceof Error ? err.message : err) };
-  }
-  process.stdout.write(JSON.stringify({ seq: cmd.seq, ...out }) + "\n");
+async function run(cmd: Command): Promise<object> {
+  if (cmd.op === "connect") return connect(cmd.port, cmd.workers);
+  if (cmd.op === "burst") return burst(cmd);
+  if (cmd.op === "rate") return rate(cmd);
+  throw new Error(`unknown op ${(cmd as { op: unknown }).op}`);
 }
 
 // Commands run one after another; stdin closing means the parent is done or gone.
-let queue = Promise.resolve();
-let rest = "";
-const stdinDecoder = new TextDecoder();
-for await (const chunk of Bun.stdin.stream()) {
-  rest += stdinDecoder.decode(chunk, { stream: true });
-  let nl: number;
-  while ((nl = rest.indexOf("\n")) >= 0) {
-    const line = rest.slice(0, nl);
-    rest = rest.slice(nl + 1);
-    if (line.trim()) queue = queue.then(() => handle(line));
-  }
-}
-await queue;
+const { finished } = await serveCommands(run, "message");
+await finished;
 for (const p of peers ?? []) p.socket?.terminate();
 process.exit(0);

@@ -25,34 +25,38 @@
 // command in rotating order; the score is the median round, ratios compare medians.
 // CPU: from /proc (user + system ticks) per process, because steal time on a shared VM moves
 // msg/s and req/s far more than it moves the CPU spent per message or request.
-import { mkdirSync, writeFileSync } from "node:fs";
-import { availableParallelism, cpus, loadavg, release } from "node:os";
-import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { join } from "node:path";
 import type { Subprocess } from "bun";
 import {
-  aptInstall,
+  assertAlive,
   childPids,
   cpuMicros,
   cpuSeconds,
   cpuTicks,
-  Drain,
-  findTool,
+  ensureWrk,
+  fmtRatio,
   fmtRps,
-  indent,
+  inRounds,
+  iodineCmd,
+  LoadClient,
+  machineFacts,
   median,
+  notesText,
+  parseFlags,
   positive,
+  printMachine,
+  ROOT,
+  runBench,
   runWrk,
+  spread,
   startServer,
-  stopOnSignals,
   stopServer,
-  versionLine,
+  writeResults,
+  wrkNote,
   type Server,
   type WrkResult,
 } from "./lib.ts";
 
-const ROOT = resolve(import.meta.dir, "..");
-const RESULTS = join(import.meta.dir, "results", "cluster.json");
 const THREADS = 2;
 const CONNECTIONS = 200;
 const LATENCY_RATE = 10_000;
@@ -65,26 +69,11 @@ type Section = (typeof SECTIONS)[number];
 
 // --- options ---
 
-const { values: flags } = parseArgs({
-  options: {
-    rounds: { type: "string" },
-    seconds: { type: "string" },
-    "latency-rounds": { type: "string" },
-    "latency-seconds": { type: "string" },
-    "http-rounds": { type: "string" },
-    duration: { type: "string" },
-    size: { type: "string" },
-    only: { type: "string" },
-    help: { type: "boolean", short: "h" },
-  },
-});
-if (flags.help) {
-  console.log(
-    "usage: bun bench/cluster.ts [--only throughput,latency,http] [--rounds N (5)] [--seconds PER_BURST (1.5)]\n" +
-      "       [--latency-rounds N (3)] [--latency-seconds S (2.5)] [--http-rounds N (5)] [--duration WRK_SECONDS (3)] [--size BYTES (64)]",
-  );
-  process.exit(0);
-}
+const flags = parseFlags(
+  "usage: bun bench/cluster.ts [--only throughput,latency,http] [--rounds N (5)] [--seconds PER_BURST (1.5)]\n" +
+    "       [--latency-rounds N (3)] [--latency-seconds S (2.5)] [--http-rounds N (5)] [--duration WRK_SECONDS (3)] [--size BYTES (64)]",
+  ["rounds", "seconds", "latency-rounds", "latency-seconds", "http-rounds", "duration", "size", "only"],
+);
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
 const burstSeconds = positive(flags.seconds ?? "1.5", "seconds", false);
 const latencyRounds = positive(flags["latency-rounds"] ?? "3", "latency-rounds", true);
@@ -107,94 +96,15 @@ const warmupSeconds = Math.min(2, duration);
 const servers: Server[] = [];
 const clients: LoadClient[] = [];
 let wrk: Subprocess | undefined;
-let cleaning: Promise<void> | undefined;
-let interrupted = false;
 let signalled = false;
 
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    wrk?.kill("SIGKILL");
-    await Promise.all(clients.map((c) => c.stop()));
-    // Ctrl-C reaches the whole process group: the servers are stopping already, and a second
-    // signal would make an iodine master exit at once, leaving its bus socket file behind.
-    if (signalled) await Promise.race([Promise.all(servers.map((s) => s.proc.exited)), Bun.sleep(3000)]);
-    await Promise.all(servers.map((s) => stopServer(s)));
-  })();
-  return cleaning;
-}
-
-stopOnSignals("servers and clients", cleanup, () => (interrupted = signalled = true));
-const deadline = setTimeout(() => {
-  interrupted = true;
-  console.error(`\nbench: still running after ${DEADLINE_MS / 1000} s, giving up`);
-  cleanup().finally(() => process.exit(1));
-}, DEADLINE_MS);
-
-// --- the load client process ---
-
-/** bench/cluster-client.ts in its own process, one JSON line per command and per answer. */
-class LoadClient {
-  readonly proc: Subprocess<"pipe", "pipe", "pipe">;
-  readonly stderr: Drain;
-  readonly lines: Promise<void>;
-  #seq = 0;
-  #waiting = new Map<number, (answer: Record<string, unknown>) => void>();
-
-  constructor() {
-    this.proc = Bun.spawn([process.execPath, join(import.meta.dir, "cluster-client.ts")], {
-      cwd: ROOT,
-      stdin: "pipe",
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    this.stderr = new Drain(this.proc.stderr);
-    this.lines = this.#read();
-  }
-
-  async #read(): Promise<void> {
-    const decoder = new TextDecoder();
-    let rest = "";
-    try {
-      for await (const chunk of this.proc.stdout) {
-        rest += decoder.decode(chunk, { stream: true });
-        let nl: number;
-        while ((nl = rest.indexOf("\n")) >= 0) {
-          const answer = JSON.parse(rest.slice(0, nl)) as Record<string, unknown>;
-          rest = rest.slice(nl + 1);
-          this.#waiting.get(answer.seq as number)?.(answer);
-          this.#waiting.delete(answer.seq as number);
-        }
-      }
-    } catch {
-      // killed mid-read
-    }
-  }
-
-  async send<T>(cmd: Record<string, unknown>): Promise<T> {
-    const seq = ++this.#seq;
-    const answer = new Promise<Record<string, unknown>>((resolve) => this.#waiting.set(seq, resolve));
-    this.proc.stdin.write(JSON.stringify({ seq, ...cmd }) + "\n");
-    this.proc.stdin.flush();
-    const out = await Promise.race([answer, this.proc.exited.then((code) => ({ exited: code }))]);
-    if ("exited" in out) throw new Error(`load client exited with code ${out.exited}\n${indent(this.stderr.tail)}`);
-    if ("error" in out) throw new Error(`load client: ${out.error}`);
-    delete out.seq;
-    return out as T;
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) {
-      try {
-        this.proc.stdin.end();
-      } catch {
-        // already closed
-      }
-      const late = Bun.sleep(2000).then(() => "late" as const);
-      if ((await Promise.race([this.proc.exited, late])) === "late") this.proc.kill("SIGKILL");
-      await this.proc.exited;
-    }
-    await Promise.all([this.lines, this.stderr.done]);
-  }
+async function cleanup(): Promise<void> {
+  wrk?.kill("SIGKILL");
+  await Promise.all(clients.map((c) => c.stop()));
+  // Ctrl-C reaches the whole process group: the servers are stopping already, and a second
+  // signal would make an iodine master exit at once, leaving its bus socket file behind.
+  if (signalled) await Promise.race([Promise.all(servers.map((s) => s.proc.exited)), Bun.sleep(3000)]);
+  await Promise.all(servers.map((s) => stopServer(s)));
 }
 
 // --- pub/sub: types ---
@@ -279,27 +189,9 @@ interface Target {
 type HttpRun = WrkResult & { cpuMicrosPerRequest: number; cpuShares: number[] };
 
 async function main(): Promise<void> {
-  const facts = {
-    cores: availableParallelism(),
-    cpu: cpus()[0]?.model.trim() ?? "unknown",
-    kernel: release(),
-    bun: Bun.version,
-    date: new Date().toISOString(),
-    loadAvg1m: loadavg()[0] ?? 0,
-    wrk: "",
-  };
-  if (wants("http")) {
-    if (!findTool("wrk")) {
-      console.error("bench: wrk not found; installing it (apt-get install -y wrk)");
-      if (!(await aptInstall("wrk")) || !findTool("wrk")) throw new Error("wrk is missing and could not be installed");
-    }
-    facts.wrk = await versionLine(["wrk", "-v"]);
-  }
-  console.log(`machine: ${facts.cores} cores (${facts.cpu}), Linux ${facts.kernel}`);
-  console.log(`bun ${facts.bun}${facts.wrk ? `, ${facts.wrk}` : ""}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
-  if (facts.loadAvg1m > 0.5) {
-    console.log(`!! load average ${facts.loadAvg1m.toFixed(2)} before start: something else is busy, expect noise`);
-  }
+  const facts = { ...machineFacts(), wrk: "" };
+  if (wants("http")) facts.wrk = await ensureWrk();
+  printMachine(facts, `bun ${facts.bun}${facts.wrk ? `, ${facts.wrk}` : ""}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
   console.log("");
 
   let rigs: Record<"w2" | "w1", Rig> | undefined;
@@ -338,7 +230,7 @@ async function main(): Promise<void> {
       );
     }
     const t = throughput.ratios;
-    console.log(`${"".padEnd(20)}cross ÷ same worker ${fmt2(t.crossOverLocal)}   same worker ÷ -w 1 ${fmt2(t.localOverSingle)}   cross ÷ -w 1 ${fmt2(t.crossOverSingle)}`);
+    console.log(`${"".padEnd(20)}cross ÷ same worker ${fmtRatio(t.crossOverLocal)}   same worker ÷ -w 1 ${fmtRatio(t.localOverSingle)}   cross ÷ -w 1 ${fmtRatio(t.crossOverSingle)}`);
     console.log(`${"".padEnd(20)}target cross-worker ≥ ${fmtRps(TARGET.crossMsgPerSecond)} msg/s to one subscriber: ${throughput.verdict}`);
     console.log("");
   }
@@ -360,14 +252,13 @@ async function main(): Promise<void> {
       console.log(`${ROLE_LABEL[r.role].padEnd(20)}${fmtRps(r.median).padStart(13)}   ${`${fmtRps(r.min)}–${fmtRps(r.max)}`.padEnd(21)}${r.cpu.toFixed(1).padStart(11)}   ${r.shares.map((s) => `${(s * 100).toFixed(0)} %`).join(" / ")}`);
     }
     const h = http.ratios;
-    console.log(`${"".padEnd(20)}-w 2 ÷ 2× raw reusePort ${fmt2(h.w2OverRaw)} (target ≥ ${TARGET.w2OverRaw}: ${http.verdict})   -w 2 ÷ -w 1 ${fmt2(h.w2OverW1)}`);
-    console.log(`${"".padEnd(20)}CPU per request (> 1: -w 2 cheaper): raw ÷ -w 2 ${fmt2(h.cpuRawOverW2)}   -w 1 ÷ -w 2 ${fmt2(h.cpuW1OverW2)}`);
+    console.log(`${"".padEnd(20)}-w 2 ÷ 2× raw reusePort ${fmtRatio(h.w2OverRaw)} (target ≥ ${TARGET.w2OverRaw}: ${http.verdict})   -w 2 ÷ -w 1 ${fmtRatio(h.w2OverW1)}`);
+    console.log(`${"".padEnd(20)}CPU per request (> 1: -w 2 cheaper): raw ÷ -w 2 ${fmtRatio(h.cpuRawOverW2)}   -w 1 ÷ -w 2 ${fmtRatio(h.cpuW1OverW2)}`);
     console.log("");
   }
   console.log("msg/s: N deliveries ÷ (command → last delivery at the client). ns CPU per message: each process's CPU");
   console.log("(/proc, 10 ms ticks) ÷ messages delivered. work split: each serving process's share of the CPU.");
 
-  mkdirSync(join(import.meta.dir, "results"), { recursive: true });
   const settings = {
     messageBytes: size,
     burst: { rounds, targetSeconds: burstSeconds, publishesPerTurn: BATCH },
@@ -375,18 +266,17 @@ async function main(): Promise<void> {
     http: { threads: THREADS, connections: CONNECTIONS, durationSeconds: duration, rounds: httpRounds, warmupSeconds },
   };
   const processes = rigs && { w2: { master: rigs.w2.master, ...rigs.w2.connected }, w1: rigs.w1.connected };
-  writeFileSync(RESULTS, JSON.stringify({ machine: facts, settings, targets: TARGET, processes, throughput, latency, http }, null, 2) + "\n");
-  console.log(`\nresults: ${RESULTS.slice(ROOT.length + 1)}`);
+  console.log(`\nresults: ${writeResults("cluster", { machine: facts, settings, targets: TARGET, processes, throughput, latency, http })}`);
 }
 
 // --- pub/sub ---
 
 /** `iodine -w N bench/cluster-app.ts` and a load client holding two sockets on it. */
 async function startRig(workers: 1 | 2): Promise<Rig> {
-  const cmd = [process.execPath, "--max-http-header-size=32768", "cli.ts", "-p", "0", "-b", "127.0.0.1", "-w", String(workers), "bench/cluster-app.ts"];
+  const cmd = iodineCmd("-w", String(workers), "bench/cluster-app.ts");
   const server = await startServer(`iodine -w ${workers} (bench/cluster-app.ts)`, cmd, { cwd: ROOT });
   servers.push(server);
-  const client = new LoadClient();
+  const client = new LoadClient("cluster-client.ts");
   clients.push(client);
   const connected = await client.send<Connected>({ op: "connect", port: server.port, workers });
   const kids = childPids(server.proc.pid);
@@ -405,9 +295,6 @@ function route(rigs: Record<"w2" | "w1", Rig>, mode: Mode, round: number): { rig
   return { rig: rigs.w2, from: a, to: mode === "cross" ? ((1 - a) as 0 | 1) : a };
 }
 
-/** The order of the modes in round `round`: rotating, so no mode always runs first. */
-const orderOf = (round: number): Mode[] => MODES.map((_, i) => MODES[(i + round) % MODES.length]!);
-
 /** CPU ticks of one process without its children. */
 function ownTicks(pid: number): number {
   return cpuTicks(pid) - childPids(pid).reduce((sum, kid) => sum + cpuTicks(kid), 0);
@@ -420,7 +307,7 @@ function snapshot(r: Rig): number[] {
 
 async function burst(rigs: Record<"w2" | "w1", Rig>, mode: Mode, round: number, n: number): Promise<BurstRun> {
   const { rig, from, to } = route(rigs, mode, round);
-  alive(rig.server);
+  assertAlive(rig.server);
   const before = snapshot(rig);
   const r = await rig.client.send<BurstAnswer>({ op: "burst", from, to, total: n, batch: BATCH, size });
   const after = snapshot(rig);
@@ -447,28 +334,23 @@ async function measureThroughput(rigs: Record<"w2" | "w1", Rig>): Promise<BurstR
   for (const mode of MODES) {
     const r = await burst(rigs, mode, 0, 200_000);
     slowest = Math.min(slowest, r.rate);
-    console.log(`  throughput   warm-up  ${MODE_LABEL[mode].padEnd(13)} ${fmtRps(r.rate).padStart(11)} msg/s${burstNote(r)}`);
+    console.log(`  throughput   warm-up  ${MODE_LABEL[mode].padEnd(13)} ${fmtRps(r.rate).padStart(11)} msg/s${deliveryNote(r)}`);
   }
   const n = Math.min(3_000_000, Math.max(100_000, Math.round((slowest * burstSeconds) / 10_000) * 10_000));
-  const runs: BurstRun[] = [];
-  for (let round = 0; round < rounds; round++) {
-    for (const mode of orderOf(round)) {
-      const r = await burst(rigs, mode, round, n);
-      runs.push(r);
-      const cpu = r.cpuNsPerMessage;
-      const parts = [`pub ${ns(cpu.publisher)}`, ...(cpu.master === null ? [] : [`master ${ns(cpu.master)}`]), ...(cpu.subscriber === null ? [] : [`sub ${ns(cpu.subscriber)}`]), `client ${ns(cpu.client)}`];
-      console.log(
-        `  throughput   round ${round + 1}  ${MODE_LABEL[mode].padEnd(13)} ${fmtRps(r.rate).padStart(11)} msg/s  ${fmtRps(n)} in ${r.seconds.toFixed(2)} s (publishing ${(r.publishMs / 1000).toFixed(2)} s)  ns CPU/msg: ${parts.join(", ")}${burstNote(r)}`,
-      );
-    }
-  }
-  return runs;
+  return inRounds(rounds, MODES, async (mode, round) => {
+    const r = await burst(rigs, mode, round, n);
+    const cpu = r.cpuNsPerMessage;
+    const parts = [`pub ${ns(cpu.publisher)}`, ...(cpu.master === null ? [] : [`master ${ns(cpu.master)}`]), ...(cpu.subscriber === null ? [] : [`sub ${ns(cpu.subscriber)}`]), `client ${ns(cpu.client)}`];
+    console.log(
+      `  throughput   round ${round + 1}  ${MODE_LABEL[mode].padEnd(13)} ${fmtRps(r.rate).padStart(11)} msg/s  ${fmtRps(n)} in ${r.seconds.toFixed(2)} s (publishing ${(r.publishMs / 1000).toFixed(2)} s)  ns CPU/msg: ${parts.join(", ")}${deliveryNote(r)}`,
+    );
+    return r;
+  });
 }
 
 function summarizeBursts(runs: BurstRun[]) {
   const rows = MODES.map((mode) => {
     const rs = runs.filter((r) => r.mode === mode);
-    const rates = rs.map((r) => r.rate);
     const med = (f: (s: CpuSplit) => number | null) => {
       const xs = rs.map((r) => f(r.cpuNsPerMessage)).filter((x): x is number => x !== null);
       return xs.length ? median(xs) : null;
@@ -476,9 +358,7 @@ function summarizeBursts(runs: BurstRun[]) {
     return {
       mode,
       messagesPerBurst: rs[0]?.expected ?? 0,
-      median: median(rates),
-      min: Math.min(...rates),
-      max: Math.max(...rates),
+      ...spread(rs.map((r) => r.rate)),
       cpuNsPerMessage: { publisher: med((s) => s.publisher)!, master: med((s) => s.master), subscriber: med((s) => s.subscriber), client: med((s) => s.client)! },
       incomplete: rs.filter((r) => !r.complete).length,
       rounds: rs,
@@ -500,7 +380,7 @@ function summarizeBursts(runs: BurstRun[]) {
 
 async function rateRun(rigs: Record<"w2" | "w1", Rig>, mode: Mode, round: number, seconds: number): Promise<RateRun> {
   const { rig, from, to } = route(rigs, mode, round);
-  alive(rig.server);
+  assertAlive(rig.server);
   const before = snapshot(rig);
   const r = await rig.client.send<RateAnswer>({ op: "rate", from, to, perSecond: LATENCY_RATE, ms: Math.round(seconds * 1000), size });
   const after = snapshot(rig);
@@ -517,23 +397,19 @@ async function rateRun(rigs: Record<"w2" | "w1", Rig>, mode: Mode, round: number
 async function measureLatency(rigs: Record<"w2" | "w1", Rig>): Promise<RateRun[]> {
   for (const mode of MODES) {
     const r = await rateRun(rigs, mode, 0, 1);
-    console.log(`  latency      warm-up  ${MODE_LABEL[mode].padEnd(13)} p50 ${us(r.p50Us)} µs, p99 ${us(r.p99Us)} µs${rateNote(r)}`);
+    console.log(`  latency      warm-up  ${MODE_LABEL[mode].padEnd(13)} p50 ${us(r.p50Us)} µs, p99 ${us(r.p99Us)} µs${deliveryNote(r)}`);
   }
-  const runs: RateRun[] = [];
-  for (let round = 0; round < latencyRounds; round++) {
-    for (const mode of orderOf(round)) {
-      const r = await rateRun(rigs, mode, round, latencySeconds);
-      runs.push(r);
-      const cpu = r.cpuSeconds;
-      const share = (s: number) => `${((s / r.seconds) * 100).toFixed(0)} %`;
-      const parts = [`pub ${share(cpu.publisher)}`, ...(cpu.master === null ? [] : [`master ${share(cpu.master)}`]), ...(cpu.subscriber === null ? [] : [`sub ${share(cpu.subscriber)}`])];
-      console.log(
-        `  latency      round ${round + 1}  ${MODE_LABEL[mode].padEnd(13)} p50 ${us(r.p50Us).padStart(5)}  p90 ${us(r.p90Us).padStart(5)}  p99 ${us(r.p99Us).padStart(5)}  p99.9 ${us(r.p999Us).padStart(6)}  max ${us(r.maxUs).padStart(6)} µs  ` +
-          `(publisher ≤ ${r.publisherLagMs.toFixed(1)} ms behind schedule; CPU ${parts.join(", ")})${rateNote(r)}`,
-      );
-    }
-  }
-  return runs;
+  return inRounds(latencyRounds, MODES, async (mode, round) => {
+    const r = await rateRun(rigs, mode, round, latencySeconds);
+    const cpu = r.cpuSeconds;
+    const share = (s: number) => `${((s / r.seconds) * 100).toFixed(0)} %`;
+    const parts = [`pub ${share(cpu.publisher)}`, ...(cpu.master === null ? [] : [`master ${share(cpu.master)}`]), ...(cpu.subscriber === null ? [] : [`sub ${share(cpu.subscriber)}`])];
+    console.log(
+      `  latency      round ${round + 1}  ${MODE_LABEL[mode].padEnd(13)} p50 ${us(r.p50Us).padStart(5)}  p90 ${us(r.p90Us).padStart(5)}  p99 ${us(r.p99Us).padStart(5)}  p99.9 ${us(r.p999Us).padStart(6)}  max ${us(r.maxUs).padStart(6)} µs  ` +
+        `(publisher ≤ ${r.publisherLagMs.toFixed(1)} ms behind schedule; CPU ${parts.join(", ")})${deliveryNote(r)}`,
+    );
+    return r;
+  });
 }
 
 function summarizeRates(runs: RateRun[]) {
@@ -559,8 +435,7 @@ function summarizeRates(runs: RateRun[]) {
 
 async function measureHttp(): Promise<Map<Role, HttpRun[]>> {
   const iodine = async (workers: number): Promise<Target> => {
-    const cmd = [process.execPath, "--max-http-header-size=32768", "cli.ts", "-p", "0", "-b", "127.0.0.1", "-w", String(workers), "examples/hello.ts"];
-    const s = await startServer(`iodine -w ${workers}`, cmd, { cwd: ROOT });
+    const s = await startServer(`iodine -w ${workers}`, iodineCmd("-w", String(workers), "examples/hello.ts"), { cwd: ROOT });
     servers.push(s);
     return {
       role: workers === 1 ? "w1" : "w2",
@@ -586,21 +461,18 @@ async function measureHttp(): Promise<Map<Role, HttpRun[]>> {
   console.log(`\nHTTP: wrk -t${THREADS} -c${CONNECTIONS} -d${duration}s, ${httpRounds} rounds, ${warmupSeconds} s warm-up per server`);
   const runs = new Map<Role, HttpRun[]>(targets.map((t) => [t.role, []]));
   for (const t of targets) await drive(t, warmupSeconds);
-  for (let round = 0; round < httpRounds; round++) {
-    const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
-    for (const t of order) {
-      const r = await drive(t, duration);
-      runs.get(t.role)!.push(r);
-      console.log(
-        `  http         round ${round + 1}  ${ROLE_LABEL[t.role].padEnd(17)} ${fmtRps(r.rps).padStart(9)} req/s  ${r.cpuMicrosPerRequest.toFixed(1).padStart(6)} µs CPU/req  split ${r.cpuShares.map((s) => `${(s * 100).toFixed(0)} %`).join(" / ")}${wrkNote(r)}`,
-      );
-    }
-  }
+  await inRounds(httpRounds, targets, async (t, round) => {
+    const r = await drive(t, duration);
+    runs.get(t.role)!.push(r);
+    console.log(
+      `  http         round ${round + 1}  ${ROLE_LABEL[t.role].padEnd(17)} ${fmtRps(r.rps).padStart(9)} req/s  ${r.cpuMicrosPerRequest.toFixed(1).padStart(6)} µs CPU/req  split ${r.cpuShares.map((s) => `${(s * 100).toFixed(0)} %`).join(" / ")}${wrkNote(r)}`,
+    );
+  });
   return runs;
 }
 
 async function drive(t: Target, seconds: number): Promise<HttpRun> {
-  for (const s of t.roots) alive(s);
+  for (const s of t.roots) assertAlive(s);
   const pids = t.servingPids();
   const total = () => t.roots.reduce((sum, s) => sum + cpuTicks(s.proc.pid), 0);
   const before = total();
@@ -614,9 +486,8 @@ async function drive(t: Target, seconds: number): Promise<HttpRun> {
 
 function summarizeHttp(runs: Map<Role, HttpRun[]>) {
   const rows = [...runs].map(([role, rs]) => {
-    const rps = rs.map((r) => r.rps);
     const shares = rs[0]?.cpuShares.map((_, i) => median(rs.map((r) => r.cpuShares[i] ?? 0))) ?? [];
-    return { role, median: median(rps), min: Math.min(...rps), max: Math.max(...rps), cpu: median(rs.map((r) => r.cpuMicrosPerRequest)), shares, rounds: rs };
+    return { role, ...spread(rs.map((r) => r.rps)), cpu: median(rs.map((r) => r.cpuMicrosPerRequest)), shares, rounds: rs };
   });
   const of = (role: Role) => rows.find((r) => r.role === role);
   const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined && b > 0 ? a / b : null);
@@ -631,45 +502,15 @@ function summarizeHttp(runs: Map<Role, HttpRun[]>) {
 
 // --- helpers ---
 
-function alive(s: Server): void {
-  const p = s.proc;
-  if (p.exitCode !== null || p.signalCode !== null) {
-    throw new Error(`${s.name} died (code ${p.exitCode ?? p.signalCode})\n${indent(s.stderr.tail.slice(-2000))}`);
-  }
-}
-
 const us = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : "—");
 const ns = (x: number | null) => (x === null ? "—" : x.toFixed(0));
-const fmt2 = (x: number | null) => (x === null ? "n/a" : x.toFixed(2));
 
-function burstNote(r: BurstRun): string {
+/** Messages that never arrived, a closed subscriber: what to say after a burst's or a latency run's line. */
+function deliveryNote(r: BurstAnswer | RateAnswer): string {
   const notes: string[] = [];
   if (!r.complete) notes.push(`${fmtRps(r.expected - r.received)} of ${fmtRps(r.expected)} never arrived`);
   if (r.closed) notes.push("the subscriber's socket was closed");
-  return notes.length ? `   !! ${notes.join("; ")}` : "";
+  return notesText(notes);
 }
 
-function rateNote(r: RateAnswer): string {
-  const notes: string[] = [];
-  if (!r.complete) notes.push(`${fmtRps(r.expected - r.received)} of ${fmtRps(r.expected)} never arrived`);
-  if (r.closed) notes.push("the subscriber's socket was closed");
-  return notes.length ? `   !! ${notes.join("; ")}` : "";
-}
-
-function wrkNote(r: WrkResult): string {
-  const notes: string[] = [];
-  const e = r.socketErrors;
-  if (e) notes.push(`socket errors: connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}`);
-  if (r.non2xx) notes.push(`${r.non2xx} non-2xx`);
-  return notes.length ? `   !! ${notes.join("; ")}` : "";
-}
-
-try {
-  await main();
-} catch (err) {
-  if (!interrupted) console.error(`bench: ${err instanceof Error ? err.message : err}`);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(deadline);
-  await cleanup();
-}
+await runBench(main, { cleanup, stopping: "servers and clients", deadlineMs: DEADLINE_MS, onSignal: () => (signalled = true) });

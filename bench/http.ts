@@ -9,49 +9,48 @@
 // rotates the order from round to round so warm-up and thermal drift do not favour one side.
 // The score is the median round; the ratios compare medians.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from "node:fs";
-import { availableParallelism, cpus, loadavg, release, tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Subprocess } from "bun";
 import {
   aptInstall,
+  assertAlive,
+  cpuMicros,
+  cpuTicks,
+  ensureWrk,
   findTool,
+  fmtRatio,
   fmtRps,
   freePort,
   indent,
+  inRounds,
+  iodineCmd,
+  machineFacts,
   median,
+  parseFlags,
   positive,
-  stopOnSignals,
-  cpuMicros,
-  cpuTicks,
+  printMachine,
+  ROOT,
+  runBench,
   runWrk,
+  spread,
   startServer,
   stopServer,
   versionLine,
   waitReachable,
+  writeResults,
+  wrkNote,
   type Server,
+  type Spread,
   type WrkResult,
 } from "./lib.ts";
 
-const ROOT = resolve(import.meta.dir, "..");
-const RESULTS = join(import.meta.dir, "results", "http.json");
 const THREADS = 2;
 const CONNECTIONS = 200;
 
 // --- options ---
 
-const { values: flags } = parseArgs({
-  options: {
-    duration: { type: "string" },
-    rounds: { type: "string" },
-    only: { type: "string" },
-    help: { type: "boolean", short: "h" },
-  },
-});
-if (flags.help) {
-  console.log("usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,static-1k,static-1m]");
-  process.exit(0);
-}
+const flags = parseFlags("usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,static-1k,static-1m]", ["duration", "rounds", "only"]);
 const duration = positive(flags.duration ?? process.env.BENCH_DURATION ?? "5", "duration", true);
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
 // A short unscored run per server first: JIT warm-up would otherwise land in round 1 only.
@@ -62,19 +61,12 @@ const warmupSeconds = Math.min(2, duration);
 const children: Server[] = [];
 let wrk: Subprocess | undefined;
 let tmp: string | undefined;
-let cleaning: Promise<void> | undefined;
-let interrupted = false;
 
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    wrk?.kill("SIGKILL");
-    await Promise.all(children.map((s) => stopServer(s)));
-    if (tmp) rmSync(tmp, { recursive: true, force: true });
-  })();
-  return cleaning;
+async function cleanup(): Promise<void> {
+  wrk?.kill("SIGKILL");
+  await Promise.all(children.map((s) => stopServer(s)));
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
 }
-
-stopOnSignals("servers", cleanup, () => (interrupted = true));
 
 // --- scenarios ---
 
@@ -93,33 +85,18 @@ interface Scenario {
 /** One wrk run and the CPU the server spent on it. */
 type Run = WrkResult & { cpuMicrosPerRequest: number };
 
-interface Row {
+interface Row extends Spread {
   role: Role;
   rounds: Run[];
-  median: number;
-  min: number;
-  max: number;
   /** median µs of server CPU per request */
   cpu: number;
 }
 
 async function main(): Promise<void> {
-  const facts = {
-    cores: availableParallelism(),
-    cpu: cpus()[0]?.model.trim() ?? "unknown",
-    kernel: release(),
-    bun: Bun.version,
-    date: new Date().toISOString(),
-    loadAvg1m: loadavg()[0] ?? 0,
-    wrk: "",
-    nginx: "",
-  };
+  const facts = { ...machineFacts(), wrk: "", nginx: "" };
 
   // --- tools ---
-  if (!findTool("wrk")) {
-    console.error("bench: wrk not found; installing it (apt-get install -y wrk)");
-    if (!(await aptInstall("wrk")) || !findTool("wrk")) throw new Error("wrk is missing and could not be installed");
-  }
+  facts.wrk = await ensureWrk();
   let nginx = findTool("nginx");
   if (!nginx) {
     console.error("bench: nginx not found; installing nginx-light");
@@ -128,16 +105,13 @@ async function main(): Promise<void> {
   if (!nginx) {
     console.error("\n!!!!! bench: NGINX COULD NOT BE INSTALLED — the nginx baselines are SKIPPED !!!!!\n");
   }
-  facts.wrk = await versionLine(["wrk", "-v"]);
   if (nginx) facts.nginx = await versionLine([nginx, "-v"]);
 
-  console.log(`machine: ${facts.cores} cores (${facts.cpu}), Linux ${facts.kernel}`);
-  console.log(`bun ${facts.bun}, ${facts.wrk || "wrk"}${facts.nginx ? `, ${facts.nginx}` : ""}`);
-  console.log(`date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
-  // wrk and the server already fill every core; anything else running skews the ratios.
-  if (facts.loadAvg1m > 0.5) {
-    console.log(`!! load average ${facts.loadAvg1m.toFixed(2)} before start: something else is busy, expect noise`);
-  }
+  printMachine(
+    facts,
+    `bun ${facts.bun}, ${facts.wrk || "wrk"}${facts.nginx ? `, ${facts.nginx}` : ""}`,
+    `date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`,
+  );
   console.log(`wrk -t${THREADS} -c${CONNECTIONS} -d${duration}s, ${rounds} rounds, ${warmupSeconds} s warm-up per server\n`);
 
   // --- files: random bytes, so no server can win by compressing ---
@@ -157,7 +131,7 @@ async function main(): Promise<void> {
   const only = flags.only?.split(",").map((s) => s.trim());
   const wants = (id: string) => !only || only.includes(id);
   const iodine = (name: string, args: string[], stderrFile?: string) =>
-    start(name, [process.execPath, "--max-http-header-size=32768", "cli.ts", "-p", "0", "-b", "127.0.0.1", ...args], stderrFile);
+    start(name, iodineCmd(...args), stderrFile);
   const hello = new TextEncoder().encode("Hello World!");
   const scenarios: Scenario[] = [];
 
@@ -199,20 +173,16 @@ async function main(): Promise<void> {
     const runs = new Map<Role, Run[]>(roles.map((r) => [r, []]));
     for (const role of roles) await drive(sc.servers[role]!, sc.path, warmupSeconds);
     if (sc.id === "log") await assertLogging(sc.servers.iodine!);
-    for (let round = 0; round < rounds; round++) {
-      const order = roles.map((_, i) => roles[(i + round) % roles.length]!);
-      for (const role of order) {
-        const r = await drive(sc.servers[role]!, sc.path, duration);
-        runs.get(role)!.push(r);
-        console.log(`  ${sc.name.padEnd(12)} round ${round + 1}  ${LABEL[role].padEnd(14)} ${fmtRps(r.rps).padStart(9)} req/s  ${r.cpuMicrosPerRequest.toFixed(1).padStart(6)} µs CPU/req${errorNote(r)}`);
-      }
-    }
+    await inRounds(rounds, roles, async (role, round) => {
+      const r = await drive(sc.servers[role]!, sc.path, duration);
+      runs.get(role)!.push(r);
+      console.log(`  ${sc.name.padEnd(12)} round ${round + 1}  ${LABEL[role].padEnd(14)} ${fmtRps(r.rps).padStart(9)} req/s  ${r.cpuMicrosPerRequest.toFixed(1).padStart(6)} µs CPU/req${wrkNote(r)}`);
+    });
     results.push({
       scenario: sc,
       rows: roles.map((role) => {
         const rs = runs.get(role)!;
-        const rps = rs.map((r) => r.rps);
-        return { role, rounds: rs, median: median(rps), min: Math.min(...rps), max: Math.max(...rps), cpu: median(rs.map((r) => r.cpuMicrosPerRequest)) };
+        return { role, rounds: rs, ...spread(rs.map((r) => r.rps)), cpu: median(rs.map((r) => r.cpuMicrosPerRequest)) };
       }),
     });
   }
@@ -255,10 +225,8 @@ async function main(): Promise<void> {
     console.log("");
   }
 
-  mkdirSync(join(import.meta.dir, "results"), { recursive: true });
   const settings = { threads: THREADS, connections: CONNECTIONS, durationSeconds: duration, rounds, warmupSeconds };
-  writeFileSync(RESULTS, JSON.stringify({ machine: facts, settings, scenarios: report }, null, 2) + "\n");
-  console.log(`results: ${RESULTS.slice(ROOT.length + 1)}`);
+  console.log(`results: ${writeResults("http", { machine: facts, settings, scenarios: report })}`);
 }
 
 // --- helpers ---
@@ -324,33 +292,11 @@ async function assertLogging(s: Server): Promise<void> {
 }
 
 async function drive(s: Server, path: string, seconds: number): Promise<Run> {
-  if (s.proc.exitCode !== null || s.proc.signalCode !== null) {
-    throw new Error(`${s.name} died (code ${s.proc.exitCode ?? s.proc.signalCode})\n${indent(s.stderr.tail.slice(-2000))}`);
-  }
+  assertAlive(s);
   const before = cpuTicks(s.proc.pid);
   const r = await runWrk(s.url + path, { threads: THREADS, connections: CONNECTIONS, seconds }, (p) => (wrk = p));
   wrk = undefined;
   return { ...r, cpuMicrosPerRequest: cpuMicros(cpuTicks(s.proc.pid) - before, r.requests) };
 }
 
-function errorNote(r: WrkResult): string {
-  const notes: string[] = [];
-  const e = r.socketErrors;
-  if (e) notes.push(`socket errors: connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}`);
-  if (r.non2xx) notes.push(`${r.non2xx} non-2xx`);
-  return notes.length ? `   !! ${notes.join("; ")}` : "";
-}
-
-function fmtRatio(x: number | null): string {
-  return x === null ? "n/a" : x.toFixed(2);
-}
-
-try {
-  await main();
-} catch (err) {
-  // after an interrupt the error is only the killed wrk or server; the signal line said enough
-  if (!interrupted) console.error(`bench: ${err instanceof Error ? err.message : err}`);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
+await runBench(main, { cleanup, stopping: "servers" });

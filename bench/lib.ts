@@ -1,7 +1,14 @@
-// Helpers for bench/http.ts: tools on PATH, server processes, wrk runs and their numbers.
-// Kept apart so http.ts reads as the plan of the benchmark, not its plumbing.
-import { readFileSync } from "node:fs";
+// Helpers for the benches (bench/http.ts, bench/pubsub.ts, bench/cluster.ts): tools on PATH, server
+// and load-client processes, wrk runs, the run's frame (flags, signals, results) and its numbers.
+// Kept apart so each bench reads as the plan of the benchmark, not its plumbing.
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism, cpus, loadavg, release } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
+
+/** The checkout the benches run in: servers and load clients start here, so `cli.ts` and `examples/` resolve. */
+export const ROOT = resolve(import.meta.dir, "..");
 
 // --- tools ---
 
@@ -36,6 +43,15 @@ export async function versionLine(cmd: string[]): Promise<string> {
   } catch {
     return "";
   }
+}
+
+/** wrk on PATH (installed with apt-get when it is missing), and the line it gives for its version. */
+export async function ensureWrk(): Promise<string> {
+  if (!findTool("wrk")) {
+    console.error("bench: wrk not found; installing it (apt-get install -y wrk)");
+    if (!(await aptInstall("wrk")) || !findTool("wrk")) throw new Error("wrk is missing and could not be installed");
+  }
+  return versionLine(["wrk", "-v"]);
 }
 
 /** A port nobody uses right now, for servers (nginx) that cannot be told to pick port 0. */
@@ -173,6 +189,19 @@ export async function startServer(
   return server(Number(outcome[1]));
 }
 
+/** The iodine CLI on a port of its choosing on 127.0.0.1, with the header limit it would otherwise relaunch itself for. */
+export function iodineCmd(...args: string[]): string[] {
+  return [process.execPath, "--max-http-header-size=32768", "cli.ts", "-p", "0", "-b", "127.0.0.1", ...args];
+}
+
+/** Throws, with the end of its stderr, if the server is gone. */
+export function assertAlive(s: Server): void {
+  const p = s.proc;
+  if (p.exitCode !== null || p.signalCode !== null) {
+    throw new Error(`${s.name} died (code ${p.exitCode ?? p.signalCode})\n${indent(s.stderr.tail.slice(-2000))}`);
+  }
+}
+
 /** Polls until the server answers on `path` (nginx forks and binds after it starts). */
 export async function waitReachable(s: Server, path: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -208,6 +237,82 @@ export function indent(text: string): string {
     .split("\n")
     .map((l) => "    " + l)
     .join("\n");
+}
+
+// --- load-client processes ---
+
+/**
+ * A load client (bench/pubsub-client.ts, bench/cluster-client.ts) in its own process: one JSON line
+ * per command on its stdin, one per answer on its stdout, matched by `seq`. `name`, if given, starts
+ * its error messages.
+ */
+export class LoadClient {
+  readonly proc: Subprocess<"pipe", "pipe", "pipe">;
+  readonly stderr: Drain;
+  readonly lines: Promise<void>;
+  readonly #prefix: string;
+  #seq = 0;
+  #waiting = new Map<number, (answer: Record<string, unknown>) => void>();
+
+  /** `script`: the client's file in bench/. */
+  constructor(script: string, name?: string) {
+    this.#prefix = name === undefined ? "" : `${name}: `;
+    this.proc = Bun.spawn([process.execPath, join(import.meta.dir, script)], {
+      cwd: ROOT,
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    this.stderr = new Drain(this.proc.stderr);
+    this.lines = this.#read();
+  }
+
+  async #read(): Promise<void> {
+    const decoder = new TextDecoder();
+    let rest = "";
+    try {
+      for await (const chunk of this.proc.stdout) {
+        rest += decoder.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = rest.indexOf("\n")) >= 0) {
+          const answer = JSON.parse(rest.slice(0, nl)) as Record<string, unknown>;
+          rest = rest.slice(nl + 1);
+          this.#waiting.get(answer.seq as number)?.(answer);
+          this.#waiting.delete(answer.seq as number);
+        }
+      }
+    } catch {
+      // killed mid-read
+    }
+  }
+
+  /** Sends a command and waits for its answer (without its `seq`); an `error` answer or an exit throws. */
+  async send<T>(cmd: Record<string, unknown>): Promise<T> {
+    const seq = ++this.#seq;
+    const answer = new Promise<Record<string, unknown>>((resolve) => this.#waiting.set(seq, resolve));
+    this.proc.stdin.write(JSON.stringify({ seq, ...cmd }) + "\n");
+    this.proc.stdin.flush();
+    const out = await Promise.race([answer, this.proc.exited.then((code) => ({ exited: code }))]);
+    if ("exited" in out) throw new Error(`${this.#prefix}load client exited with code ${out.exited}\n${indent(this.stderr.tail)}`);
+    if ("error" in out) throw new Error(`${this.#prefix}load client: ${out.error}`);
+    delete out.seq;
+    return out as T;
+  }
+
+  /** Closes its stdin (the client then exits), SIGKILL if it is still there after 2 s. */
+  async stop(): Promise<void> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+      try {
+        this.proc.stdin.end();
+      } catch {
+        // already closed
+      }
+      const late = Bun.sleep(2000).then(() => "late" as const);
+      if ((await Promise.race([this.proc.exited, late])) === "late") this.proc.kill("SIGKILL");
+      await this.proc.exited;
+    }
+    await Promise.all([this.lines, this.stderr.done]);
+  }
 }
 
 // --- wrk ---
@@ -253,6 +358,15 @@ export function parseWrk(out: string): WrkResult {
       : null,
     non2xx: Number(out.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0),
   };
+}
+
+/** Socket errors and non-2xx answers of a wrk run, to end its line; "" when there were none. */
+export function wrkNote(r: WrkResult): string {
+  const notes: string[] = [];
+  const e = r.socketErrors;
+  if (e) notes.push(`socket errors: connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}`);
+  if (r.non2xx) notes.push(`${r.non2xx} non-2xx`);
+  return notesText(notes);
 }
 
 // --- CPU ---
@@ -313,7 +427,18 @@ function readProc(path: string): string | undefined {
   }
 }
 
-// --- command line and interrupts ---
+// --- command line, interrupts and results ---
+
+/** The string flags `names` (and -h/--help, which prints `usage` and exits); unknown flags throw. */
+export function parseFlags<N extends string>(usage: string, names: readonly N[]): Partial<Record<N, string>> {
+  const options = Object.fromEntries(names.map((n) => [n, { type: "string" as const }]));
+  const { values } = parseArgs({ options: { ...options, help: { type: "boolean", short: "h" } } });
+  if (values.help) {
+    console.log(usage);
+    process.exit(0);
+  }
+  return values as Partial<Record<N, string>>;
+}
 
 /** A positive number from a flag (an integer when asked); anything else ends the run with exit 2. */
 export function positive(text: string, what: string, integer: boolean): number {
@@ -325,7 +450,7 @@ export function positive(text: string, what: string, integer: boolean): number {
   return n;
 }
 
-/** On SIGINT/SIGTERM/SIGHUP: say so, run `cleanup` once, exit 130. `onSignal` marks the run interrupted. */
+/** On SIGINT/SIGTERM/SIGHUP: say so, run `cleanup`, exit 130. `onSignal` marks the run interrupted. */
 export function stopOnSignals(what: string, cleanup: () => Promise<void>, onSignal: () => void): void {
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     process.on(signal, () => {
@@ -336,13 +461,111 @@ export function stopOnSignals(what: string, cleanup: () => Promise<void>, onSign
   }
 }
 
-// --- numbers ---
+/**
+ * Runs a bench's `main` and then, once, its `cleanup`, which also runs on SIGINT/SIGTERM/SIGHUP (exit
+ * 130; `onSignal` is told first) and past `deadlineMs` (exit 1). An error is said, exit code 1.
+ */
+export async function runBench(
+  main: () => Promise<void>,
+  o: { cleanup: () => Promise<void>; stopping: string; deadlineMs?: number; onSignal?: () => void },
+): Promise<void> {
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () => (cleaning ??= o.cleanup());
+  let interrupted = false;
+  stopOnSignals(o.stopping, cleanup, () => {
+    interrupted = true;
+    o.onSignal?.();
+  });
+  const deadlineMs = o.deadlineMs;
+  const deadline =
+    deadlineMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          interrupted = true;
+          console.error(`\nbench: still running after ${deadlineMs / 1000} s, giving up`);
+          cleanup().finally(() => process.exit(1));
+        }, deadlineMs);
+  try {
+    await main();
+  } catch (err) {
+    // after an interrupt the error is only the killed wrk, server or client; the signal line said enough
+    if (!interrupted) console.error(`bench: ${err instanceof Error ? err.message : err}`);
+    process.exitCode = 1;
+  } finally {
+    clearTimeout(deadline);
+    await cleanup();
+  }
+}
+
+/** Writes `data` to bench/results/NAME.json; its path from ROOT, for the report's last line. */
+export function writeResults(name: string, data: unknown): string {
+  const dir = join(import.meta.dir, "results");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${name}.json`);
+  writeFileSync(file, JSON.stringify(data, null, 2) + "\n");
+  return file.slice(ROOT.length + 1);
+}
+
+// --- the machine ---
+
+/** What a result depends on besides the code, taken before the run starts. */
+export function machineFacts() {
+  return {
+    cores: availableParallelism(),
+    cpu: cpus()[0]?.model.trim() ?? "unknown",
+    kernel: release(),
+    bun: Bun.version,
+    date: new Date().toISOString(),
+    loadAvg1m: loadavg()[0] ?? 0,
+  };
+}
+
+/** The `machine:` line, then `lines` (tools, date), then a warning if something else is busy. */
+export function printMachine(f: ReturnType<typeof machineFacts>, ...lines: string[]): void {
+  console.log(`machine: ${f.cores} cores (${f.cpu}), Linux ${f.kernel}`);
+  for (const line of lines) console.log(line);
+  // the bench already fills every core; anything else running skews the ratios
+  if (f.loadAvg1m > 0.5) {
+    console.log(`!! load average ${f.loadAvg1m.toFixed(2)} before start: something else is busy, expect noise`);
+  }
+}
+
+// --- rounds and numbers ---
+
+/**
+ * `count` rounds, each running every one of `sides` in an order that rotates from round to round,
+ * so warm-up and drift favour none; the runs in the order they ran.
+ */
+export async function inRounds<S, R>(count: number, sides: readonly S[], run: (side: S, round: number) => Promise<R>): Promise<R[]> {
+  const runs: R[] = [];
+  for (let round = 0; round < count; round++) {
+    for (let i = 0; i < sides.length; i++) runs.push(await run(sides[(i + round) % sides.length]!, round));
+  }
+  return runs;
+}
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
+
+/** The median of a set of rounds and the range around it. */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+export function spread(xs: number[]): Spread {
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+}
+
+/** `   !! a; b` to end a result line, or "" when there is nothing to say. */
+export const notesText = (notes: string[]) => (notes.length ? `   !! ${notes.join("; ")}` : "");
+
+/** `1.23`, or `n/a` for a ratio that has no value. */
+export const fmtRatio = (x: number | null) => (x === null ? "n/a" : x.toFixed(2));
 
 /** `12,345` — req/s to the unit is plenty; decimals would pretend to a precision wrk lacks. */
 export const fmtRps = (n: number) => Math.round(n).toLocaleString("en-US");

@@ -1,11 +1,18 @@
 // The raw Bun.serve baseline for bench/pubsub.ts: every WebSocket subscribes to "bench" in `open`,
 // and a burst is `server.publish` in a tight loop. Same endpoints as bench/pubsub-server.ts:
-//   POST /burst?n=N&size=S, GET /stats, POST /gc. Prints `listening on http://127.0.0.1:PORT`.
+//   POST /burst?n=N&size=S, GET /stats, POST /gc (bench/pubsub-routes.ts). Prints
+//   `listening on http://127.0.0.1:PORT`.
 //
 // Its WebSocket settings are iodine's defaults (idle ping 40 s, 16 MiB back-pressure limit that
 // closes the socket, 250 KiB messages), so the comparison is of the publish path, not of limits.
+import { control } from "./pubsub-routes.ts";
+
 const CHANNEL = "bench";
 let ws = 0;
+
+function burst(n: number, message: string): void {
+  for (let i = 0; i < n; i++) server.publish(CHANNEL, message);
+}
 
 const server = Bun.serve({
   hostname: "127.0.0.1",
@@ -15,23 +22,7 @@ const server = Bun.serve({
     if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
       return server.upgrade(req) ? undefined : new Response("upgrade failed", { status: 400 });
     }
-    const url = new URL(req.url);
-    switch (url.pathname) {
-      case "/burst": {
-        const n = Number(url.searchParams.get("n") ?? 1);
-        const message = "x".repeat(Number(url.searchParams.get("size") ?? 64));
-        const t0 = performance.now();
-        for (let i = 0; i < n; i++) server.publish(CHANNEL, message);
-        return Response.json({ n, ms: performance.now() - t0 });
-      }
-      case "/stats":
-        return Response.json({ ws, sse: 0 });
-      case "/gc":
-        Bun.gc(true);
-        return new Response("ok");
-      default:
-        return new Response("not found", { status: 404 });
-    }
+    return control(new URL(req.url), burst, () => ({ ws, sse: 0 }));
   },
   websocket: {
     maxPayloadLength: 250 * 1024,

@@ -8,12 +8,11 @@
 //        POST /burst?n=N&size=64, then wait until every connection has its N messages; answers
 //        {received, expected, seconds (burst request → last delivery), ...}
 //
-// The sockets are raw TCP (Bun.connect) with a minimal WebSocket frame walker / SSE `data:` counter:
-// a WebSocket object would run one JS event per message, and the client, not the server, would
-// then set the pace on a 2-core machine.
+// The sockets are raw TCP (Bun.connect, see bench/client-lib.ts) with a minimal WebSocket frame
+// walker / SSE `data:` counter.
 import type { Socket } from "bun";
+import { afterHead, connectPeer, failHandlers, headerByte, HOST, PONG, RawPeer, serveCommands, upgradeRequest } from "./client-lib.ts";
 
-const HOST = "127.0.0.1";
 const BATCH = 500;
 const OPEN_TIMEOUT_MS = 10_000;
 /** after the burst answered, how long without a byte before the missing messages count as dropped */
@@ -22,23 +21,17 @@ const BURST_TIMEOUT_MS = 60_000;
 
 type Kind = "ws" | "sse";
 
-class Peer {
+class Peer extends RawPeer<Peer> {
   readonly kind: Kind;
-  socket: Socket<Peer> | undefined;
-  /** before the 101 / 200 head has arrived */
-  head = "";
-  ready = false;
-  onReady: ((ok: boolean) => void) | undefined;
   /** messages since the last burst started */
   count = 0;
-  // WebSocket frame walker: payload bytes still to skip, partial header
+  // WebSocket frame walker (besides the partial header): payload bytes still to skip
   skip = 0;
-  hdr = new Uint8Array(10);
-  hlen = 0;
   // SSE: how much of "data:" the previous chunk ended with
   partial = 0;
 
   constructor(kind: Kind) {
+    super();
     this.kind = kind;
   }
 }
@@ -51,7 +44,6 @@ let lastByteAt = 0;
 let expectedSize = 0;
 let waiting: { expected: number; resolve: (at: number) => void } | undefined;
 
-const PONG = new Uint8Array([0x8a, 0x80, 0, 0, 0, 0]); // empty masked pong
 const DATA = Buffer.from("data:");
 
 function onMessage(p: Peer, size: number): void {
@@ -78,17 +70,9 @@ function walkFrames(p: Peer, buf: Uint8Array, from: number): void {
       i += 2;
       continue;
     }
-    const h = p.hdr;
-    h[p.hlen++] = buf[i++]!;
-    if (p.hlen < 2) continue;
-    const l7 = h[1]! & 0x7f;
-    const need = l7 < 126 ? 2 : l7 === 126 ? 4 : 10;
-    if (p.hlen < need) continue;
-    let l = l7;
-    if (l7 === 126) l = (h[2]! << 8) | h[3]!;
-    else if (l7 === 127) l = Number(new DataView(h.buffer).getBigUint64(2));
-    p.hlen = 0;
-    frame(p, h[0]! & 0x0f, l);
+    const l = headerByte(p, buf[i++]!);
+    if (l < 0) continue;
+    frame(p, p.hdr[0]! & 0x0f, l);
     p.skip = l;
   }
 }
@@ -134,28 +118,13 @@ const handlers = {
   open(socket: Socket<Peer>) {
     const p = socket.data;
     p.socket = socket;
-    socket.write(
-      p.kind === "ws"
-        ? `GET / HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        : `GET /sse HTTP/1.1\r\nHost: ${HOST}\r\nAccept: text/event-stream\r\n\r\n`,
-    );
+    socket.write(p.kind === "ws" ? upgradeRequest("/") : `GET /sse HTTP/1.1\r\nHost: ${HOST}\r\nAccept: text/event-stream\r\n\r\n`);
   },
   data(socket: Socket<Peer>, buf: Buffer) {
     const p = socket.data;
     lastByteAt = performance.now();
-    let from = 0;
-    if (!p.ready) {
-      p.head += buf.toString("latin1");
-      const end = p.head.indexOf("\r\n\r\n");
-      if (end < 0) return;
-      const ok = p.head.startsWith(p.kind === "ws" ? "HTTP/1.1 101" : "HTTP/1.1 200");
-      from = buf.length - (p.head.length - end - 4);
-      p.head = "";
-      p.ready = true;
-      p.onReady?.(ok);
-      if (!ok) return void socket.end();
-    }
+    const from = p.ready ? 0 : afterHead(p, buf, p.kind === "ws" ? "HTTP/1.1 101" : "HTTP/1.1 200");
+    if (from < 0) return;
     const before = received;
     if (p.kind === "ws") walkFrames(p, buf, from);
     else countEvents(p, buf, from);
@@ -170,33 +139,12 @@ const handlers = {
     if (peers[p.kind].delete(p) && p.ready) closedLive++;
     if (!p.ready) p.onReady?.(false);
   },
-  error(socket: Socket<Peer>) {
-    socket.data.onReady?.(false);
-  },
-  connectError(socket: Socket<Peer>) {
-    socket.data.onReady?.(false);
-  },
+  ...failHandlers<Peer>(),
 };
 
 async function openOne(kind: Kind, port: number): Promise<boolean> {
   const p = new Peer(kind);
-  const ready = new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => resolve(false), OPEN_TIMEOUT_MS);
-    p.onReady = (ok) => {
-      clearTimeout(timer);
-      p.onReady = undefined;
-      resolve(ok);
-    };
-  });
-  try {
-    await Bun.connect({ hostname: HOST, port, data: p, socket: handlers });
-  } catch {
-    return false;
-  }
-  if (!(await ready)) {
-    p.socket?.terminate();
-    return false;
-  }
+  if (!(await connectPeer(p, port, handlers, OPEN_TIMEOUT_MS))) return false;
   peers[kind].add(p);
   return true;
 }
@@ -270,29 +218,13 @@ async function burst(cmd: { n: number; size: number; port: number }) {
   };
 }
 
-async function handle(line: string): Promise<void> {
-  const cmd = JSON.parse(line) as { seq: number; op: string; n: number; size: number; port: number };
-  let out: unknown;
-  try {
-    if (cmd.op === "ws" || cmd.op === "sse") out = await resize(cmd.op, cmd.n, cmd.port);
-    else if (cmd.op === "burst") out = await burst(cmd);
-    else throw new Error(`unknown op ${cmd.op}`);
-  } catch (err) {
-    out = { error: String(err instanceof Error ? err.stack : err) };
-  }
-  process.stdout.write(JSON.stringify({ seq: cmd.seq, ...(out as object) }) + "\n");
+async function run(cmd: { seq: number; op: string; n: number; size: number; port: number }): Promise<object> {
+  if (cmd.op === "ws" || cmd.op === "sse") return resize(cmd.op, cmd.n, cmd.port);
+  if (cmd.op === "burst") return burst(cmd);
+  throw new Error(`unknown op ${cmd.op}`);
 }
 
-// Commands run one after another; stdin closing means the parent is done or gone.
-let queue = Promise.resolve();
-let rest = "";
-for await (const chunk of Bun.stdin.stream()) {
-  rest += new TextDecoder().decode(chunk);
-  let nl: number;
-  while ((nl = rest.indexOf("\n")) >= 0) {
-    const line = rest.slice(0, nl);
-    rest = rest.slice(nl + 1);
-    if (line.trim()) queue = queue.then(() => handle(line));
-  }
-}
+// Commands run one after another; stdin closing means the parent is done or gone (no waiting for a
+// command still running).
+await serveCommands(run, "stack");
 process.exit(0);

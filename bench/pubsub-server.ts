@@ -3,10 +3,9 @@
 //
 // Every WebSocket and every EventSource client subscribes to "bench" without a callback, so
 // WebSockets ride Bun's native topics and SSE streams go through iodine's JS registry.
-//   POST /burst?n=N&size=S   publishes N messages of S bytes in a tight loop, answers when done
-//   GET  /stats              {"ws": open WebSockets, "sse": open SSE streams}
-//   POST /gc                 a full garbage collection, before reading the process's RSS
+// Every other request: POST /burst, GET /stats, POST /gc (bench/pubsub-routes.ts).
 import { Iodine, type Connection, type Handler } from "iodine";
+import { control } from "./pubsub-routes.ts";
 
 const CHANNEL = "bench";
 let ws = 0;
@@ -27,25 +26,13 @@ const subscriber: Handler = {
   },
 };
 
+function burst(n: number, message: string): void {
+  for (let i = 0; i < n; i++) Iodine.publish(CHANNEL, message);
+}
+
 export default {
   fetch(req: Request): Response {
     if (Iodine.upgradeKind(req)) return Iodine.upgrade(req, subscriber);
-    const url = new URL(req.url);
-    switch (url.pathname) {
-      case "/burst": {
-        const n = Number(url.searchParams.get("n") ?? 1);
-        const message = "x".repeat(Number(url.searchParams.get("size") ?? 64));
-        const t0 = performance.now();
-        for (let i = 0; i < n; i++) Iodine.publish(CHANNEL, message);
-        return Response.json({ n, ms: performance.now() - t0 });
-      }
-      case "/stats":
-        return Response.json({ ws, sse });
-      case "/gc":
-        Bun.gc(true);
-        return new Response("ok");
-      default:
-        return new Response("not found", { status: 404 });
-    }
+    return control(new URL(req.url), burst, () => ({ ws, sse }));
   },
 };

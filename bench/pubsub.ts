@@ -16,30 +16,34 @@
 //
 // Phases: memory (RSS with 0, then 10,000 idle subscribed WebSockets, fresh servers) → WebSocket
 // fan-out to 10,000, then 1,000 subscribers → SSE fan-out to 1,000 streams (iodine only).
-import { mkdirSync, writeFileSync } from "node:fs";
-import { availableParallelism, cpus, loadavg, release } from "node:os";
-import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
-import type { Subprocess } from "bun";
+import { join } from "node:path";
 import {
+  assertAlive,
   childPids,
   cpuTicks,
   cpuSeconds,
-  positive,
-  stopOnSignals,
-  Drain,
   fmtRps,
-  indent,
+  inRounds,
+  iodineCmd,
+  LoadClient,
+  machineFacts,
   median,
+  notesText,
   openFilesLimit,
+  parseFlags,
+  positive,
+  printMachine,
+  ROOT,
   rssBytes,
+  runBench,
+  spread,
   startServer,
   stopServer,
+  writeResults,
   type Server,
+  type Spread,
 } from "./lib.ts";
 
-const ROOT = resolve(import.meta.dir, "..");
-const RESULTS = join(import.meta.dir, "results", "pubsub.json");
 const WS_COUNTS = [1_000, 10_000] as const;
 const SSE_COUNT = 1_000;
 const MEMORY_COUNT = 10_000;
@@ -48,18 +52,7 @@ const DEADLINE_MS = 285_000;
 
 // --- options ---
 
-const { values: flags } = parseArgs({
-  options: {
-    rounds: { type: "string" },
-    size: { type: "string" },
-    seconds: { type: "string" },
-    help: { type: "boolean", short: "h" },
-  },
-});
-if (flags.help) {
-  console.log("usage: bun bench/pubsub.ts [--rounds N (5)] [--size BYTES (64)] [--seconds PER_BURST (2)]");
-  process.exit(0);
-}
+const flags = parseFlags("usage: bun bench/pubsub.ts [--rounds N (5)] [--size BYTES (64)] [--seconds PER_BURST (2)]", ["rounds", "size", "seconds"]);
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
 const size = positive(flags.size ?? "64", "size", true);
 const targetSeconds = positive(flags.seconds ?? "2", "seconds", false);
@@ -68,25 +61,13 @@ const targetSeconds = positive(flags.seconds ?? "2", "seconds", false);
 
 const servers: Server[] = [];
 const clients: LoadClient[] = [];
-let cleaning: Promise<void> | undefined;
-let interrupted = false;
 
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    await Promise.all(clients.map((c) => c.stop()));
-    await Promise.all(servers.map((s) => stopServer(s)));
-  })();
-  return cleaning;
+async function cleanup(): Promise<void> {
+  await Promise.all(clients.map((c) => c.stop()));
+  await Promise.all(servers.map((s) => stopServer(s)));
 }
 
-stopOnSignals("servers and clients", cleanup, () => (interrupted = true));
-const deadline = setTimeout(() => {
-  interrupted = true;
-  console.error(`\nbench: still running after ${DEADLINE_MS / 1000} s, giving up`);
-  cleanup().finally(() => process.exit(1));
-}, DEADLINE_MS);
-
-// --- the load client process ---
+// --- what the load client (bench/pubsub-client.ts) answers ---
 
 interface BurstResult {
   expected: number;
@@ -99,70 +80,6 @@ interface BurstResult {
   badSize: number;
   closedDuring: number;
   clientCpuSeconds: number;
-}
-
-/** bench/pubsub-client.ts in its own process, one JSON line per command and per answer. */
-class LoadClient {
-  readonly proc: Subprocess<"pipe", "pipe", "pipe">;
-  readonly stderr: Drain;
-  readonly lines: Promise<void>;
-  #seq = 0;
-  #waiting = new Map<number, (answer: Record<string, unknown>) => void>();
-
-  constructor(readonly name: string) {
-    this.proc = Bun.spawn([process.execPath, join(import.meta.dir, "pubsub-client.ts")], {
-      cwd: ROOT,
-      stdin: "pipe",
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    this.stderr = new Drain(this.proc.stderr);
-    this.lines = this.#read();
-  }
-
-  async #read(): Promise<void> {
-    const decoder = new TextDecoder();
-    let rest = "";
-    try {
-      for await (const chunk of this.proc.stdout) {
-        rest += decoder.decode(chunk, { stream: true });
-        let nl: number;
-        while ((nl = rest.indexOf("\n")) >= 0) {
-          const answer = JSON.parse(rest.slice(0, nl)) as Record<string, unknown>;
-          rest = rest.slice(nl + 1);
-          this.#waiting.get(answer.seq as number)?.(answer);
-          this.#waiting.delete(answer.seq as number);
-        }
-      }
-    } catch {
-      // killed mid-read
-    }
-  }
-
-  async send<T>(cmd: Record<string, unknown>): Promise<T> {
-    const seq = ++this.#seq;
-    const answer = new Promise<Record<string, unknown>>((resolve) => this.#waiting.set(seq, resolve));
-    this.proc.stdin.write(JSON.stringify({ seq, ...cmd }) + "\n");
-    this.proc.stdin.flush();
-    const out = await Promise.race([answer, this.proc.exited.then((code) => ({ exited: code }))]);
-    if ("exited" in out) throw new Error(`${this.name}: load client exited with code ${out.exited}\n${indent(this.stderr.tail)}`);
-    if ("error" in out) throw new Error(`${this.name}: load client: ${out.error}`);
-    return out as T;
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) {
-      try {
-        this.proc.stdin.end();
-      } catch {
-        // already closed
-      }
-      const late = Bun.sleep(2000).then(() => "late" as const);
-      if ((await Promise.race([this.proc.exited, late])) === "late") this.proc.kill("SIGKILL");
-      await this.proc.exited;
-    }
-    await Promise.all([this.lines, this.stderr.done]);
-  }
 }
 
 // --- one side of the comparison: a server and its load client ---
@@ -181,12 +98,9 @@ interface Side {
 /** One burst, with the server's CPU spent on it. */
 type Run = BurstResult & { rate: number; serverCpuNsPerMessage: number; clientCpuShare: number };
 
-interface Row {
+interface Row extends Spread {
   role: Role;
   rounds: Run[];
-  median: number;
-  min: number;
-  max: number;
   serverCpuNsPerMessage: number;
   clientCpuShare: number;
 }
@@ -201,20 +115,8 @@ interface Scenario {
 }
 
 async function main(): Promise<void> {
-  const facts = {
-    cores: availableParallelism(),
-    cpu: cpus()[0]?.model.trim() ?? "unknown",
-    kernel: release(),
-    bun: Bun.version,
-    date: new Date().toISOString(),
-    loadAvg1m: loadavg()[0] ?? 0,
-    openFiles: { bench: openFilesLimit(process.pid), iodine: "", raw: "", client: "" },
-  };
-  console.log(`machine: ${facts.cores} cores (${facts.cpu}), Linux ${facts.kernel}`);
-  console.log(`bun ${facts.bun}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
-  if (facts.loadAvg1m > 0.5) {
-    console.log(`!! load average ${facts.loadAvg1m.toFixed(2)} before start: something else is busy, expect noise`);
-  }
+  const facts = { ...machineFacts(), openFiles: { bench: openFilesLimit(process.pid), iodine: "", raw: "", client: "" } };
+  printMachine(facts, `bun ${facts.bun}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
   console.log(`${size}-byte text messages, ${rounds} rounds, bursts sized for ~${targetSeconds} s\n`);
 
   // --- processes ---
@@ -222,13 +124,13 @@ async function main(): Promise<void> {
   for (const role of ["iodine", "raw"] as const) {
     const cmd =
       role === "iodine"
-        ? [process.execPath, "--max-http-header-size=32768", "cli.ts", "-p", "0", "-b", "127.0.0.1", "bench/pubsub-server.ts"]
+        ? iodineCmd("bench/pubsub-server.ts")
         : [process.execPath, join(import.meta.dir, "pubsub-baseline.ts")];
     const server = await startServer(LABEL[role], cmd, { cwd: ROOT });
     servers.push(server);
     const kids = childPids(server.proc.pid);
     if (kids.length > 1) throw new Error(`${LABEL[role]}: ${kids.length} child processes; RSS and CPU would be of the wrong one`);
-    const client = new LoadClient(`${role} client`);
+    const client = new LoadClient("pubsub-client.ts", `${role} client`);
     clients.push(client);
     sides.push({ role, server, pid: kids[0] ?? server.proc.pid, client });
   }
@@ -264,16 +166,20 @@ async function main(): Promise<void> {
   await resize(iodine, "sse", 0);
 
   // --- report ---
+  /** iodine's and raw's `key` in a scenario, or null if one of them did not run it */
+  const both = (sc: Scenario, key: "median" | "serverCpuNsPerMessage") => {
+    const io = sc.rows.find((r) => r.role === "iodine")?.[key];
+    const rw = sc.rows.find((r) => r.role === "raw")?.[key];
+    return io !== undefined && rw !== undefined ? { io, rw } : null;
+  };
   const ratioOf = (sc: Scenario) => {
-    const io = sc.rows.find((r) => r.role === "iodine")?.median;
-    const rw = sc.rows.find((r) => r.role === "raw")?.median;
-    return io !== undefined && rw !== undefined ? io / rw : null;
+    const m = both(sc, "median");
+    return m && m.io / m.rw;
   };
   // CPU per message moves far less with steal time than msg/s does (> 1: iodine is cheaper)
   const cpuRatioOf = (sc: Scenario) => {
-    const io = sc.rows.find((r) => r.role === "iodine")?.serverCpuNsPerMessage;
-    const rw = sc.rows.find((r) => r.role === "raw")?.serverCpuNsPerMessage;
-    return io !== undefined && rw !== undefined ? rw / io : null;
+    const c = both(sc, "serverCpuNsPerMessage");
+    return c && c.rw / c.io;
   };
   console.log("");
   console.log(`${"scenario".padEnd(16)}${"server".padEnd(15)}${"msgs/burst".padStart(10)}${"median msg/s".padStart(14)}   ${"min–max".padEnd(23)}${"server ns/msg".padStart(13)}${"client CPU".padStart(12)}`);
@@ -302,7 +208,6 @@ async function main(): Promise<void> {
   console.log("msg/s: K × N deliveries ÷ (burst request → last delivery at the client). server ns/msg: CPU of the");
   console.log("server process per delivered message. client CPU: the load client's CPU ÷ wall time (100 % = one core).");
 
-  mkdirSync(join(import.meta.dir, "results"), { recursive: true });
   const settings = { rounds, messageBytes: size, targetSecondsPerBurst: targetSeconds, wsSubscribers: WS_COUNTS, sseSubscribers: SSE_COUNT };
   const report = scenarios.map((sc) => ({
     scenario: sc.name,
@@ -314,8 +219,7 @@ async function main(): Promise<void> {
     iodineOverRaw: ratioOf(sc),
     cpuRawOverIodine: cpuRatioOf(sc),
   }));
-  writeFileSync(RESULTS, JSON.stringify({ machine: facts, settings, scenarios: report, memory }, null, 2) + "\n");
-  console.log(`\nresults: ${RESULTS.slice(ROOT.length + 1)}`);
+  console.log(`\nresults: ${writeResults("pubsub", { machine: facts, settings, scenarios: report, memory })}`);
 }
 
 // --- steps ---
@@ -332,25 +236,19 @@ async function measure(id: string, name: string, kind: "ws" | "sse", k: number, 
   }
   const n = Math.min(100_000, Math.max(1, Math.round((fastest * targetSeconds) / k)));
   const runs = new Map<Role, Run[]>(sides.map((s) => [s.role, []]));
-  for (let round = 0; round < rounds; round++) {
-    const order = sides.map((_, i) => sides[(i + round) % sides.length]!);
-    for (const side of order) {
-      const r = await burst(side, n);
-      runs.get(side.role)!.push(r);
-      console.log(
-        `  ${name.padEnd(14)} round ${round + 1}  ${LABEL[side.role].padEnd(14)} ${fmtRps(r.rate).padStart(11)} msg/s  ${r.seconds.toFixed(2)} s  ${r.serverCpuNsPerMessage.toFixed(0).padStart(5)} ns CPU/msg${runNote(r)}`,
-      );
-    }
-  }
+  await inRounds(rounds, sides, async (side, round) => {
+    const r = await burst(side, n);
+    runs.get(side.role)!.push(r);
+    console.log(
+      `  ${name.padEnd(14)} round ${round + 1}  ${LABEL[side.role].padEnd(14)} ${fmtRps(r.rate).padStart(11)} msg/s  ${r.seconds.toFixed(2)} s  ${r.serverCpuNsPerMessage.toFixed(0).padStart(5)} ns CPU/msg${runNote(r)}`,
+    );
+  });
   const rows = sides.map((side): Row => {
     const rs = runs.get(side.role)!;
-    const rates = rs.map((r) => r.rate);
     return {
       role: side.role,
       rounds: rs,
-      median: median(rates),
-      min: Math.min(...rates),
-      max: Math.max(...rates),
+      ...spread(rs.map((r) => r.rate)),
       serverCpuNsPerMessage: median(rs.map((r) => r.serverCpuNsPerMessage)),
       clientCpuShare: median(rs.map((r) => r.clientCpuShare)),
     };
@@ -359,7 +257,7 @@ async function measure(id: string, name: string, kind: "ws" | "sse", k: number, 
 }
 
 async function burst(side: Side, n: number): Promise<Run> {
-  alive(side);
+  assertAlive(side.server);
   const before = cpuTicks(side.pid);
   const r = await side.client.send<BurstResult>({ op: "burst", n, size, port: side.server.port });
   const ticks = cpuTicks(side.pid) - before;
@@ -374,7 +272,7 @@ async function burst(side: Side, n: number): Promise<Run> {
 
 /** Grows or shrinks a client's connections to k and waits until the server counts the same. */
 async function resize(side: Side, kind: "ws" | "sse", k: number): Promise<{ ms: number }> {
-  alive(side);
+  assertAlive(side.server);
   const r = await side.client.send<{ live: number; failed: number; ms: number }>({ op: kind, n: k, port: side.server.port });
   if (r.live !== k) throw new Error(`${LABEL[side.role]}: only ${r.live} of ${k} ${kind} connections opened (${r.failed} failed)`);
   const deadline = Date.now() + 15_000;
@@ -393,13 +291,6 @@ async function settledRss(side: Side): Promise<number> {
   return rssBytes(side.pid);
 }
 
-function alive(side: Side): void {
-  const p = side.server.proc;
-  if (p.exitCode !== null || p.signalCode !== null) {
-    throw new Error(`${side.server.name} died (code ${p.exitCode ?? p.signalCode})\n${indent(side.server.stderr.tail.slice(-2000))}`);
-  }
-}
-
 // --- formatting ---
 
 const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
@@ -410,7 +301,7 @@ function runNote(r: Run): string {
   if (r.closedDuring) notes.push(`${r.closedDuring} connections closed`);
   if (r.badSize) notes.push(`${r.badSize} messages of the wrong size`);
   if (r.perConnection.min !== r.perConnection.max) notes.push(`per connection ${r.perConnection.min}–${r.perConnection.max}`);
-  return notes.length ? `   !! ${notes.join("; ")}` : "";
+  return notesText(notes);
 }
 
 function dropNote(r: Row): string {
@@ -418,12 +309,4 @@ function dropNote(r: Row): string {
   return bad ? `   !! ${bad} round(s) incomplete` : "";
 }
 
-try {
-  await main();
-} catch (err) {
-  if (!interrupted) console.error(`bench: ${err instanceof Error ? err.message : err}`);
-  process.exitCode = 1;
-} finally {
-  clearTimeout(deadline);
-  await cleanup();
-}
+await runBench(main, { cleanup, stopping: "servers and clients", deadlineMs: DEADLINE_MS });
