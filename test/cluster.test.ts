@@ -509,6 +509,21 @@ describe("a worker's bus link (in this process, against a hub written with the b
       links[1]!.socket.write(w.take());
       await waitUntil(() => got.length > 0, 2000, "delivery");
       expect(got).toEqual(["link-test from the hub"]);
+      // Once the hub has said what the others want (then HELLO), nothing else leaves this process.
+      w.interest(true, "wanted", false);
+      w.interest(true, "room.*", true);
+      w.hello("hub");
+      links[1]!.socket.write(w.take());
+      await Bun.sleep(50);
+      for (const ch of ["unwanted", "wanted", "room.1", "roomy", "wanted"]) Iodine.publish(ch, ch);
+      w.interest(false, "wanted", false);
+      links[1]!.socket.write(w.take());
+      await Bun.sleep(50);
+      Iodine.publish("wanted", "after the unsubscribe");
+      Iodine.publish("room.2", "room.2");
+      await waitUntil(() => links[1]!.frames.length >= 7, 2000, "the wanted publishes");
+      await Bun.sleep(50);
+      expect(links[1]!.frames.slice(3)).toEqual(["pub wanted wanted", "pub room.1 room.1", "pub wanted wanted", "pub room.2 room.2"]);
     } finally {
       member.leave();
       Iodine.unsubscribe("link-test");

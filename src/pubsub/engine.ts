@@ -1,11 +1,13 @@
 // The cluster engine (the default, SPEC §5): pub/sub across the processes of one cluster over the
 // bus. Each worker (and thread) holds one link to the master's hub and tells it which channels and
 // patterns it wants; the hub forwards a publish only to the links that want it, byte for byte as
-// it came, and to the master's own subscribers. Every publisher's frames travel one FIFO link and
+// it came, and to the master's own subscribers. The hub in turn tells each worker which channels and
+// patterns the *other* processes want (SUB/UNSUB frames in the other direction, then a HELLO once
+// the first full picture is sent), so a publish nobody else wants never leaves its worker. Every publisher's frames travel one FIFO link and
 // the hub forwards in arrival order, so messages from one publisher on one channel stay in order.
 import { unlinkSync } from "node:fs";
 import type { Socket, UnixSocketListener } from "bun";
-import { BusError, FrameWriter, Link, messageOf, type FrameSink } from "../cluster/bus.ts";
+import { FrameWriter, Link, messageOf, type FrameSink } from "../cluster/bus.ts";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { deliverLocal, interests, setRemote } from "./index.ts";
@@ -25,15 +27,29 @@ export interface ClusterMember {
 export function joinCluster(path: string, name: string, onLinkLost: () => void, retryMs = 100): ClusterMember {
   let leaving = false;
   let everConnected = false;
+  // What the other processes want, as the hub says. Until its first full picture arrived (and
+  // while the link is down) every publish is forwarded: too much is safe, too little is not.
+  let knowsOthers = false;
+  const othersWant = new Set<string>();
+  const othersMatch = new Map<string, (channel: string) => boolean>();
+  const wanted = (channel: string): boolean => {
+    if (!knowsOthers || othersWant.has(channel)) return true;
+    if (othersMatch.size > 0) for (const test of othersMatch.values()) if (test(channel)) return true;
+    return false;
+  };
   const sink: FrameSink = {
     onPublish(channel, frame, at, binary) {
       deliverLocal(channel, messageOf(frame, at, binary));
     },
-    onInterest() {
-      throw new BusError("the hub sent a SUB frame");
+    onInterest(subscribe, key, pattern) {
+      if (pattern) {
+        if (subscribe) othersMatch.set(key, compileGlob(key));
+        else othersMatch.delete(key);
+      } else if (subscribe) othersWant.add(key);
+      else othersWant.delete(key);
     },
     onHello() {
-      throw new BusError("the hub sent a HELLO frame");
+      knowsOthers = true;
     },
   };
   const link = new Link(sink, (bytes) => {
@@ -50,6 +66,7 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
   };
   setRemote({
     forward(channel: string, message: Message) {
+      if (!wanted(channel)) return;
       link.out.publish(channel, message);
       link.flushSoon();
     },
@@ -66,6 +83,10 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
         open(socket) {
           if (everConnected) log.info("cluster bus: link to the master restored");
           everConnected = true;
+          // The hub sends its picture afresh on every link.
+          knowsOthers = false;
+          othersWant.clear();
+          othersMatch.clear();
           greet();
           link.attach(socket as Socket<unknown>);
         },
@@ -82,6 +103,7 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
         },
         close() {
           link.detach();
+          knowsOthers = false;
           if (leaving) return;
           onLinkLost();
           setTimeout(connect, retryMs);
@@ -107,12 +129,19 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
 
 // --- the master side ---
 
+function newPeer(name: string): Peer {
+  return { name, link: undefined, channels: new Set(), patterns: new Set(), toldChannels: new Set(), toldPatterns: new Set(), stamp: 0 };
+}
+
 interface Peer {
   name: string;
   /** undefined for the master's own subscribers */
   link: Link | undefined;
   channels: Set<string>;
   patterns: Set<string>;
+  /** what this peer was told the others want (see `#tell`) */
+  toldChannels: Set<string>;
+  toldPatterns: Set<string>;
   /** the publish that last reached this peer (dedupe without allocating) */
   stamp: number;
 }
@@ -122,7 +151,7 @@ export class Hub {
   #listener: UnixSocketListener<Peer> | undefined;
   #path: string;
   #peers = new Set<Peer>();
-  #self: Peer = { name: "master", link: undefined, channels: new Set(), patterns: new Set(), stamp: 0 };
+  #self: Peer = newPeer("master");
   #byChannel = new Map<string, Set<Peer>>();
   #byPattern = new Map<string, { test: (channel: string) => boolean; peers: Set<Peer> }>();
   #stamp = 0;
@@ -139,14 +168,18 @@ export class Hub {
       unix: this.#path,
       socket: {
         open(socket) {
-          const peer: Peer = { name: "a worker", link: undefined, channels: new Set(), patterns: new Set(), stamp: 0 };
+          const peer = newPeer("a worker");
           peer.link = new Link(hub.#sinkFor(peer), (bytes) => {
             log.error(`cluster bus: ${peer.name} is not reading (${bytes} bytes waiting); closing its link`);
             socket.terminate();
           });
-          peer.link.attach(socket as Socket<unknown>);
           socket.data = peer;
           hub.#peers.add(peer);
+          // Everything wanted so far is wanted by others than this new peer; then HELLO: complete.
+          for (const key of hub.#byChannel.keys()) hub.#tell(peer, key, false);
+          for (const key of hub.#byPattern.keys()) hub.#tell(peer, key, true);
+          peer.link.out.hello("hub");
+          peer.link.attach(socket as Socket<unknown>);
         },
         data(socket, data) {
           try {
@@ -244,19 +277,32 @@ export class Hub {
         entry?.peers.delete(peer);
         if (entry?.peers.size === 0) this.#byPattern.delete(key);
       }
-      return;
-    }
-    if (subscribe === peer.channels.has(key)) return;
-    let set = this.#byChannel.get(key);
-    if (subscribe) {
-      peer.channels.add(key);
-      if (set === undefined) this.#byChannel.set(key, (set = new Set()));
-      set.add(peer);
     } else {
-      peer.channels.delete(key);
-      set?.delete(peer);
-      if (set?.size === 0) this.#byChannel.delete(key);
+      if (subscribe === peer.channels.has(key)) return;
+      let set = this.#byChannel.get(key);
+      if (subscribe) {
+        peer.channels.add(key);
+        if (set === undefined) this.#byChannel.set(key, (set = new Set()));
+        set.add(peer);
+      } else {
+        peer.channels.delete(key);
+        set?.delete(peer);
+        if (set?.size === 0) this.#byChannel.delete(key);
+      }
     }
+    for (const p of this.#peers) this.#tell(p, key, pattern);
+  }
+
+  /** Tells a worker whether processes other than itself want `key`, if that changed. */
+  #tell(p: Peer, key: string, pattern: boolean): void {
+    const holders = pattern ? this.#byPattern.get(key)?.peers : this.#byChannel.get(key);
+    const others = holders === undefined ? 0 : holders.size - (holders.has(p) ? 1 : 0);
+    const told = pattern ? p.toldPatterns : p.toldChannels;
+    if (others > 0 === told.has(key)) return;
+    if (others > 0) told.add(key);
+    else told.delete(key);
+    p.link!.out.interest(others > 0, key, pattern);
+    p.link!.flushSoon();
   }
 
   #drop(peer: Peer): void {
