@@ -172,7 +172,8 @@ export class FrameWriter {
     return this.#len;
   }
 
-  publish(channel: string, message: string | Uint8Array): void {
+  /** Appends a PUB frame; returns where its message starts, counted from the frame's first byte. */
+  publish(channel: string, message: string | Uint8Array): number {
     const text = typeof message === "string";
     if (channel.length + message.length > MAX_FRAME) throw tooBig();
     // Worst case of UTF-8 is 3 bytes per UTF-16 unit.
@@ -185,6 +186,7 @@ export class FrameWriter {
     const ch = encoder.encodeInto(channel, buf.subarray(at)).written;
     writeU32(buf, start + HEADER + 1, ch);
     at += ch;
+    const messageAt = at - start;
     if (text) at += encoder.encodeInto(message, buf.subarray(at)).written;
     else {
       buf.set(message, at);
@@ -193,6 +195,7 @@ export class FrameWriter {
     if (at - start - 4 > MAX_FRAME) throw tooBig();
     writeU32(buf, start, at - start - 4);
     this.#len = at;
+    return messageAt;
   }
 
   interest(subscribe: boolean, key: string, pattern: boolean): void {

@@ -258,10 +258,8 @@ export class Hub {
 
   /** A publish in the master itself (already delivered to its own subscribers). */
   #routeLocal(channel: string, message: Message): void {
-    this.#scratch.publish(channel, message);
-    const frame = this.#scratch.take();
-    const at = frame.length - (typeof message === "string" ? Buffer.byteLength(message) : message.length);
-    this.#route(this.#self, channel, frame, at, typeof message !== "string");
+    const at = this.#scratch.publish(channel, message);
+    this.#route(this.#self, channel, this.#scratch.take(), at, typeof message !== "string");
   }
 
   #interest(peer: Peer, subscribe: boolean, key: string, pattern: boolean): void {

@@ -128,22 +128,22 @@ export function interests(): { key: string; pattern: boolean }[] {
   ];
 }
 
+/** After a channel's subscribers changed: tells the remote if this process now wants it, or stopped. */
 function touch(channel: string): void {
   if (remote === undefined) return;
-  const wanted = exact.has(channel) || nativeSubs.has(channel) || bunTopics.has(channel);
-  if (wanted === announced.has(channel)) return;
-  if (wanted) announced.add(channel);
-  else announced.delete(channel);
-  remote.interest(wanted, channel, false);
+  announce(announced, channel, exact.has(channel) || nativeSubs.has(channel) || bunTopics.has(channel), false);
 }
 
 function touchPattern(pattern: string): void {
   if (remote === undefined) return;
-  const wanted = patterns.has(pattern);
-  if (wanted === announcedPatterns.has(pattern)) return;
-  if (wanted) announcedPatterns.add(pattern);
-  else announcedPatterns.delete(pattern);
-  remote.interest(wanted, pattern, true);
+  announce(announcedPatterns, pattern, patterns.has(pattern), true);
+}
+
+function announce(told: Set<string>, key: string, wanted: boolean, pattern: boolean): void {
+  if (wanted === told.has(key)) return;
+  if (wanted) told.add(key);
+  else told.delete(key);
+  remote!.interest(wanted, key, pattern);
 }
 
 /**
@@ -182,7 +182,7 @@ export function bunTopicsMayEnd(): void {
     sweepTimer = undefined;
     for (const topic of bunTopics) {
       let held = false;
-      for (const server of servers.keys()) if (server.subscriberCount(topic) > 0) held = true;
+      for (const server of servers.keys()) if ((held = server.subscriberCount(topic) > 0)) break;
       if (!held) {
         bunTopics.delete(topic);
         touch(topic);
