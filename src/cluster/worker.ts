@@ -3,7 +3,7 @@
 // binds its listeners with reusePort, reports ready over IPC, and leaves within a second when the
 // master is gone.
 import { log, setLogPrefix } from "../log.ts";
-import { joinCluster } from "../pubsub/engine.ts";
+import { joinCluster, type ClusterMember } from "../pubsub/engine.ts";
 import { bound, onStopping, role, startAll, stopAll, type Bound } from "../runtime.ts";
 import { fireState } from "../state.ts";
 
@@ -41,7 +41,7 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): void {
     // The process's main thread watches the master and handles signals for every thread.
     role.isThread = true;
     setLogPrefix(`iodine: [${process.pid}/${thread}] `);
-    if (bus) joinCluster(bus, name, () => {});
+    if (bus) member = joinCluster(bus, name, () => {});
     return;
   }
   setLogPrefix(`iodine: [${process.pid}] `);
@@ -54,6 +54,9 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): void {
   if (bus) joinCluster(bus, name, check);
 }
 
+/** This thread's bus link (a thread closes it itself when it stops). */
+let member: ClusterMember | undefined;
+
 /**
  * After the app loaded: `enter_child`, bind, start the extra threads (`--threads`), tell the master.
  * A thread reports to its process's main thread instead, and stops when told.
@@ -63,7 +66,11 @@ export async function startWorker(threads: number): Promise<void> {
   await startAll();
   if (role.isThread) {
     (globalThis as unknown as { onmessage: (e: MessageEvent) => void }).onmessage = (e) => {
-      if (e.data === "stop") void stopAll().then(() => postMessage({ type: "stopped" } satisfies WorkerReport));
+      if (e.data !== "stop") return;
+      void stopAll().then(() => {
+        member?.leave();
+        postMessage({ type: "stopped" } satisfies WorkerReport);
+      });
     };
     postMessage({ type: "ready", bound } satisfies WorkerReport);
     return;
