@@ -8,7 +8,7 @@ import { defaultAppPath, loadApp } from "./src/app.ts";
 import { CliError } from "./src/errors.ts";
 import { log, setVerbosity } from "./src/log.ts";
 import { cittyArgs, readArgv, readConfigText, toArgv, type RawOptions } from "./src/options.ts";
-import { enterMaster, runMaster, StartError } from "./src/cluster/master.ts";
+import { enterMaster, runMaster, selfCommand, StartError } from "./src/cluster/master.ts";
 import { enterWorker, isWorkerProcess, startWorker } from "./src/cluster/worker.ts";
 import { addListener, driveFromCli, listenerCount, startAll } from "./src/runtime.ts";
 import { DEFAULTS, resolveSettings, type Settings } from "./src/settings.ts";
@@ -119,8 +119,8 @@ function relaunchForHeaderLimit(bytes: number): boolean {
   if (process.env.IODINE_RELAUNCHED === "1") {
     throw new CliError(`cannot set Bun's maximum header size to ${bytes} bytes (it is ${maxHeaderSize})`);
   }
-  const compiled = process.argv[1]?.startsWith("/$bunfs/") ?? false;
-  const cmd = [process.execPath, ...(compiled ? [] : [process.argv[1]!]), ...process.argv.slice(2)];
+  // Without bun's own flags: the header size comes from $BUN_OPTIONS, not a flag given before.
+  const cmd = selfCommand(false);
   const bunOptions = `${process.env.BUN_OPTIONS ?? ""} --max-http-header-size=${bytes}`.trim();
   const child = Bun.spawn(cmd, {
     env: { ...process.env, BUN_OPTIONS: bunOptions, IODINE_RELAUNCHED: "1" },

@@ -2,24 +2,13 @@
 // supervisor at the moments iodine fires them. A hook that throws is logged; the others still run.
 import { logException } from "./log.ts";
 
-/** The lifecycle events of `Iodine.onState`. */
-export type StateEvent =
-  | "pre_start"
-  | "before_fork"
-  | "after_fork"
-  | "enter_child"
-  | "enter_master"
-  | "on_start"
-  | "on_idle"
-  | "on_finish"
-  | "on_parent_crush"
-  | "on_child_crush"
-  | "start_shutdown";
-
-export const STATE_EVENTS: readonly StateEvent[] = [
+export const STATE_EVENTS = [
   "pre_start", "before_fork", "after_fork", "enter_child", "enter_master", "on_start",
   "on_idle", "on_finish", "on_parent_crush", "on_child_crush", "start_shutdown",
-];
+] as const;
+
+/** The lifecycle events of `Iodine.onState`. */
+export type StateEvent = (typeof STATE_EVENTS)[number];
 
 const hooks = new Map<StateEvent, (() => unknown)[]>();
 let idleWatch: ReturnType<typeof setInterval> | undefined;

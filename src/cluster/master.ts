@@ -59,7 +59,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   let restarting = false;
   let restartAgain = false;
 
-  const command = workerCommand();
+  const command = selfCommand(true);
   const spawn = (slot: number, replacement = false): Worker => {
     void fireState("before_fork");
     let markReady!: (b: Bound[]) => void;
@@ -239,15 +239,14 @@ function alive(pid: number): boolean {
 export class StartError extends Error {}
 
 /**
- * The command that starts a worker: this runtime with its flags (e.g. --max-http-header-size), this
- * script and its arguments — or, in a `bun build --compile` executable, the executable itself.
+ * This same command again: this runtime, this script and its arguments — or, in a `bun build
+ * --compile` executable, the executable itself, which takes every argument as its own (its runtime
+ * flags come from $BUN_OPTIONS). `runtimeFlags` keeps bun's own flags (e.g. --max-http-header-size).
  */
-function workerCommand(): string[] {
-  // A compiled executable takes every argument as its own (its runtime flags come from $BUN_OPTIONS,
-  // which the workers inherit).
+export function selfCommand(runtimeFlags: boolean): string[] {
   const compiled = process.argv[1]?.startsWith("/$bunfs/") ?? false;
   if (compiled) return [process.execPath, ...process.argv.slice(2)];
-  return [process.execPath, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2)];
+  return [process.execPath, ...(runtimeFlags ? process.execArgv : []), process.argv[1]!, ...process.argv.slice(2)];
 }
 
 let hinted = false;
