@@ -6,7 +6,10 @@ import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import {
   BusError,
+  FRAME_ALL,
+  FRAME_CMD,
   FRAME_HELLO,
+  FRAME_REPLY,
   FRAME_PUB,
   FRAME_SUB,
   FRAME_UNSUB,
@@ -18,9 +21,12 @@ import {
 } from "../src/cluster/bus.ts";
 
 type Frame =
-  | { type: "pub"; channel: string; message: string | Uint8Array }
+  | { type: "pub"; channel: string; message: string | Uint8Array; clusterOnly?: true }
   | { type: "interest"; subscribe: boolean; key: string; pattern: boolean }
-  | { type: "hello"; text: string };
+  | { type: "hello"; text: string }
+  | { type: "all"; want: boolean }
+  | { type: "cmd"; id: number; args: string }
+  | { type: "reply"; id: number; ok: boolean; json: string };
 
 /** Records every frame it is handed; a PUB's bytes are copied (their memory is the chunk's). */
 class Recorder implements FrameSink {
@@ -28,9 +34,18 @@ class Recorder implements FrameSink {
   /** the `frame` argument of each onPublish, as the master would forward it */
   published: Uint8Array[] = [];
 
-  onPublish(channel: string, frame: Uint8Array, at: number, binary: boolean): void {
-    this.frames.push({ type: "pub", channel, message: messageOf(frame, at, binary) });
+  onPublish(channel: string, frame: Uint8Array, at: number, binary: boolean, clusterOnly: boolean): void {
+    this.frames.push({ type: "pub", channel, message: messageOf(frame, at, binary), ...(clusterOnly ? { clusterOnly } : {}) });
     this.published.push(frame.slice());
+  }
+  onWantAll(want: boolean): void {
+    this.frames.push({ type: "all", want });
+  }
+  onCommand(id: number, args: string): void {
+    this.frames.push({ type: "cmd", id, args });
+  }
+  onReply(id: number, ok: boolean, json: string): void {
+    this.frames.push({ type: "reply", id, ok, json });
   }
   onInterest(subscribe: boolean, key: string, pattern: boolean): void {
     this.frames.push({ type: "interest", subscribe, key, pattern });
@@ -41,9 +56,12 @@ class Recorder implements FrameSink {
 }
 
 function write(w: FrameWriter, f: Frame): void {
-  if (f.type === "pub") w.publish(f.channel, f.message);
+  if (f.type === "pub") w.publish(f.channel, f.message, f.clusterOnly === true);
   else if (f.type === "interest") w.interest(f.subscribe, f.key, f.pattern);
-  else w.hello(f.text);
+  else if (f.type === "hello") w.hello(f.text);
+  else if (f.type === "all") w.wantAll(f.want);
+  else if (f.type === "cmd") w.command(f.id, f.args);
+  else w.reply(f.id, f.ok, f.json);
 }
 
 /** The bytes of `frames` (a copy) and the offset at which each frame ends. */
@@ -94,6 +112,9 @@ function rejected(...chunks: (number[] | Uint8Array)[]): { message: string; fram
   return { message: error.message, frames: sink.frames };
 }
 
+/** The sink methods a test does not look at. */
+const ignored = { onInterest() {}, onHello() {}, onWantAll() {}, onCommand() {}, onReply() {} };
+
 const u32 = (n: number): number[] => [n & 255, (n >>> 8) & 255, (n >>> 16) & 255, (n >>> 24) & 255];
 
 /** A frame built by hand: the length prefix counts the type byte and the body. */
@@ -128,13 +149,14 @@ function reference(bytes: Uint8Array): { frames: Frame[]; error: boolean } {
     const body = bytes.subarray(at + 5, at + 4 + size);
     at += 4 + size;
     if (type === FRAME_PUB) {
-      if (body.length < 5 || body[0]! > 1) return broken;
+      if (body.length < 5 || body[0]! > 3) return broken;
       const chLen = view.getUint32(body.byteOffset - bytes.byteOffset + 1, true);
       if (chLen > body.length - 5) return broken;
       const channel = name(body.subarray(5, 5 + chLen));
       if (channel === undefined) return broken;
       const rest = body.subarray(5 + chLen);
-      frames.push({ type: "pub", channel, message: body[0] === 1 ? rest.slice() : lenientUtf8.decode(rest) });
+      const message = (body[0]! & 1) === 1 ? rest.slice() : lenientUtf8.decode(rest);
+      frames.push({ type: "pub", channel, message, ...((body[0]! & 2) === 2 ? { clusterOnly: true as const } : {}) });
     } else if (type === FRAME_SUB || type === FRAME_UNSUB) {
       if (body.length < 1 || body[0]! > 1) return broken;
       const key = name(body.subarray(1));
@@ -144,6 +166,16 @@ function reference(bytes: Uint8Array): { frames: Frame[]; error: boolean } {
       const text = name(body);
       if (text === undefined) return broken;
       frames.push({ type: "hello", text });
+    } else if (type === FRAME_ALL) {
+      if (body.length !== 1 || body[0]! > 1) return broken;
+      frames.push({ type: "all", want: body[0] === 1 });
+    } else if (type === FRAME_CMD || type === FRAME_REPLY) {
+      const head = type === FRAME_CMD ? 4 : 5;
+      if (body.length < head || (type === FRAME_REPLY && body[4]! > 1)) return broken;
+      const id = new DataView(body.buffer, body.byteOffset, 4).getUint32(0, true);
+      const t = name(body.subarray(head));
+      if (t === undefined) return broken;
+      frames.push(type === FRAME_CMD ? { type: "cmd", id, args: t } : { type: "reply", id, ok: body[4] === 1, json: t });
     } else return broken;
   }
   return { frames, error: false };
@@ -173,12 +205,23 @@ const bigBytes = fc
   .map(([n, seed]) => new Uint8Array(n).map((_, i) => (i * 31 + seed) & 255));
 
 const anyFrame: fc.Arbitrary<Frame> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ type: fc.constant("pub" as const), channel: text, message: fc.oneof(text, bytes) }) },
+  {
+    weight: 4,
+    arbitrary: fc
+      .record({ type: fc.constant("pub" as const), channel: text, message: fc.oneof(text, bytes), only: fc.boolean() })
+      .map(({ only, ...f }): Frame => (only ? { ...f, clusterOnly: true } : f)),
+  },
   {
     weight: 2,
     arbitrary: fc.record({ type: fc.constant("interest" as const), subscribe: fc.boolean(), key: text, pattern: fc.boolean() }),
   },
   { weight: 1, arbitrary: fc.record({ type: fc.constant("hello" as const), text }) },
+  { weight: 1, arbitrary: fc.record({ type: fc.constant("all" as const), want: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ type: fc.constant("cmd" as const), id: fc.nat({ max: 0xffffffff }), args: text }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ type: fc.constant("reply" as const), id: fc.nat({ max: 0xffffffff }), ok: fc.boolean(), json: text }),
+  },
 );
 const frames = fc.array(anyFrame, { maxLength: 24 });
 
@@ -252,9 +295,8 @@ describe("round trip", () => {
     const bytes = w.take().slice();
     const got: Uint8Array[] = [];
     const reader = new FrameReader({
+      ...ignored,
       onPublish: (_c, f, at, binary) => void got.push(messageOf(f, at, binary) as Uint8Array),
-      onInterest: () => {},
-      onHello: () => {},
     });
     for (let at = 0; at < bytes.length; at += 4096) reader.push(bytes.subarray(at, at + 4096));
     expect(got).toHaveLength(1);
@@ -359,12 +401,13 @@ describe("garbage and corrupted streams", () => {
     const u32s = fc.oneof(fc.integer({ min: 0, max: 24 }), fc.nat({ max: 0xffffffff }));
     const body = fc.oneof(
       fc
-        .tuple(fc.integer({ min: 0, max: 3 }), u32s, utf8OrNot, utf8OrNot)
+        .tuple(fc.integer({ min: 0, max: 5 }), u32s, utf8OrNot, utf8OrNot)
         .map(([flags, chLen, ch, msg]) => [FRAME_PUB, flags, ...u32(chLen), ...ch, ...msg]),
       fc
         .tuple(fc.constantFrom(FRAME_SUB, FRAME_UNSUB), fc.integer({ min: 0, max: 3 }), utf8OrNot)
         .map(([type, kind, key]) => [type, kind, ...key]),
       utf8OrNot.map((t) => [FRAME_HELLO, ...t]),
+      fc.tuple(fc.constantFrom(FRAME_ALL, FRAME_CMD, FRAME_REPLY), fc.uint8Array({ maxLength: 6 }), utf8OrNot).map(([type, head, t]) => [type, ...head, ...t]),
       fc.tuple(fc.nat(255), fc.uint8Array({ maxLength: 12 })).map(([type, rest]) => [type, ...rest]),
       fc.constant([]), // a zero length prefix
     );
@@ -398,9 +441,9 @@ describe("malformed frames throw a BusError", () => {
     ["length prefix 0xFFFFFFFF", [255, 255, 255, 255], /frame length 4294967295 out of range/],
     ["length prefix MAX_FRAME + 1", u32(MAX_FRAME + 1), new RegExp(`frame length ${MAX_FRAME + 1} out of range`)],
     ["frame type 0", frame(0, 1, 2), /unknown frame type 0/],
-    ["frame type 5", frame(5), /unknown frame type 5/],
+    ["frame type 8", frame(8), /unknown frame type 8/],
     ["frame type 255", frame(255, 0), /unknown frame type 255/],
-    ["PUB with flags 2", frame(FRAME_PUB, 2, u32(1), 0x61), /PUB frame with unknown flags 2/],
+    ["PUB with flags 4", frame(FRAME_PUB, 4, u32(1), 0x61), /PUB frame with unknown flags 4/],
     ["PUB with flags 255", frame(FRAME_PUB, 255, u32(0)), /PUB frame with unknown flags 255/],
     ["PUB without a whole channel length", frame(FRAME_PUB, 0, 0, 0, 0), /PUB frame too short/],
     ["PUB with no body", frame(FRAME_PUB), /PUB frame too short/],
@@ -418,6 +461,13 @@ describe("malformed frames throw a BusError", () => {
     ["SUB key 0xFF", frame(FRAME_SUB, 0, 0x61, 0xff), /not UTF-8/],
     ["UNSUB key with a lone continuation byte", frame(FRAME_UNSUB, 1, 0x80), /not UTF-8/],
     ["HELLO text 0xFE", frame(FRAME_HELLO, 0xfe), /not UTF-8/],
+    ["ALL with no body", frame(FRAME_ALL), /ALL frame must hold one byte/],
+    ["ALL with 2", frame(FRAME_ALL, 2), /ALL frame must hold one byte/],
+    ["ALL with two bytes", frame(FRAME_ALL, 1, 1), /ALL frame must hold one byte/],
+    ["CMD without a whole id", frame(FRAME_CMD, 1, 0, 0), /CMD frame too short/],
+    ["CMD text 0xFF", frame(FRAME_CMD, u32(1), 0xff), /not UTF-8/],
+    ["REPLY without a status", frame(FRAME_REPLY, u32(1)), /REPLY frame too short or with a bad status/],
+    ["REPLY with status 2", frame(FRAME_REPLY, u32(1), 2, 0x31), /REPLY frame too short or with a bad status/],
   ];
   for (const [what, input, message] of cases) {
     test(what, () => {
@@ -490,9 +540,8 @@ describe("the writer's size limit", () => {
     expect(out.length).toBe(4 + MAX_FRAME);
     let got: [string, number, number, boolean, number] | undefined;
     new FrameReader({
+      ...ignored,
       onPublish: (channel, f, at, binary) => (got = [channel, f.length, at, binary, f[f.length - 1]!]),
-      onInterest: () => {},
-      onHello: () => {},
     }).push(out);
     expect(got).toEqual(["", 4 + MAX_FRAME, 10, true, 0x5a]);
   });

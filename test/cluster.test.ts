@@ -480,6 +480,9 @@ describe("a worker's bus link (in this process, against a hub written with the b
             onHello: (t) => void link.frames.push(`hello ${t}`),
             onInterest: (sub, key, pattern) => void link.frames.push(`${sub ? "sub" : "unsub"} ${pattern ? "pattern " : ""}${key}`),
             onPublish: (ch, f, at, bin) => void link.frames.push(`pub ${ch} ${String(messageOf(f, at, bin))}`),
+            onWantAll: (want) => void link.frames.push(`all ${want}`),
+            onCommand: (id, args) => void link.frames.push(`cmd ${id} ${args}`),
+            onReply: (id, ok, json) => void link.frames.push(`reply ${id} ${ok} ${json}`),
           });
           (socket as unknown as { reader: typeof reader }).reader = reader;
           links.push(link);

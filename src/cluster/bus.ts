@@ -2,10 +2,14 @@
 // Transport only: it knows frames and links, not channels' meaning (that is pubsub/engine.ts).
 //
 // A frame is `u32 LE body length | u8 type | body`. Bodies:
-//   PUB    u8 flags (bit 0: the message is bytes, else UTF-8 text) | u32 LE channel length |
-//          channel UTF-8 | message bytes (to the end of the frame)
+//   PUB    u8 flags (bit 0: the message is bytes, else UTF-8 text; bit 1: for this cluster only,
+//          not for an external engine such as Redis) | u32 LE channel length | channel UTF-8 |
+//          message bytes (to the end of the frame)
 //   SUB, UNSUB   u8 kind (0 exact channel, 1 Redis glob pattern) | key UTF-8
 //   HELLO  UTF-8 text (who is calling, for logs)
+//   ALL    u8 (1: send every publish, an external engine takes them all; 0: only what is wanted)
+//   CMD    u32 LE id | UTF-8 JSON array of strings (a worker's `redis.cmd(...)`)
+//   REPLY  u32 LE id | u8 ok (1) or error (0) | UTF-8 JSON (the reply, or the error message)
 // Writes are appended to one buffer per link and sent once per turn of the event loop.
 import type { Socket } from "bun";
 
@@ -13,7 +17,13 @@ export const FRAME_PUB = 1;
 export const FRAME_SUB = 2;
 export const FRAME_UNSUB = 3;
 export const FRAME_HELLO = 4;
-const LAST_TYPE = FRAME_HELLO;
+export const FRAME_ALL = 5;
+export const FRAME_CMD = 6;
+export const FRAME_REPLY = 7;
+const LAST_TYPE = FRAME_REPLY;
+/** PUB flag bits */
+const BYTES = 1;
+const CLUSTER_ONLY = 2;
 
 /** The largest frame body; a longer length prefix is a broken link. Messages above it are refused by publish. */
 export const MAX_FRAME = 64 * 1024 * 1024;
@@ -36,11 +46,18 @@ export interface FrameSink {
   /**
    * A published message. `frame` is the whole frame (header included), ready to forward byte for
    * byte; `messageOf(frame, at, binary)` decodes the message when this process needs it.
+   * `clusterOnly`: not for an external engine (published with `Iodine.PubSub.CLUSTER`).
    */
-  onPublish(channel: string, frame: Uint8Array, at: number, binary: boolean): void;
+  onPublish(channel: string, frame: Uint8Array, at: number, binary: boolean, clusterOnly: boolean): void;
   /** `pattern` is true for a Redis glob subscription */
   onInterest(subscribe: boolean, key: string, pattern: boolean): void;
   onHello(text: string): void;
+  /** the hub takes every publish (an external engine is attached), or no longer */
+  onWantAll(want: boolean): void;
+  /** a command for the external engine (`args` is the JSON text of an array of strings) */
+  onCommand(id: number, args: string): void;
+  /** the answer to a command: its reply as JSON text, or an error message (JSON string) */
+  onReply(id: number, ok: boolean, json: string): void;
 }
 
 /**
@@ -107,12 +124,12 @@ export class FrameReader {
     if (type === FRAME_PUB) {
       if (end - body < 5) throw new BusError("PUB frame too short");
       const flags = buf[body]!;
-      if (flags > 1) throw new BusError(`PUB frame with unknown flags ${flags}`);
-      const chLen = (buf[body + 1]! | (buf[body + 2]! << 8) | (buf[body + 3]! << 16) | (buf[body + 4]! << 24)) >>> 0;
+      if (flags > (BYTES | CLUSTER_ONLY)) throw new BusError(`PUB frame with unknown flags ${flags}`);
+      const chLen = readU32(buf, body + 1);
       const chStart = body + 5;
       if (chStart + chLen > end) throw new BusError(`PUB frame channel length ${chLen} past the frame`);
       const channel = this.#channel(buf, chStart, chStart + chLen);
-      this.#sink.onPublish(channel, buf.subarray(start, end), chStart + chLen - start, flags === 1);
+      this.#sink.onPublish(channel, buf.subarray(start, end), chStart + chLen - start, (flags & BYTES) !== 0, (flags & CLUSTER_ONLY) !== 0);
       return;
     }
     if (type === FRAME_SUB || type === FRAME_UNSUB) {
@@ -124,6 +141,21 @@ export class FrameReader {
     }
     if (type === FRAME_HELLO) {
       this.#sink.onHello(utf8(buf.subarray(body, end), "a HELLO text"));
+      return;
+    }
+    if (type === FRAME_ALL) {
+      if (end - body !== 1 || buf[body]! > 1) throw new BusError("ALL frame must hold one byte, 0 or 1");
+      this.#sink.onWantAll(buf[body] === 1);
+      return;
+    }
+    if (type === FRAME_CMD) {
+      if (end - body < 4) throw new BusError("CMD frame too short");
+      this.#sink.onCommand(readU32(buf, body), utf8(buf.subarray(body + 4, end), "a command"));
+      return;
+    }
+    if (type === FRAME_REPLY) {
+      if (end - body < 5 || buf[body + 4]! > 1) throw new BusError("REPLY frame too short or with a bad status");
+      this.#sink.onReply(readU32(buf, body), buf[body + 4] === 1, utf8(buf.subarray(body + 5, end), "a reply"));
       return;
     }
     throw new BusError(`unknown frame type ${type} (1–${LAST_TYPE})`);
@@ -172,8 +204,12 @@ export class FrameWriter {
     return this.#len;
   }
 
-  /** Appends a PUB frame; returns where its message starts, counted from the frame's first byte. */
-  publish(channel: string, message: string | Uint8Array): number {
+  /**
+   * Appends a PUB frame; returns where its message starts, counted from the frame's first byte.
+   * `clusterOnly`: not for an external engine. `textBytes`: `message` is bytes known to be UTF-8
+   * text (from Redis), sent as text without decoding it here.
+   */
+  publish(channel: string, message: string | Uint8Array, clusterOnly = false, textBytes = false): number {
     const text = typeof message === "string";
     if (channel.length + message.length > MAX_FRAME) throw tooBig();
     // Worst case of UTF-8 is 3 bytes per UTF-16 unit.
@@ -181,7 +217,7 @@ export class FrameWriter {
     const start = this.#len;
     const buf = this.#buf;
     buf[start + 4] = FRAME_PUB;
-    buf[start + 5] = text ? 0 : 1;
+    buf[start + 5] = (text || textBytes ? 0 : BYTES) | (clusterOnly ? CLUSTER_ONLY : 0);
     let at = start + HEADER + 5;
     const ch = encoder.encodeInto(channel, buf.subarray(at)).written;
     writeU32(buf, start + HEADER + 1, ch);
@@ -219,6 +255,36 @@ export class FrameWriter {
     this.#len = start + HEADER + n;
   }
 
+  wantAll(want: boolean): void {
+    this.#reserve(HEADER + 1);
+    const start = this.#len;
+    writeU32(this.#buf, start, 2);
+    this.#buf[start + 4] = FRAME_ALL;
+    this.#buf[start + 5] = want ? 1 : 0;
+    this.#len = start + HEADER + 1;
+  }
+
+  command(id: number, args: string): void {
+    this.#idFrame(FRAME_CMD, id, -1, args);
+  }
+
+  reply(id: number, ok: boolean, json: string): void {
+    this.#idFrame(FRAME_REPLY, id, ok ? 1 : 0, json);
+  }
+
+  #idFrame(type: number, id: number, status: number, text: string): void {
+    if (text.length * 3 > MAX_FRAME - 10) throw tooBig();
+    const head = status < 0 ? 4 : 5;
+    this.#reserve(HEADER + head + text.length * 3);
+    const start = this.#len;
+    this.#buf[start + 4] = type;
+    writeU32(this.#buf, start + HEADER, id);
+    if (status >= 0) this.#buf[start + HEADER + 4] = status;
+    const n = encoder.encodeInto(text, this.#buf.subarray(start + HEADER + head)).written;
+    writeU32(this.#buf, start, 1 + head + n);
+    this.#len = start + HEADER + head + n;
+  }
+
   /** Appends a frame that is already encoded (the master forwarding a PUB as it came). */
   raw(frame: Uint8Array): void {
     this.#reserve(frame.length);
@@ -246,6 +312,10 @@ export class FrameWriter {
 
 const tooBig = () =>
   new RangeError(`a frame on the cluster bus may be at most ${MAX_FRAME} bytes (a message with its channel name: ${MAX_FRAME - 6})`);
+
+function readU32(buf: Uint8Array, at: number): number {
+  return (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0;
+}
 
 function writeU32(buf: Uint8Array, at: number, v: number): void {
   buf[at] = v & 255;

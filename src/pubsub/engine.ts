@@ -7,9 +7,10 @@
 // the hub forwards in arrival order, so messages from one publisher on one channel stay in order.
 import { unlinkSync } from "node:fs";
 import type { Socket, UnixSocketListener } from "bun";
-import { FrameWriter, Link, messageOf, type FrameSink } from "../cluster/bus.ts";
-import { log } from "../log.ts";
+import { BusError, FrameWriter, Link, messageOf, type FrameSink } from "../cluster/bus.ts";
+import { log, logException } from "../log.ts";
 import type { Message } from "../types.ts";
+import { defaultEngine, watchDefaultEngine, type PubSubEngine } from "./engines.ts";
 import { deliverLocal, interests, setRemote } from "./index.ts";
 import { compileGlob } from "./match.ts";
 
@@ -30,6 +31,8 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
   // What the other processes want, as the hub says. Until its first full picture arrived (and
   // while the link is down) every publish is forwarded: too much is safe, too little is not.
   let knowsOthers = false;
+  // The master has an external engine (Redis): it takes every publish not meant for the cluster only.
+  let wantAll = false;
   const othersWant = new Set<string>();
   const othersMatch = new Map<string, (channel: string) => boolean>();
   const wanted = (channel: string): boolean => {
@@ -37,9 +40,25 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
     if (othersMatch.size > 0) for (const test of othersMatch.values()) if (test(channel)) return true;
     return false;
   };
+  const commands = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  let nextCommand = 0;
   const sink: FrameSink = {
     onPublish(channel, frame, at, binary) {
       deliverLocal(channel, messageOf(frame, at, binary));
+    },
+    onWantAll(want) {
+      wantAll = want;
+    },
+    onCommand() {
+      throw new BusError("a command frame from the master");
+    },
+    onReply(id, ok, json) {
+      const waiting = commands.get(id);
+      if (waiting === undefined) return;
+      commands.delete(id);
+      const value = JSON.parse(json) as unknown;
+      if (ok) waiting.resolve(value);
+      else waiting.reject(new Error(String(value)));
     },
     onInterest(subscribe, key, pattern) {
       if (pattern) {
@@ -65,9 +84,9 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
     link.out.raw(waiting);
   };
   setRemote({
-    forward(channel: string, message: Message) {
-      if (!wanted(channel)) return;
-      link.out.publish(channel, message);
+    forward(channel: string, message: Message, clusterOnly: boolean) {
+      if (!(wantAll && !clusterOnly) && !wanted(channel)) return;
+      link.out.publish(channel, message, clusterOnly);
       link.flushSoon();
     },
     interest(subscribe: boolean, key: string, pattern: boolean) {
@@ -85,6 +104,7 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
           everConnected = true;
           // The hub sends its picture afresh on every link.
           knowsOthers = false;
+          wantAll = false;
           othersWant.clear();
           othersMatch.clear();
           greet();
@@ -104,6 +124,8 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
         close() {
           link.detach();
           knowsOthers = false;
+          for (const c of commands.values()) c.reject(new Error("the link to the master was lost before it answered"));
+          commands.clear();
           if (leaving) return;
           onLinkLost();
           setTimeout(connect, retryMs);
@@ -118,13 +140,98 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
     });
   };
   connect();
+  relay = (args) =>
+    new Promise((resolve, reject) => {
+      if (link.socket === undefined) return reject(new Error("the link to the master is down"));
+      const id = (nextCommand = (nextCommand + 1) >>> 0);
+      commands.set(id, { resolve, reject });
+      link.out.command(id, JSON.stringify(args));
+      link.flushSoon();
+    });
   return {
     leave() {
       leaving = true;
+      relay = undefined;
       setRemote(undefined);
       link.socket?.end();
     },
   };
+}
+
+let relay: ((args: string[]) => Promise<unknown>) | undefined;
+
+/**
+ * In a worker: runs a command on the master's engine (`redis.cmd` in a worker goes this way, so the
+ * cluster keeps its two Redis connections); undefined outside a cluster worker.
+ */
+export function relayCommand(): ((args: string[]) => Promise<unknown>) | undefined {
+  return relay;
+}
+
+// --- a single process ---
+
+/**
+ * A single process with an external engine: its registry talks to the engine directly (what this
+ * process wants is what the cluster wants). Follows `Iodine.PubSub.default`; returns the stop.
+ */
+export function driveEngineHere(): () => Promise<void> {
+  let engine: PubSubEngine | undefined;
+  const use = (next: PubSubEngine | undefined) => {
+    const old = engine;
+    engine = next;
+    setRemote(undefined);
+    void closeEngine(old);
+    if (next === undefined) return;
+    if (!openEngine(next)) return;
+    setRemote({
+      forward: (channel, message, clusterOnly) => {
+        if (!clusterOnly) callEngine(next, "publish", () => next.publish(channel, message));
+      },
+      interest: (subscribe, key, pattern) => tellEngine(next, subscribe, key, pattern),
+    });
+  };
+  use(defaultEngine());
+  const unwatch = watchDefaultEngine((next) => use(next));
+  return async () => {
+    unwatch();
+    setRemote(undefined);
+    const old = engine;
+    engine = undefined;
+    await closeEngine(old);
+  };
+}
+
+function openEngine(engine: PubSubEngine): boolean {
+  try {
+    engine.open?.();
+    return true;
+  } catch (err) {
+    logException("the pub/sub engine's open()", err);
+    return false;
+  }
+}
+
+async function closeEngine(engine: PubSubEngine | undefined): Promise<void> {
+  try {
+    await engine?.close?.();
+  } catch (err) {
+    logException("the pub/sub engine's close()", err);
+  }
+}
+
+function tellEngine(engine: PubSubEngine, subscribe: boolean, key: string, pattern: boolean): void {
+  if (!subscribe) callEngine(engine, "unsubscribe", () => engine.unsubscribe(key, pattern));
+  else if (pattern) callEngine(engine, "psubscribe", () => engine.psubscribe(key));
+  else callEngine(engine, "subscribe", () => engine.subscribe(key));
+}
+
+function callEngine(engine: PubSubEngine, what: string, fn: () => unknown): void {
+  try {
+    const r = fn();
+    if (r instanceof Promise) r.catch((err: unknown) => logException(`the pub/sub engine's ${what}()`, err));
+  } catch (err) {
+    logException(`the pub/sub engine's ${what}()`, err);
+  }
 }
 
 // --- the master side ---
@@ -146,7 +253,7 @@ interface Peer {
   stamp: number;
 }
 
-/** The master's hub: routes every publish to the peers that want it. */
+/** The master's hub: routes every publish to the peers that want it, and to the external engine. */
 export class Hub {
   #listener: UnixSocketListener<Peer> | undefined;
   #path: string;
@@ -156,6 +263,9 @@ export class Hub {
   #byPattern = new Map<string, { test: (channel: string) => boolean; peers: Set<Peer> }>();
   #stamp = 0;
   #scratch = new FrameWriter();
+  /** the external engine (`Iodine.PubSub.default`): told what the cluster wants, handed every publish */
+  #engine: PubSubEngine | undefined;
+  #unwatch: (() => void) | undefined;
 
   constructor(path: string) {
     this.#path = path;
@@ -176,6 +286,7 @@ export class Hub {
           socket.data = peer;
           hub.#peers.add(peer);
           // Everything wanted so far is wanted by others than this new peer; then HELLO: complete.
+          if (hub.#engine !== undefined) peer.link.out.wantAll(true);
           for (const key of hub.#byChannel.keys()) hub.#tell(peer, key, false);
           for (const key of hub.#byPattern.keys()) hub.#tell(peer, key, true);
           peer.link.out.hello("hub");
@@ -202,19 +313,45 @@ export class Hub {
       },
     });
     setRemote({
-      forward: (channel, message) => this.#routeLocal(channel, message),
+      forward: (channel, message, clusterOnly) => this.#routeLocal(channel, message, clusterOnly),
       interest: (subscribe, key, pattern) => this.#interest(this.#self, subscribe, key, pattern),
     });
+    this.#useEngine(defaultEngine());
+    this.#unwatch = watchDefaultEngine((engine) => this.#useEngine(engine));
   }
 
-  stop(): void {
+  /** Stops listening; resolves once the external engine closed. */
+  stop(): Promise<void> {
     setRemote(undefined);
+    this.#unwatch?.();
+    this.#unwatch = undefined;
     this.#listener?.stop(true);
     this.#listener = undefined;
     try {
       unlinkSync(this.#path);
     } catch {
       // already gone
+    }
+    const engine = this.#engine;
+    this.#engine = undefined;
+    return closeEngine(engine);
+  }
+
+  /** Attaches the external engine (or none): it learns everything wanted now; workers send it all. */
+  #useEngine(engine: PubSubEngine | undefined): void {
+    if (engine === this.#engine) return;
+    const old = this.#engine;
+    this.#engine = undefined;
+    void closeEngine(old);
+    if (engine !== undefined && openEngine(engine)) {
+      this.#engine = engine;
+      for (const key of this.#byChannel.keys()) tellEngine(engine, true, key, false);
+      for (const key of this.#byPattern.keys()) tellEngine(engine, true, key, true);
+    }
+    if ((old === undefined) === (this.#engine === undefined)) return;
+    for (const p of this.#peers) {
+      p.link!.out.wantAll(this.#engine !== undefined);
+      p.link!.flushSoon();
     }
   }
 
@@ -225,16 +362,26 @@ export class Hub {
 
   #sinkFor(peer: Peer): FrameSink {
     return {
-      onPublish: (channel, frame, at, binary) => this.#route(peer, channel, frame, at, binary),
+      onPublish: (channel, frame, at, binary, clusterOnly) => this.#route(peer, channel, frame, at, binary, clusterOnly, undefined),
       onInterest: (subscribe, key, pattern) => this.#interest(peer, subscribe, key, pattern),
       onHello: (text) => {
         peer.name = text;
       },
+      onWantAll: () => {
+        throw new BusError("an ALL frame from a worker");
+      },
+      onCommand: (id, args) => this.#command(peer, id, args),
+      onReply: () => {
+        throw new BusError("a REPLY frame from a worker");
+      },
     };
   }
 
-  /** A publish from a worker: to every other peer that wants it, once. */
-  #route(from: Peer, channel: string, frame: Uint8Array, at: number, binary: boolean): void {
+  /**
+   * A publish from a worker (or the master: `message` given): to every other peer that wants it,
+   * once, and to the external engine unless it was for the cluster only.
+   */
+  #route(from: Peer, channel: string, frame: Uint8Array, at: number, binary: boolean, clusterOnly: boolean, message: Message | undefined): void {
     const stamp = ++this.#stamp;
     from.stamp = stamp;
     const direct = this.#byChannel.get(channel);
@@ -244,6 +391,35 @@ export class Hub {
         if (entry.test(channel)) for (const p of entry.peers) this.#send(p, stamp, channel, frame, at, binary);
       }
     }
+    const engine = this.#engine;
+    if (engine === undefined || clusterOnly) return;
+    try {
+      engine.publish(channel, message ?? messageOf(frame, at, binary));
+    } catch (err) {
+      logException("the pub/sub engine's publish()", err);
+    }
+  }
+
+  /** A worker's `redis.cmd(...)`: run on the engine, the reply sent back (JSON: this is control, not payload). */
+  #command(peer: Peer, id: number, json: string): void {
+    const answer = (ok: boolean, value: unknown) => {
+      if (!this.#peers.has(peer)) return;
+      peer.link!.out.reply(id, ok, JSON.stringify(value));
+      peer.link!.flushSoon();
+    };
+    const engine = this.#engine as (PubSubEngine & { cmd?: (...args: string[]) => Promise<unknown> }) | undefined;
+    if (typeof engine?.cmd !== "function") return answer(false, "the master's pub/sub engine has no cmd()");
+    let args: unknown;
+    try {
+      args = JSON.parse(json);
+    } catch {
+      throw new BusError("a CMD frame that is not JSON");
+    }
+    if (!Array.isArray(args)) throw new BusError("a CMD frame that is not a JSON array");
+    engine.cmd(...(args as string[])).then(
+      (reply) => answer(true, plain(reply)),
+      (err: unknown) => answer(false, err instanceof Error ? err.message : String(err)),
+    );
   }
 
   #send(p: Peer, stamp: number, channel: string, frame: Uint8Array, at: number, binary: boolean): void {
@@ -257,12 +433,19 @@ export class Hub {
   }
 
   /** A publish in the master itself (already delivered to its own subscribers). */
-  #routeLocal(channel: string, message: Message): void {
-    const at = this.#scratch.publish(channel, message);
-    this.#route(this.#self, channel, this.#scratch.take(), at, typeof message !== "string");
+  #routeLocal(channel: string, message: Message, clusterOnly: boolean): void {
+    const at = this.#scratch.publish(channel, message, clusterOnly);
+    this.#route(this.#self, channel, this.#scratch.take(), at, typeof message !== "string", clusterOnly, message);
   }
 
   #interest(peer: Peer, subscribe: boolean, key: string, pattern: boolean): void {
+    const before = pattern ? this.#byPattern.has(key) : this.#byChannel.has(key);
+    this.#changeInterest(peer, subscribe, key, pattern);
+    const after = pattern ? this.#byPattern.has(key) : this.#byChannel.has(key);
+    if (before !== after && this.#engine !== undefined) tellEngine(this.#engine, after, key, pattern);
+  }
+
+  #changeInterest(peer: Peer, subscribe: boolean, key: string, pattern: boolean): void {
     if (pattern) {
       if (subscribe === peer.patterns.has(key)) return;
       let entry = this.#byPattern.get(key);
@@ -308,4 +491,12 @@ export class Hub {
     for (const key of [...peer.channels]) this.#interest(peer, false, key, false);
     for (const key of [...peer.patterns]) this.#interest(peer, false, key, true);
   }
+}
+
+/** A command's reply as JSON can carry it: bytes as UTF-8 text, errors inside replies as their message. */
+function plain(v: unknown): unknown {
+  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString();
+  if (Array.isArray(v)) return v.map(plain);
+  if (v instanceof Error) return v.message;
+  return v;
 }

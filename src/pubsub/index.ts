@@ -7,6 +7,7 @@
 import type { Server } from "bun";
 import { logException } from "../log.ts";
 import type { Connection, Message, SubscribeCallback, SubscribeOptions } from "../types.ts";
+import { CLUSTER, defaultEngine, PROCESS, type PubSubEngine, type PubSubScope } from "./engines.ts";
 import { compileGlob } from "./match.ts";
 
 /** One subscription: of a connection or of the process (`Iodine.subscribe`). */
@@ -48,8 +49,8 @@ const processSubs = new Map<string, Subscription>();
 
 /** How the registry reaches the other processes of a cluster (set by pubsub/engine.ts). */
 export interface Remote {
-  /** a message published in this process (already delivered here) */
-  forward(channel: string, message: Message): void;
+  /** a message published in this process (already delivered here); `clusterOnly`: not for an external engine */
+  forward(channel: string, message: Message, clusterOnly: boolean): void;
   /** this process starts or stops wanting a channel (or a pattern) */
   interest(subscribe: boolean, key: string, pattern: boolean): void;
 }
@@ -73,7 +74,7 @@ export function attachServer(server: Server<unknown>, bunApp: boolean): void {
   servers.set(server, { own, bunApp });
   Object.defineProperty(server, "publish", {
     configurable: true,
-    value: (topic: string, data: Message | ArrayBuffer) => (publish(topic, toMessage(data)) ? 1 : 0),
+    value: (topic: string, data: Message | ArrayBuffer) => (publish(topic, toMessage(data), undefined) ? 1 : 0),
   });
 }
 
@@ -81,14 +82,25 @@ export function detachServer(server: Server<unknown>): void {
   servers.delete(server);
 }
 
-/** `Iodine.publish`: delivers to every subscriber in this process, in publish order. */
-export function publish(channel: string, message: Message): boolean {
+/**
+ * `Iodine.publish`: delivers to every subscriber in this process, in publish order, and hands the
+ * message to the rest of the cluster and the external engine (`to` narrows that: CLUSTER, PROCESS;
+ * an engine other than the default gets the message itself and nothing is delivered here).
+ */
+export function publish(channel: string, message: Message, to?: PubSubEngine | PubSubScope): boolean {
   checkChannel("Iodine.publish", channel);
   if (typeof message !== "string" && !(message instanceof Uint8Array)) {
     throw new TypeError(`Iodine.publish: "message" must be a string or a Uint8Array, got ${typeof message}`);
   }
+  if (to !== undefined && to !== CLUSTER && to !== PROCESS && to !== defaultEngine()) {
+    if (typeof (to as PubSubEngine).publish !== "function") {
+      throw new TypeError("Iodine.publish: the engine must be Iodine.PubSub.CLUSTER, PROCESS or an engine with a publish method");
+    }
+    (to as PubSubEngine).publish(channel, message);
+    return true;
+  }
   deliverLocal(channel, message);
-  if (remote !== undefined) remote.forward(channel, message);
+  if (remote !== undefined && to !== PROCESS) remote.forward(channel, message, to === CLUSTER);
   return true;
 }
 
