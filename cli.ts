@@ -10,6 +10,8 @@ import { log, setVerbosity } from "./src/log.ts";
 import { cittyArgs, readArgv, readConfigText, toArgv, type RawOptions } from "./src/options.ts";
 import { enterMaster, runMaster, selfCommand, StartError } from "./src/cluster/master.ts";
 import { enterWorker, isWorkerProcess, startWorker } from "./src/cluster/worker.ts";
+import { setDefaultEngine } from "./src/pubsub/engines.ts";
+import { RedisEngine } from "./src/pubsub/redis.ts";
 import { addListener, driveFromCli, listenerCount, startAll } from "./src/runtime.ts";
 import { DEFAULTS, resolveSettings, type Settings } from "./src/settings.ts";
 import { selfSigned, tlsFromFiles } from "./src/tls.ts";
@@ -35,7 +37,6 @@ async function main(argv: string[]): Promise<void> {
   parseArgs(toArgv(cli), command.args as ReturnType<typeof cittyArgs>);
 
   const settings = resolveSettings(cli, readConfig(cli), process.env);
-  refuseNotYet(settings);
   if (relaunchForHeaderLimit(settings.maxHeader)) return;
   setVerbosity(settings.verbosity);
 
@@ -69,6 +70,8 @@ async function main(argv: string[]): Promise<void> {
   const appFile = settings.app || defaultAppPath();
   if (worker) enterWorker();
   else if (cluster) enterMaster();
+  // Every process makes the engine (the app may replace it); only the master, or a single process, connects it.
+  if (settings.redis !== undefined) setDefaultEngine(new RedisEngine(settings.redis, { ping: settings.redisPing }));
   const app = await loadApp(appFile, () => listenerCount() > 0);
   if (app) addListener({ handler: app });
   if (worker) return startWorker(settings.threads);
@@ -97,15 +100,7 @@ function readConfig(cli: RawOptions): RawOptions | undefined {
   return config;
 }
 
-/** Options parsed now whose feature lands in a later release: refuse rather than ignore them. */
-function refuseNotYet(s: Settings): void {
-  if (s.redis !== undefined) {
-    throw new CliError(`the Redis pub/sub engine is not available yet (got ${redact(s.redis)} from --redis, $REDIS_URL or $IODINE_REDIS_URL)`);
-  }
-}
-
-function redact(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, "//***@");
+/***@");
 }
 
 /**

@@ -1,5 +1,6 @@
 // The connection object shared by WebSocket, SSE and raw connections (SPEC §4): the handler and its
 // resolved callbacks, per-connection callback serialisation, exactly-once onClose, subscriptions.
+import type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
 import { resolveHandler, type Callbacks } from "./handler.ts";
 import { logException } from "./log.ts";
 import { publish, subscribeConnection, unsubscribeConnection, type Subscription } from "./pubsub/index.ts";
@@ -54,8 +55,8 @@ export abstract class BaseConnection implements Connection {
     return unsubscribeConnection(this, channel, options);
   }
 
-  publish(channel: string, message: Message): boolean {
-    return publish(channel, message);
+  publish(channel: string, message: Message, engine?: PubSubEngine | PubSubScope): boolean {
+    return publish(channel, message, engine);
   }
 
   // --- for the protocol implementations ---

@@ -2,7 +2,9 @@
 import pkg from "../package.json" with { type: "json" };
 import { connect } from "./client.ts";
 import { defineHandler } from "./handler.ts";
+import { CLUSTER, defaultEngine, PROCESS, setDefaultEngine, type PubSubEngine, type PubSubScope } from "./pubsub/engines.ts";
 import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/index.ts";
+import { RedisEngine } from "./pubsub/redis.ts";
 import { addListener, requestStart, role, stopAll } from "./runtime.ts";
 import { onState, type StateEvent } from "./state.ts";
 import { run, runAfter, runEvery } from "./timers.ts";
@@ -54,9 +56,29 @@ export const Iodine = {
   unsubscribe(channel: string, options?: SubscribeOptions): boolean {
     return unsubscribeProcess(channel, options);
   },
-  /** Publishes a message (a string, or bytes) to every subscriber of `channel`. */
-  publish(channel: string, message: Message): boolean {
-    return publish(channel, message);
+  /**
+   * Publishes a message (a string, or bytes) to every subscriber of `channel`: in the cluster and,
+   * with an external engine (Redis), beyond. `engine` narrows or redirects it: `Iodine.PubSub.CLUSTER`
+   * (this cluster only), `Iodine.PubSub.PROCESS` (this process only), or another engine (to it alone).
+   */
+  publish(channel: string, message: Message, engine?: PubSubEngine | PubSubScope): boolean {
+    return publish(channel, message, engine);
+  },
+  /** Pub/sub engines (SPEC §5). */
+  PubSub: {
+    /** The engine every publish goes through besides the cluster: CLUSTER (none) or e.g. a Redis engine. */
+    get default(): PubSubEngine | PubSubScope {
+      return defaultEngine() ?? CLUSTER;
+    },
+    set default(engine: PubSubEngine | PubSubScope) {
+      setDefaultEngine(engine);
+    },
+    /** Publish scope: every process of this cluster, not the external engine. */
+    CLUSTER,
+    /** Publish scope: this process only. */
+    PROCESS,
+    /** The Redis engine: `Iodine.PubSub.default = new Iodine.PubSub.Redis("redis://localhost:6379")`. */
+    Redis: RedisEngine,
   },
   /**
    * Runs `fn` at a moment of the process lifecycle (SPEC §8), e.g. `"enter_child"` in each worker
@@ -86,6 +108,8 @@ export type { SSEEvent } from "./types.ts";
 export type { StateEvent } from "./state.ts";
 // Pub/sub and timers.
 export type { SubscribeCallback, SubscribeOptions, TimerHandle } from "./types.ts";
+export type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
+export type { RedisEngine, RedisEngineOptions } from "./pubsub/redis.ts";
 // Options.
 export type { ListenOptions, TLSOptions } from "./types.ts";
 // Errors.

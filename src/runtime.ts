@@ -11,6 +11,7 @@ import { serveHttp } from "./server.ts";
 import { nativeSockets } from "./websocket.ts";
 import { DEFAULT_PORT, DEFAULTS } from "./settings.ts";
 import { fireState, stopIdleWatch, watchIdle } from "./state.ts";
+import { driveEngineHere } from "./pubsub/engine.ts";
 import type { ListenOptions, TLSOptions } from "./types.ts";
 
 /** What listeners inherit from the command line (or the defaults, in script mode). */
@@ -68,6 +69,8 @@ export const bound: Bound[] = [];
 
 /** Work a graceful stop waits for besides the servers (a worker's extra threads). */
 const alsoOnStop: (() => Promise<void>)[] = [];
+/** closes the external pub/sub engine a single process drives */
+let stopEngine: (() => Promise<void>) | undefined;
 export function onStopping(fn: () => Promise<void>): void {
   alsoOnStop.push(fn);
 }
@@ -105,7 +108,9 @@ export async function startAll(): Promise<void> {
   state = "running";
   installSignals();
   if (!role.inCluster) {
-    // One process is master and worker: the app's per-worker set-up (`enter_child`) runs here too.
+    // One process is master and worker: it holds the external engine (Redis) itself, and the app's
+    // per-worker set-up (`enter_child`) runs here too.
+    stopEngine = driveEngineHere();
     await fireState("pre_start");
     await fireState("enter_child");
   }
@@ -165,6 +170,8 @@ export async function stopAll(): Promise<void> {
   }
   clearTimeout(timer);
   for (const p of unixPaths) removeStaleSocket(p);
+  await stopEngine?.();
+  stopEngine = undefined;
   await fireState("on_finish");
   flushAccessLog();
 }

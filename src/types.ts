@@ -1,5 +1,6 @@
 // Public types of iodine for Bun. Everything here is re-exported from src/index.ts.
 import type { BunFile, Server, WebSocketHandler } from "bun";
+import type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
 
 /** The server an app's `fetch` receives: Bun's own, with `upgrade`, `publish`, `requestIP` … */
 export type IodineServer = Server<unknown>;
@@ -77,8 +78,8 @@ export interface Connection {
   subscribe(channel: string, options?: SubscribeOptions, callback?: SubscribeCallback): void;
   /** Cancels a subscription made by this connection; true when there was one. */
   unsubscribe(channel: string, options?: SubscribeOptions): boolean;
-  /** Publishes to every subscriber of `channel`. */
-  publish(channel: string, message: Message): boolean;
+  /** Publishes to every subscriber of `channel` (`engine` as for `Iodine.publish`). */
+  publish(channel: string, message: Message, engine?: PubSubEngine | PubSubScope): boolean;
   /** SSE only: sends an event with any of `event`, `id`, `data`, `retry` (CR/LF in `event`/`id` throws). */
   writeEvent?(event: SSEEvent): boolean;
 }

@@ -189,8 +189,6 @@ describe("the CLI process", () => {
     ["a bad $PORT", [fixture("function-app.ts")], { PORT: "-1" }, /^iodine: \$PORT must be an integer 0–65535, got "-1"\n$/],
     ["a missing app file", ["-p", "0", "does-not-exist.ts"], {}, /^iodine: app file not found: does-not-exist\.ts\n$/],
     ["a module without a usable export", ["-p", "0", fixture("no-export.ts")], {}, /^iodine: .*no-export\.ts has no usable export: .*got no default export\n$/],
-    ["Redis (not yet)", ["-r", "redis://u:secret@127.0.0.1:1", "-p", "0", fixture("function-app.ts")], {}, /^iodine: the Redis pub\/sub engine is not available yet \(got redis:\/\/\*\*\*@127\.0\.0\.1:1/],
-    ["$REDIS_URL (not yet)", ["-p", "0", fixture("function-app.ts")], { REDIS_URL: "redis://127.0.0.1:1" }, /^iodine: the Redis pub\/sub engine is not available yet/],
     ["a missing public folder", ["--www", "no/such/dir", "-p", "0", fixture("function-app.ts")], {}, /^iodine: public folder not found: no\/such\/dir\n$/],
     ["a missing TLS file", ["--tls-cert", "nope.pem", "--tls-key", "nope.key", "-p", "0", fixture("function-app.ts")], {}, /^iodine: cannot read the TLS certificate "nope\.pem": ENOENT\n$/],
     ["a missing config file", ["-C", "nope.conf", fixture("function-app.ts")], {}, /^iodine: cannot read the config file "nope\.conf": ENOENT\n$/],

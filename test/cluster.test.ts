@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fixture, runCli, startCli, tempDir, type CliProcess } from "./harness.ts";
+import { client, linked, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
 
 const APP = fixture("cluster-app.ts");
 const open: CliProcess[] = [];
@@ -30,74 +31,6 @@ async function cluster(args: string[] = [], app = APP): Promise<CliProcess> {
   const p = await startCli(["-p", "0", "-w", "2", ...args, app], { timeout: 20_000 });
   open.push(p);
   return p;
-}
-
-/** A WebSocket whose first message is `ready pid N`; later messages are collected. */
-interface Client {
-  ws: WebSocket;
-  /** the event loop that holds it: "pid", or "pid.thread" */
-  pid: string;
-  got: string[];
-  /** resolves once `got` holds at least n messages (rejects after ms) */
-  until(n: number, ms?: number): Promise<void>;
-}
-
-function client(url: string): Promise<Client> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    const got: string[] = [];
-    let wake = () => {};
-    const c: Client = {
-      ws,
-      pid: "",
-      got,
-      until: (n, ms = 10_000) =>
-        new Promise((res, rej) => {
-          const timer = setTimeout(() => rej(new Error(`got ${got.length} of ${n} messages`)), ms);
-          wake = () => {
-            if (got.length < n) return;
-            clearTimeout(timer);
-            res();
-          };
-          wake();
-        }),
-    };
-    ws.onmessage = (e) => {
-      const text = String(e.data);
-      if (c.pid === "") {
-        c.pid = /^ready pid ([\d.]+)$/.exec(text)?.[1] ?? "?";
-        return resolve(c);
-      }
-      got.push(text);
-      wake();
-    };
-    ws.onerror = () => reject(new Error(`cannot open ${url}`));
-  });
-}
-
-/** Connects until two clients are held by two different workers (the kernel picks the worker). */
-async function oneOnEach(url: string): Promise<[Client, Client]> {
-  const byPid = new Map<string, Client>();
-  for (let i = 0; i < 100 && byPid.size < 2; i++) {
-    const c = await client(url);
-    if (byPid.has(c.pid)) c.ws.close();
-    else byPid.set(c.pid, c);
-  }
-  expect(byPid.size).toBe(2);
-  return [...byPid.values()] as [Client, Client];
-}
-
-/** Sends probes from `from` until `to` receives one: the cluster now routes the channel to `to`. */
-async function linked(from: Client, to: Client): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    from.ws.send(`probe ${i}`);
-    await Bun.sleep(10);
-    if (to.got.some((m) => m.startsWith("probe"))) break;
-  }
-  await Bun.sleep(50);
-  expect(to.got.some((m) => m.startsWith("probe"))).toBe(true);
-  from.got.length = 0;
-  to.got.length = 0;
 }
 
 /** Steady HTTP load from `concurrency` keep-alive loops until `stop()`: counts, failures, pids seen. */
@@ -159,13 +92,6 @@ async function pidsServing(url: string, n = 40): Promise<Set<string>> {
   return seen;
 }
 
-const waitUntil = async (ok: () => boolean, ms: number, what: string) => {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-};
 
 describe("pub/sub across workers", () => {
   test("a client on each worker receives 10,000 messages published on the other, exactly once and in order", async () => {

@@ -2,10 +2,9 @@
 // same cases and a few hundred random patterns checked against a real redis-server, whose
 // `KEYS` uses the same matcher (stringmatchlen) as PSUBSCRIBE.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { tmpdir } from "node:os";
-import type { Subprocess } from "bun";
 import fc from "fast-check";
 import { compileGlob, hasGlob } from "../src/pubsub/match.ts";
+import { skipRedis, startRedis, type RedisServer } from "./redis-server.ts";
 
 /** [pattern, channel, does Redis match it] — every row is also checked live below. */
 const CASES: [string, string, boolean][] = [
@@ -185,16 +184,7 @@ describe("hasGlob", () => {
 
 // --- against a real redis-server ---
 
-const hasRedis = Bun.which("redis-server") !== null;
-const inCI = process.env.CI === "true";
-if (!hasRedis && !inCI) {
-  console.warn(
-    "\n*** test/match.test.ts: redis-server is not installed, so the comparison of compileGlob " +
-      "with a real Redis is SKIPPED (it runs, and must pass, when CI=true) ***\n",
-  );
-}
-
-describe.skipIf(!hasRedis && !inCI)("compileGlob agrees with redis-server", () => {
+describe.skipIf(skipRedis("test/match.test.ts", "the comparison of compileGlob with a real Redis"))("compileGlob agrees with redis-server", () => {
   let server: RedisServer;
   let redis: Resp;
 
@@ -284,57 +274,7 @@ describe.skipIf(!hasRedis && !inCI)("compileGlob agrees with redis-server", () =
   );
 });
 
-// --- redis-server and a tiny RESP client ---
-
-interface RedisServer extends AsyncDisposable {
-  port: number;
-  proc: Subprocess;
-}
-
-/** Starts `redis-server` on a free port (retrying if another process takes it first). */
-async function startRedis(): Promise<RedisServer> {
-  for (let attempt = 1; ; attempt++) {
-    const port = freePort();
-    const proc = Bun.spawn(
-      ["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-      { cwd: tmpdir(), stdin: "ignore", stdout: "pipe", stderr: "pipe" },
-    );
-    const dispose = async () => {
-      proc.kill();
-      await proc.exited;
-    };
-    const log = await readUntil(proc.stdout, /Ready to accept connections/, 5000);
-    if (log.ok) return { port, proc, [Symbol.asyncDispose]: dispose };
-    await dispose();
-    if (attempt === 5) throw new Error(`redis-server did not start on port ${port}:\n${log.text}`);
-  }
-}
-
-function freePort(): number {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
-
-/** Reads `stream` until `pattern` appears (ok) or the stream ends / `ms` pass (not ok). */
-async function readUntil(stream: ReadableStream<Uint8Array>, pattern: RegExp, ms: number) {
-  const reader = stream.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  const timer = setTimeout(() => reader.cancel(), ms);
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return { ok: false, text };
-      text += decoder.decode(value, { stream: true });
-      if (pattern.test(text)) return { ok: true, text };
-    }
-  } finally {
-    clearTimeout(timer);
-    reader.releaseLock();
-  }
-}
+// --- a tiny RESP client ---
 
 /** The keys matching `pattern`, decoded from UTF-8. */
 async function keysOf(redis: Resp, pattern: string): Promise<Set<string>> {

@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { flushAccessLog, log, logException } from "../log.ts";
 import { Hub } from "../pubsub/engine.ts";
+import { defaultEngine } from "../pubsub/engines.ts";
+import { RedisEngine } from "../pubsub/redis.ts";
 import { role, type Bound } from "../runtime.ts";
 import { fireState } from "../state.ts";
 import { WORKER_ENV, type WorkerReport } from "./worker.ts";
@@ -205,7 +207,9 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   started = true;
   await fireState("enter_master");
   const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
-  for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, cluster pub/sub)`);
+  const engine = defaultEngine();
+  const pubsub = engine === undefined ? "cluster pub/sub" : `cluster + ${engine instanceof RedisEngine ? "Redis" : "custom engine"} pub/sub`;
+  for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, ${pubsub})`);
   await fireState("on_start");
 }
 
