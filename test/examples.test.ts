@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { brotliDecompressSync } from "node:zlib";
 import { join } from "node:path";
-import { startCli, startCommand, ROOT } from "./harness.ts";
+import { freePort, startCli, startCommand, ROOT } from "./harness.ts";
 
 const example = (name: string) => join(ROOT, "examples", name);
 
@@ -75,4 +75,31 @@ describe("examples", () => {
     expect(await (await fetch(srv.url + "/")).text()).toContain("<title>iodine chat</title>");
     expect(await srv.stop("SIGTERM")).toBe(0);
   });
+
+  test("custom-engine.ts: two servers (one a -w 2 cluster) share rooms through the example engine", async () => {
+    const [p1, p2] = [freePort(), freePort()];
+    const peer = (p: number) => ({ env: { PEERS: `http://127.0.0.1:${p}` } });
+    await using one = await startCli(["-p", String(p1), "-w", "2", example("custom-engine.ts")], { ...peer(p2), timeout: 20_000 });
+    await using two = await startCli(["-p", String(p2), example("custom-engine.ts")], peer(p1));
+    const got: string[] = [];
+    const ws = new WebSocket(`ws://127.0.0.1:${p1}/room/lobby`);
+    ws.onmessage = (e) => got.push(String(e.data));
+    await new Promise((r) => (ws.onopen = r));
+    try {
+      // The engine hears the cluster's interest (in the master)...
+      await one.waitFor(/engine: the cluster wants lobby\n/, 5000, "stdout");
+      // ...and carries publishes between the servers, once each, in both directions.
+      const say = (port: number, text: string) => fetch(`http://127.0.0.1:${port}/room/lobby`, { method: "POST", body: text });
+      await say(p2, "from two");
+      await say(p1, "from one");
+      const end = Date.now() + 5000;
+      while (got.length < 2 && Date.now() < end) await Bun.sleep(20);
+      await Bun.sleep(200);
+      expect(got.sort()).toEqual(["from one", "from two"]);
+    } finally {
+      ws.close();
+    }
+    await one.waitFor(/engine: the cluster no longer wants lobby\n/, 5000, "stdout");
+    expect(await two.stop("SIGTERM")).toBe(0);
+  }, 30_000);
 });

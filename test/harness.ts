@@ -199,3 +199,11 @@ export function tempDir(prefix = "iodine-test-"): Disposable & { path: string } 
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, [Symbol.dispose]: () => rmSync(path, { recursive: true, force: true }) };
 }
+
+/** A TCP port free right now on 127.0.0.1 (for a server that must know its port before it starts). */
+export function freePort(): number {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = listener.port;
+  listener.stop(true);
+  return port;
+}

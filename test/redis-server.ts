@@ -3,6 +3,7 @@
 // (.ci/run installs it), so a missing server fails there.
 import type { Subprocess } from "bun";
 import { tmpdir } from "node:os";
+import { freePort } from "./harness.ts";
 
 export const hasRedis = Bun.which("redis-server") !== null;
 export const inCI = process.env.CI === "true";
@@ -81,13 +82,6 @@ async function spawnRedis(port: number, extra: string[]): Promise<Subprocess<"ig
   proc.kill("SIGKILL");
   await proc.exited;
   return undefined;
-}
-
-export function freePort(): number {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
 }
 
 /** Reads `stream` until `pattern` appears (ok) or the stream ends / `ms` pass (not ok); the rest is drained. */

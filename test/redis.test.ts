@@ -7,8 +7,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import IORedis from "ioredis";
 import { Iodine } from "../src/index.ts";
-import { fixture, startCli, type CliProcess } from "./harness.ts";
-import { freePort, skipRedis, startRedis, type RedisServer } from "./redis-server.ts";
+import { fixture, freePort, startCli, type CliProcess } from "./harness.ts";
+import { skipRedis, startRedis, type RedisServer } from "./redis-server.ts";
 import { client, linked, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
 
 const APP = fixture("cluster-app.ts");
