@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import IORedis from "ioredis";
 import { Iodine } from "../src/index.ts";
-import { fixture, freePort, startCli, type CliProcess } from "./harness.ts";
+import { fixture, freePort, runCommand, startCli, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis, type RedisServer } from "./redis-server.ts";
 import { client, linked, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
 
@@ -333,6 +333,15 @@ describe.skipIf(skip)("one process on Redis: down at start-up, then slow", () =>
     expect(c.got.length).toBeGreaterThan(0);
     expect(Date.now() - resumed).toBeLessThan(5000);
   }, 40_000);
+});
+
+describe.skipIf(skip)("echoes", () => {
+  test("a publish Redis never echoed is forgotten: a later equal message from elsewhere is delivered", async () => {
+    await using redis = await startRedis();
+    const r = await runCommand([process.execPath, fixture("redis-fence.ts")], { env: { REDIS_URL: redis.url } });
+    expect(r.stdout).toContain("got 20 of 20");
+    expect(r.code).toBe(0);
+  }, 20_000);
 });
 
 describe("the engine API", () => {
