@@ -336,10 +336,11 @@ describe.skipIf(skip)("one process on Redis: down at start-up, then slow", () =>
 });
 
 describe.skipIf(skip)("echoes", () => {
-  test("a publish Redis never echoed is forgotten: a later equal message from elsewhere is delivered", async () => {
+  test("a publish Redis never echoed is forgotten, a later equal one from elsewhere delivered; bursts of own publishes arrive once", async () => {
     await using redis = await startRedis();
     const r = await runCommand([process.execPath, fixture("redis-fence.ts")], { env: { REDIS_URL: redis.url } });
     expect(r.stdout).toContain("got 20 of 20");
+    expect(r.stdout).toContain("burst 100000 of 100000");
     expect(r.code).toBe(0);
   }, 20_000);
 });

@@ -10,7 +10,7 @@ import type { Socket, UnixSocketListener } from "bun";
 import { BusError, FrameWriter, Link, messageOf, type FrameSink } from "../cluster/bus.ts";
 import { log, logException } from "../log.ts";
 import type { Message } from "../types.ts";
-import { defaultEngine, watchDefaultEngine, type PubSubEngine } from "./engines.ts";
+import { defaultEngine, PUBLISH_BYTES, watchDefaultEngine, type BytesEngine, type PubSubEngine } from "./engines.ts";
 import { deliverLocal, interests, setRemote } from "./index.ts";
 import { compileGlob } from "./match.ts";
 
@@ -159,6 +159,18 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
 }
 
 let relay: ((args: string[]) => Promise<unknown>) | undefined;
+let fromEngine: ((channel: string, bytes: Uint8Array, text: boolean) => void) | undefined;
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
+/**
+ * For the Redis engine: a message received from elsewhere, as bytes (`text`: valid UTF-8), handed to
+ * the cluster without decoding it in the master. False when iodine is not driving an engine here.
+ */
+export function deliverFromEngine(channel: string, bytes: Uint8Array, text: boolean): boolean {
+  if (fromEngine === undefined) return false;
+  fromEngine(channel, bytes, text);
+  return true;
+}
 
 /**
  * In a worker: runs a command on the master's engine (`redis.cmd` in a worker goes this way, so the
@@ -180,6 +192,7 @@ export function driveEngineHere(): () => Promise<void> {
     const old = engine;
     engine = next;
     setRemote(undefined);
+    fromEngine = next === undefined ? undefined : (channel, bytes, text) => deliverLocal(channel, text ? decoder.decode(bytes) : new Uint8Array(bytes));
     void closeEngine(old);
     if (next === undefined) return;
     if (!openEngine(next)) return;
@@ -195,6 +208,7 @@ export function driveEngineHere(): () => Promise<void> {
   return async () => {
     unwatch();
     setRemote(undefined);
+    fromEngine = undefined;
     const old = engine;
     engine = undefined;
     await closeEngine(old);
@@ -265,6 +279,8 @@ export class Hub {
   #scratch = new FrameWriter();
   /** the external engine (`Iodine.PubSub.default`): told what the cluster wants, handed every publish */
   #engine: PubSubEngine | undefined;
+  /** the engine as the sender of what it receives (so the hub never hands it back) */
+  #enginePeer: Peer = newPeer("engine");
   #unwatch: (() => void) | undefined;
 
   constructor(path: string) {
@@ -318,11 +334,16 @@ export class Hub {
     });
     this.#useEngine(defaultEngine());
     this.#unwatch = watchDefaultEngine((engine) => this.#useEngine(engine));
+    fromEngine = (channel, bytes, text) => {
+      const at = this.#scratch.publish(channel, bytes, true, text);
+      this.#route(this.#enginePeer, channel, this.#scratch.take(), at, !text, true, undefined);
+    };
   }
 
   /** Stops listening; resolves once the external engine closed. */
   stop(): Promise<void> {
     setRemote(undefined);
+    fromEngine = undefined;
     this.#unwatch?.();
     this.#unwatch = undefined;
     this.#listener?.stop(true);
@@ -394,7 +415,9 @@ export class Hub {
     const engine = this.#engine;
     if (engine === undefined || clusterOnly) return;
     try {
-      engine.publish(channel, message ?? messageOf(frame, at, binary));
+      if (message !== undefined) engine.publish(channel, message);
+      else if (PUBLISH_BYTES in engine) (engine as BytesEngine)[PUBLISH_BYTES](channel, frame.subarray(at));
+      else engine.publish(channel, messageOf(frame, at, binary));
     } catch (err) {
       logException("the pub/sub engine's publish()", err);
     }

@@ -37,6 +37,15 @@ export const CLUSTER: PubSubScope = Object.freeze({ scope: "cluster" });
 /** This process only. */
 export const PROCESS: PubSubScope = Object.freeze({ scope: "process" });
 
+/**
+ * Internal fast path an engine may implement (the Redis engine does): a publish of the cluster as its
+ * UTF-8 or raw bytes, valid only during the call, instead of a decoded message.
+ */
+export const PUBLISH_BYTES: unique symbol = Symbol("iodine.publishBytes");
+export interface BytesEngine extends PubSubEngine {
+  [PUBLISH_BYTES](channel: string, bytes: Uint8Array): void;
+}
+
 let current: PubSubEngine | undefined;
 const watchers: ((engine: PubSubEngine | undefined, old: PubSubEngine | undefined) => void)[] = [];
 
