@@ -335,6 +335,27 @@ describe.skipIf(skip)("one process on Redis: down at start-up, then slow", () =>
   }, 40_000);
 });
 
+describe.skipIf(skip)("publishing", () => {
+  test("where Redis refuses scripts, publishes fall back to PUBLISH: one log line, nothing lost", async () => {
+    await using redis = await startRedis(["--rename-command", "EVALSHA", "", "--rename-command", "EVAL", ""]);
+    await using srv = await startCli(["-p", "0", "-r", redis.url, APP]);
+    await srv.waitFor(/redis: connected/);
+    const raw = new IORedis(redis.port, "127.0.0.1");
+    raw.on("error", () => {});
+    const got: string[] = [];
+    raw.on("message", (_ch, m) => got.push(m));
+    try {
+      await raw.subscribe("plain");
+      for (let i = 0; i < 20; i++) await post(srv, "plain", `p${i}`);
+      await waitUntil(() => got.length >= 20, 5000, "20 messages at the raw subscriber");
+      expect(got).toEqual(numbered("p", 20));
+      expect(lines(srv, /cannot publish through a script/)).toHaveLength(1);
+    } finally {
+      raw.disconnect();
+    }
+  }, 20_000);
+});
+
 describe.skipIf(skip)("echoes", () => {
   test("a publish Redis never echoed is forgotten, a later equal one from elsewhere delivered; bursts of own publishes arrive once", async () => {
     await using redis = await startRedis();
