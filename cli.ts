@@ -12,6 +12,7 @@ import { enterMaster, runMaster, selfCommand, StartError } from "./src/cluster/m
 import { enterWorker, isWorkerProcess, startWorker } from "./src/cluster/worker.ts";
 import { setDefaultEngine } from "./src/pubsub/engines.ts";
 import { RedisEngine } from "./src/pubsub/redis.ts";
+import { ShardedRedisEngine } from "./src/pubsub/redis-sharded.ts";
 import { addListener, driveFromCli, listenerCount, startAll } from "./src/runtime.ts";
 import { DEFAULTS, resolveSettings, type Settings } from "./src/settings.ts";
 import { selfSigned, tlsFromFiles } from "./src/tls.ts";
@@ -71,7 +72,7 @@ async function main(argv: string[]): Promise<void> {
   if (worker) enterWorker();
   else if (cluster) enterMaster();
   // Every process makes the engine (the app may replace it); only the master, or a single process, connects it.
-  if (settings.redis !== undefined) setDefaultEngine(new RedisEngine(settings.redis, { ping: settings.redisPing }));
+  if (settings.redis !== undefined) setDefaultEngine(redisEngine(settings.redis, settings.redisPing));
   const app = await loadApp(appFile, () => listenerCount() > 0);
   if (app) addListener({ handler: app });
   if (worker) return startWorker(settings.threads);
@@ -84,6 +85,14 @@ async function main(argv: string[]): Promise<void> {
     // A self-signed certificate is made once, so every worker presents the same one.
     env: tls && settings.tlsCert === undefined ? { IODINE_TLS_CERT_PEM: String(tls.cert), IODINE_TLS_KEY_PEM: String(tls.key) } : {},
   });
+}
+
+/** `-r URL`: the Redis engine, or with `?sharded` in the URL the Redis Cluster (sharded pub/sub) engine. */
+function redisEngine(url: string, ping: number): RedisEngine | ShardedRedisEngine {
+  const sharded = /[?&]sharded(=(1|true|yes))?(?=&|$)/;
+  if (!sharded.test(url)) return new RedisEngine(url, { ping });
+  const plain = url.replace(sharded, (m) => (m.startsWith("?") ? "?" : "")).replace(/\?&/, "?").replace(/\?$/, "");
+  return new ShardedRedisEngine(plain, { ping });
 }
 
 function readConfig(cli: RawOptions): RawOptions | undefined {

@@ -5,6 +5,7 @@ import { defineHandler } from "./handler.ts";
 import { CLUSTER, defaultEngine, PROCESS, setDefaultEngine, type PubSubEngine, type PubSubScope } from "./pubsub/engines.ts";
 import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/index.ts";
 import { RedisEngine } from "./pubsub/redis.ts";
+import { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 import { addListener, requestStart, role, stopAll } from "./runtime.ts";
 import { onState, type StateEvent } from "./state.ts";
 import { run, runAfter, runEvery } from "./timers.ts";
@@ -79,6 +80,11 @@ export const Iodine = {
     PROCESS,
     /** The Redis engine: `Iodine.PubSub.default = new Iodine.PubSub.Redis("redis://localhost:6379")`. */
     Redis: RedisEngine,
+    /**
+     * The Redis Cluster engine: sharded pub/sub (SSUBSCRIBE/SPUBLISH), any node's URL;
+     * `Iodine.PubSub.default = new Iodine.PubSub.RedisSharded("redis://node-1:7000")`.
+     */
+    RedisSharded: ShardedRedisEngine,
   },
   /**
    * Runs `fn` at a moment of the process lifecycle (SPEC §8), e.g. `"enter_child"` in each worker
@@ -110,6 +116,7 @@ export type { StateEvent } from "./state.ts";
 export type { SubscribeCallback, SubscribeOptions, TimerHandle } from "./types.ts";
 export type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
 export type { RedisEngine, RedisEngineOptions } from "./pubsub/redis.ts";
+export type { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 // Options.
 export type { ListenOptions, TLSOptions } from "./types.ts";
 // Errors.

@@ -11,6 +11,7 @@ import { flushAccessLog, log, logException } from "../log.ts";
 import { Hub } from "../pubsub/engine.ts";
 import { defaultEngine } from "../pubsub/engines.ts";
 import { RedisEngine } from "../pubsub/redis.ts";
+import { ShardedRedisEngine } from "../pubsub/redis-sharded.ts";
 import { role, type Bound } from "../runtime.ts";
 import { fireState } from "../state.ts";
 import { WORKER_ENV, type WorkerReport } from "./worker.ts";
@@ -208,7 +209,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   await fireState("enter_master");
   const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
   const engine = defaultEngine();
-  const pubsub = engine === undefined ? "cluster pub/sub" : `cluster + ${engine instanceof RedisEngine ? "Redis" : "custom engine"} pub/sub`;
+  const pubsub = engine === undefined ? "cluster pub/sub" : `cluster + ${engine instanceof RedisEngine ? "Redis" : engine instanceof ShardedRedisEngine ? "Redis Cluster" : "custom engine"} pub/sub`;
   for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, ${pubsub})`);
   await fireState("on_start");
 }
