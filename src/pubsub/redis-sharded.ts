@@ -31,11 +31,14 @@ import type { Message } from "../types.ts";
 import { relayCommand } from "./engine.ts";
 import { CLUSTER, defaultEngine, type PubSubEngine } from "./engines.ts";
 import { publish } from "./index.ts";
-import { redactUrl, type RedisEngineOptions } from "./redis.ts";
+import { MAX_WAITING_BYTES, redactUrl, type RedisEngineOptions } from "./redis.ts";
 
-/** Publishes waiting for an answer (count, bytes) past which publishes stay in the cluster (as redis.ts). */
+/**
+ * Publishes waiting for an answer past which publishes stay in the cluster: fewer than the classic
+ * engine's million, as each one here is an ioredis command (there, 512 share one script call).
+ */
 const MAX_WAITING = 100_000;
-const MAX_WAITING_BYTES = 64 * 1024 * 1024;
+
 /** How long a remembered publish waits for its echo. */
 const ECHO_MS = 5_000;
 /** A subscription change not answered within this is retried; `cmd` waits this long for the cluster. */

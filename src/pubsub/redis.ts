@@ -40,8 +40,8 @@ export interface RedisEngineOptions {
 }
 
 /** Publishes waiting for Redis's answer (count, bytes) past which publishes stay in the cluster until it catches up. */
-const MAX_WAITING = 1_000_000;
-const MAX_WAITING_BYTES = 64 * 1024 * 1024;
+export const MAX_WAITING = 1_000_000;
+export const MAX_WAITING_BYTES = 64 * 1024 * 1024;
 /** How long `cmd` waits for a connection that is being (re-)established. */
 const CMD_WAIT_MS = 5_000;
 /** Messages per EVALSHA of the publishing script (bounded so Redis serves others in between). */
