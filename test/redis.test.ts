@@ -362,6 +362,8 @@ describe.skipIf(skip)("echoes", () => {
     const r = await runCommand([process.execPath, fixture("redis-fence.ts")], { env: { REDIS_URL: redis.url } });
     expect(r.stdout).toContain("got 20 of 20");
     expect(r.stdout).toContain("burst 100000 of 100000");
+    // ...and reaches this process once: back through the default engine's subscription, not directly.
+    expect(r.stdout).toContain('direct ["through the second engine"] local 1');
     expect(r.code).toBe(0);
   }, 20_000);
 });

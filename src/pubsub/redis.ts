@@ -186,8 +186,17 @@ export class RedisEngine implements BytesEngine {
     this.#subCommand(pattern ? "punsubscribe" : "unsubscribe", [key]);
   }
 
-  /** Sends a message published in the cluster to Redis (batched per turn of the event loop). */
+  /**
+   * Sends a message published in the cluster to Redis (batched per turn of the event loop). An engine
+   * iodine does not use here (`Iodine.publish(ch, m, otherRedis)`) publishes on its `cmd` connection.
+   */
   publish(channel: string, message: Message): void {
+    if (!this.#opened) {
+      this.cmd("PUBLISH", channel, typeof message === "string" ? message : Buffer.from(message)).catch((err: Error) =>
+        log.error(`redis: cannot publish to ${JSON.stringify(channel)} on ${redactUrl(this.url)} (${err.message})`),
+      );
+      return;
+    }
     if (!this.#canPublish()) return;
     let data: string | Buffer;
     if (this.#mayEcho(channel)) {
