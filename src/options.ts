@@ -31,7 +31,7 @@ export const OPTIONS: readonly OptionDef[] = [
   { name: "verbose", kind: "boolean", short: "v", iodine: ["log"],
     description: "log every HTTP request to stderr" },
   { name: "redis", kind: "string", short: "r", iodine: ["redis"], valueHint: "URL",
-    description: "Redis pub/sub engine (default: $REDIS_URL or $IODINE_REDIS_URL)" },
+    description: "Redis pub/sub engine; ?sharded for Redis Cluster (default: $REDIS_URL or $IODINE_REDIS_URL)" },
   { name: "redis-ping", kind: "string", iodine: ["rp", "redis-ping"], valueHint: "S",
     description: "Redis keep-alive ping interval in seconds (default: 300)" },
   { name: "keep-alive", kind: "string", short: "k", iodine: ["keep-alive"], valueHint: "S",
