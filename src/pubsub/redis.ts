@@ -103,8 +103,9 @@ export class RedisEngine implements BytesEngine {
   #queue: (string | Buffer)[] = [];
   #queueBytes = 0;
   #flushQueued = false;
-  /** publish through PUBLISH_SCRIPT (false once Redis refused it) */
-  #script = true;
+  /** publish through PUBLISH_SCRIPT (see `#probeScripts`) */
+  #script = false;
+  #scriptRefused = false;
   #waiting = 0;
   #waitingBytes = 0;
   #behind = false;
@@ -277,7 +278,10 @@ export class RedisEngine implements BytesEngine {
     };
     const conn = new IORedis(this.url, options) as Conn;
     conn.iodine = { pingSince: 0 };
-    if (role === "pub") conn.defineCommand("iodinePublish", { numberOfKeys: 0, lua: PUBLISH_SCRIPT });
+    if (role === "pub") {
+      conn.defineCommand("iodinePublish", { numberOfKeys: 0, lua: PUBLISH_SCRIPT });
+      conn.on("ready", () => this.#probeScripts(conn));
+    }
     conn.on("error", (err: Error) => {
       this.#lastError = err.message;
       log.debug(`redis: ${role} connection: ${err.message}`);
@@ -404,10 +408,9 @@ export class RedisEngine implements BytesEngine {
         const args = queue.slice(i, i + SCRIPT_BATCH * 2);
         batches.push(
           (pub as Conn & ScriptCommands).iodinePublish(...args).catch((err: Error) => {
-            // Scripts refused (an ACL, a managed Redis): PUBLISH from now on, this batch included.
-            if (err.name !== "ReplyError" || !this.#script) return;
-            this.#script = false;
-            log.warn(`redis: cannot publish through a script (${err.message}); using one PUBLISH per message`);
+            // Refused after the probe said yes (SCRIPT FLUSH and EVAL refused since): PUBLISH from now on.
+            if (err.name !== "ReplyError") return;
+            this.#refuseScripts(err);
             return this.#pipeline(pub, args);
           }),
         );
@@ -418,6 +421,28 @@ export class RedisEngine implements BytesEngine {
     this.#queueBytes = 0;
     this.#startFence();
   };
+
+  /**
+   * On every (re)connection: can this Redis run the publishing script? Until it answers, and if it
+   * cannot (an ACL, a managed Redis without EVAL), one PUBLISH per message (same order either way:
+   * one connection).
+   */
+  #probeScripts(pub: Conn): void {
+    this.#script = false;
+    (pub as Conn & ScriptCommands).iodinePublish().then(
+      () => void (this.#script = this.#pub === pub),
+      (err: Error) => {
+        if (err.name === "ReplyError") this.#refuseScripts(err);
+      },
+    );
+  }
+
+  #refuseScripts(err: Error): void {
+    this.#script = false;
+    if (this.#scriptRefused) return;
+    this.#scriptRefused = true;
+    log.warn(`redis: cannot publish through a script (${err.message}); using one PUBLISH per message`);
+  }
 
   #pipeline(pub: Conn, queue: (string | Buffer)[]): Promise<unknown> {
     const pipeline = pub.pipeline();
