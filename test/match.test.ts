@@ -267,8 +267,9 @@ describe.skipIf(skipRedis("test/match.test.ts", "the comparison of compileGlob w
         }),
         { numRuns: 300 },
       );
-      // the comparison is worthless if every pattern matched nothing
-      expect(matched).toBeGreaterThan(1000);
+      // The comparison is worthless if every pattern matched nothing. (Usually thousands match; a
+      // random run with 196 was seen, so the bar is what shows that some did, not a typical count.)
+      expect(matched).toBeGreaterThan(100);
     },
     10_000,
   );
