@@ -8,20 +8,12 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { fixture, startCli, type CliProcess } from "./harness.ts";
 import { skipRedisCluster, startRedisCluster, type RedisCluster } from "./redis-cluster.ts";
-import { client, linked, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
+import { clientSet, linked, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
 
 const APP = fixture("cluster-app.ts");
 const skip = skipRedisCluster("test/redis-sharded.test.ts", "the sharded Redis engine test");
 
-const clients: WebSocket[] = [];
-async function sub(url: string): Promise<Client> {
-  const c = await client(url);
-  clients.push(c.ws);
-  return c;
-}
-function closeClients(): void {
-  for (const ws of clients.splice(0)) ws.close();
-}
+const { clients, sub, closeClients } = clientSet();
 
 async function post(srv: CliProcess, channel: string, body: string): Promise<void> {
   const res = await fetch(`${srv.url}/publish?ch=${encodeURIComponent(channel)}`, { method: "POST", body });

@@ -9,20 +9,12 @@ import IORedis from "ioredis";
 import { Iodine } from "../src/index.ts";
 import { fixture, freePort, runCommand, startCli, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis, type RedisServer } from "./redis-server.ts";
-import { client, linked, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
+import { clientSet, linked, oneOnEach, waitUntil } from "./ws-clients.ts";
 
 const APP = fixture("cluster-app.ts");
 const skip = skipRedis("test/redis.test.ts", "the Redis engine test");
 
-const clients: WebSocket[] = [];
-async function sub(url: string): Promise<Client> {
-  const c = await client(url);
-  clients.push(c.ws);
-  return c;
-}
-function closeClients(): void {
-  for (const ws of clients.splice(0)) ws.close();
-}
+const { clients, sub, closeClients } = clientSet();
 
 /** POST /publish on a cluster (an HTTP request: whichever worker takes it publishes). */
 async function post(srv: CliProcess, channel: string, body: string, scope?: "cluster" | "process"): Promise<void> {

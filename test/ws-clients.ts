@@ -77,3 +77,20 @@ export const waitUntil = async (ok: () => boolean, ms: number, what: string) => 
     await Bun.sleep(20);
   }
 };
+
+/** Clients opened by a test file, closed together (`closeClients` in a test's end or in afterAll). */
+export function clientSet() {
+  const clients: WebSocket[] = [];
+  return {
+    /** sockets to close with the others (also those opened by `oneOnEach`, pushed by the caller) */
+    clients,
+    async sub(url: string): Promise<Client> {
+      const c = await client(url);
+      clients.push(c.ws);
+      return c;
+    },
+    closeClients(): void {
+      for (const ws of clients.splice(0)) ws.close();
+    },
+  };
+}
