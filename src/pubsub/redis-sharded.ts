@@ -30,6 +30,7 @@ import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { relayCommand } from "./engine.ts";
 import { CLUSTER, defaultEngine, type PubSubEngine } from "./engines.ts";
+import { EchoLog, type Sent } from "./echoes.ts";
 import { publish } from "./index.ts";
 import { MAX_WAITING_BYTES, redactUrl, type RedisEngineOptions } from "./redis.ts";
 
@@ -44,11 +45,6 @@ const ECHO_MS = 5_000;
 /** A subscription change not answered within this is retried; `cmd` waits this long for the cluster. */
 const WAIT_MS = 5_000;
 
-interface Sent {
-  at: number;
-  /** undefined once its echo arrived or it cannot come */
-  bytes: Buffer | undefined;
-}
 
 /**
  * The Redis Cluster (sharded pub/sub) engine:
@@ -85,7 +81,7 @@ export class ShardedRedisEngine implements PubSubEngine {
   #waitingBytes = 0;
   #behind = false;
   // Echoes, per channel in publish order.
-  #sent = new Map<string, { items: Sent[]; head: number }>();
+  #echoes = new EchoLog();
 
   constructor(url: string, options: RedisEngineOptions = {}) {
     let parsed: URL | undefined;
@@ -145,7 +141,7 @@ export class ShardedRedisEngine implements PubSubEngine {
     for (const t of this.#timers) clearInterval(t);
     clearTimeout(this.#restart);
     this.#up = false;
-    this.#sent.clear();
+    this.#echoes.clear();
     this.#nodesDown.clear();
     this.#pings.clear();
     cluster?.disconnect();
@@ -188,7 +184,7 @@ export class ShardedRedisEngine implements PubSubEngine {
     let sent: Sent | undefined;
     if (this.#mayEcho(channel)) {
       data = Buffer.from(message);
-      sent = this.#remember(channel, data);
+      sent = this.#echoes.remember(channel, data, Date.now());
     } else {
       // Bytes are copied: ioredis encodes them later, and the caller may reuse its buffer.
       data = typeof message === "string" ? message : Buffer.from(message);
@@ -198,7 +194,7 @@ export class ShardedRedisEngine implements PubSubEngine {
     this.#waitingBytes += bytes;
     const answered = (receivers: unknown) => {
       // No subscriber on the shard (or no answer): our own subscription cannot echo it.
-      if (sent?.bytes !== undefined && receivers === 0) sent.bytes = undefined;
+      if (sent !== undefined && receivers === 0) this.#echoes.drop(sent);
       this.#waiting--;
       this.#waitingBytes -= bytes;
       if (this.#behind && this.#waiting < MAX_WAITING / 2 && this.#waitingBytes < MAX_WAITING_BYTES / 2) {
@@ -310,7 +306,7 @@ export class ShardedRedisEngine implements PubSubEngine {
 
   /** Once a second: forget old echoes, retry failed subscription changes, probe failing nodes. */
   #tick(): void {
-    this.#forgetEchoes(Date.now() - ECHO_MS);
+    this.#echoes.forgetBefore(Date.now() - ECHO_MS);
     this.#resync();
     const cluster = this.#cluster;
     if (cluster === undefined || !this.#up) return;
@@ -401,49 +397,11 @@ export class ShardedRedisEngine implements PubSubEngine {
     return this.#inFlight > 0 || this.#channels.has(channel);
   }
 
-  #remember(channel: string, bytes: Buffer): Sent {
-    let q = this.#sent.get(channel);
-    if (q === undefined) this.#sent.set(channel, (q = { items: [], head: 0 }));
-    const sent = { at: Date.now(), bytes };
-    q.items.push(sent);
-    return sent;
-  }
-
-  /** Is this incoming message the echo of one of ours? (It is then forgotten.) */
-  #isEcho(channel: string, message: Buffer): boolean {
-    const q = this.#sent.get(channel);
-    if (q === undefined) return false;
-    const { items } = q;
-    for (let i = q.head; i < items.length; i++) {
-      const sent = items[i]!;
-      if (sent.bytes === undefined || !sent.bytes.equals(message)) continue;
-      sent.bytes = undefined;
-      this.#trim(channel, q, 0);
-      return true;
-    }
-    return false;
-  }
-
-  #forgetEchoes(before: number): void {
-    for (const [channel, q] of this.#sent) this.#trim(channel, q, before);
-  }
-
-  /** Drops the matched, hopeless and expired publishes at the head of a channel's queue. */
-  #trim(channel: string, q: { items: Sent[]; head: number }, before: number): void {
-    const { items } = q;
-    while (q.head < items.length && (items[q.head]!.bytes === undefined || items[q.head]!.at < before)) q.head++;
-    if (q.head === items.length) this.#sent.delete(channel);
-    else if (q.head > 1024 && q.head * 2 > items.length) {
-      q.items = items.slice(q.head);
-      q.head = 0;
-    }
-  }
-
   // --- receiving ---
 
   #receive(channelBytes: Buffer, message: Buffer): void {
     const channel = channelBytes.toString();
-    if (this.#sent.size > 0 && this.#isEcho(channel, message)) return;
+    if (this.#echoes.size > 0 && this.#echoes.isEcho(channel, message)) return;
     // Redis keeps bytes: text when they are UTF-8 (what `redis-cli SPUBLISH` sends), bytes otherwise.
     const m = isUtf8(message) ? message.toString() : new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
     publish(channel, m, CLUSTER);

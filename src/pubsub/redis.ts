@@ -25,6 +25,7 @@ import diagnostics from "node:diagnostics_channel";
 import IORedis, { type RedisOptions } from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
+import { EchoLog } from "./echoes.ts";
 import { deliverFromEngine, relayCommand } from "./engine.ts";
 import { CLUSTER, defaultEngine, PUBLISH_BYTES, type BytesEngine } from "./engines.ts";
 import { publish } from "./index.ts";
@@ -70,13 +71,6 @@ type Conn = IORedis & { iodine?: { pingSince: number } };
   }
 }
 
-/** A publish that could come back from Redis, waiting for its echo or a fence. */
-interface Sent {
-  seq: number;
-  /** undefined once its echo arrived */
-  bytes: Buffer | undefined;
-}
-
 /**
  * The Redis pub/sub engine: `Iodine.PubSub.default = new Iodine.PubSub.Redis("redis://host:6379")`,
  * or `iodine -r redis://host:6379`. `rediss://` is TLS; a username and password go in the URL.
@@ -113,8 +107,7 @@ export class RedisEngine implements BytesEngine {
   #seq = 0;
   /** the last remembered publish handed to ioredis (a fence covers only those) */
   #flushedSeq = 0;
-  #sent = new Map<string, { items: Sent[]; head: number }>();
-  #sentCount = 0;
+  #echoes = new EchoLog();
   #fencing = false;
   // The publish whose copies are arriving now.
   #groupChannel: Buffer | undefined;
@@ -164,8 +157,7 @@ export class RedisEngine implements BytesEngine {
     this.#queue.length = 0;
     this.#queueBytes = 0;
     this.#waiting = this.#waitingBytes = 0;
-    this.#sent.clear();
-    this.#sentCount = 0;
+    this.#echoes.clear();
     this.#fencing = false;
     for (const c of conns) c?.disconnect();
   }
@@ -202,7 +194,7 @@ export class RedisEngine implements BytesEngine {
     let data: string | Buffer;
     if (this.#mayEcho(channel)) {
       data = typeof message === "string" ? Buffer.from(message) : Buffer.from(message);
-      this.#remember(channel, data);
+      this.#echoes.remember(channel, data, ++this.#seq);
     } else {
       // Bytes are copied: ioredis encodes them on the next turn, and the caller may reuse its buffer.
       data = typeof message === "string" ? message : Buffer.from(message);
@@ -214,7 +206,7 @@ export class RedisEngine implements BytesEngine {
   [PUBLISH_BYTES](channel: string, bytes: Uint8Array): void {
     if (!this.#canPublish()) return;
     const data = Buffer.from(bytes);
-    if (this.#mayEcho(channel)) this.#remember(channel, data);
+    if (this.#mayEcho(channel)) this.#echoes.remember(channel, data, ++this.#seq);
     this.#enqueue(channel, data);
   }
 
@@ -459,40 +451,15 @@ export class RedisEngine implements BytesEngine {
     return false;
   }
 
-  #remember(channel: string, bytes: Buffer): void {
-    let q = this.#sent.get(channel);
-    if (q === undefined) this.#sent.set(channel, (q = { items: [], head: 0 }));
-    q.items.push({ seq: ++this.#seq, bytes });
-    this.#sentCount++;
-  }
-
-  /** Is this incoming publish the echo of one of ours? (It is then forgotten.) */
-  #isEcho(channel: string, message: Buffer): boolean {
-    const q = this.#sent.get(channel);
-    if (q === undefined) return false;
-    const { items } = q;
-    for (let i = q.head; i < items.length; i++) {
-      const sent = items[i]!;
-      if (sent.bytes === undefined || !sent.bytes.equals(message)) continue;
-      sent.bytes = undefined;
-      this.#sentCount--;
-      // Echoes come in order: usually the first one waiting; skip what is already matched.
-      while (q.head < items.length && items[q.head]!.bytes === undefined) q.head++;
-      if (q.head === items.length) this.#sent.delete(channel);
-      return true;
-    }
-    return false;
-  }
-
   /** Forgets, once Redis ran them and their echoes would have arrived, the publishes that did not echo. */
   #startFence(): void {
-    if (this.#fencing || this.#sentCount === 0) return;
+    if (this.#fencing || this.#echoes.size === 0) return;
     const pub = this.#pub;
     const sub = this.#sub;
     if (pub?.status !== "ready" || sub?.status !== "ready") return;
     // Only publishes already handed to ioredis: the PING goes out after them.
     const upTo = this.#flushedSeq;
-    if (upTo === 0 || !this.#hasUpTo(upTo)) return;
+    if (upTo === 0 || !this.#echoes.hasBefore(upTo + 1)) return;
     this.#fencing = true;
     pub
       .ping()
@@ -500,33 +467,12 @@ export class RedisEngine implements BytesEngine {
       .then(
         () => {
           this.#fencing = false;
-          this.#forget(upTo);
+          this.#echoes.forgetBefore(upTo + 1);
           this.#startFence();
         },
         // Tried again on the next publish or when the connections are back.
         () => void (this.#fencing = false),
       );
-  }
-
-  /** Is something remembered at or before `upTo`? */
-  #hasUpTo(upTo: number): boolean {
-    for (const q of this.#sent.values()) if (q.head < q.items.length && q.items[q.head]!.seq <= upTo) return true;
-    return false;
-  }
-
-  #forget(upTo: number): void {
-    for (const [channel, q] of this.#sent) {
-      const { items } = q;
-      while (q.head < items.length && items[q.head]!.seq <= upTo) {
-        if (items[q.head]!.bytes !== undefined) this.#sentCount--;
-        q.head++;
-      }
-      if (q.head === items.length) this.#sent.delete(channel);
-      else if (q.head > 1024 && q.head * 2 > items.length) {
-        q.items = items.slice(q.head);
-        q.head = 0;
-      }
-    }
   }
 
   // --- receiving ---
@@ -553,7 +499,7 @@ export class RedisEngine implements BytesEngine {
       name = this.#lastChannel = channel.toString();
       this.#lastChannelBytes = channel;
     }
-    if (this.#sentCount > 0 && this.#isEcho(name, message)) return;
+    if (this.#echoes.size > 0 && this.#echoes.isEcho(name, message)) return;
     // Redis keeps bytes: text when they are UTF-8 (what `redis-cli PUBLISH` sends), bytes otherwise.
     const text = isUtf8(message);
     if (deliverFromEngine(name, message, text)) return;
