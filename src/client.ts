@@ -1,20 +1,26 @@
 // `Iodine.connect` (SPEC §4): outgoing WebSocket connections on Bun's client `WebSocket`, with the
-// same handler callbacks as the server side. Raw `tcp://` and `unix:` clients come with src/raw.ts.
+// same handler callbacks as the server side; raw `tcp://`, `tls://` and `unix:` ones go to src/raw.ts.
 import { BaseConnection, openConnections } from "./connection.ts";
 import { IodineError } from "./errors.ts";
 import { log } from "./log.ts";
+import { connectRaw } from "./raw.ts";
+import { TLS } from "./tls.ts";
+import type { TLSOptions as BunTLSOptions } from "bun";
 import type { Connection, Handler, Message, SnakeHandler, SubscribeOptions } from "./types.ts";
 
 /** Options of `Iodine.connect`. */
 export interface ConnectOptions {
-  /** where to connect: `ws://` or `wss://` */
+  /** where to connect: `ws://`, `wss://`, `tcp://host:port`, `tls://host:port` or `unix:/path` */
   url: string;
   /** the connection's callbacks (camelCase, or iodine's snake_case names) */
   handler: Handler | SnakeHandler;
-  /** seconds between WebSocket pings, 0 = none. @default 40 */
+  /** seconds between WebSocket pings, 0 = none (raw: the initial `client.timeout`, default 0). @default 40 */
   ping?: number;
-  /** TLS for `wss://` (only there). */
-  tls?: {
+  /**
+   * TLS for `wss://`, `tls://` and `tcp://` (which it turns into TLS): an `Iodine.TLS` (trusted CAs,
+   * a client certificate, ALPN), or for WebSockets `{ rejectUnauthorized, ca }`.
+   */
+  tls?: TLS | {
     /** refuse a server whose certificate does not verify. @default true */
     rejectUnauthorized?: boolean;
     /** PEM of the certificate authority (or self-signed certificate) to trust. @default the system's CAs */
@@ -29,13 +35,12 @@ const DEFAULT_PING = 40;
 const MAX_PING = Math.floor(2_147_483_647 / 1000);
 /** how often `pending` is checked for onDrained, only while bytes are queued */
 const DRAIN_POLL_MS = 10;
-const RAW_SCHEMES = new Set(["tcp:", "unix:", "raw:"]);
+const RAW_SCHEMES = new Set(["tcp:", "tls:", "unix:"]);
 
 /**
  * Opens a client connection and returns it at once; `onOpen` runs when it is connected, and
  * `onClose` runs exactly once in any case, also when it never opened (the failure is logged).
- * @throws TypeError for a bad URL, handler or option; IodineError `ECONNECT_SCHEME` for a scheme
- *   other than ws:// and wss://.
+ * @throws TypeError for a bad URL, handler or option; IodineError `ECONNECT_SCHEME` for another scheme.
  * @example
  * Iodine.connect({
  *   url: "ws://localhost:3000/",
@@ -51,10 +56,22 @@ export function connect(options: ConnectOptions): Connection {
   if (typeof ping !== "number" || !(ping >= 0 && ping <= MAX_PING)) {
     throw new RangeError(`Iodine.connect: "ping" must be a number of seconds 0–${MAX_PING}, got "${String(ping)}"`);
   }
+  if (RAW_SCHEMES.has(url.protocol)) {
+    if (options.tls !== undefined && !(options.tls instanceof TLS)) {
+      throw new TypeError(`Iodine.connect: "tls" for a raw connection must be an Iodine.TLS`);
+    }
+    if (options.tls !== undefined && url.protocol === "unix:") {
+      throw new TypeError(`Iodine.connect: "tls" over a Unix socket is not supported ("${url.href}")`);
+    }
+    const c = connectRaw(url, options.handler, options.tls);
+    if (options.ping !== undefined) c.timeout = ping;
+    return c;
+  }
   if (options.tls !== undefined && url.protocol !== "wss:") {
     throw new TypeError(`Iodine.connect: "tls" needs a wss:// URL, got "${url.href}"`);
   }
-  return new WsClientConnection(url, options.handler, ping, options.tls, options.headers);
+  const tls = options.tls instanceof TLS ? options.tls.clientOptions() : options.tls;
+  return new WsClientConnection(url, options.handler, ping, tls, options.headers);
 }
 
 function parseUrl(raw: unknown): URL {
@@ -62,18 +79,18 @@ function parseUrl(raw: unknown): URL {
   try {
     url = new URL(String(raw));
   } catch (cause) {
-    throw new TypeError(`Iodine.connect: "url" must be a ws:// or wss:// URL, got "${String(raw)}"`, { cause });
+    throw new TypeError(`Iodine.connect: "url" must be a ws://, wss://, tcp://, tls:// or unix: URL, got "${String(raw)}"`, { cause });
   }
-  if (url.protocol === "ws:" || url.protocol === "wss:") return url;
-  if (RAW_SCHEMES.has(url.protocol)) {
-    throw new IodineError(
-      "ECONNECT_SCHEME",
-      `Iodine.connect: raw TCP/Unix clients are not available yet ("${url.href}"); use a ws:// or wss:// URL`,
-    );
+  if (url.protocol === "ws:" || url.protocol === "wss:" || url.protocol === "unix:") return url;
+  if (url.protocol === "tcp:" || url.protocol === "tls:") {
+    if (url.hostname === "" || url.port === "") {
+      throw new TypeError(`Iodine.connect: a ${url.protocol}// URL needs a host and a port, got "${url.href}"`);
+    }
+    return url;
   }
   throw new IodineError(
     "ECONNECT_SCHEME",
-    `Iodine.connect: "url" must be a ws:// or wss:// URL, got the scheme "${url.protocol}" in "${url.href}"`,
+    `Iodine.connect: "url" must be ws://, wss://, tcp://, tls:// or unix:, got the scheme "${url.protocol}" in "${url.href}"`,
   );
 }
 
@@ -92,7 +109,7 @@ export class WsClientConnection extends BaseConnection {
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #drainTimer: ReturnType<typeof setInterval> | undefined;
 
-  constructor(url: URL, handler: Handler | SnakeHandler, ping: number, tls: ConnectOptions["tls"], headers: ConnectOptions["headers"]) {
+  constructor(url: URL, handler: Handler | SnakeHandler, ping: number, tls: BunTLSOptions | undefined, headers: ConnectOptions["headers"]) {
     super(handler, undefined, "Iodine.connect");
     this.url = url.href;
     try {

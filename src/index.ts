@@ -9,6 +9,7 @@ import { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 import { addListener, requestStart, role, stopAll } from "./runtime.ts";
 import { onState, type StateEvent } from "./state.ts";
 import { run, runAfter, runEvery } from "./timers.ts";
+import { TLS } from "./tls.ts";
 import type { ListenOptions, Message, SubscribeCallback, SubscribeOptions } from "./types.ts";
 import { upgrade, upgradeKind } from "./upgrade.ts";
 
@@ -30,7 +31,10 @@ export const Iodine = {
   get isWorker(): boolean {
     return role.isWorker;
   },
-  /** Registers an HTTP service; several may be registered on different ports (SPEC §3). */
+  /**
+   * Registers a service: HTTP (the default; several may run on different ports, SPEC §3) or raw
+   * TCP/Unix with `service: "raw"` and a handler per connection (SPEC §4).
+   */
   listen(options: ListenOptions): void {
     addListener(options);
   },
@@ -46,7 +50,7 @@ export const Iodine = {
   upgradeKind,
   /** Hands a WebSocket (or SSE) request to a handler; return its result from `fetch`. */
   upgrade,
-  /** Opens a client connection (`ws://`, `wss://`) driven by a handler with the same callbacks. */
+  /** Opens a client connection (`ws://`, `wss://`, `tcp://`, `tls://`, `unix:`) driven by a handler with the same callbacks. */
   connect,
   /** Subscribes the process: `callback(channel, message)` for each message (SPEC §5). */
   subscribe(channel: string, options: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): void {
@@ -93,6 +97,8 @@ export const Iodine = {
   onState(event: StateEvent, fn: () => unknown): void {
     onState(event, fn);
   },
+  /** TLS settings for listeners and clients: `new Iodine.TLS().useCertificate({ cert, key }).trust(ca)` (SPEC §9). */
+  TLS,
   /** Runs `fn` on the next turn of the event loop. */
   run,
   /** Runs `fn` once after `ms` milliseconds. */
@@ -118,6 +124,8 @@ export type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
 export type { RedisEngine, RedisEngineOptions } from "./pubsub/redis.ts";
 export type { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 // Options.
-export type { ListenOptions, TLSOptions } from "./types.ts";
+export type { HandlerFactory, HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions } from "./types.ts";
+export type { TLS } from "./tls.ts";
+export type { RawConnection } from "./raw.ts";
 // Errors.
 export { IodineError } from "./errors.ts";

@@ -12,7 +12,9 @@ import { nativeSockets } from "./websocket.ts";
 import { DEFAULT_PORT, DEFAULTS } from "./settings.ts";
 import { fireState, stopIdleWatch, watchIdle } from "./state.ts";
 import { driveEngineHere } from "./pubsub/engine.ts";
-import type { ListenOptions, TLSOptions } from "./types.ts";
+import { handlerMaker, listenRaw, type RawListener } from "./raw.ts";
+import { serverTls, TLS } from "./tls.ts";
+import type { HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions } from "./types.ts";
 
 /** What listeners inherit from the command line (or the defaults, in script mode). */
 export interface RunConfig {
@@ -33,6 +35,7 @@ export interface RunConfig {
 
 const listeners: ListenOptions[] = [];
 const servers: Server<unknown>[] = [];
+const rawListeners: RawListener[] = [];
 const unixPaths: string[] = [];
 // Script mode (`bun app.ts`) has no command line: it takes $PORT when it is a valid port.
 const envPort = /^\d+$/.test(process.env.PORT ?? "") && Number(process.env.PORT) <= 65535 ? Number(process.env.PORT) : undefined;
@@ -82,13 +85,27 @@ export function driveFromCli(c: RunConfig): void {
 
 export function addListener(o: ListenOptions): void {
   if (state !== "idle") throw new IodineError("ELISTEN_LATE", "Iodine.listen: the server is already running; call listen before start");
-  if (!normaliseApp(o.handler)) {
+  if (o === null || typeof o !== "object") throw new TypeError(`Iodine.listen: options must be an object, got ${o === null ? "null" : typeof o}`);
+  const service = (o as { service?: unknown }).service;
+  if (service !== undefined && service !== "http" && service !== "raw" && service !== "tcp") {
+    throw new TypeError(`Iodine.listen: "service" must be "http", "raw" or "tcp", got ${JSON.stringify(service)}`);
+  }
+  if (isRaw(o)) {
+    handlerMaker(o.handler, "Iodine.listen");
+    if (o.timeout !== undefined && !(typeof o.timeout === "number" && o.timeout >= 0)) {
+      throw new RangeError(`Iodine.listen: "timeout" must be a number of seconds ≥ 0, got "${String(o.timeout)}"`);
+    }
+  } else if (!normaliseApp(o.handler)) {
     throw new TypeError(`Iodine.listen: "handler" must be a fetch function or an object with fetch, got ${typeof o.handler}`);
   }
   if (o.port !== undefined && (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535)) {
     throw new RangeError(`Iodine.listen: "port" must be an integer 0–65535, got "${String(o.port)}"`);
   }
   listeners.push(o);
+}
+
+function isRaw(o: ListenOptions): o is RawListenOptions {
+  return o.service === "raw" || o.service === "tcp";
 }
 
 export function listenerCount(): number {
@@ -115,40 +132,68 @@ export async function startAll(): Promise<void> {
     await fireState("enter_child");
   }
   for (const [i, o] of listeners.entries()) {
-    const app = normaliseApp(o.handler)!;
-    const unix = o.unix ?? (o.port === undefined ? config.unix : undefined);
-    const port = role.ports[i] ?? o.port ?? config.port ?? app.port ?? DEFAULT_PORT;
-    const hostname = o.hostname ?? config.hostname ?? app.hostname;
-    const www = o.public ?? config.www;
-    const tls = o.tls ?? config.tls;
-    if (config.warmup) await warmup(app.fetch);
-    if (unix !== undefined) removeStaleSocket(unix);
-    const server = serveHttp({
-      fetch: app.fetch,
-      ...(app.websocket ? { websocket: app.websocket } : {}),
-      port,
-      ...(hostname !== undefined ? { hostname } : {}),
-      ...(unix !== undefined ? { unix } : {}),
-      ...(www !== undefined ? { www } : {}),
-      ...(tls !== undefined ? { tls } : {}),
-      verbose: config.verbose,
-      keepAlive: config.keepAlive,
-      maxBody: config.maxBody,
-      ping: config.ping,
-      maxMsg: config.maxMsg,
-      reusePort: role.inCluster,
-    });
-    servers.push(server);
-    if (unix !== undefined) unixPaths.push(unix);
-    const host = hostname === undefined ? "0.0.0.0" : hostname.includes(":") ? `[${hostname}]` : hostname;
-    const where = unix !== undefined ? `unix:${unix}` : `${tls ? "https" : "http"}://${host}:${server.port}`;
-    const extra = www !== undefined ? `, public folder ${www}` : "";
-    bound.push({ where, port: unix === undefined ? server.port : undefined });
-    if (role.inCluster) log.debug(`listening on ${where}`);
-    else log.info(`listening on ${where} (1 worker, 1 thread${extra})`);
+    const b = isRaw(o) ? await startRaw(i, o) : await startHttp(i, o);
+    bound.push(b);
+    if (role.inCluster) log.debug(`listening on ${b.where}`);
+    else log.info(`listening on ${b.where} (1 worker, 1 thread${b.extra})`);
   }
   watchIdle();
   await fireState("on_start");
+}
+
+/** Where a listener binds: its own options first, then the command line's, then the defaults. */
+function address(i: number, o: ListenOptions, appPort?: number) {
+  const unix = o.unix ?? (o.port === undefined ? config.unix : undefined);
+  const port = role.ports[i] ?? o.port ?? config.port ?? appPort ?? DEFAULT_PORT;
+  const hostname = o.hostname ?? config.hostname;
+  const host = hostname === undefined ? "0.0.0.0" : hostname.includes(":") ? `[${hostname}]` : hostname;
+  if (unix !== undefined) removeStaleSocket(unix);
+  return { unix, port, hostname, host };
+}
+
+/** A TLS object without a certificate gets a self-signed one (as `--tls` does). */
+async function readyTls(tls: TLS | TLSOptions | undefined): Promise<TLS | TLSOptions | undefined> {
+  if (tls instanceof TLS) await tls.ensureCertificate();
+  return tls;
+}
+
+async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { extra: string }> {
+  const app = normaliseApp(o.handler)!;
+  const { unix, port, host } = address(i, o, app.port);
+  const hostname = o.hostname ?? config.hostname ?? app.hostname;
+  const www = o.public ?? config.www;
+  const tls = await readyTls(o.tls ?? config.tls);
+  if (config.warmup) await warmup(app.fetch);
+  const server = serveHttp({
+    fetch: app.fetch,
+    ...(app.websocket ? { websocket: app.websocket } : {}),
+    port,
+    ...(hostname !== undefined ? { hostname } : {}),
+    ...(unix !== undefined ? { unix } : {}),
+    ...(www !== undefined ? { www } : {}),
+    ...(tls !== undefined ? { tls: serverTls(tls) } : {}),
+    verbose: config.verbose,
+    keepAlive: config.keepAlive,
+    maxBody: config.maxBody,
+    ping: config.ping,
+    maxMsg: config.maxMsg,
+    reusePort: role.inCluster,
+  });
+  servers.push(server);
+  if (unix !== undefined) unixPaths.push(unix);
+  const shown = hostname === undefined ? host : hostname.includes(":") ? `[${hostname}]` : hostname;
+  const where = unix !== undefined ? `unix:${unix}` : `${tls ? "https" : "http"}://${shown}:${server.port}`;
+  return { where, port: unix === undefined ? server.port : undefined, extra: www !== undefined ? `, public folder ${www}` : "" };
+}
+
+async function startRaw(i: number, o: RawListenOptions): Promise<Bound & { extra: string }> {
+  const { unix, port, hostname, host } = address(i, o);
+  const tls = await readyTls(o.tls);
+  const listener = listenRaw({ port, hostname, unix, handler: o.handler, tls, timeout: o.timeout ?? 0 });
+  rawListeners.push(listener);
+  if (unix !== undefined) unixPaths.push(unix);
+  const where = unix !== undefined ? `unix:${unix}` : `${tls ? "tls" : "tcp"}://${host}:${listener.port}`;
+  return { where, port: listener.port, extra: ", raw" };
 }
 
 /** Graceful stop: stop accepting, let in-flight requests finish (up to `drainMs`), flush the log. */
@@ -161,11 +206,16 @@ export async function stopAll(): Promise<void> {
   // Bun's server.stop() does not resolve while WebSockets stay open: tell them, then close them.
   for (const c of [...openConnections]) c.shutdown();
   for (const ws of [...nativeSockets]) ws.close(1001, "server going away");
-  const drained = Promise.all([...servers.map((s) => s.stop(false)), ...alsoOnStop.map((f) => f())]);
+  const drained = Promise.all([
+    ...servers.map((s) => s.stop(false)),
+    ...rawListeners.map((l) => l.stop()),
+    ...alsoOnStop.map((f) => f()),
+  ]);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), config.drainMs)));
   if ((await Promise.race([drained, late])) === "late") {
     log.warn(`stop: in-flight requests still running after ${config.drainMs} ms; closing them`);
+    for (const l of rawListeners) l.terminate();
     await Promise.all(servers.map((s) => s.stop(true)));
   }
   clearTimeout(timer);

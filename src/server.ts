@@ -1,12 +1,12 @@
 // The HTTP service on Bun.serve: request guards (SPEC §10), static files before the app (§6),
 // the app, X-Sendfile and HEAD completion after it, the access log (§7), and limits.
-import type { Server, WebSocketHandler } from "bun";
+import type { Server, TLSOptions, WebSocketHandler } from "bun";
 import { accessLog, clock, log, logException, startClock } from "./log.ts";
 import { attachServer } from "./pubsub/index.ts";
 import { activity } from "./state.ts";
 import { setSsePing, SseConnection } from "./sse.ts";
 import { StaticFiles } from "./static.ts";
-import type { FetchHandler, TLSOptions } from "./types.ts";
+import type { FetchHandler } from "./types.ts";
 import { UpgradeResponse } from "./upgrade.ts";
 import { OUTGOING_LIMIT, websocketHandlers } from "./websocket.ts";
 

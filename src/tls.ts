@@ -1,7 +1,8 @@
 // TLS material for `--tls`: a self-signed ECDSA P-256 certificate for localhost, made at start-up
 // with WebCrypto and a few lines of DER (RFC 5280), so no OpenSSL binary or extra package is needed.
+import type { BunFile, TLSOptions as BunTLSOptions } from "bun";
 import { readFileSync } from "node:fs";
-import { CliError } from "./errors.ts";
+import { CliError, IodineError } from "./errors.ts";
 import type { TLSOptions } from "./types.ts";
 
 // --- DER ---
@@ -97,4 +98,126 @@ export function tlsFromFiles(certFile: string, keyFile: string, passphrase?: str
   if (!cert.includes("-----BEGIN")) throw new CliError(`the TLS certificate "${certFile}" is not PEM`);
   if (!key.includes("-----BEGIN")) throw new CliError(`the TLS key "${keyFile}" is not PEM`);
   return passphrase === undefined ? { cert, key } : { cert, key, passphrase };
+}
+
+// --- Iodine.TLS ---
+
+type Pem = string | BunFile;
+
+/** PEM text (it must look like PEM) or a `Bun.file` (read by Bun when the listener starts). */
+function checkPem(value: unknown, what: string): Pem {
+  if (typeof value === "string") {
+    if (!value.includes("-----BEGIN")) throw new TypeError(`Iodine.TLS: ${what} must be PEM text or a Bun.file, got text without "-----BEGIN"`);
+    return value;
+  }
+  if (value !== null && typeof value === "object" && typeof (value as BunFile).arrayBuffer === "function" && "name" in value) {
+    return value as BunFile;
+  }
+  throw new TypeError(`Iodine.TLS: ${what} must be PEM text or a Bun.file, got ${value === null ? "null" : typeof value}`);
+}
+
+/** ALPN protocol names go on the wire as one length-prefixed list (RFC 7301 §3.1). */
+function alpnWire(protocols: readonly string[]): Uint8Array {
+  const parts = protocols.map((p) => new TextEncoder().encode(p));
+  const out = new Uint8Array(parts.reduce((n, p) => n + 1 + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out[at++] = p.length;
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/**
+ * TLS settings for `Iodine.listen` (HTTP and raw) and `Iodine.connect` (SPEC §9), as iodine's
+ * `Iodine::TLS`. A listener given a TLS object without a certificate gets a self-signed one at start.
+ * @example
+ * const tls = new Iodine.TLS().useCertificate({ cert: Bun.file("cert.pem"), key: Bun.file("key.pem") });
+ * tls.trust(Bun.file("clients-ca.pem")); // only clients with a certificate signed by this CA get in
+ * Iodine.listen({ service: "raw", port: 4433, tls, handler: () => new Echo() });
+ */
+export class TLS {
+  #cert: Pem | undefined;
+  #key: Pem | undefined;
+  #pass: string | undefined;
+  readonly #trusted: Pem[] = [];
+  #alpn: string[] = [];
+
+  /** The certificate (chain) and key this side presents: PEM text or `Bun.file`s. */
+  useCertificate(o: { cert: Pem; key: Pem; pass?: string }): this {
+    if (o === null || typeof o !== "object") throw new TypeError("Iodine.TLS.useCertificate: expected { cert, key, pass? }");
+    this.#cert = checkPem(o.cert, "cert");
+    this.#key = checkPem(o.key, "key");
+    if (o.pass !== undefined && typeof o.pass !== "string") throw new TypeError(`Iodine.TLS.useCertificate: "pass" must be a string`);
+    this.#pass = o.pass;
+    return this;
+  }
+
+  /**
+   * Trusts a certificate authority (or a self-signed certificate) for the peer. On a listener the
+   * peer must then present a certificate it signed, or the connection is refused during the
+   * handshake; on a client it replaces the system's CAs for verifying the server.
+   */
+  trust(ca: Pem): this {
+    this.#trusted.push(checkPem(ca, "trust(ca)"));
+    return this;
+  }
+
+  /**
+   * The application protocols offered (client) or accepted (listener) by ALPN, most preferred
+   * first, e.g. `"my-proto/1"`; a raw connection tells the agreed one as `client.alpnProtocol`.
+   * HTTP listeners speak HTTP/1.1 whatever is set here.
+   */
+  alpn(...protocols: string[]): this {
+    for (const p of protocols) {
+      if (typeof p !== "string" || p.length === 0 || new TextEncoder().encode(p).length > 255) {
+        throw new TypeError(`Iodine.TLS.alpn: a protocol name must be 1–255 bytes, got ${JSON.stringify(p)}`);
+      }
+    }
+    this.#alpn = protocols;
+    return this;
+  }
+
+  /** True once `useCertificate` was called. */
+  get hasCertificate(): boolean {
+    return this.#cert !== undefined;
+  }
+
+  /** Gives a certificate-less TLS object a self-signed certificate for localhost (what `--tls` does). */
+  async ensureCertificate(): Promise<void> {
+    if (this.#cert !== undefined) return;
+    const { cert, key } = await selfSigned();
+    this.#cert = cert;
+    this.#key = key;
+  }
+
+  /** Bun's TLS options for a listener (Bun.serve, Bun.listen). */
+  serverOptions(): BunTLSOptions {
+    if (this.#cert === undefined || this.#key === undefined) {
+      throw new IodineError("ETLS_NO_CERT", "Iodine.TLS: a listener needs a certificate (useCertificate, or let start make a self-signed one)");
+    }
+    return {
+      cert: this.#cert,
+      key: this.#key,
+      ...(this.#pass !== undefined ? { passphrase: this.#pass } : {}),
+      ...(this.#trusted.length > 0 ? { ca: this.#trusted, requestCert: true, rejectUnauthorized: true } : {}),
+      ...(this.#alpn.length > 0 ? { ALPNProtocols: alpnWire(this.#alpn) } : {}),
+    };
+  }
+
+  /** Bun's TLS options for a client (Bun.connect, WebSocket). */
+  clientOptions(): BunTLSOptions {
+    return {
+      ...(this.#cert !== undefined && this.#key !== undefined ? { cert: this.#cert, key: this.#key } : {}),
+      ...(this.#pass !== undefined ? { passphrase: this.#pass } : {}),
+      ...(this.#trusted.length > 0 ? { ca: this.#trusted } : {}),
+      ...(this.#alpn.length > 0 ? { ALPNProtocols: alpnWire(this.#alpn) } : {}),
+    };
+  }
+}
+
+/** A listener's TLS as Bun wants it, from either an `Iodine.TLS` or plain `{ cert, key }`. */
+export function serverTls(tls: TLS | TLSOptions): BunTLSOptions {
+  return tls instanceof TLS ? tls.serverOptions() : tls;
 }

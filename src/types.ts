@@ -1,6 +1,7 @@
 // Public types of iodine for Bun. Everything here is re-exported from src/index.ts.
 import type { BunFile, Server, WebSocketHandler } from "bun";
 import type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
+import type { TLS } from "./tls.ts";
 
 /** The server an app's `fetch` receives: Bun's own, with `upgrade`, `publish`, `requestIP` … */
 export type IodineServer = Server<unknown>;
@@ -29,8 +30,11 @@ export interface TLSOptions {
   passphrase?: string;
 }
 
+/** Options of `Iodine.listen`: an HTTP service (the default) or a raw one (`service: "raw"`). */
+export type ListenOptions = HttpListenOptions | RawListenOptions;
+
 /** Options of `Iodine.listen` for an HTTP service (SPEC §3). */
-export interface ListenOptions {
+export interface HttpListenOptions {
   /** @default "http" */
   service?: "http";
   /** TCP port; 0 picks a free one. @default the CLI's port, else 3000 */
@@ -43,9 +47,34 @@ export interface ListenOptions {
   handler: AppModule;
   /** public folder served before the app (SPEC §6). @default the CLI's `--www` */
   public?: string;
-  /** TLS for this listener. @default the CLI's `--tls*` options */
-  tls?: TLSOptions;
+  /** TLS for this listener: `{ cert, key }` or an `Iodine.TLS`. @default the CLI's `--tls*` options */
+  tls?: TLSOptions | TLS;
 }
+
+/** Makes the handler of each new raw connection: a function, or a class (then `new`-ed). */
+export type HandlerFactory = (() => Handler | SnakeHandler) | (new () => Handler | SnakeHandler);
+
+/** Options of `Iodine.listen` for a raw service (SPEC §4). */
+export interface RawListenOptions {
+  /** `"raw"` (or iodine's `"tcp"`): bytes in, bytes out, no HTTP. */
+  service: "raw" | "tcp";
+  /** TCP port; 0 picks a free one. @default the CLI's port, else 3000 */
+  port?: number;
+  /** address to bind. @default all interfaces */
+  hostname?: string;
+  /** a Unix socket path instead of a TCP port */
+  unix?: string;
+  /**
+   * The handler of each connection: a function returning one (`() => new Echo()`), a class, or one
+   * object shared by every connection (iodine's `module EchoProtocol … extend self`).
+   */
+  handler: HandlerFactory | Handler | SnakeHandler;
+  /** TLS for this listener: an `Iodine.TLS` (client certificates, ALPN) or `{ cert, key }`. */
+  tls?: TLS | TLSOptions;
+  /** each connection's initial `client.timeout`, seconds. @default 0 (none) */
+  timeout?: number;
+}
+
 
 // --- connections (SPEC §4) ---
 

@@ -108,7 +108,7 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
   let url = "";
   let port = 0;
   try {
-    const m = await waitFor(/listening on (https?:\/\/[^\s]+|unix:\S+)/, o.timeout ?? 10_000);
+    const m = await waitFor(/listening on ((?:https?|tcp|tls):\/\/[^\s]+|unix:\S+)/, o.timeout ?? 10_000);
     url = m[1]!.replace("0.0.0.0", "127.0.0.1");
     port = Number(/:(\d+)$/.exec(url)?.[1] ?? 0);
   } catch (err) {

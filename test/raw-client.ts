@@ -1,0 +1,124 @@
+// A raw TCP/Unix test client on Bun.connect: collects every byte and waits for text, a byte count
+// or the close. Shared by the raw-connection and example tests.
+import type { Socket } from "bun";
+
+export interface RawClient extends AsyncDisposable {
+  socket: Socket<undefined>;
+  /** everything received so far */
+  bytes(): Uint8Array;
+  text(): string;
+  /** resolves once the received text matches (rejects after ms, with what came) */
+  waitFor(pattern: RegExp | string, ms?: number): Promise<string>;
+  /** resolves once at least n bytes arrived */
+  waitForBytes(n: number, ms?: number): Promise<void>;
+  /** resolves when the server closed the connection */
+  closed: Promise<void>;
+  isClosed(): boolean;
+  write(data: string | Uint8Array): void;
+}
+
+export async function rawClient(where: { port: number; hostname?: string } | { unix: string }): Promise<RawClient> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let joined: Uint8Array | undefined;
+  let wakers: (() => void)[] = [];
+  let isClosed = false;
+  const closed = Promise.withResolvers<void>();
+  const wake = () => {
+    for (const w of [...wakers]) w();
+  };
+  const bytes = () => {
+    if (joined === undefined || joined.byteLength !== size) {
+      joined = new Uint8Array(size);
+      let at = 0;
+      for (const c of chunks) {
+        joined.set(c, at);
+        at += c.byteLength;
+      }
+    }
+    return joined;
+  };
+  // Decoded as it arrives, so waiting for text does not re-decode everything on each chunk.
+  const decoder = new TextDecoder();
+  let decoded = "";
+  const text = () => decoded;
+  // Writes wait here when the socket does not take them at once.
+  let queue: Uint8Array[] = [];
+  const handlers = {
+    data(_s: Socket<undefined>, data: Uint8Array) {
+      chunks.push(new Uint8Array(data));
+      size += data.byteLength;
+      decoded += decoder.decode(data, { stream: true });
+      wake();
+    },
+    drain(s: Socket<undefined>) {
+      while (queue.length > 0) {
+        const c = queue[0]!;
+        const n = s.write(c);
+        if (n < c.byteLength) {
+          queue[0] = c.subarray(Math.max(n, 0));
+          return;
+        }
+        queue.shift();
+      }
+    },
+    close() {
+      isClosed = true;
+      closed.resolve();
+      wake();
+    },
+    error() {},
+  };
+  const socket =
+    "unix" in where
+      ? await Bun.connect({ unix: where.unix, socket: handlers })
+      : await Bun.connect({ hostname: where.hostname ?? "127.0.0.1", port: where.port, socket: handlers });
+  const until = (done: () => boolean, what: () => string, ms: number) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (done()) return finish(resolve);
+        if (isClosed) return finish(() => reject(new Error(`closed before ${what()}; got ${JSON.stringify(text().slice(-500))}`)));
+      };
+      const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for ${what()}; got ${JSON.stringify(text().slice(-500))}`))), ms);
+      const finish = (f: () => void) => {
+        clearTimeout(timer);
+        wakers = wakers.filter((w) => w !== check);
+        f();
+      };
+      wakers.push(check);
+      check();
+    });
+  return {
+    socket,
+    bytes,
+    text,
+    closed: closed.promise,
+    isClosed: () => isClosed,
+    async waitFor(pattern, ms = 5000) {
+      // Only the tail can newly match a string: search from where the last look ended.
+      let from = 0;
+      const test = () => {
+        if (typeof pattern !== "string") return pattern.test(decoded);
+        const hit = decoded.includes(pattern, from);
+        from = Math.max(0, decoded.length - pattern.length);
+        return hit;
+      };
+      await until(test, () => String(pattern), ms);
+      return text();
+    },
+    waitForBytes: (n, ms = 5000) => until(() => size >= n, () => `${n} bytes (have ${size})`, ms),
+    write(data) {
+      const b = typeof data === "string" ? new TextEncoder().encode(data) : data;
+      if (queue.length > 0) {
+        queue.push(b);
+        return;
+      }
+      const n = socket.write(b);
+      if (n < b.byteLength) queue.push(b.subarray(Math.max(n, 0)));
+    },
+    async [Symbol.asyncDispose]() {
+      if (!isClosed) socket.end();
+      await Promise.race([closed.promise, Bun.sleep(500)]);
+    },
+  };
+}
