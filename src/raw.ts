@@ -265,6 +265,8 @@ export function listenRaw(o: {
   handler: RawListenOptions["handler"];
   tls: TLS | TLSOptions | undefined;
   timeout: number;
+  /** share the port with the other workers of a cluster (SO_REUSEPORT) */
+  reusePort: boolean;
 }): RawListener {
   startSweep();
   const make = handlerMaker(o.handler, "Iodine.listen");
@@ -304,7 +306,14 @@ export function listenRaw(o: {
   const listener: SocketListener<RawConnection> & { port?: number } =
     o.unix !== undefined
       ? Bun.listen<RawConnection>({ unix: o.unix, socket: handlers, ...tls })
-      : Bun.listen<RawConnection>({ hostname: o.hostname ?? "0.0.0.0", port: o.port, socket: handlers, ...tls });
+      : Bun.listen<RawConnection>({
+          hostname: o.hostname ?? "0.0.0.0",
+          port: o.port,
+          socket: handlers,
+          ...tls,
+          // Bun.listen honours reusePort (Bun 1.4.5) though its types list it for connect only.
+          ...(o.reusePort ? ({ reusePort: true } as object) : {}),
+        });
   return {
     port: o.unix !== undefined ? undefined : listener.port,
     stop() {

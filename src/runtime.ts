@@ -189,7 +189,7 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
 async function startRaw(i: number, o: RawListenOptions): Promise<Bound & { extra: string }> {
   const { unix, port, hostname, host } = address(i, o);
   const tls = await readyTls(o.tls);
-  const listener = listenRaw({ port, hostname, unix, handler: o.handler, tls, timeout: o.timeout ?? 0 });
+  const listener = listenRaw({ port, hostname, unix, handler: o.handler, tls, timeout: o.timeout ?? 0, reusePort: role.inCluster });
   rawListeners.push(listener);
   if (unix !== undefined) unixPaths.push(unix);
   const where = unix !== undefined ? `unix:${unix}` : `${tls ? "tls" : "tcp"}://${host}:${listener.port}`;

@@ -2,7 +2,8 @@
 import { describe, expect, test } from "bun:test";
 import { brotliDecompressSync } from "node:zlib";
 import { join } from "node:path";
-import { freePort, startCli, startCommand, ROOT } from "./harness.ts";
+import { freePort, startCli, startCommand, tempDir, ROOT } from "./harness.ts";
+import { rawClient, type RawClient } from "./raw-client.ts";
 
 const example = (name: string) => join(ROOT, "examples", name);
 
@@ -102,4 +103,115 @@ describe("examples", () => {
     await one.waitFor(/engine: the cluster no longer wants lobby\n/, 5000, "stdout");
     expect(await two.stop("SIGTERM")).toBe(0);
   }, 30_000);
+
+  test("echo.ts (script mode): 1 MB comes back byte for byte in odd chunk sizes; bye closes after its goodbye", async () => {
+    const port = freePort();
+    await using srv = await startCommand([process.execPath, example("echo.ts")], { env: { PORT: String(port) } });
+    expect(srv.url).toBe(`tcp://127.0.0.1:${port}`);
+    await using c = await rawClient({ port });
+    const banner = await c.waitFor(/Echo server running on iodine for Bun [\d.]+\.\r\n/);
+    const data = new Uint8Array(1 << 20);
+    for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+    const sizes = [1, 3, 7, 13, 127, 1021, 4093, 65537, 131071];
+    for (let at = 0, i = 0; at < data.length; i++) {
+      const n = sizes[i % sizes.length]!;
+      c.write(data.subarray(at, at + n));
+      at += n;
+    }
+    await c.waitForBytes(banner.length + data.length, 10_000);
+    const back = c.bytes().subarray(banner.length);
+    expect(back.length).toBe(data.length);
+    expect(Buffer.compare(back, data)).toBe(0);
+    c.write("bye\n");
+    await c.closed;
+    expect(c.text().endsWith("Goodbye.\r\n")).toBe(true);
+  });
+
+  test("echo.ts: a quiet client is asked, then let go (runAfter); answering in time keeps it", async () => {
+    await using srv = await startCli(["-p", "0", example("echo.ts")], { env: { ECHO_IDLE: "1", ECHO_GRACE_MS: "400" } });
+    await using quiet = await rawClient({ port: srv.port });
+    await using talker = await rawClient({ port: srv.port });
+    await quiet.waitFor("Are you still there?\r\n", 3000);
+    await talker.waitFor("Are you still there?\r\n", 3000);
+    talker.write("yes\n");
+    await quiet.closed;
+    expect(quiet.text()).toEndWith("Closing an idle connection.\r\n");
+    await talker.waitFor("yes\n");
+    expect(talker.isClosed()).toBe(false);
+    // A graceful stop says so to whoever is still connected (onShutdown), then closes.
+    expect(await srv.stop("SIGTERM")).toBe(0);
+    await talker.closed;
+    expect(talker.text()).toContain("Server going away.\r\n");
+  });
+
+  test("unix-echo.ts: echo over a Unix socket, the socket file removed on stop", async () => {
+    using dir = tempDir();
+    const path = join(dir.path, "echo.sock");
+    await using srv = await startCommand([process.execPath, example("unix-echo.ts")], { env: { ECHO_SOCKET: path } });
+    expect(srv.url).toBe(`unix:${path}`);
+    await using c = await rawClient({ unix: path });
+    await c.waitFor(`echo on unix:${path}\n`);
+    c.write("über unix\n");
+    await c.waitFor("über unix\n");
+    expect(await srv.stop("SIGTERM")).toBe(0);
+    expect(await Bun.file(path).exists()).toBe(false);
+  });
+
+  describe("telnet-chat.ts", () => {
+    const login = async (port: number, nickname: string): Promise<RawClient> => {
+      const c = await rawClient({ port });
+      await c.waitFor("Enter nickname to log in to chat room:\n");
+      c.write(nickname + "\r\n");
+      await c.waitFor(`Welcome ${nickname}\n`);
+      return c;
+    };
+
+    test("two clients: login, nickname errors, broadcast, bye, leaving; the login timeout says Time's up", async () => {
+      await using srv = await startCli(["-p", "0", example("telnet-chat.ts")], { env: { LOGIN_TIMEOUT: "1" } });
+      await using ann = await rawClient({ port: srv.port });
+      await ann.waitFor("Enter nickname to log in to chat room:\n");
+      ann.write("two words\n");
+      await ann.waitFor("Nickname error, try again.\nEnter nickname to log in to chat room:\n");
+      ann.write("\r\n");
+      await ann.waitFor(/Nickname error, try again\.\n.*\n.*Nickname error, try again\.\n/s);
+      // A line typed in pieces, and a chat line typed ahead of the welcome.
+      ann.write("an");
+      await Bun.sleep(20);
+      ann.write("n\nearly bird\n");
+      await ann.waitFor("Welcome ann\n");
+      await ann.waitFor("ann: early bird\n");
+      await using bob = await login(srv.port, "bob");
+      await ann.waitFor("bob joined the chat.\n");
+      bob.write("hello ann\n");
+      await ann.waitFor("bob: hello ann\n");
+      await bob.waitFor("bob: hello ann\n");
+      bob.write("BYE\n");
+      await bob.closed;
+      expect(bob.text()).toEndWith("Goodbye.\n");
+      await ann.waitFor("bob left the chat.\n");
+      // A connection that never logs in is let go after LOGIN_TIMEOUT seconds.
+      await using idle = await rawClient({ port: srv.port });
+      await idle.closed;
+      expect(idle.text()).toBe("Enter nickname to log in to chat room:\nTime's up... goodbye.\n");
+      // Logged-in chatters stay (their timeout pings instead).
+      expect(ann.isClosed()).toBe(false);
+      expect(await srv.stop("SIGTERM")).toBe(0);
+      await ann.closed;
+      expect(ann.text()).toEndWith("Server is shutting down... try reconnecting later.\n");
+    });
+
+    test("-w 2: the room spans the workers; an idle chatter gets System: ping", async () => {
+      await using srv = await startCli(["-p", "0", "-w", "2", example("telnet-chat.ts")], { env: { CHAT_TIMEOUT: "1" }, timeout: 20_000 });
+      expect(srv.stderr()).toMatch(/listening on tcp:\/\/0\.0\.0\.0:\d+ \(2 workers, cluster pub\/sub\)/);
+      const people = await Promise.all(["a1", "b2", "c3", "d4"].map((n) => login(srv.port, n)));
+      try {
+        // Each joins after the previous ones subscribed, so everyone hears of those after them.
+        people[3]!.write("hi from d4\n");
+        for (const p of people) await p.waitFor("d4: hi from d4\n");
+        await people[0]!.waitFor("System: ping\n", 3000);
+      } finally {
+        for (const p of people) await p[Symbol.asyncDispose]();
+      }
+    }, 30_000);
+  });
 });

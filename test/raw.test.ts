@@ -128,6 +128,31 @@ describe("raw service", () => {
   });
 });
 
+describe("raw service in a cluster", () => {
+  test("-w 2: both workers accept on the shared port; a publish on one reaches a subscriber on the other", async () => {
+    await using srv = await startCli(["-p", "0", "-w", "2", "-b", "127.0.0.1", fixture("raw-app.ts")], { timeout: 20_000 });
+    const byPid = new Map<string, Awaited<ReturnType<typeof rawClient>>>();
+    const extra = [];
+    try {
+      // SO_REUSEPORT spreads connections over the workers: connect until both have answered.
+      for (let i = 0; i < 60 && byPid.size < 2; i++) {
+        const c = await rawClient({ port: srv.port });
+        const pid = /^hello (\d+)\n/.exec(await c.waitFor(/^hello \d+\n/))![1]!;
+        if (byPid.has(pid)) extra.push(c);
+        else byPid.set(pid, c);
+      }
+      expect(byPid.size).toBe(2);
+      const [a, b] = [...byPid.values()];
+      a!.write("sub lobby\n");
+      await a!.waitFor("subscribed lobby\n");
+      b!.write("pub lobby across workers\n");
+      await a!.waitFor("across workers\n");
+    } finally {
+      for (const c of [...byPid.values(), ...extra]) await c[Symbol.asyncDispose]();
+    }
+  }, 30_000);
+});
+
 describe("raw clients", () => {
   test("Iodine.connect to a port nobody listens on: one error line's worth, onClose without onOpen", async () => {
     const events: string[] = [];
