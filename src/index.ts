@@ -9,6 +9,7 @@ import { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 import { addListener, requestStart, role, stopAll } from "./runtime.ts";
 import { onState, type StateEvent } from "./state.ts";
 import { run, runAfter, runEvery } from "./timers.ts";
+import { Mustache } from "./mustache.ts";
 import { TLS } from "./tls.ts";
 import type { ListenOptions, Message, SubscribeCallback, SubscribeOptions } from "./types.ts";
 import { upgrade, upgradeKind } from "./upgrade.ts";
@@ -99,6 +100,11 @@ export const Iodine = {
   },
   /** TLS settings for listeners and clients: `new Iodine.TLS().useCertificate({ cert, key }).trust(ca)` (SPEC §9). */
   TLS,
+  /**
+   * Mustache templates (SPEC §9), parsed once: `new Iodine.Mustache({ file }).render(data)`, or
+   * `Iodine.Mustache.render({ file | template, data })` for one-offs.
+   */
+  Mustache,
   /** Runs `fn` on the next turn of the event loop. */
   run,
   /** Runs `fn` once after `ms` milliseconds. */
@@ -126,6 +132,7 @@ export type { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 // Options.
 export type { HandlerFactory, HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions } from "./types.ts";
 export type { TLS } from "./tls.ts";
+export type { Mustache, MustacheOptions, MustacheRenderOptions } from "./mustache.ts";
 export type { RawConnection } from "./raw.ts";
 // Errors.
 export { IodineError } from "./errors.ts";

@@ -277,6 +277,16 @@ export function listenRaw(o: {
     ...base,
     open(s) {
       const peer = o.unix ?? `${s.remoteAddress}:${s.remotePort}`;
+      // Bun calls open for a TLS peer that failed the handshake (a client certificate not
+      // trusted, no common ALPN protocol), then closes it: it never reaches the handler.
+      if (verifying !== undefined) {
+        const refused = tlsRefusal(s, verifying);
+        if (refused !== undefined) {
+          log.warn(`raw connection ${peer} refused: ${refused}`);
+          s.terminate();
+          return;
+        }
+      }
       let handler: Handler | SnakeHandler;
       let c: RawConnection;
       try {
@@ -301,6 +311,8 @@ export function listenRaw(o: {
     },
   };
   const tls = o.tls === undefined ? {} : { tls: serverTls(o.tls) };
+  /** undefined without TLS; else whether clients must present a trusted certificate */
+  const verifying = o.tls === undefined ? undefined : o.tls instanceof TLS ? o.tls.verifiesPeer : (o.tls as { requestCert?: boolean }).requestCert === true;
   // Bun's types tie binaryType to the handler's second type parameter, which listen() does not pass on.
   const handlers = socket as unknown as SocketHandler<RawConnection>;
   const listener: SocketListener<RawConnection> & { port?: number } =
@@ -327,6 +339,21 @@ export function listenRaw(o: {
   };
 }
 
+/** Why Bun's TLS handshake failed for this peer, or undefined when it did not. */
+function tlsRefusal(s: Socket<RawConnection>, verifyingPeer: boolean): string | undefined {
+  if (verifyingPeer && !s.authorized) return describeTlsError(s.getAuthorizationError()) ?? "no trusted certificate";
+  const err = s.getAuthorizationError();
+  // Without client certificates only a failed handshake (EPROTO: e.g. no common ALPN protocol) counts.
+  if (err !== null && (err as NodeJS.ErrnoException).code === "EPROTO") return describeTlsError(err);
+  return undefined;
+}
+
+function describeTlsError(err: Error | null): string | undefined {
+  if (err === null) return undefined;
+  const code = (err as NodeJS.ErrnoException).code;
+  return code !== undefined && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+}
+
 // --- clients ---
 
 /** Opens a raw client connection (`tcp://host:port`, `tls://host:port` or `unix:/path`). */
@@ -334,15 +361,27 @@ export function connectRaw(url: URL, handler: Handler | SnakeHandler, tls: TLS |
   startSweep();
   const peer = url.protocol === "unix:" ? unixPath(url) : url.host;
   const c = new RawConnection(handler, "Iodine.connect", peer);
+  const secure = url.protocol === "tls:" || tls !== undefined;
   const socket: SocketHandler<RawConnection, "uint8array"> = {
     ...socketHandlers(),
+    open(s) {
+      // A server whose certificate does not verify: Bun opens, then closes. Not an open for us.
+      if (secure && !s.authorized) {
+        log.error(`Iodine.connect: ${url.href} failed to open: TLS handshake failed: ${describeTlsError(s.getAuthorizationError()) ?? "the server's certificate is not trusted"}`);
+        s.terminate();
+        c.ended();
+        return;
+      }
+      c.attach(s);
+    },
     connectError(_s, err) {
       log.error(`Iodine.connect: ${url.href} failed to open: ${err.message}`);
       c.ended();
     },
   };
-  const secure = url.protocol === "tls:" || tls !== undefined;
-  const tlsOption = secure ? { tls: tls?.clientOptions() ?? true } : {};
+  // Bun.connect reads an empty `tls: {}` as "no TLS": say `true` (system CAs) then.
+  const options = tls?.clientOptions();
+  const tlsOption = secure ? { tls: options !== undefined && Object.keys(options).length > 0 ? options : true } : {};
   const handlers = socket as unknown as SocketHandler<RawConnection>;
   const opened =
     url.protocol === "unix:"

@@ -1,6 +1,7 @@
 // TLS material for `--tls`: a self-signed ECDSA P-256 certificate for localhost, made at start-up
 // with WebCrypto and a few lines of DER (RFC 5280), so no OpenSSL binary or extra package is needed.
 import type { BunFile, TLSOptions as BunTLSOptions } from "bun";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { CliError, IodineError } from "./errors.ts";
 import type { TLSOptions } from "./types.ts";
@@ -97,6 +98,20 @@ export function tlsFromFiles(certFile: string, keyFile: string, passphrase?: str
   const key = read(keyFile, "key");
   if (!cert.includes("-----BEGIN")) throw new CliError(`the TLS certificate "${certFile}" is not PEM`);
   if (!key.includes("-----BEGIN")) throw new CliError(`the TLS key "${keyFile}" is not PEM`);
+  // Bun would fail later, in Bun.serve, with an OpenSSL code and a stack: check the pair here.
+  try {
+    createPrivateKey(passphrase === undefined ? key : { key, passphrase });
+  } catch (err) {
+    const why = /decrypt|passphrase|password/i.test(String((err as Error).message))
+      ? passphrase === undefined ? "it is encrypted: give --tls-pass" : "wrong --tls-pass"
+      : (err as Error).message;
+    throw new CliError(`cannot use the TLS key "${keyFile}": ${why}`);
+  }
+  try {
+    new X509Certificate(cert);
+  } catch (err) {
+    throw new CliError(`cannot use the TLS certificate "${certFile}": ${(err as Error).message}`);
+  }
   return passphrase === undefined ? { cert, key } : { cert, key, passphrase };
 }
 
@@ -204,6 +219,11 @@ export class TLS {
       ...(this.#trusted.length > 0 ? { ca: this.#trusted, requestCert: true, rejectUnauthorized: true } : {}),
       ...(this.#alpn.length > 0 ? { ALPNProtocols: alpnWire(this.#alpn) } : {}),
     };
+  }
+
+  /** True when a listener with these settings asks clients for a certificate (`trust`). */
+  get verifiesPeer(): boolean {
+    return this.#trusted.length > 0;
   }
 
   /** Bun's TLS options for a client (Bun.connect, WebSocket). */

@@ -205,7 +205,12 @@ describe("examples", () => {
       expect(srv.stderr()).toMatch(/listening on tcp:\/\/0\.0\.0\.0:\d+ \(2 workers, cluster pub\/sub\)/);
       const people = await Promise.all(["a1", "b2", "c3", "d4"].map((n) => login(srv.port, n)));
       try {
-        // Each joins after the previous ones subscribed, so everyone hears of those after them.
+        // A subscription reaches the other worker one bus hop after the Welcome: d4 speaks until
+        // everyone heard it once, then everyone hears its next line.
+        for (let i = 0; i < 100 && !people.every((p) => p.text().includes("d4: probe")); i++) {
+          people[3]!.write(`probe ${i}\n`);
+          await Bun.sleep(20);
+        }
         people[3]!.write("hi from d4\n");
         for (const p of people) await p.waitFor("d4: hi from d4\n");
         await people[0]!.waitFor("System: ping\n", 3000);
@@ -213,5 +218,17 @@ describe("examples", () => {
         for (const p of people) await p[Symbol.asyncDispose]();
       }
     }, 30_000);
+  });
+
+  test("mustache.ts: the page and its partial rendered per request, the visitor's name escaped", async () => {
+    await using srv = await startCli(["-p", "0", example("mustache.ts")]);
+    const res = await fetch(srv.url + "/?name=" + encodeURIComponent("<ann & \"bob\">"));
+    expect(res.headers.get("content-type")).toBe("text/html;charset=utf-8");
+    const html = await res.text();
+    expect(html).toContain("<head><meta charset=\"utf-8\"><title>iodine for Bun: Mustache</title></head>");
+    expect(html).toContain("<li>parse once ✓</li>");
+    expect(html).toContain("<li>escape &lt;html&gt; &amp; quotes</li>");
+    expect(html).toContain("<p>Hello, &lt;ann &amp; &quot;bob&quot;&gt;!</p>");
+    expect(html).not.toContain("<ann");
   });
 });

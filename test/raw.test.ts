@@ -145,6 +145,12 @@ describe("raw service in a cluster", () => {
       const [a, b] = [...byPid.values()];
       a!.write("sub lobby\n");
       await a!.waitFor("subscribed lobby\n");
+      // The subscription reaches the other worker one bus hop later (README: cluster pub/sub):
+      // probe until it does, then the message must arrive.
+      for (let i = 0; i < 100 && !a!.text().includes("probe"); i++) {
+        b!.write(`pub lobby probe ${i}\n`);
+        await Bun.sleep(20);
+      }
       b!.write("pub lobby across workers\n");
       await a!.waitFor("across workers\n");
     } finally {
