@@ -247,6 +247,12 @@ async function completeHead(res: Response): Promise<Response> {
 
 function describe(v: unknown): string {
   if (v === null) return "null";
-  if (typeof v === "object") return `an object (${v.constructor?.name ?? "Object"})`;
+  if (typeof v === "object") {
+    // `Iodine.listen({ port, handler: () => new Protocol() })` without `service: "raw"` lands here.
+    const o = v as Record<string, unknown>;
+    const handler = ["onOpen", "onMessage", "on_open", "on_message"].some((k) => typeof o[k] === "function");
+    const hint = handler ? `: a connection handler; for a raw TCP service use Iodine.listen({ service: "raw", … })` : "";
+    return `an object (${v.constructor?.name ?? "Object"})${hint}`;
+  }
   return typeof v === "undefined" ? "undefined" : `a ${typeof v}`;
 }

@@ -198,6 +198,12 @@ describe("raw clients", () => {
     expect(await got.promise).toMatch(/^hello \d+\nover unix\n$/);
   });
 
+  test("a raw handler factory given to an HTTP listener (no service: \"raw\"): a 500 and a log line saying what to write", async () => {
+    await using srv = await startCli(["-p", "0", fixture("raw-forgot-service.ts")]);
+    expect((await fetch(srv.url + "/")).status).toBe(500);
+    await srv.waitFor(/the app returned an object \(Protocol\): a connection handler; for a raw TCP service use Iodine\.listen\(\{ service: "raw", … \}\) instead of a Response/);
+  });
+
   test("bad URLs and options are refused at the call", () => {
     const handler = {};
     expect(() => Iodine.connect({ url: "tcp://127.0.0.1", handler })).toThrow(/needs a host and a port/);
