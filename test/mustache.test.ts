@@ -62,6 +62,7 @@ if (!existsSync(SPEC_DIR)) {
     });
   } else {
     console.warn(`\n!!!!! mustache.test: ${problem} — the spec cases are SKIPPED !!!!!\n`);
+    // Skipped only off CI, where ../shared may be absent; CI fails above instead.
     test.skip("Mustache spec (fixtures missing)", () => {});
   }
 } else {
@@ -77,10 +78,13 @@ if (!existsSync(SPEC_DIR)) {
           expect(m.render(revive(c.data) as object)).toBe(c.expected);
         };
         if (UNSUPPORTED_MODULES[file]) {
+          // Optional spec modules (~) the mustache package does not parse at all: the reason is in
+          // UNSUPPORTED_MODULES and printed in afterAll. The required modules all run.
           count.skip++;
           test.skip(name, render);
         } else if (file === "~lambdas.json" && LAMBDA_DIFFERENCES[c.name]) {
-          // todo, not skip: `bun test --todo` says so when one of these starts to pass
+          // Optional ~lambdas cases where mustache.js differs (reasons in LAMBDA_DIFFERENCES); todo,
+          // not skip: `bun test --todo` says so when one of these starts to pass
           count.todo++;
           test.todo(name, render);
         } else {
