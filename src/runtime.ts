@@ -142,10 +142,10 @@ export async function startAll(): Promise<void> {
 }
 
 /** Where a listener binds: its own options first, then the command line's, then the defaults. */
-function address(i: number, o: ListenOptions, appPort?: number) {
+function address(i: number, o: ListenOptions, app?: { port?: number; hostname?: string }) {
   const unix = o.unix ?? (o.port === undefined ? config.unix : undefined);
-  const port = role.ports[i] ?? o.port ?? config.port ?? appPort ?? DEFAULT_PORT;
-  const hostname = o.hostname ?? config.hostname;
+  const port = role.ports[i] ?? o.port ?? config.port ?? app?.port ?? DEFAULT_PORT;
+  const hostname = o.hostname ?? config.hostname ?? app?.hostname;
   const host = hostname === undefined ? "0.0.0.0" : hostname.includes(":") ? `[${hostname}]` : hostname;
   if (unix !== undefined) removeStaleSocket(unix);
   return { unix, port, hostname, host };
@@ -159,8 +159,7 @@ async function readyTls(tls: TLS | TLSOptions | undefined): Promise<TLS | TLSOpt
 
 async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { extra: string }> {
   const app = normaliseApp(o.handler)!;
-  const { unix, port, host } = address(i, o, app.port);
-  const hostname = o.hostname ?? config.hostname ?? app.hostname;
+  const { unix, port, hostname, host } = address(i, o, app);
   const www = o.public ?? config.www;
   const tls = await readyTls(o.tls ?? config.tls);
   if (config.warmup) await warmup(app.fetch);
@@ -181,8 +180,7 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
   });
   servers.push(server);
   if (unix !== undefined) unixPaths.push(unix);
-  const shown = hostname === undefined ? host : hostname.includes(":") ? `[${hostname}]` : hostname;
-  const where = unix !== undefined ? `unix:${unix}` : `${tls ? "https" : "http"}://${shown}:${server.port}`;
+  const where = unix !== undefined ? `unix:${unix}` : `${tls ? "https" : "http"}://${host}:${server.port}`;
   return { where, port: unix === undefined ? server.port : undefined, extra: www !== undefined ? `, public folder ${www}` : "" };
 }
 

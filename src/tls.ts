@@ -1,5 +1,7 @@
-// TLS material for `--tls`: a self-signed ECDSA P-256 certificate for localhost, made at start-up
-// with WebCrypto and a few lines of DER (RFC 5280), so no OpenSSL binary or extra package is needed.
+// TLS (SPEC §9): `Iodine.TLS` (certificate, trusted peers, ALPN) as Bun's TLS options for listeners
+// and clients; PEM files for `--tls-cert/--tls-key`; and for `--tls` a self-signed ECDSA P-256
+// certificate for localhost, made at start-up with WebCrypto and a few lines of DER (RFC 5280), so
+// no OpenSSL binary or extra package is needed.
 import type { BunFile, TLSOptions as BunTLSOptions } from "bun";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
