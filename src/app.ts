@@ -22,17 +22,20 @@ export function defaultAppPath(): string {
 let resolverInstalled = false;
 
 /**
- * Apps outside this package import "iodine" too: make that name resolve to this very module
- * graph, so the app and the server share one `Iodine` (one registry, one pub/sub).
+ * Apps outside this package import "iodine" too: make that name a virtual module whose exports
+ * are this very module graph's, so the app and the server share one `Iodine` (one registry, one
+ * pub/sub). A virtual module, not a path: inside a `bun build --compile` executable the sources
+ * are bundled and no `index.ts` exists to resolve to, and it wins over an app's own tsconfig
+ * `paths` or a copy of iodine in its node_modules (either would load a second, idle runtime).
  */
-function installResolver(): void {
+async function installResolver(): Promise<void> {
   if (resolverInstalled) return;
   resolverInstalled = true;
-  const entry = resolve(import.meta.dir, "index.ts");
+  const self = await import("./index.ts");
   Bun.plugin({
     name: "iodine-self",
     setup(build) {
-      build.onResolve({ filter: /^iodine$/ }, () => ({ path: entry }));
+      build.module("iodine", () => ({ exports: self, loader: "object" }));
     },
   });
 }
@@ -46,7 +49,7 @@ export async function loadApp(file: string, listened: () => boolean): Promise<Lo
   const path = resolve(file);
   if (!existsSync(path)) throw new CliError(`app file not found: ${file}`);
   if (!statSync(path).isFile()) throw new CliError(`app path is not a file: ${file}`);
-  installResolver();
+  await installResolver();
   let mod: Record<string, unknown>;
   try {
     mod = await import(path);
