@@ -5,7 +5,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fixture, runCli, startCli, tempDir, type CliProcess } from "./harness.ts";
+import { childrenOf, fixture, runCli, startCli, tempDir, type CliProcess } from "./harness.ts";
 import { client, linked, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
 
 const APP = fixture("cluster-app.ts");
@@ -58,22 +58,6 @@ function load(url: string, concurrency = 4) {
       return r;
     },
   };
-}
-
-/** The pids of the running (not zombie) children of `pid`, from /proc. */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[1]) === pid && fields[0] !== "Z") out.push(Number(d));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
 }
 
 /** Running (not exited, not a zombie waiting for its reaper). */

@@ -1,6 +1,6 @@
 // Shared test helpers: the CLI as a subprocess, raw sockets, temp dirs. Everything here is
 // disposable (`await using` / `using`), so a failing test still closes what it opened.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -206,4 +206,62 @@ export function freePort(): number {
   const port = listener.port;
   listener.stop(true);
   return port;
+}
+
+/** The pids of the running (not zombie) children of `pid`, from /proc. */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === pid && fields[0] !== "Z") out.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * How many established TCP connections on local `port` each of `pids` holds, from /proc/net/tcp{,6}
+ * and the processes' fd tables: which worker of a cluster accepted a client, without asking the app.
+ */
+export function connectionsHeld(pids: readonly number[], port: number): Map<number, number> {
+  const inodes = new Set<string>();
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try {
+      text = readFileSync(table, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // f[1] local address:port, f[3] state (01 = ESTABLISHED), f[9] inode
+      if (f.length > 9 && f[1]!.endsWith(`:${hexPort}`) && f[3] === "01") inodes.add(f[9]!);
+    }
+  }
+  const held = new Map<number, number>();
+  for (const pid of pids) {
+    let n = 0;
+    let fds: string[] = [];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      // gone meanwhile
+    }
+    for (const fd of fds) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m && inodes.has(m[1]!)) n++;
+      } catch {
+        // closed meanwhile
+      }
+    }
+    held.set(pid, n);
+  }
+  return held;
 }

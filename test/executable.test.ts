@@ -1,0 +1,184 @@
+// The single-file executable (SPEC §1, `bun run build`): built once here with package.json's own
+// build command into a temp dir, then run the way a user runs it, on app files copied out of the
+// checkout (so nothing is found through this project's node_modules or sources): examples/chat.ts
+// with -w 2 (the room spans both workers; SIGUSR1 replaces them and the room works again), static
+// files and TLS, the --max-header re-launch, and Redis between two executables.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { cpSync } from "node:fs";
+import { join } from "node:path";
+import pkg from "../package.json" with { type: "json" };
+import { childrenOf, connectionsHeld, rawRequest, ROOT, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
+import { skipRedis, startRedis } from "./redis-server.ts";
+import { waitUntil } from "./ws-clients.ts";
+
+const dir = tempDir("iodine-exe-");
+const exe = join(dir.path, "iodine");
+const apps = join(dir.path, "apps");
+
+/** package.json's build script, writing to `out` instead of dist/iodine. */
+function buildCommand(out: string): string[] {
+  const words = pkg.scripts.build.split(/\s+/);
+  const at = words.indexOf("--outfile");
+  expect(at).toBeGreaterThan(0);
+  words[at + 1] = out;
+  expect(words[0]).toBe("bun");
+  return [process.execPath, ...words.slice(1)];
+}
+
+beforeAll(async () => {
+  const build = Bun.spawn(buildCommand(exe), { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  const [code, err] = await Promise.all([build.exited, new Response(build.stderr).text()]);
+  if (code !== 0) throw new Error(`bun run build failed (${code}):\n${err}`);
+  cpSync(join(ROOT, "examples", "chat.ts"), join(apps, "chat.ts"));
+  cpSync(join(ROOT, "examples", "chat"), join(apps, "chat"), { recursive: true });
+  cpSync(join(ROOT, "examples", "static"), join(apps, "static"), { recursive: true });
+  cpSync(join(ROOT, "examples", "hello.ts"), join(apps, "hello.ts"));
+}, 60_000);
+
+afterAll(() => dir[Symbol.dispose]());
+
+const run = (args: string[], timeout = 15_000) => startCommand([exe, ...args], { cwd: apps, timeout });
+
+/** A chat WebSocket that collects what the room says; `opened` once its own "joined" line came. */
+interface Chatter {
+  name: string;
+  ws: WebSocket;
+  got: string[];
+  closed: Promise<number>;
+}
+
+async function chatter(srv: CliProcess, name: string): Promise<Chatter> {
+  const ws = new WebSocket(`${srv.url.replace("http", "ws")}/chat?name=${name}`);
+  const got: string[] = [];
+  const joined = Promise.withResolvers<void>();
+  ws.onmessage = (e) => {
+    got.push(String(e.data));
+    if (String(e.data) === `${name} joined (websocket)`) joined.resolve();
+  };
+  ws.onerror = () => joined.reject(new Error(`${name} could not connect`));
+  const closed = new Promise<number>((res) => ws.addEventListener("close", (e) => res(e.code)));
+  await joined.promise;
+  return { name, ws, got, closed };
+}
+
+/**
+ * Opens chatters one at a time until each of the two workers holds one, telling by which worker's
+ * count of connections on the port went up: [on the first worker, on the second].
+ */
+async function oneOnEachWorker(srv: CliProcess, workers: number[], prefix: string, opened: Chatter[]): Promise<[Chatter, Chatter]> {
+  const byWorker = new Map<number, Chatter>();
+  for (let i = 0; i < 40 && byWorker.size < 2; i++) {
+    const before = connectionsHeld(workers, srv.port);
+    const c = await chatter(srv, `${prefix}${i}`);
+    opened.push(c);
+    const after = connectionsHeld(workers, srv.port);
+    const gained = workers.filter((w) => after.get(w)! > before.get(w)!);
+    if (gained.length === 1 && !byWorker.has(gained[0]!)) byWorker.set(gained[0]!, c);
+  }
+  expect([...byWorker.keys()].sort()).toEqual([...workers].sort());
+  return [byWorker.get(workers[0]!)!, byWorker.get(workers[1]!)!];
+}
+
+/** `a` and `b` (on different workers) each say something; both hear both, in the room's words. */
+async function talkAcross(a: Chatter, b: Chatter): Promise<void> {
+  // The second worker learns the room's interest over the bus: send until the other side hears it.
+  for (let i = 0; i < 100 && !b.got.includes(`${a.name}: probe ${i - 1}`); i++) {
+    a.ws.send(`probe ${i}`);
+    await Bun.sleep(20);
+  }
+  a.ws.send("hello from a");
+  b.ws.send("hello from b");
+  for (const c of [a, b]) {
+    await waitUntil(() => c.got.includes(`${a.name}: hello from a`) && c.got.includes(`${b.name}: hello from b`), 5000, `${c.name} to hear both`);
+  }
+}
+
+describe("the executable (bun run build)", () => {
+  test("--version names iodine and the Bun inside it", async () => {
+    const p = Bun.spawn([exe, "--version"], { cwd: apps, stdout: "pipe" });
+    expect((await new Response(p.stdout).text()).trim()).toBe(`iodine ${pkg.version} (bun ${Bun.version})`);
+    expect(await p.exited).toBe(0);
+  });
+
+  test("examples/chat.ts with -w 2: the room spans both workers, and SIGUSR1 replaces them", async () => {
+    await using srv = await run(["-p", "0", "-w", "2", "chat.ts"], 20_000);
+    expect(srv.stderr()).toContain("(2 workers, cluster pub/sub)");
+    const page = await fetch(srv.url + "/");
+    expect(await page.text()).toContain("<title>iodine chat</title>");
+    const opened: Chatter[] = [];
+    try {
+      const workers = childrenOf(srv.proc.pid);
+      expect(workers).toHaveLength(2);
+      const [a, b] = await oneOnEachWorker(srv, workers, "a", opened);
+      await talkAcross(a, b);
+
+      // An EventSource follower (on whichever worker) hears the room too.
+      const ac = new AbortController();
+      const sse = await fetch(srv.url + "/chat?name=eve", { headers: { accept: "text/event-stream" }, signal: ac.signal });
+      const reader = sse.body!.getReader();
+      let events = "";
+      const decoder = new TextDecoder();
+      const read = async (needle: string) => {
+        while (!events.includes(needle)) {
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`stream ended: ${events}`);
+          events += decoder.decode(value, { stream: true });
+        }
+      };
+      await read("data: eve joined (sse)\n\n");
+      a.ws.send("to everyone");
+      await read(`data: ${a.name}: to everyone\n\n`);
+      ac.abort();
+
+      srv.proc.kill("SIGUSR1");
+      await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
+      // The old workers closed their WebSockets on the way out; two new pids serve.
+      for (const c of opened) expect(await c.closed).toBe(1000);
+      const fresh = childrenOf(srv.proc.pid);
+      expect(fresh).toHaveLength(2);
+      for (const pid of fresh) expect(workers).not.toContain(pid);
+      const [c, d] = await oneOnEachWorker(srv, fresh, "c", opened);
+      await talkAcross(c, d);
+    } finally {
+      for (const c of opened) c.ws.close();
+    }
+    expect(await srv.stop()).toBe(0);
+  }, 45_000);
+
+  test("static files and TLS: --www with pre-compressed assets over https, the app behind them", async () => {
+    await using srv = await run(["-p", "0", "--tls", "--www", "static/public", "static/app.ts"]);
+    expect(srv.url).toStartWith("https://");
+    const insecure = { tls: { rejectUnauthorized: false } };
+    const br = await fetch(srv.url + "/style.css", { headers: { "accept-encoding": "br" }, decompress: false, ...insecure });
+    expect(br.status).toBe(200);
+    expect(br.headers.get("content-encoding")).toBe("br");
+    const index = await fetch(srv.url + "/", insecure);
+    expect(await index.text()).toBe(await Bun.file(join(apps, "static/public/index.html")).text());
+    expect((await fetch(srv.url + "/nothing-here", insecure)).status).toBe(404);
+  });
+
+  test("--max-header: the executable re-launches itself with Bun's flag; 431 above the limit", async () => {
+    await using srv = await run(["-p", "0", "--max-header", "64", "hello.ts"]);
+    const header = (n: number) => `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(n)}\r\nConnection: close\r\n\r\n`;
+    expect(statusLines(await rawRequest(srv.port, header(48 * 1024)))).toEqual([200]);
+    expect(statusLines(await rawRequest(srv.port, header(70 * 1024)))).toEqual([431]);
+  });
+
+  describe.skipIf(skipRedis("test/executable.test.ts", "the executable's Redis test"))("with Redis", () => {
+    test("two executables with -r share one chat room", async () => {
+      await using redis = await startRedis();
+      await using one = await run(["-p", "0", "-r", redis.url, "chat.ts"]);
+      await using two = await run(["-p", "0", "-r", redis.url, "chat.ts"]);
+      const opened: Chatter[] = [];
+      try {
+        const a = await chatter(one, "ann");
+        opened.push(a);
+        const b = await chatter(two, "bob");
+        opened.push(b);
+        await talkAcross(a, b);
+      } finally {
+        for (const c of opened) c.ws.close();
+      }
+    }, 30_000);
+  });
+});
