@@ -1,13 +1,12 @@
 #!/usr/bin/env -S bun --max-http-header-size=32768
 // `iodine [options] [APP]` (SPEC §2). Every problem with the command line, the environment or the
 // app module is one stderr line `iodine: <problem>` and exit code 2: no stack, no usage dump.
-import { parseArgs, renderUsage, type CommandDef } from "citty";
-import { maxHeaderSize } from "node:http";
+import type { CommandDef } from "citty";
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { defaultAppPath, loadApp } from "./src/app.ts";
 import { CliError } from "./src/errors.ts";
 import { log, setVerbosity } from "./src/log.ts";
-import { cittyArgs, readArgv, readConfigText, toArgv, type RawOptions } from "./src/options.ts";
+import { cittyArgs, readArgv, readConfigText, type RawOptions } from "./src/options.ts";
 import { enterMaster, runMaster, selfCommand, StartError } from "./src/cluster/master.ts";
 import { enterWorker, isWorkerProcess, startWorker } from "./src/cluster/worker.ts";
 import { setDefaultEngine } from "./src/pubsub/engines.ts";
@@ -27,6 +26,8 @@ const command: CommandDef = {
 async function main(argv: string[]): Promise<void> {
   const cli = readArgv(argv);
   if (cli.values.get("help") === true) {
+    // citty only for the help text: loading it costs a few ms of every start-up.
+    const { renderUsage } = await import("citty");
     process.stdout.write((await renderUsage(command)) + "\n\nEvery option also takes the -option=value form.\n");
     return;
   }
@@ -34,8 +35,6 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`iodine ${pkg.version} (bun ${Bun.version})\n`);
     return;
   }
-  // citty checks the canonical form once more (and keeps `--help` honest about the table).
-  parseArgs(toArgv(cli), command.args as ReturnType<typeof cittyArgs>);
 
   const settings = resolveSettings(cli, readConfig(cli), process.env);
   if (relaunchForHeaderLimit(settings.maxHeader)) return;
@@ -119,6 +118,7 @@ function readConfig(cli: RawOptions): RawOptions | undefined {
  * honours too), pass signals through, and exit with the child's code. Returns true when it did.
  */
 function relaunchForHeaderLimit(bytes: number): boolean {
+  const maxHeaderSize = bunHeaderLimit();
   if (maxHeaderSize === bytes) return false;
   if (process.env.IODINE_RELAUNCHED === "1") {
     throw new CliError(`cannot set Bun's maximum header size to ${bytes} bytes (it is ${maxHeaderSize})`);
@@ -135,6 +135,23 @@ function relaunchForHeaderLimit(bytes: number): boolean {
   }
   child.exited.then((code) => process.exit(code ?? 1));
   return true;
+}
+
+/**
+ * The running Bun's largest header block. Given once in Bun's own flags (the command line,
+ * $BUN_OPTIONS or an executable's embedded flags all show in `process.execArgv`), that is the value;
+ * otherwise ask node:http, whose loading costs about a third of iodine's start-up.
+ */
+function bunHeaderLimit(): number {
+  const given: string[] = [];
+  const argv = process.execArgv;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a.startsWith("--max-http-header-size=")) given.push(a.slice(a.indexOf("=") + 1));
+    else if (a === "--max-http-header-size" && i + 1 < argv.length) given.push(argv[++i]!);
+  }
+  if (given.length === 1 && /^\d+$/.test(given[0]!)) return Number(given[0]);
+  return (require("node:http") as typeof import("node:http")).maxHeaderSize;
 }
 
 async function tlsFor(s: Settings): Promise<TLSOptions | undefined> {

@@ -172,11 +172,3 @@ export function cittyArgs(): ArgsDef {
   }
   return args;
 }
-
-/** Turns parsed options back into canonical argv (`--name=value`), e.g. for citty or a re-launch. */
-export function toArgv(raw: RawOptions): string[] {
-  const out: string[] = [];
-  for (const [name, value] of raw.values) out.push(value === true ? `--${name}` : `--${name}=${value}`);
-  if (raw.app !== undefined) out.push("--", raw.app);
-  return out;
-}

@@ -25,12 +25,13 @@
 //   reconnects its sharded subscriber in a tight loop (hundreds of errors a second, about one CPU
 //   core): the engine logs one line per change of state, never per error.
 import { isUtf8 } from "node:buffer";
-import { Cluster, type ClusterNode, type ClusterOptions, type Redis } from "ioredis";
+import type { Cluster, ClusterNode, ClusterOptions, Redis } from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { relayCommand } from "./engine.ts";
 import { CLUSTER, defaultEngine, type PubSubEngine } from "./engines.ts";
 import { EchoLog, type Sent } from "./echoes.ts";
+import { ioredis } from "./ioredis.ts";
 import { publish } from "./index.ts";
 import { MAX_WAITING_BYTES, redactUrl, type RedisEngineOptions } from "./redis.ts";
 
@@ -231,7 +232,7 @@ export class ShardedRedisEngine implements PubSubEngine {
 
   #newCluster(reconnect: boolean): Cluster {
     const options = reconnect ? this.#options : { ...this.#options, clusterRetryStrategy: () => null };
-    const cluster = new Cluster([this.#node], options);
+    const cluster = new (ioredis().Cluster)([this.#node], options);
     // Always attached: a Cluster without an "error" listener throws on the first failed reconnection.
     cluster.on("error", (err: Error) => void (this.#lastError = err.message));
     cluster.connect().catch(() => {});

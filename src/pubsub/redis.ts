@@ -21,14 +21,14 @@
 // While Redis is away, publishes reach the local cluster only (Redis pub/sub is at-most-once across
 // machines); the engine logs one line per state change, reconnects, and subscribes again.
 import { isUtf8 } from "node:buffer";
-import diagnostics from "node:diagnostics_channel";
-import IORedis, { type RedisOptions } from "ioredis";
+import type { Redis as IORedis, RedisOptions } from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { EchoLog } from "./echoes.ts";
 import { deliverFromEngine, relayCommand } from "./engine.ts";
 import { CLUSTER, defaultEngine, PUBLISH_BYTES, type BytesEngine } from "./engines.ts";
 import { publish } from "./index.ts";
+import { ioredis } from "./ioredis.ts";
 import { compileGlob } from "./match.ts";
 
 /** Options of `new Iodine.PubSub.Redis(url, options)`. */
@@ -54,22 +54,6 @@ interface ScriptCommands {
 }
 
 type Conn = IORedis & { iodine?: { pingSince: number } };
-
-// ioredis traces a command unless its tracing channel's `hasSubscribers` is exactly false; Bun
-// 1.4's TracingChannel has no `hasSubscribers`, so every command paid for argument sanitising and a
-// wrapper promise (about 1 µs of CPU per publish). Node's definition, where it is missing:
-{
-  const proto = Object.getPrototypeOf(diagnostics.tracingChannel("iodine:probe")) as object;
-  if (!("hasSubscribers" in proto)) {
-    Object.defineProperty(proto, "hasSubscribers", {
-      configurable: true,
-      get(this: Record<"start" | "end" | "asyncStart" | "asyncEnd" | "error", { hasSubscribers: boolean }>) {
-        return this.start.hasSubscribers || this.end.hasSubscribers || this.asyncStart.hasSubscribers ||
-          this.asyncEnd.hasSubscribers || this.error.hasSubscribers;
-      },
-    });
-  }
-}
 
 /**
  * The Redis pub/sub engine: `Iodine.PubSub.default = new Iodine.PubSub.Redis("redis://host:6379")`,
@@ -268,7 +252,7 @@ export class RedisEngine implements BytesEngine {
       connectTimeout: 5_000,
       connectionName: `iodine-${role}-${process.pid}`,
     };
-    const conn = new IORedis(this.url, options) as Conn;
+    const conn = new (ioredis().Redis)(this.url, options) as Conn;
     conn.iodine = { pingSince: 0 };
     if (role === "pub") {
       conn.defineCommand("iodinePublish", { numberOfKeys: 0, lua: PUBLISH_SCRIPT });
