@@ -14,52 +14,58 @@ export interface OptionDef {
   /** other double-dash spellings (`--preload`) */
   aliases?: string[];
   valueHint?: string;
+  /** what it does, for `--help` and the README's table */
   description: string;
+  /** the value without the option, in words (`$PORT, else … 3000`) */
+  default?: string;
 }
 
 export const OPTIONS: readonly OptionDef[] = [
   { name: "port", kind: "string", short: "p", iodine: ["port"], valueHint: "N",
-    description: "TCP port; 0 picks a free port (default: $PORT, else the module's port, else 3000)" },
+    description: "TCP port; 0 picks a free port", default: "$PORT, else the module's port, else 3000" },
   { name: "bind", kind: "string", short: "b", iodine: ["bind"], valueHint: "ADDR",
-    description: "address to bind; a path (/x.sock or unix:/x.sock) means a Unix socket (default: all interfaces)" },
+    description: "address to bind; a path (/x.sock or unix:/x.sock) means a Unix socket", default: "all interfaces" },
   { name: "workers", kind: "string", short: "w", iodine: ["workers"], valueHint: "N",
-    description: "worker processes; negative N means cores ÷ |N| (default: $WORKERS or $WEB_CONCURRENCY, else 1)" },
+    description: "worker processes; negative N means cores ÷ |N| (at least 1)", default: "$WORKERS or $WEB_CONCURRENCY, else 1" },
   { name: "threads", kind: "string", short: "t", iodine: ["threads"], valueHint: "N",
-    description: "event-loop threads per worker; negative as for --workers (default: $THREADS, else 1)" },
+    description: "event-loop threads per worker (Bun Workers sharing the port); negative as for --workers",
+    default: "$THREADS, else 1" },
   { name: "www", kind: "string", iodine: ["www", "public"], valueHint: "DIR",
-    description: "public folder for the static file service" },
+    description: "public folder for the static file service", default: "none" },
   { name: "verbose", kind: "boolean", short: "v", iodine: ["log"],
-    description: "log every HTTP request to stderr" },
+    description: "log every HTTP request to stderr", default: "off" },
   { name: "redis", kind: "string", short: "r", iodine: ["redis"], valueHint: "URL",
-    description: "Redis pub/sub engine; ?sharded for Redis Cluster (default: $REDIS_URL or $IODINE_REDIS_URL)" },
+    description: "Redis pub/sub engine (redis://, rediss://; user and password in the URL; ?sharded: Redis Cluster sharded pub/sub)",
+    default: "$REDIS_URL or $IODINE_REDIS_URL" },
   { name: "redis-ping", kind: "string", iodine: ["rp", "redis-ping"], valueHint: "S",
-    description: "Redis keep-alive ping interval in seconds (default: 300)" },
+    description: "Redis keep-alive ping interval in seconds; a ping unanswered as long reconnects", default: "300" },
   { name: "keep-alive", kind: "string", short: "k", iodine: ["keep-alive"], valueHint: "S",
-    description: "HTTP keep-alive idle timeout in seconds, 0–255 (default: 40)" },
+    description: "HTTP keep-alive idle timeout in seconds, 0–255 (Bun's limit)", default: "40" },
   { name: "ping", kind: "string", iodine: ["ping"], valueHint: "S",
-    description: "WebSocket ping interval in seconds, 1–960 (default: 40)" },
+    description: "WebSocket idle/ping interval in seconds, 1–960", default: "40" },
   { name: "max-body", kind: "string", iodine: ["maxbd", "max-body"], valueHint: "MB",
-    description: "largest request body in MiB; 413 above it (default: 50)" },
+    description: "largest request body in MiB; 413 above it", default: "50" },
   { name: "max-header", kind: "string", iodine: ["maxhd", "max-header"], valueHint: "KB",
-    description: "largest header block in KiB, request line included; 431 above it (default: 32)" },
+    description: "largest header block in KiB, request line included; 431 above it", default: "32" },
   { name: "max-msg", kind: "string", iodine: ["maxms", "max-msg"], valueHint: "KB",
-    description: "largest WebSocket message in KiB; close 1009 above it (default: 250)" },
+    description: "largest WebSocket message in KiB; close 1009 above it", default: "250" },
   { name: "tls", kind: "boolean", iodine: ["tls"],
-    description: "TLS with a self-signed certificate made at start-up" },
+    description: "TLS with a self-signed certificate made at start-up", default: "off" },
   { name: "tls-cert", kind: "string", iodine: ["tls-cert", "cert"], valueHint: "FILE",
-    description: "TLS certificate (PEM)" },
+    description: "TLS certificate (PEM); with --tls-key", default: "none" },
   { name: "tls-key", kind: "string", iodine: ["tls-key", "key"], valueHint: "FILE",
-    description: "TLS private key (PEM)" },
+    description: "TLS private key (PEM); with --tls-cert", default: "none" },
   { name: "tls-pass", kind: "string", iodine: ["tls-pass", "tls-password"], valueHint: "P",
-    description: "passphrase of the TLS private key" },
+    description: "passphrase of the TLS private key", default: "none" },
   { name: "pid", kind: "string", iodine: ["pid", "pidfile"], valueHint: "FILE",
-    description: "write the master's pid to FILE (removed on exit); a path ending in / gets iodine.pid" },
+    description: "write the (master's) pid to FILE, removed on exit; a path ending in / gets iodine.pid", default: "none" },
   { name: "verbosity", kind: "string", short: "V", iodine: ["verbosity"], valueHint: "N",
-    description: "0 silent … 5 debug; errors at ≥ 1, start-up lines at ≥ 4 (default: 4)" },
+    description: "0 silent … 5 debug; errors at ≥ 1, start-up lines at ≥ 4", default: "4" },
   { name: "warmup", kind: "boolean", iodine: ["warmup"], aliases: ["preload"],
-    description: "call the app once (a synthetic GET /) before accepting connections" },
+    description: "call the app once (a synthetic GET /) before accepting connections", default: "off" },
   { name: "config", kind: "string", short: "C", iodine: ["config"], valueHint: "FILE",
-    description: "read more options from FILE, one option per line; command-line flags win" },
+    description: "more options from FILE, one per line (-p 3000, port 3000, verbose); # comments; command-line flags win",
+    default: "none" },
   { name: "help", kind: "boolean", short: "h", iodine: ["?", "help"], description: "show this help" },
   { name: "version", kind: "boolean", iodine: ["version"], description: "show the version" },
 ];
@@ -157,18 +163,45 @@ export function readConfigText(text: string, file: string): RawOptions {
   return { values };
 }
 
+/** The positional argument, for `--help` and the README. */
+export const APP_ARG = { description: "the application module", default: "app.ts, else app.js" };
+
+/** One option's `--help` line: what it does, its default, its other spellings. */
+export function helpLine(o: OptionDef): string {
+  const iodine = o.iodine.filter((s) => s !== o.short).map((s) => `-${s}`);
+  const also = [...(o.aliases ?? []).map((a) => `--${a}`), ...iodine];
+  return `${o.description}${o.default ? ` (default: ${o.default})` : ""}${also.length ? ` [also: ${also.join(", ")}]` : ""}`;
+}
+
 /** citty's argument table, from OPTIONS (long names, short letters; iodine spellings are pre-normalised). */
 export function cittyArgs(): ArgsDef {
   const args: ArgsDef = {
-    app: { type: "positional", required: false, description: "the application module (default: app.ts, else app.js)", valueHint: "APP" },
+    app: { type: "positional", required: false, description: `${APP_ARG.description} (default: ${APP_ARG.default})`, valueHint: "APP" },
   };
   for (const o of OPTIONS) {
-    // iodine's spellings in the help line, so iodine users find their flags.
-    const spellings = o.iodine.filter((s) => s !== o.short).map((s) => `-${s}`);
-    const description = spellings.length ? `${o.description} [iodine: ${spellings.join(", ")}]` : o.description;
+    const description = helpLine(o);
     args[o.name] = o.kind === "boolean"
       ? { type: "boolean", description, ...(o.short ? { alias: o.short } : {}) }
       : { type: "string", description, valueHint: o.valueHint, ...(o.short ? { alias: o.short } : {}) };
   }
   return args;
+}
+
+/**
+ * The README's option table (`| option | iodine spelling | default | meaning |`), from the same
+ * OPTIONS as `--help`; test/readme.test.ts keeps the README's copy equal to it.
+ */
+export function markdownOptionTable(): string {
+  const code = (text: string) =>
+    text.replace(/(\$[A-Z_]+|(?<=^|[\s(])--?[a-z][\w-]*(?: \d+)?|\?sharded|[a-z]+:\/\/|unix:\/x\.sock|(?<!:)\/x\.sock|iodine\.pid|GET \/)/g, "`$1`");
+  const cell = (text: string) => text.replace(/\|/g, "\\|");
+  const rows = ["| option | iodine spelling | default | meaning |", "|---|---|---|---|"];
+  rows.push(`| \`APP\` | (config.ru) | ${cell(code(APP_ARG.default).replace(/(app\.[jt]s)/g, "`$1`"))} | ${APP_ARG.description} |`);
+  for (const o of OPTIONS) {
+    const value = o.valueHint ? ` ${o.valueHint}` : "";
+    const flags = [...(o.short ? [`-${o.short}`] : []), `--${o.name}${value}`, ...(o.aliases ?? []).map((a) => `--${a}`)];
+    const single = [...(o.short ? [o.short] : []), ...o.iodine].map((s) => `\`-${s}\``).join(", ");
+    rows.push(`| \`${flags.join(", ")}\` | ${single} | ${cell(code(o.default ?? ""))} | ${cell(code(o.description))} |`);
+  }
+  return rows.join("\n");
 }
