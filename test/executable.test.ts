@@ -2,12 +2,15 @@
 // build command into a temp dir, then run the way a user runs it, on app files copied out of the
 // checkout (so nothing is found through this project's node_modules or sources): examples/chat.ts
 // with -w 2 (the room spans both workers; SIGUSR1 replaces them and the room works again), static
-// files and TLS, the --max-header re-launch, and Redis between two executables.
+// files and TLS, the --max-header re-launch, and Redis between two executables. Then the deployment
+// files in examples/deploy/: the systemd unit's ExecStart/ExecReload/KillSignal run as written (paths
+// moved into a temp dir), and nginx with examples/deploy/nginx.conf in front of the executable passes
+// HTTP, WebSocket and EventSource through.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { cpSync } from "node:fs";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
-import { childrenOf, connectionsHeld, rawRequest, ROOT, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
+import { childrenOf, connectionsHeld, freePort, rawRequest, ROOT, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
 import { waitUntil } from "./ws-clients.ts";
 
@@ -157,6 +160,18 @@ describe("the executable (bun run build)", () => {
     expect((await fetch(srv.url + "/nothing-here", insecure)).status).toBe(404);
   });
 
+  test("an app with its own node_modules (Hono), outside any checkout, resolves its packages and iodine", async () => {
+    using app = tempDir("iodine-exe-hono-");
+    cpSync(join(ROOT, "node_modules", "hono"), join(app.path, "node_modules", "hono"), { recursive: true });
+    writeFileSync(
+      join(app.path, "app.ts"),
+      `import { Hono } from "hono";\nimport { Iodine } from "iodine";\n` +
+        `const app = new Hono();\napp.get("/", (c) => c.text("hono " + Iodine.version));\nexport default app;\n`,
+    );
+    await using srv = await startCommand([exe, "-p", "0", "app.ts"], { cwd: app.path });
+    expect(await (await fetch(srv.url + "/")).text()).toBe(`hono ${pkg.version}`);
+  });
+
   test("--max-header: the executable re-launches itself with Bun's flag; 431 above the limit", async () => {
     await using srv = await run(["-p", "0", "--max-header", "64", "hello.ts"]);
     const header = (n: number) => `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(n)}\r\nConnection: close\r\n\r\n`;
@@ -181,4 +196,118 @@ describe("the executable (bun run build)", () => {
       }
     }, 30_000);
   });
+});
+
+// --- deployment files ---
+
+const deploy = (name: string) => readFileSync(join(ROOT, "examples", "deploy", name), "utf8");
+
+/** `Key=value` lines of a systemd unit's sections (the last one wins, as systemd reads them). */
+function unitKeys(text: string): Map<string, string> {
+  const keys = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const m = /^([A-Za-z]+)=(.*)$/.exec(line.trim());
+    if (m) keys.set(m[1]!, m[2]!);
+  }
+  return keys;
+}
+
+const nginx = Bun.which("nginx") ?? Bun.which("nginx", { PATH: "/usr/sbin:/usr/local/sbin" });
+function skipNginx(): boolean {
+  if (nginx || process.env.CI === "true") return false;
+  console.warn("\n*** test/executable.test.ts: nginx is not installed, so the nginx.conf test is SKIPPED (it runs when CI=true) ***\n");
+  return true;
+}
+
+describe("examples/deploy", () => {
+  test("iodine.service: ExecStart serves, ExecReload hot-restarts, KillSignal stops with exit 0", async () => {
+    using run = tempDir();
+    const unit = unitKeys(deploy("iodine.service"));
+    const workDir = unit.get("WorkingDirectory")!;
+    const exec = unit.get("ExecStart")!.split(/\s+/);
+    expect(exec[0]).toBe(`${workDir}/iodine`);
+    cpSync(join(ROOT, "examples", "hello.ts"), join(run.path, "app.ts"));
+    // The unit's command line with its paths moved here and a free port: every flag as written.
+    const args = exec.slice(1).map((w, i, all) => (all[i - 1] === "-p" ? "0" : all[i - 1] === "--pid" ? `${run.path}/` : w));
+    await using srv = await startCommand([exe, ...args], { cwd: run.path, timeout: 20_000 });
+    expect(await (await fetch(srv.url + "/")).text()).toBe("Hello World!");
+    const pid = Number(readFileSync(join(run.path, "iodine.pid"), "utf8"));
+    expect(pid).toBe(srv.proc.pid);
+
+    const reload = unit.get("ExecReload")!.replace("$MAINPID", String(pid)).split(/\s+/);
+    expect(Bun.spawnSync(reload).exitCode).toBe(0);
+    await srv.waitFor(/hot restart done/, 20_000);
+    expect(await (await fetch(srv.url + "/")).text()).toBe("Hello World!");
+
+    expect(unit.get("KillSignal")).toBe("SIGTERM");
+    const t0 = Date.now();
+    expect(await srv.stop("SIGTERM")).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(Number(unit.get("TimeoutStopSec")) * 1000);
+  }, 45_000);
+
+  test.skipIf(skipNginx())("nginx.conf: HTTP, a WebSocket and an EventSource stream through nginx to the executable", async () => {
+    using dir = tempDir("iodine-nginx-");
+    await using srv = await run(["-p", "0", "-b", "127.0.0.1", "chat.ts"]);
+    const port = freePort();
+    const site = deploy("nginx.conf").replace("listen 80;", `listen 127.0.0.1:${port};`).replace("server 127.0.0.1:3000;", `server 127.0.0.1:${srv.port};`);
+    expect(site).toContain(`server 127.0.0.1:${srv.port};`);
+    writeFileSync(join(dir.path, "site.conf"), site);
+    const built = Bun.spawnSync([nginx!, "-V"], { stderr: "pipe" }).stderr.toString();
+    const temps = [...built.matchAll(/--http-([a-z-]+)-temp-path=/g)].map((m) => `${m[1]!.replace("-", "_")}_temp_path ${join(dir.path, m[1]!)};`);
+    writeFileSync(
+      join(dir.path, "nginx.conf"),
+      [
+        "daemon off;",
+        "worker_processes 1;",
+        `pid ${join(dir.path, "nginx.pid")};`,
+        `error_log ${join(dir.path, "error.log")} warn;`,
+        ...(process.getuid?.() === 0 ? ["user root;"] : []),
+        "events { worker_connections 64; }",
+        `http { access_log off; ${temps.join(" ")} include ${join(dir.path, "site.conf")}; }`,
+      ].join("\n"),
+    );
+    const proc = Bun.spawn([nginx!, "-p", dir.path, "-c", join(dir.path, "nginx.conf"), "-e", join(dir.path, "error.log")], {
+      stdout: "ignore",
+      stderr: "pipe",
+    });
+    const opened: Chatter[] = [];
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      let page: Response | undefined;
+      for (let i = 0; i < 250 && !page; i++) {
+        if (proc.exitCode !== null) throw new Error(`nginx exited with ${proc.exitCode}: ${await new Response(proc.stderr).text()}`);
+        page = await fetch(url + "/").catch(() => undefined);
+        if (!page) await Bun.sleep(20);
+      }
+      expect(page?.status).toBe(200);
+      expect(await page!.text()).toContain("<title>iodine chat</title>");
+
+      const proxied = { url, port } as CliProcess;
+      const ac = new AbortController();
+      const sse = await fetch(url + "/chat?name=eve", { headers: { accept: "text/event-stream" }, signal: ac.signal });
+      expect(sse.headers.get("content-type")).toStartWith("text/event-stream");
+      const reader = sse.body!.getReader();
+      let events = "";
+      const decoder = new TextDecoder();
+      const read = async (needle: string) => {
+        while (!events.includes(needle)) {
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`stream ended: ${events}`);
+          events += decoder.decode(value, { stream: true });
+        }
+      };
+      await read("data: eve joined (sse)\n\n");
+      const ann = await chatter(proxied, "ann");
+      opened.push(ann);
+      ann.ws.send("through nginx");
+      // Event by event, not held in nginx's buffer until it fills.
+      await read("data: ann: through nginx\n\n");
+      await waitUntil(() => ann.got.includes("ann: through nginx"), 5000, "ann's own message over the proxied WebSocket");
+      ac.abort();
+    } finally {
+      for (const c of opened) c.ws.close();
+      proc.kill("SIGTERM");
+      await proc.exited;
+    }
+  }, 30_000);
 });

@@ -125,8 +125,15 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     waitFor,
     stop,
     async [Symbol.asyncDispose]() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
-      await proc.exited;
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      // SIGTERM first: `bun run iodine` passes it on to the server it started, where a SIGKILL
+      // would leave that grandchild running. SIGKILL only for a process that does not stop.
+      proc.kill("SIGTERM");
+      const stopped = await Promise.race([proc.exited.then(() => true), Bun.sleep(3000).then(() => false)]);
+      if (!stopped) {
+        proc.kill("SIGKILL");
+        await proc.exited;
+      }
     },
   };
 }
