@@ -10,9 +10,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
-import { childrenOf, connectionsHeld, freePort, rawRequest, ROOT, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
+import { childrenOf, connectionsHeld, fixture, freePort, rawRequest, ROOT, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
-import { waitUntil } from "./ws-clients.ts";
+import { oneOnEach, waitUntil } from "./ws-clients.ts";
 
 const dir = tempDir("iodine-exe-");
 const exe = join(dir.path, "iodine");
@@ -147,6 +147,18 @@ describe("the executable (bun run build)", () => {
     }
     expect(await srv.stop()).toBe(0);
   }, 45_000);
+
+  test("-t 2: both event-loop threads of a worker serve (Bun Workers started from inside the executable)", async () => {
+    await using srv = await startCommand([exe, "-p", "0", "-t", "2", fixture("cluster-app.ts")], { cwd: apps });
+    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=threads`);
+    try {
+      expect(a.pid.split(".")[0]).toBe(b.pid.split(".")[0]); // one process, two threads
+      expect(a.pid).not.toBe(b.pid);
+    } finally {
+      a.ws.close();
+      b.ws.close();
+    }
+  });
 
   test("static files and TLS: --www with pre-compressed assets over https, the app behind them", async () => {
     await using srv = await run(["-p", "0", "--tls", "--www", "static/public", "static/app.ts"]);
