@@ -50,8 +50,8 @@ interface Chatter {
   closed: Promise<number>;
 }
 
-async function chatter(srv: CliProcess, name: string): Promise<Chatter> {
-  const ws = new WebSocket(`${srv.url.replace("http", "ws")}/chat?name=${name}`);
+async function chatter(base: string, name: string): Promise<Chatter> {
+  const ws = new WebSocket(`${base.replace("http", "ws")}/chat?name=${name}`);
   const got: string[] = [];
   const joined = Promise.withResolvers<void>();
   ws.onmessage = (e) => {
@@ -64,6 +64,26 @@ async function chatter(srv: CliProcess, name: string): Promise<Chatter> {
   return { name, ws, got, closed };
 }
 
+/** An EventSource follower of the room: `read(text)` resolves once the stream has carried it. */
+async function follower(base: string, name: string) {
+  const ac = new AbortController();
+  const sse = await fetch(`${base}/chat?name=${name}`, { headers: { accept: "text/event-stream" }, signal: ac.signal });
+  expect(sse.headers.get("content-type")).toStartWith("text/event-stream");
+  const reader = sse.body!.getReader();
+  const decoder = new TextDecoder();
+  let events = "";
+  return {
+    async read(needle: string): Promise<void> {
+      while (!events.includes(needle)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`stream ended: ${events}`);
+        events += decoder.decode(value, { stream: true });
+      }
+    },
+    close: () => ac.abort(),
+  };
+}
+
 /**
  * Opens chatters one at a time until each of the two workers holds one, telling by which worker's
  * count of connections on the port went up: [on the first worker, on the second].
@@ -72,7 +92,7 @@ async function oneOnEachWorker(srv: CliProcess, workers: number[], prefix: strin
   const byWorker = new Map<number, Chatter>();
   for (let i = 0; i < 40 && byWorker.size < 2; i++) {
     const before = connectionsHeld(workers, srv.port);
-    const c = await chatter(srv, `${prefix}${i}`);
+    const c = await chatter(srv.url, `${prefix}${i}`);
     opened.push(c);
     const after = connectionsHeld(workers, srv.port);
     const gained = workers.filter((w) => after.get(w)! > before.get(w)!);
@@ -116,22 +136,11 @@ describe("the executable (bun run build)", () => {
       await talkAcross(a, b);
 
       // An EventSource follower (on whichever worker) hears the room too.
-      const ac = new AbortController();
-      const sse = await fetch(srv.url + "/chat?name=eve", { headers: { accept: "text/event-stream" }, signal: ac.signal });
-      const reader = sse.body!.getReader();
-      let events = "";
-      const decoder = new TextDecoder();
-      const read = async (needle: string) => {
-        while (!events.includes(needle)) {
-          const { value, done } = await reader.read();
-          if (done) throw new Error(`stream ended: ${events}`);
-          events += decoder.decode(value, { stream: true });
-        }
-      };
-      await read("data: eve joined (sse)\n\n");
+      const eve = await follower(srv.url, "eve");
+      await eve.read("data: eve joined (sse)\n\n");
       a.ws.send("to everyone");
-      await read(`data: ${a.name}: to everyone\n\n`);
-      ac.abort();
+      await eve.read(`data: ${a.name}: to everyone\n\n`);
+      eve.close();
 
       srv.proc.kill("SIGUSR1");
       await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
@@ -198,9 +207,9 @@ describe("the executable (bun run build)", () => {
       await using two = await run(["-p", "0", "-r", redis.url, "chat.ts"]);
       const opened: Chatter[] = [];
       try {
-        const a = await chatter(one, "ann");
+        const a = await chatter(one.url, "ann");
         opened.push(a);
-        const b = await chatter(two, "bob");
+        const b = await chatter(two.url, "bob");
         opened.push(b);
         await talkAcross(a, b);
       } finally {
@@ -294,28 +303,15 @@ describe("examples/deploy", () => {
       expect(page?.status).toBe(200);
       expect(await page!.text()).toContain("<title>iodine chat</title>");
 
-      const proxied = { url, port } as CliProcess;
-      const ac = new AbortController();
-      const sse = await fetch(url + "/chat?name=eve", { headers: { accept: "text/event-stream" }, signal: ac.signal });
-      expect(sse.headers.get("content-type")).toStartWith("text/event-stream");
-      const reader = sse.body!.getReader();
-      let events = "";
-      const decoder = new TextDecoder();
-      const read = async (needle: string) => {
-        while (!events.includes(needle)) {
-          const { value, done } = await reader.read();
-          if (done) throw new Error(`stream ended: ${events}`);
-          events += decoder.decode(value, { stream: true });
-        }
-      };
-      await read("data: eve joined (sse)\n\n");
-      const ann = await chatter(proxied, "ann");
+      const eve = await follower(url, "eve");
+      await eve.read("data: eve joined (sse)\n\n");
+      const ann = await chatter(url, "ann");
       opened.push(ann);
       ann.ws.send("through nginx");
       // Event by event, not held in nginx's buffer until it fills.
-      await read("data: ann: through nginx\n\n");
+      await eve.read("data: ann: through nginx\n\n");
       await waitUntil(() => ann.got.includes("ann: through nginx"), 5000, "ann's own message over the proxied WebSocket");
-      ac.abort();
+      eve.close();
     } finally {
       for (const c of opened) c.ws.close();
       proc.kill("SIGTERM");
