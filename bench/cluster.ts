@@ -4,7 +4,8 @@
 // Run:   bun bench/cluster.ts                         (~2 minutes on 2 cores)
 //        bun bench/cluster.ts --only throughput,latency --rounds 3
 //        bun bench/cluster.ts --only http --duration 5 --http-rounds 3
-// Out:   a table on stdout, and every round in bench/results/cluster.json.
+// Out:   a table on stdout, and every round in bench/results/cluster.json (its `ratios` and, for the two
+//        targets that are not ratios, `absolutes`, for bench/report.ts).
 //
 // Pub/sub: a cluster, `iodine -w 2 bench/cluster-app.ts`, and a load client process
 // (bench/cluster-client.ts) that connects until it holds a WebSocket on each of the two workers.
@@ -28,6 +29,7 @@
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import {
+  absoluteEntry,
   assertAlive,
   childPids,
   cpuMicros,
@@ -45,6 +47,7 @@ import {
   parseFlags,
   positive,
   printMachine,
+  ratioEntry,
   ROOT,
   runBench,
   runWrk,
@@ -53,6 +56,8 @@ import {
   stopServer,
   writeResults,
   wrkNote,
+  type Absolute,
+  type Ratio,
   type Server,
   type WrkResult,
 } from "./lib.ts";
@@ -266,7 +271,8 @@ async function main(): Promise<void> {
     http: { threads: THREADS, connections: CONNECTIONS, durationSeconds: duration, rounds: httpRounds, warmupSeconds },
   };
   const processes = rigs && { w2: { master: rigs.w2.master, ...rigs.w2.connected }, w1: rigs.w1.connected };
-  console.log(`\nresults: ${writeResults("cluster", { machine: facts, settings, targets: TARGET, processes, throughput, latency, http })}`);
+  const entries = reportEntries(throughput, latency, http);
+  console.log(`\nresults: ${writeResults("cluster", { machine: facts, settings, targets: TARGET, processes, throughput, latency, http, ...entries })}`);
 }
 
 // --- pub/sub ---
@@ -498,6 +504,58 @@ function summarizeHttp(runs: Map<Role, HttpRun[]>) {
     cpuW1OverW2: ratio(of("w1")?.cpu, of("w2")?.cpu),
   };
   return { rows, ratios, target: TARGET.w2OverRaw, verdict: ratios.w2OverRaw !== null && ratios.w2OverRaw >= TARGET.w2OverRaw ? "PASS" : "MISS" };
+}
+
+// --- entries for bench/report.ts ---
+
+/**
+ * The ratios (both pub/sub modes of -w 2 against -w 1, the floor; HTTP -w 2 against raw and -w 1) and,
+ * as absolutes, the two targets that are figures: cross-worker msg/s and cross-worker p99.
+ */
+function reportEntries(
+  throughput: ReturnType<typeof summarizeBursts> | undefined,
+  latency: ReturnType<typeof summarizeRates> | undefined,
+  http: ReturnType<typeof summarizeHttp> | undefined,
+): { ratios: Ratio[]; absolutes: Absolute[] } {
+  const ratios: Ratio[] = [];
+  const absolutes: Absolute[] = [];
+  if (throughput) {
+    const row = (mode: Mode) => throughput.rows.find((r) => r.mode === mode)!;
+    const rates = (mode: Mode) => row(mode).rounds.map((r) => r.rate);
+    const n = fmtRps(row("cross").messagesPerBurst);
+    for (const mode of ["cross", "local"] as const) {
+      ratios.push(
+        ratioEntry("cluster", `pub/sub ${MODE_LABEL[mode]} ÷ -w 1 (no bus)`, rates(mode), rates("single"), {
+          detail: `bursts of ${n} × ${size} B to one subscriber: ${fmtRps(row(mode).median)} vs ${fmtRps(row("single").median)} msg/s`,
+        }),
+      );
+    }
+    const cross = row("cross");
+    absolutes.push(
+      absoluteEntry("cluster", "pub/sub cross-worker", rates("cross"), "msg/s", {
+        target: TARGET.crossMsgPerSecond,
+        detail: `-w 2, bursts of ${n} × ${size} B from worker A to one subscriber on B${cross.incomplete ? `; !! ${cross.incomplete} round(s) incomplete` : ""}`,
+      }),
+    );
+  }
+  if (latency) {
+    const cross = latency.rows.find((r) => r.mode === "cross")!;
+    absolutes.push(
+      absoluteEntry("cluster", `cross-worker p99 latency at ${fmtRps(LATENCY_RATE)} msg/s`, cross.rounds.map((r) => r.p99Us), "µs", {
+        target: TARGET.crossP99Us,
+        better: "lower",
+        detail: `-w 2, ${latencySeconds} s per round; p50 ${us(cross.p50Us)} µs, p99.9 ${us(cross.p999Us)} µs${cross.incomplete ? `; !! ${cross.incomplete} round(s) incomplete` : ""}`,
+      }),
+    );
+  }
+  if (http) {
+    const row = (role: Role) => http.rows.find((r) => r.role === role)!;
+    const rps = (role: Role) => row(role).rounds.map((r) => r.rps);
+    const detail = (base: Role) => `hello world, ${CONNECTIONS} connections: ${fmtRps(row("w2").median)} vs ${fmtRps(row(base).median)} req/s`;
+    ratios.push(ratioEntry("cluster", `HTTP: iodine -w 2 ÷ ${ROLE_LABEL.raw}`, rps("w2"), rps("raw"), { target: TARGET.w2OverRaw, detail: detail("raw") }));
+    ratios.push(ratioEntry("cluster", "HTTP: iodine -w 2 ÷ iodine -w 1", rps("w2"), rps("w1"), { detail: detail("w1") }));
+  }
+  return { ratios, absolutes };
 }
 
 // --- helpers ---

@@ -1,9 +1,10 @@
 // HTTP throughput of iodine against a raw Bun.serve and nginx, all on this machine, in one run.
 //
-// Run:   bun run bench                        (4 scenarios × 5 rounds × 5 s per server)
+// Run:   bun bench/http.ts                    (4 scenarios × 5 rounds × 5 s per server)
 //        bun bench/http.ts --duration 2 --rounds 3 --only plain,log
 //        BENCH_DURATION=2 BENCH_ROUNDS=3 bun bench/http.ts
-// Out:   a table on stdout, and every round in bench/results/http.json.
+// Out:   a table on stdout, and every round in bench/results/http.json (its `ratios`: iodine ÷ each
+//        baseline per scenario, for bench/report.ts).
 //
 // Each scenario drives every server with the same wrk command, one server at a time, and
 // rotates the order from round to round so warm-up and thermal drift do not favour one side.
@@ -30,6 +31,7 @@ import {
   parseFlags,
   positive,
   printMachine,
+  ratioEntry,
   ROOT,
   runBench,
   runWrk,
@@ -40,6 +42,7 @@ import {
   waitReachable,
   writeResults,
   wrkNote,
+  type Ratio,
   type Server,
   type Spread,
   type WrkResult,
@@ -226,7 +229,21 @@ async function main(): Promise<void> {
   }
 
   const settings = { threads: THREADS, connections: CONNECTIONS, durationSeconds: duration, rounds, warmupSeconds };
-  console.log(`results: ${writeResults("http", { machine: facts, settings, scenarios: report })}`);
+  const ratios = results.flatMap(({ scenario, rows }) => ratioEntries(scenario, rows));
+  console.log(`results: ${writeResults("http", { machine: facts, settings, scenarios: report, ratios })}`);
+}
+
+/** iodine ÷ each baseline of a scenario; the target goes with the baseline it is set against. */
+function ratioEntries(sc: Scenario, rows: Row[]): Ratio[] {
+  const io = rows.find((r) => r.role === "iodine")!;
+  return rows
+    .filter((r) => r.role !== "iodine")
+    .map((base) =>
+      ratioEntry("http", `${sc.name}: iodine ÷ ${LABEL[base.role]}`, io.rounds.map((r) => r.rps), base.rounds.map((r) => r.rps), {
+        ...(base.role === sc.target.against ? { target: sc.target.ratio } : {}),
+        detail: `GET ${sc.path}, ${CONNECTIONS} connections: ${fmtRps(io.median)} vs ${fmtRps(base.median)} req/s`,
+      }),
+    );
 }
 
 // --- helpers ---

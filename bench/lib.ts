@@ -1,8 +1,9 @@
-// Helpers for the benches (bench/http.ts, bench/pubsub.ts, bench/cluster.ts): tools on PATH, server
-// and load-client processes, wrk runs, the run's frame (flags, signals, results) and its numbers.
+// Helpers for the benches (bench/http.ts, bench/pubsub.ts, bench/cluster.ts, …): tools on PATH, server
+// and load-client processes, wrk runs, the run's frame (flags, signals, results), its numbers and the
+// entries every bench adds for bench/report.ts.
 // Kept apart so each bench reads as the plan of the benchmark, not its plumbing.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { availableParallelism, cpus, loadavg, release } from "node:os";
+import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
@@ -497,11 +498,13 @@ export async function runBench(
   }
 }
 
+/** Where each bench writes NAME.json (gitignored), and bench/all.ts its run.json. */
+export const RESULTS_DIR = join(import.meta.dir, "results");
+
 /** Writes `data` to bench/results/NAME.json; its path from ROOT, for the report's last line. */
 export function writeResults(name: string, data: unknown): string {
-  const dir = join(import.meta.dir, "results");
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${name}.json`);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = join(RESULTS_DIR, `${name}.json`);
   writeFileSync(file, JSON.stringify(data, null, 2) + "\n");
   return file.slice(ROOT.length + 1);
 }
@@ -514,6 +517,7 @@ export function machineFacts() {
     cores: availableParallelism(),
     cpu: cpus()[0]?.model.trim() ?? "unknown",
     kernel: release(),
+    ramBytes: totalmem(),
     bun: Bun.version,
     date: new Date().toISOString(),
     loadAvg1m: loadavg()[0] ?? 0,
@@ -569,3 +573,77 @@ export const fmtRatio = (x: number | null) => (x === null ? "n/a" : x.toFixed(2)
 
 /** `12,345` — req/s to the unit is plenty; decimals would pretend to a precision wrk lacks. */
 export const fmtRps = (n: number) => Math.round(n).toLocaleString("en-US");
+
+// --- entries for the suite's report (bench/report.ts) ---
+
+/**
+ * One headline ratio of a bench, as every results file lists it under `ratios`: ours ÷ the baseline,
+ * from the median rounds of each side.
+ */
+export interface Ratio {
+  bench: string;
+  name: string;
+  /** median of ours ÷ median of the baseline: the figure the bench prints */
+  ratio: number;
+  /** the least and the most of the per-round ratios (ours in round i ÷ the baseline in round i) */
+  min: number;
+  max: number;
+  target?: number;
+  better: "higher" | "lower";
+  /** one line for a human: what ran, and both medians */
+  detail: string;
+}
+
+/** A figure with a target of its own rather than a baseline (cross-worker msg/s, p99 µs), listed under `absolutes`. */
+export interface Absolute {
+  bench: string;
+  name: string;
+  /** the median round */
+  value: number;
+  min: number;
+  max: number;
+  unit: string;
+  target?: number;
+  better: "higher" | "lower";
+  detail: string;
+}
+
+interface EntryOptions {
+  target?: number;
+  /** @default "higher" */
+  better?: "higher" | "lower";
+  detail: string;
+}
+
+/** A Ratio from both sides' figures by round: `ours[i]` and `base[i]` ran in the same round. */
+export function ratioEntry(bench: string, name: string, ours: number[], base: number[], o: EntryOptions): Ratio {
+  if (ours.length !== base.length || ours.length === 0) {
+    throw new Error(`ratioEntry(${bench}, ${name}): ${ours.length} rounds against ${base.length}`);
+  }
+  // The ratio of medians always lies within the per-round ratios' range (medians are monotone).
+  const perRound = spread(ours.map((x, i) => x / base[i]!));
+  const ratio = median(ours) / median(base);
+  return { bench, name, ratio, min: perRound.min, max: perRound.max, ...targetOf(o), better: o.better ?? "higher", detail: o.detail };
+}
+
+/** An Absolute from a figure's value in each round. */
+export function absoluteEntry(bench: string, name: string, values: number[], unit: string, o: EntryOptions): Absolute {
+  const s = spread(values);
+  return { bench, name, value: s.median, min: s.min, max: s.max, unit, ...targetOf(o), better: o.better ?? "higher", detail: o.detail };
+}
+
+const targetOf = (o: EntryOptions) => (o.target === undefined ? {} : { target: o.target });
+
+/** Whether a figure meets its target in the direction that is better; null without a target or a figure. */
+export function meetsTarget(value: number, target: number | undefined, better: "higher" | "lower"): boolean | null {
+  if (target === undefined || !Number.isFinite(value)) return null;
+  return better === "higher" ? value >= target : value <= target;
+}
+
+/** What bench/all.ts writes to bench/results/run.json for bench/report.ts: the command and how each bench went. */
+export interface SuiteRun {
+  command: string;
+  started: string;
+  finished: string;
+  benches: { name: string; exitCode: number | null; signal: string | null; seconds: number }[];
+}

@@ -2,7 +2,8 @@
 //
 // Run:   bun bench/mustache.ts                     (5 rounds × 1 s per side, ~11 s in all)
 //        bun bench/mustache.ts --rounds 3 --seconds 0.5
-// Out:   a table on stdout, and every round in bench/results/mustache.json.
+// Out:   a table on stdout, and every round in bench/results/mustache.json (its `ratios`: Iodine.Mustache ÷
+//        mustache.render, for bench/report.ts).
 //
 // The page: a header partial, a list of 50 products (escaped names with `<`, `&` and quotes, a tags
 // section, an in-stock conditional with its inverted section), a footer partial. Iodine reads the
@@ -18,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mustache from "mustache";
 import { Mustache } from "../src/mustache.ts";
-import { fmtRatio, fmtRps, machineFacts, parseFlags, positive, printMachine, runBench, spread, writeResults } from "./lib.ts";
+import { fmtRatio, fmtRps, machineFacts, parseFlags, positive, printMachine, ratioEntry, runBench, spread, writeResults } from "./lib.ts";
 
 const TARGET = 1.0;
 
@@ -135,7 +136,9 @@ async function main(): Promise<void> {
   console.log("");
 
   const settings = { rounds, secondsPerRun: seconds, warmupSeconds, products: data.products.length, pageChars: expected.length };
-  console.log(`results: ${writeResults("mustache", { machine: facts, settings, renderers: rows, ratio, target: TARGET, verdict })}`);
+  const detail = `${data.products.length}-item page with partials: ${fmtRps(rows[0]!.median)} vs ${fmtRps(rows[1]!.median)} renders/s`;
+  const ratios = [ratioEntry("mustache", `${LABEL.iodine} ÷ ${LABEL.mustache}`, runs.get("iodine")!, runs.get("mustache")!, { target: TARGET, detail })];
+  console.log(`results: ${writeResults("mustache", { machine: facts, settings, renderers: rows, ratio, target: TARGET, verdict, ratios })}`);
 }
 
 /**

@@ -2,7 +2,8 @@
 //
 // Run:   bun bench/pubsub.ts                      (5 rounds, 64-byte messages, ~2 s per burst)
 //        bun bench/pubsub.ts --rounds 3 --size 256 --seconds 1
-// Out:   a table on stdout, and every round in bench/results/pubsub.json.
+// Out:   a table on stdout, and every round in bench/results/pubsub.json (its `ratios`: iodine ÷ raw
+//        msg/s per WebSocket scenario, for bench/report.ts).
 //
 // Servers (each its own process): iodine through the CLI with bench/pubsub-server.ts, whose
 // WebSockets subscribe to "bench" without a callback (Bun's native topics), and the raw
@@ -33,6 +34,7 @@ import {
   parseFlags,
   positive,
   printMachine,
+  ratioEntry,
   ROOT,
   rssBytes,
   runBench,
@@ -40,6 +42,7 @@ import {
   startServer,
   stopServer,
   writeResults,
+  type Ratio,
   type Server,
   type Spread,
 } from "./lib.ts";
@@ -219,7 +222,17 @@ async function main(): Promise<void> {
     iodineOverRaw: ratioOf(sc),
     cpuRawOverIodine: cpuRatioOf(sc),
   }));
-  console.log(`\nresults: ${writeResults("pubsub", { machine: facts, settings, scenarios: report, memory })}`);
+  const ratios = scenarios.flatMap(ratioEntries);
+  console.log(`\nresults: ${writeResults("pubsub", { machine: facts, settings, scenarios: report, memory, ratios })}`);
+}
+
+/** iodine ÷ raw msg/s of a scenario both servers ran (SSE is iodine's only: none). */
+function ratioEntries(sc: Scenario): Ratio[] {
+  const io = sc.rows.find((r) => r.role === "iodine");
+  const rw = sc.rows.find((r) => r.role === "raw");
+  if (!io || !rw) return [];
+  const detail = `${fmtRps(sc.messagesPerBurst)} × ${size} B to ${fmtRps(sc.subscribers)} WebSockets: ${fmtRps(io.median)} vs ${fmtRps(rw.median)} msg/s`;
+  return [ratioEntry("pubsub", `${sc.name}: iodine ÷ ${LABEL.raw}`, io.rounds.map((r) => r.rate), rw.rounds.map((r) => r.rate), { detail })];
 }
 
 // --- steps ---

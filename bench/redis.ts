@@ -5,7 +5,8 @@
 //        bun bench/redis.ts --rounds 3 --latency-rounds 3     (the least the medians are read from)
 //        bun bench/redis.ts --only throughput --subscribers 1 (one subscriber, on one worker of A)
 //        bun bench/redis.ts --only throughput --profile /tmp/prof   (a .cpuprofile per cluster process)
-// Out:   a table on stdout, and every round in bench/results/redis.json.
+// Out:   a table on stdout, and every round in bench/results/redis.json (its `ratios`: iodine ÷ raw
+//        msg/s, for bench/report.ts).
 //
 // The rig: a redis-server the bench starts on a free port (`--save '' --appendonly no`), and on it
 //   cluster A   `iodine -w 2 -r redis://… bench/cluster-app.ts`: a WebSocket subscriber on each of its
@@ -52,6 +53,7 @@ import {
   parseFlags,
   positive,
   printMachine,
+  ratioEntry,
   ROOT,
   runBench,
   spread,
@@ -59,6 +61,7 @@ import {
   stopServer,
   versionLine,
   writeResults,
+  type Ratio,
   type Server,
 } from "./lib.ts";
 
@@ -243,7 +246,8 @@ async function main(): Promise<void> {
     latency: { rounds: latencyRounds, seconds: latencySeconds, messagesPerSecond: LATENCY_RATE },
   };
   const processes = { redis: rig.redis.proc.pid, aMaster: rig.a.proc.pid, aWorkers: rig.aWorkers, aSubscribers: rig.aSubscribers, bMaster: rig.b.proc.pid, bWorkers: rig.bWorkers, bPublisher: rig.bPublisher, connections };
-  console.log(`\nresults: ${writeResults("redis", { machine: facts, settings, targets: TARGET, processes, throughput, latency, notes: dropped })}`);
+  const ratios = throughput ? [throughputRatio(throughput)] : [];
+  console.log(`\nresults: ${writeResults("redis", { machine: facts, settings, targets: TARGET, processes, throughput, latency, notes: dropped, ratios })}`);
 }
 
 // --- the rig ---
@@ -420,6 +424,14 @@ function summarizeBursts(runs: BurstRun[]) {
   const roundRatios = iodine.rounds.map((r, i) => r.rate / (raw.rounds[i]?.rate ?? NaN));
   const verdict = ratio !== null && ratio >= TARGET.iodineOverRaw && iodine.incomplete === 0 ? "PASS" : "MISS";
   return { rows, ratio, roundRatios, target: TARGET.iodineOverRaw, verdict };
+}
+
+/** iodine ÷ raw msg/s; its per-round ratios are the `roundRatios` the table prints. */
+function throughputRatio(t: ReturnType<typeof summarizeBursts>): Ratio {
+  const [iodine, raw] = t.rows as [(typeof t.rows)[0], (typeof t.rows)[0]];
+  const drops = iodine.incomplete ? `; !! ${iodine.incomplete} round(s) with drops or duplicates` : "";
+  const detail = `bursts of ${fmtRps(iodine.messagesPerBurst)} × ${size} B, B → Redis → A (${subscriberCount} subscriber(s)): ${fmtRps(iodine.median)} vs ${fmtRps(raw.median)} msg/s${drops}`;
+  return ratioEntry("redis", `pub/sub: iodine B → A ÷ ${SIDE_LABEL.raw}`, iodine.rounds.map((r) => r.rate), raw.rounds.map((r) => r.rate), { target: TARGET.iodineOverRaw, detail });
 }
 
 // --- latency ---
