@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
-import { freePort, inRounds, machineFacts, parseFlags, positive, printMachine, ROOT, runBench, spread, writeResults } from "./lib.ts";
+import { freePort, inRounds, machineFacts, parseFlags, positive, printMachine, ratioEntry, ROOT, runBench, spread, writeResults } from "./lib.ts";
 
 const flags = parseFlags("usage: bun bench/startup.ts [--rounds N (15)]", ["rounds"]);
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "15", "rounds", true);
@@ -79,21 +79,14 @@ async function main(): Promise<void> {
   }
   console.log("");
 
-  // Per-round ratios against the baseline of the same round give the spread of each ratio.
+  // Each way against the bare script of the same round.
   const baseRuns = rows[0]!.runs;
-  const ratios = rows.slice(1).map((r) => {
-    const perRound = r.runs.map((ms, i) => ms / baseRuns[i]!);
-    const s = spread(perRound);
-    return {
-      bench: "startup",
-      name: `start-up, ${r.way}`,
-      ratio: r.first.median / base,
-      min: s.min,
-      max: s.max,
-      better: "lower" as const,
+  const ratios = rows.slice(1).map((r) =>
+    ratioEntry("startup", `start-up, ${r.way}`, r.runs, baseRuns, {
+      better: "lower",
       detail: `spawn → first answered request: ${r.first.median.toFixed(1)} ms vs ${base.toFixed(1)} ms for a bare Bun.serve script`,
-    };
-  });
+    }),
+  );
   const settings = { rounds, app: "examples/hello.ts" };
   console.log(`results: ${writeResults("startup", { machine: facts, settings, ways: rows, ratios })}`);
 }
