@@ -2,7 +2,8 @@
 //
 // Run:   bun bench/report.ts             (bun run bench runs it after the benches)
 // Out:   bench/RESULTS.md — date, machine, Bun, the command, a table of every ratio (median, min–max,
-//        target, ✓/✗) and one of the absolute figures that have targets — and bench/ratios.svg.
+//        target, ✓/✗) and one of the absolute figures that have targets — and bench/ratios.svg;
+//        then README.md's bench block is regenerated from RESULTS.md (scripts/readme.ts).
 //
 // It reads every bench/results/*.json with a `ratios` list (see Ratio in bench/lib.ts), so a bench
 // added later needs no change here. bench/results/run.json, written by bench/all.ts, gives the command,
@@ -11,6 +12,7 @@
 // same results give the same two files.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { README, regenerate } from "../scripts/readme.ts";
 import { ratioChart } from "./chart.ts";
 import { fmtRatio, fmtRps, machineFacts, meetsTarget, RESULTS_DIR, ROOT, type Absolute, type Ratio, type SuiteRun } from "./lib.ts";
 
@@ -159,3 +161,8 @@ writeFileSync(SVG_FILE, ratioChart(results.flatMap((r) => r.ratios)));
 const count = results.reduce((n, r) => n + r.ratios.length, 0);
 const rel = (f: string) => f.slice(ROOT.length + 1);
 console.log(`report: ${count} ratios from ${results.map((r) => r.name).join(", ") || "no results"} → ${rel(MD_FILE)}, ${rel(SVG_FILE)}`);
+// The README shows the same tables (its bench block, from RESULTS.md).
+const readme = readFileSync(README, "utf8");
+const updated = regenerate(readme);
+if (updated !== readme) writeFileSync(README, updated);
+console.log(`report: ${updated === readme ? "README.md already showed these results" : "README.md's bench tables rewritten"}`);
