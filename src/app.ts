@@ -28,14 +28,16 @@ let resolverInstalled = false;
  * are bundled and no `index.ts` exists to resolve to, and it wins over an app's own tsconfig
  * `paths` or a copy of iodine in its node_modules (either would load a second, idle runtime).
  */
-async function installResolver(): Promise<void> {
+function installResolver(): void {
   if (resolverInstalled) return;
   resolverInstalled = true;
-  const self = await import("./index.ts");
   Bun.plugin({
     name: "iodine-self",
     setup(build) {
-      build.module("iodine", () => ({ exports: self, loader: "object" }));
+      // Loaded when an app first imports "iodine", not before: an app that never does (a plain
+      // fetch handler) does not pay for the public surface (Mustache, the clients) at start-up.
+      // `require`, not `import()`: an app may `require("iodine")`, which cannot wait.
+      build.module("iodine", () => ({ exports: require("./index.ts") as Record<string, unknown>, loader: "object" }));
     },
   });
 }
@@ -49,7 +51,7 @@ export async function loadApp(file: string, listened: () => boolean): Promise<Lo
   const path = resolve(file);
   if (!existsSync(path)) throw new CliError(`app file not found: ${file}`);
   if (!statSync(path).isFile()) throw new CliError(`app path is not a file: ${file}`);
-  await installResolver();
+  installResolver();
   let mod: Record<string, unknown>;
   try {
     mod = await import(path);
