@@ -260,7 +260,9 @@ describe("examples/deploy", () => {
     await srv.waitFor(/hot restart done/, 20_000);
     expect(await (await fetch(srv.url + "/")).text()).toBe("Hello World!");
 
+    // KillMode=mixed: systemd signals the master alone, as here, and the master stops its workers.
     expect(unit.get("KillSignal")).toBe("SIGTERM");
+    expect(unit.get("KillMode")).toBe("mixed");
     const t0 = Date.now();
     expect(await srv.stop("SIGTERM")).toBe(0);
     expect(Date.now() - t0).toBeLessThan(Number(unit.get("TimeoutStopSec")) * 1000);
