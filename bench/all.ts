@@ -5,30 +5,19 @@
 //        bun run bench --only http,mustache --duration 2
 // Out:   each bench's own output as it runs, its bench/results/NAME.json, bench/results/run.json (the
 //        command, and how long each bench took or how it failed), then bench/RESULTS.md and
-//        bench/ratios.svg from bench/report.ts.
+//        bench/ratios.svg from bench/report.ts. A partial run (--only, --rounds or --duration) writes
+//        its report into bench/results/ instead: the committed report and the README keep the last
+//        full run's numbers.
 //
 // Each bench is its own process on this terminal, one after the other: http, pubsub, cluster, redis,
-// mustache, and startup when bench/startup.ts is there. A bench that fails is named and the next one
+// mustache, startup. A bench that fails is named and the next one
 // runs; the report is still written, and the exit code is 1. Ctrl-C stops the running bench (it stops
 // its own servers) and the suite after it, with no report: the results of a half run would pass for
 // a whole one.
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import { parseFlags, positive, ROOT, writeResults, type SuiteRun } from "./lib.ts";
+import { BENCHES, parseFlags, positive, ROOT, writeResults, type SuiteRun } from "./lib.ts";
 
-/**
- * The benches in run order, and their own flags for the suite's: every bench takes --rounds, some
- * count more kinds of rounds (latency, HTTP) under flags of their own; --duration is wrk's seconds.
- */
-const BENCHES: { name: string; rounds: string[]; duration?: string }[] = [
-  { name: "http", rounds: ["--rounds"], duration: "--duration" },
-  { name: "pubsub", rounds: ["--rounds"] },
-  { name: "cluster", rounds: ["--rounds", "--latency-rounds", "--http-rounds"], duration: "--duration" },
-  { name: "redis", rounds: ["--rounds", "--latency-rounds"] },
-  { name: "mustache", rounds: ["--rounds"] },
-  { name: "startup", rounds: ["--rounds"] },
-];
 const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
 // --- options ---
@@ -41,16 +30,14 @@ const flags = parseFlags(
 );
 if (flags.rounds !== undefined) positive(flags.rounds, "rounds", true);
 if (flags.duration !== undefined) positive(flags.duration, "duration", true);
-// startup is in the suite once its file is there (it is written apart from this one)
-const present = BENCHES.filter((b) => existsSync(join(import.meta.dir, `${b.name}.ts`)));
 const only = flags.only?.split(",").map((s) => s.trim());
 for (const name of only ?? []) {
-  if (!present.some((b) => b.name === name)) {
-    console.error(`bench: --only ${flags.only}: no bench ${JSON.stringify(name)} (${present.map((b) => b.name).join(", ")})`);
+  if (!BENCHES.some((b) => b.name === name)) {
+    console.error(`bench: --only ${flags.only}: no bench ${JSON.stringify(name)} (${BENCHES.map((b) => b.name).join(", ")})`);
     process.exit(2);
   }
 }
-const benches = present.filter((b) => !only || only.includes(b.name));
+const benches = BENCHES.filter((b) => !only || only.includes(b.name));
 
 /** The bench's own flags for what was asked of the suite. */
 function argsFor(b: (typeof BENCHES)[number]): string[] {
@@ -103,7 +90,9 @@ async function main(): Promise<number> {
 
   writeResults("run", { command, started, finished: new Date().toISOString(), benches: done } satisfies SuiteRun);
   console.log("\n=== report\n");
-  const report = Bun.spawn([process.execPath, join("bench", "report.ts")], { cwd: ROOT, stdio: ["inherit", "inherit", "inherit"] });
+  const partial = only !== undefined || flags.rounds !== undefined || flags.duration !== undefined;
+  const reportCmd = [process.execPath, join("bench", "report.ts"), ...(partial ? ["--partial"] : [])];
+  const report = Bun.spawn(reportCmd, { cwd: ROOT, stdio: ["inherit", "inherit", "inherit"] });
   const reportCode = await report.exited;
 
   console.log("");

@@ -499,6 +499,19 @@ export async function runBench(
 }
 
 /** Where each bench writes NAME.json (gitignored), and bench/all.ts its run.json. */
+/**
+ * The benches in run order, and their own flags for the suite's: every bench takes --rounds, some
+ * count more kinds of rounds (latency, HTTP) under flags of their own; --duration is wrk's seconds.
+ */
+export const BENCHES: { name: string; rounds: string[]; duration?: string }[] = [
+  { name: "http", rounds: ["--rounds"], duration: "--duration" },
+  { name: "pubsub", rounds: ["--rounds"] },
+  { name: "cluster", rounds: ["--rounds", "--latency-rounds", "--http-rounds"], duration: "--duration" },
+  { name: "redis", rounds: ["--rounds", "--latency-rounds"] },
+  { name: "mustache", rounds: ["--rounds"] },
+  { name: "startup", rounds: ["--rounds"] },
+];
+
 export const RESULTS_DIR = join(import.meta.dir, "results");
 
 /** Writes `data` to bench/results/NAME.json; its path from ROOT, for the report's last line. */

@@ -1,9 +1,12 @@
 // The suite's report: bench/RESULTS.md and its chart bench/ratios.svg, from the results the benches wrote.
 //
 // Run:   bun bench/report.ts             (bun run bench runs it after the benches)
+//        bun bench/report.ts --partial   (after a partial run: the report goes to bench/results/)
 // Out:   bench/RESULTS.md — date, machine, Bun, the command, a table of every ratio (median, min–max,
 //        target, ✓/✗) and one of the absolute figures that have targets — and bench/ratios.svg;
-//        then README.md's bench block is regenerated from RESULTS.md (scripts/readme.ts).
+//        then README.md's bench block is regenerated from RESULTS.md (scripts/readme.ts). With
+//        --partial, RESULTS.md and ratios.svg are written in bench/results/ and the README is left
+//        alone, so a quick look never replaces the numbers of a full run.
 //
 // It reads every bench/results/*.json with a `ratios` list (see Ratio in bench/lib.ts), so a bench
 // added later needs no change here. bench/results/run.json, written by bench/all.ts, gives the command,
@@ -14,12 +17,12 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { README, regenerate } from "../scripts/readme.ts";
 import { ratioChart } from "./chart.ts";
-import { fmtRatio, fmtRps, machineFacts, meetsTarget, RESULTS_DIR, ROOT, type Absolute, type Ratio, type SuiteRun } from "./lib.ts";
+import { BENCHES, fmtRatio, fmtRps, machineFacts, meetsTarget, RESULTS_DIR, ROOT, type Absolute, type Ratio, type SuiteRun } from "./lib.ts";
 
-/** bench/all.ts's order, for results the run did not name (or when there is no run.json). */
-const DEFAULT_ORDER = ["http", "pubsub", "cluster", "redis", "mustache", "startup"];
-const MD_FILE = join(import.meta.dir, "RESULTS.md");
-const SVG_FILE = join(import.meta.dir, "ratios.svg");
+const partial = process.argv.includes("--partial");
+const OUT_DIR = partial ? RESULTS_DIR : import.meta.dir;
+const MD_FILE = join(OUT_DIR, "RESULTS.md");
+const SVG_FILE = join(OUT_DIR, "ratios.svg");
 
 type Machine = Partial<ReturnType<typeof machineFacts>>;
 
@@ -153,7 +156,7 @@ const cell = (s: string) => s.replace(/\|/g, "\\|");
 // --- main ---
 
 const run = readRun();
-const found = readResults([...new Set([...(run?.benches.map((b) => b.name) ?? []), ...DEFAULT_ORDER])]);
+const found = readResults([...new Set([...(run?.benches.map((b) => b.name) ?? []), ...BENCHES.map((b) => b.name)])]);
 const isStale = (r: BenchResults) => run !== null && (r.machine.date ?? "") < run.started;
 const results = found.filter((r) => !isStale(r));
 writeFileSync(MD_FILE, markdown(results, run, found.filter(isStale)));
@@ -161,7 +164,11 @@ writeFileSync(SVG_FILE, ratioChart(results.flatMap((r) => r.ratios)));
 const count = results.reduce((n, r) => n + r.ratios.length, 0);
 const rel = (f: string) => f.slice(ROOT.length + 1);
 console.log(`report: ${count} ratios from ${results.map((r) => r.name).join(", ") || "no results"} → ${rel(MD_FILE)}, ${rel(SVG_FILE)}`);
-// The README shows the same tables (its bench block, from RESULTS.md).
+// The README shows the same tables (its bench block, from RESULTS.md): those of full runs only.
+if (partial) {
+  console.log("report: a partial run; bench/RESULTS.md and README.md keep the last full run's numbers");
+  process.exit(0);
+}
 const readme = readFileSync(README, "utf8");
 const updated = regenerate(readme);
 if (updated !== readme) writeFileSync(README, updated);
