@@ -7,7 +7,7 @@ import { flushAccessLog, log, logException } from "./log.ts";
 import { normaliseApp } from "./app.ts";
 import { openConnections } from "./connection.ts";
 import { stopAllTimers } from "./timers.ts";
-import { serveHttp } from "./server.ts";
+import { closeAfterEachResponse, serveHttp } from "./server.ts";
 import { nativeSockets } from "./websocket.ts";
 import { DEFAULT_PORT, DEFAULTS } from "./settings.ts";
 import { fireState, stopIdleWatch, watchIdle } from "./state.ts";
@@ -70,11 +70,21 @@ export interface Bound {
 /** What `startAll` bound, in listener order. */
 export const bound: Bound[] = [];
 
+/**
+ * How a graceful stop begins. "stop": stop accepting and close idle connections now (SIGINT/SIGTERM).
+ * "handover": a hot restart's replacement already listens on the same ports, so first answer
+ * requests for HANDOVER_MS more, each with `Connection: close`, letting busy keep-alive clients move
+ * over without a failed request; then stop as above.
+ */
+export type StopMode = "stop" | "handover";
+/** How long a handing-over worker keeps answering, ms: a busy keep-alive client sends its next request well within it. */
+export const HANDOVER_MS = 500;
+
 /** Work a graceful stop waits for besides the servers (a worker's extra threads). */
-const alsoOnStop: (() => Promise<void>)[] = [];
+const alsoOnStop: ((mode: StopMode) => Promise<void>)[] = [];
 /** closes the external pub/sub engine a single process drives */
 let stopEngine: (() => Promise<void>) | undefined;
-export function onStopping(fn: () => Promise<void>): void {
+export function onStopping(fn: (mode: StopMode) => Promise<void>): void {
   alsoOnStop.push(fn);
 }
 /** Called by the CLI before it imports the app: `Iodine.start()` in the module then waits for the CLI. */
@@ -195,20 +205,22 @@ async function startRaw(i: number, o: RawListenOptions): Promise<Bound & { extra
 }
 
 /** Graceful stop: stop accepting, let in-flight requests finish (up to `drainMs`), flush the log. */
-export async function stopAll(): Promise<void> {
+export async function stopAll(mode: StopMode = "stop"): Promise<void> {
   if (state === "stopping") return;
   state = "stopping";
   await fireState("start_shutdown");
   stopIdleWatch();
   stopAllTimers();
+  // A worker's extra threads stop (or hand over) beside this one.
+  const others = alsoOnStop.map((f) => f(mode));
+  if (mode === "handover") {
+    for (const s of servers) closeAfterEachResponse(s);
+    await Bun.sleep(HANDOVER_MS);
+  }
   // Bun's server.stop() does not resolve while WebSockets stay open: tell them, then close them.
   for (const c of [...openConnections]) c.shutdown();
   for (const ws of [...nativeSockets]) ws.close(1001, "server going away");
-  const drained = Promise.all([
-    ...servers.map((s) => s.stop(false)),
-    ...rawListeners.map((l) => l.stop()),
-    ...alsoOnStop.map((f) => f()),
-  ]);
+  const drained = Promise.all([...servers.map((s) => s.stop(false)), ...rawListeners.map((l) => l.stop()), ...others]);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), config.drainMs)));
   if ((await Promise.race([drained, late])) === "late") {
@@ -224,30 +236,34 @@ export async function stopAll(): Promise<void> {
   flushAccessLog();
 }
 
+let stops = 0;
+/** Stops gracefully, then exits 0 (1 if the stop failed); asked a second time, exits at once. */
+export function exitGracefully(why: string, mode: StopMode = "stop"): void {
+  if (++stops > 1) {
+    // A second Ctrl-C means "now".
+    flushAccessLog();
+    process.exit(130);
+  }
+  // In a cluster the master has said it already, once for all workers.
+  (role.inCluster ? log.debug : log.info)(`${why}: stopping gracefully`);
+  stopAll(mode).then(
+    () => process.exit(0),
+    (err) => {
+      logException("stop failed", err);
+      process.exit(1);
+    },
+  );
+}
+
 let signalsInstalled = false;
 function installSignals(): void {
   if (signalsInstalled || role.isThread) return;
   signalsInstalled = true;
-  let stops = 0;
-  const onStop = (signal: string) => {
-    if (++stops > 1) {
-      // A second Ctrl-C means "now".
-      flushAccessLog();
-      process.exit(130);
-    }
-    // In a cluster the master has said it already, once for all workers.
-    (role.inCluster ? log.debug : log.info)(`${signal}: stopping gracefully`);
-    stopAll().then(
-      () => process.exit(0),
-      (err) => {
-        logException("stop failed", err);
-        process.exit(1);
-      },
-    );
-  };
+  const onStop = (signal: string) => exitGracefully(signal);
   if (role.inCluster) {
-    // The master orchestrates: SIGTERM from it is the stop; a terminal's Ctrl-C reaches the whole
-    // process group, and the master's SIGTERM follows it, so SIGINT here would stop twice.
+    // The master orchestrates: SIGTERM from it is the stop (once: a worker already handing over
+    // carries on); a terminal's Ctrl-C reaches the whole process group, and the master's SIGTERM
+    // follows it, so SIGINT here would stop twice.
     process.on("SIGTERM", () => (stops === 0 ? onStop("SIGTERM") : undefined));
     process.on("SIGINT", () => {});
     process.on("SIGUSR1", () => {});

@@ -42,6 +42,9 @@ const TEXT = { "content-type": "text/plain;charset=utf-8" };
 const badRequest = () => new Response("Bad Request", { status: 400, headers: TEXT });
 const internalError = () => new Response("Internal Server Error", { status: 500, headers: TEXT });
 
+// Each listener's request function, for closeAfterEachResponse.
+const fetchOf = new WeakMap<Server<unknown>, Fetch>();
+
 // One X-Sendfile resolver shared by every listener: it serves absolute paths the app names,
 // so it needs no public folder of its own.
 let sendfiler: StaticFiles | undefined;
@@ -78,6 +81,7 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
       ? { unix: o.unix }
       : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}), ...(o.reusePort ? { reusePort: true } : {}) };
   const server = Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
+  fetchOf.set(server, fetch);
   attachServer(server, o.websocket !== undefined);
   const own = server.upgrade.bind(server);
   Object.defineProperty(server, "upgrade", {
@@ -89,6 +93,35 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
     },
   });
   return server;
+}
+
+/**
+ * A hot restart's hand-over (SPEC §8): a replacement worker already listens on this port. From now
+ * on every response carries `Connection: close`, so a keep-alive client learns from an answer that
+ * its next request goes on a new connection (to the replacement), instead of sending it into a socket
+ * the stop closes under it: Bun's `server.stop()` closes idle keep-alive connections at once, and a
+ * client that does not retry (wrk, many HTTP libraries) counts that as a failed request. Swapped in
+ * with `server.reload`, so the request path costs nothing until then.
+ */
+export function closeAfterEachResponse(server: Server<unknown>): void {
+  const fetch = fetchOf.get(server);
+  if (fetch === undefined) return;
+  server.reload({
+    fetch(req: Request, srv: Server<unknown>) {
+      const res = fetch(req, srv);
+      return res instanceof Promise ? res.then(lastOnConnection) : lastOnConnection(res);
+    },
+  } as Parameters<Server<unknown>["reload"]>[0]);
+}
+
+function lastOnConnection(res: Response | undefined): Response | undefined {
+  if (res === undefined) return undefined; // upgraded: the connection is a WebSocket now
+  try {
+    res.headers.set("connection", "close");
+  } catch {
+    // Headers the Fetch standard makes immutable (Bun 1.4 has none): this response goes without.
+  }
+  return res;
 }
 
 /** A Bun-native app's own WebSocket settings (limits, compression) win over the CLI's. */

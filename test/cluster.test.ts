@@ -4,6 +4,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { childrenOf, fixture, runCli, startCli, tempDir, type CliProcess } from "./harness.ts";
 import { client, linked, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
@@ -52,6 +53,67 @@ function load(url: string, concurrency = 4) {
   });
   return {
     result: r,
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      return r;
+    },
+  };
+}
+
+/**
+ * Keep-alive load from `connections` raw sockets that, like wrk, never retry: each sends a request,
+ * reads the whole response and sends the next on the same connection, opening a new one only when
+ * the server said `Connection: close`. A connection closed while a request waits for its answer is a
+ * failed request, where `fetch` would quietly have sent it again.
+ */
+function keepAliveLoad(port: number, connections = 16) {
+  const REQUEST = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  let running = true;
+  const r = { ok: 0, toldToClose: 0, failed: [] as string[] };
+  const connection = () =>
+    new Promise<void>((done) => {
+      const socket = connect(port, "127.0.0.1");
+      let waiting = false;
+      let buffered = "";
+      const next = () => {
+        if (!running) return void socket.end();
+        waiting = true;
+        socket.write(REQUEST);
+      };
+      socket.on("connect", next);
+      socket.on("data", (chunk) => {
+        buffered += chunk.toString("latin1");
+        for (;;) {
+          const end = buffered.indexOf("\r\n\r\n");
+          if (end === -1) return;
+          const head = buffered.slice(0, end);
+          const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+          if (buffered.length < end + 4 + length) return;
+          buffered = buffered.slice(end + 4 + length);
+          waiting = false;
+          if (head.startsWith("HTTP/1.1 200 ")) r.ok++;
+          else r.failed.push(head.split("\r\n")[0]!);
+          if (/\r\nconnection: *close/i.test(head)) {
+            r.toldToClose++;
+            return void socket.end();
+          }
+          next();
+        }
+      });
+      socket.on("error", (err) => {
+        if (waiting) r.failed.push(err.message);
+        waiting = false;
+      });
+      socket.on("close", () => {
+        if (waiting) r.failed.push("the connection closed with a request unanswered");
+        done();
+      });
+    });
+  const loops = Array.from({ length: connections }, async () => {
+    while (running) await connection();
+  });
+  return {
     async stop() {
       running = false;
       await Promise.all(loops);
@@ -216,6 +278,21 @@ describe("hot restart (SIGUSR1)", () => {
     for (const pid of after) expect(before.has(pid)).toBe(false);
     expect(childrenOf(srv.proc.pid)).toHaveLength(2);
   }, 60_000);
+
+  test("keep-alive clients that never retry (as wrk) lose no request: the old worker answers with Connection: close before it stops", async () => {
+    const srv = await cluster();
+    const traffic = keepAliveLoad(srv.port);
+    await Bun.sleep(300);
+    srv.proc.kill("SIGUSR1");
+    await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
+    await Bun.sleep(200);
+    const r = await traffic.stop();
+    // Bun's server.stop() closes idle keep-alive connections at once: without the hand-over, each
+    // connection caught between two requests lost the second one.
+    expect(r.failed).toEqual([]);
+    expect(r.ok).toBeGreaterThan(500);
+    expect(r.toldToClose).toBeGreaterThanOrEqual(1);
+  }, 30_000);
 
   test("WebSocket clients of the old workers get onShutdown and a close; the restart does not wait for them", async () => {
     const srv = await cluster();

@@ -12,9 +12,9 @@ import { Hub } from "../pubsub/engine.ts";
 import { defaultEngine } from "../pubsub/engines.ts";
 import { RedisEngine } from "../pubsub/redis.ts";
 import { ShardedRedisEngine } from "../pubsub/redis-sharded.ts";
-import { role, type Bound } from "../runtime.ts";
+import { HANDOVER_MS, role, type Bound, type StopMode } from "../runtime.ts";
 import { fireState } from "../state.ts";
-import { WORKER_ENV, type WorkerReport } from "./worker.ts";
+import { WORKER_ENV, type MasterOrder, type WorkerReport } from "./worker.ts";
 
 export interface MasterOptions {
   workers: number;
@@ -119,13 +119,16 @@ export async function runMaster(o: MasterOptions): Promise<void> {
     return w;
   };
 
-  const retire = async (w: Worker): Promise<void> => {
+  /** Stops a worker: SIGTERM, or for a hot restart (its replacement listens) a hand-over order first. */
+  const retire = async (w: Worker, mode: StopMode = "stop"): Promise<void> => {
     w.state = "retiring";
-    w.proc.kill("SIGTERM");
+    if (mode === "handover") w.proc.send({ type: "handover" } satisfies MasterOrder);
+    else w.proc.kill("SIGTERM");
+    const limit = o.drainMs + 2000 + (mode === "handover" ? HANDOVER_MS : 0);
     const deadline = setTimeout(() => {
-      log.warn(`worker ${w.slot} (pid ${w.proc.pid}) still draining after ${o.drainMs + 2000} ms; killing it`);
+      log.warn(`worker ${w.slot} (pid ${w.proc.pid}) still draining after ${limit} ms; killing it`);
       w.proc.kill("SIGKILL");
-    }, o.drainMs + 2000);
+    }, limit);
     await w.exited;
     clearTimeout(deadline);
   };
@@ -151,7 +154,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
         log.error(`hot restart stopped: ${(err as Error).message}; the old workers keep serving`);
         break;
       }
-      await retire(w);
+      await retire(w, "handover");
       replaced++;
     }
     if (replaced === old.length) log.info(`hot restart done: ${replaced} new worker${replaced === 1 ? "" : "s"}`);
@@ -173,7 +176,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
     stopping = true;
     log.info(`${signal}: stopping ${workers.size} worker${workers.size === 1 ? "" : "s"} gracefully`);
     await fireState("start_shutdown");
-    await Promise.all([...workers].map(retire));
+    await Promise.all([...workers].map((w) => retire(w)));
     hub.stop();
     await fireState("on_finish");
     flushAccessLog();

@@ -4,7 +4,7 @@
 // master is gone.
 import { log, setLogPrefix } from "../log.ts";
 import { joinCluster, type ClusterMember } from "../pubsub/engine.ts";
-import { bound, onStopping, role, startAll, stopAll, type Bound } from "../runtime.ts";
+import { bound, exitGracefully, onStopping, role, startAll, stopAll, type Bound, type StopMode } from "../runtime.ts";
 import { fireState } from "../state.ts";
 
 /** What the master puts in a worker's environment. */
@@ -20,6 +20,8 @@ export const WORKER_ENV = {
 
 /** The IPC messages a worker sends its master (and a thread its worker, by postMessage). */
 export type WorkerReport = { type: "ready"; bound: Bound[] } | { type: "stopped" };
+/** What the master tells a worker over IPC: a hot restart's replacement listens; hand over and exit. */
+export type MasterOrder = { type: "handover" };
 
 export function isWorkerProcess(env: NodeJS.ProcessEnv = process.env): boolean {
   return env[WORKER_ENV.role] === "worker";
@@ -65,9 +67,9 @@ export async function startWorker(threads: number): Promise<void> {
   await fireState("enter_child");
   await startAll();
   if (role.isThread) {
-    (globalThis as unknown as { onmessage: (e: MessageEvent) => void }).onmessage = (e) => {
-      if (e.data !== "stop") return;
-      void stopAll().then(() => {
+    (globalThis as unknown as { onmessage: (e: MessageEvent) => void }).onmessage = (e: MessageEvent<StopMode>) => {
+      if (e.data !== "stop" && e.data !== "handover") return;
+      void stopAll(e.data).then(() => {
         member?.leave();
         postMessage({ type: "stopped" } satisfies WorkerReport);
       });
@@ -76,6 +78,9 @@ export async function startWorker(threads: number): Promise<void> {
     return;
   }
   if (threads > 1) await startThreads(threads - 1);
+  process.on("message", (order: MasterOrder) => {
+    if (order?.type === "handover") exitGracefully("hot restart", "handover");
+  });
   const report: WorkerReport = { type: "ready", bound };
   process.send?.(report);
 }
@@ -114,9 +119,9 @@ async function startThreads(n: number): Promise<void> {
     return { t, ready, done };
   });
   let stopping = false;
-  onStopping(async () => {
+  onStopping(async (mode) => {
     stopping = true;
-    for (const { t } of threads) t.postMessage("stop");
+    for (const { t } of threads) t.postMessage(mode);
     await Promise.all(threads.map((x) => x.done));
     for (const { t } of threads) t.terminate();
   });
