@@ -2,6 +2,8 @@
 // adds on top shows in the ratio. Run as its own process, like the servers it is compared with.
 //
 // Run:   bun bench/baseline.ts              "Hello World!" for every request
+//        bun bench/baseline.ts --ip         the same, after asking Bun for the client's address
+//                                           (server.requestIP: what any access log must do)
 //        bun bench/baseline.ts --dir DIR    new Response(Bun.file(DIR + pathname))
 // Poke:  curl -i http://127.0.0.1:PORT/     (PORT is printed on stdout)
 const at = process.argv.indexOf("--dir");
@@ -12,10 +14,17 @@ if (at > 0 && !dir) {
 }
 
 // Bench traffic is loopback only, and a slice of req.url is the cheapest path a raw server has.
+const askIP = process.argv.includes("--ip");
+let noAddress = 0; // read, so the address lookup cannot be dropped as unused
 const fetch =
-  dir === undefined
-    ? () => new Response("Hello World!")
-    : (req: Request) => new Response(Bun.file(dir + req.url.slice(req.url.indexOf("/", 8))));
+  dir !== undefined
+    ? (req: Request) => new Response(Bun.file(dir + req.url.slice(req.url.indexOf("/", 8))))
+    : askIP
+      ? (req: Request, srv: Bun.Server<unknown>) => {
+          if (srv.requestIP(req)?.address === undefined) noAddress++;
+          return new Response("Hello World!");
+        }
+      : () => new Response("Hello World!");
 
 const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch });
 console.log(`listening on http://127.0.0.1:${server.port}`);
