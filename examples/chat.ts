@@ -30,10 +30,13 @@ class Chatter implements Handler {
   }
 }
 
-// The server follows the room too (iodine's server-side subscription).
-Iodine.subscribe("chat", (_channel, message) => {
-  console.log(`[chat] ${typeof message === "string" ? message : `${message.length} bytes`}`);
-});
+// The server follows the room too (iodine's server-side subscription). Every process of a cluster
+// loads this module; the master alone prints, so each line shows once (one process is its own master).
+if (Iodine.isMaster) {
+  Iodine.subscribe("chat", (_channel, message) => {
+    console.log(`[chat] ${typeof message === "string" ? message : `${message.length} bytes`}`);
+  });
+}
 
 /** A display name from the query string: short, printable, never empty. */
 function nameOf(url: URL): string {

@@ -134,6 +134,11 @@ describe("the executable (bun run build)", () => {
       expect(workers).toHaveLength(2);
       const [a, b] = await oneOnEachWorker(srv, workers, "a", opened);
       await talkAcross(a, b);
+      // The master alone follows the room on stdout: each line once, whichever worker it came from.
+      await srv.waitFor(/\[chat\] .*: hello from b\n/, 5000, "stdout");
+      for (const line of [`[chat] ${a.name}: hello from a`, `[chat] ${b.name}: hello from b`]) {
+        expect(srv.stdout().split("\n").filter((l) => l === line)).toHaveLength(1);
+      }
 
       // An EventSource follower (on whichever worker) hears the room too.
       const eve = await follower(srv.url, "eve");
