@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { brotliDecompressSync } from "node:zlib";
 import { join } from "node:path";
-import { freePort, startCli, startCommand, tempDir, ROOT } from "./harness.ts";
+import { freePort, openStream, startCli, startCommand, tempDir, ROOT } from "./harness.ts";
 import { rawClient, type RawClient } from "./raw-client.ts";
 
 const example = (name: string) => join(ROOT, "examples", name);
@@ -39,18 +39,8 @@ describe("examples", () => {
     expect(page.headers.get("content-type")).toBe("text/html;charset=utf-8");
     expect(await page.text()).toContain("<title>iodine chat</title>");
 
-    const ac = new AbortController();
-    const sse = await fetch(srv.url + "/chat?name=bob", { headers: { accept: "text/event-stream" }, signal: ac.signal });
-    const reader = sse.body!.getReader();
-    let events = "";
-    const until = async (needle: string) => {
-      while (!events.includes(needle)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error("stream ended: " + events);
-        events += new TextDecoder().decode(value);
-      }
-    };
-    await until("data: bob joined (sse)\n\n");
+    const sse = await openStream(srv.url + "/chat?name=bob");
+    await sse.until("data: bob joined (sse)\n\n");
     const ws = new WebSocket(srv.url.replace("http", "ws") + "/chat?name=ann");
     const got: string[] = [];
     const echoed = Promise.withResolvers<void>();
@@ -61,10 +51,10 @@ describe("examples", () => {
     };
     try {
       await echoed.promise;
-      await until("data: ann: hi all\n\n");
+      await sse.until("data: ann: hi all\n\n");
     } finally {
       ws.close();
-      ac.abort();
+      sse.close();
     }
     expect(got).toEqual(["ann joined (websocket)", "ann: hi all"]);
     await srv.waitFor(/\[chat\] bob joined \(sse\)\n\[chat\] ann joined \(websocket\)\n\[chat\] ann: hi all\n/, 5000, "stdout");

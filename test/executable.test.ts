@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
-import { childrenOf, connectionsHeld, fixture, freePort, rawRequest, ROOT, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
+import { chatter, untilHeard, type Chatter } from "./chat-clients.ts";
+import { childrenOf, connectionsHeld, fixture, freePort, openStream, rawRequest, ROOT, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
 import { oneOnEach, waitUntil } from "./ws-clients.ts";
 
@@ -42,48 +43,6 @@ afterAll(() => dir[Symbol.dispose]());
 
 const run = (args: string[], timeout = 15_000) => startCommand([exe, ...args], { cwd: apps, timeout });
 
-/** A chat WebSocket that collects what the room says; `opened` once its own "joined" line came. */
-interface Chatter {
-  name: string;
-  ws: WebSocket;
-  got: string[];
-  closed: Promise<number>;
-}
-
-async function chatter(base: string, name: string): Promise<Chatter> {
-  const ws = new WebSocket(`${base.replace("http", "ws")}/chat?name=${name}`);
-  const got: string[] = [];
-  const joined = Promise.withResolvers<void>();
-  ws.onmessage = (e) => {
-    got.push(String(e.data));
-    if (String(e.data) === `${name} joined (websocket)`) joined.resolve();
-  };
-  ws.onerror = () => joined.reject(new Error(`${name} could not connect`));
-  const closed = new Promise<number>((res) => ws.addEventListener("close", (e) => res(e.code)));
-  await joined.promise;
-  return { name, ws, got, closed };
-}
-
-/** An EventSource follower of the room: `read(text)` resolves once the stream has carried it. */
-async function follower(base: string, name: string) {
-  const ac = new AbortController();
-  const sse = await fetch(`${base}/chat?name=${name}`, { headers: { accept: "text/event-stream" }, signal: ac.signal });
-  expect(sse.headers.get("content-type")).toStartWith("text/event-stream");
-  const reader = sse.body!.getReader();
-  const decoder = new TextDecoder();
-  let events = "";
-  return {
-    async read(needle: string): Promise<void> {
-      while (!events.includes(needle)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`stream ended: ${events}`);
-        events += decoder.decode(value, { stream: true });
-      }
-    },
-    close: () => ac.abort(),
-  };
-}
-
 /**
  * Opens chatters one at a time until each of the two workers holds one, telling by which worker's
  * count of connections on the port went up: [on the first worker, on the second].
@@ -102,18 +61,22 @@ async function oneOnEachWorker(srv: CliProcess, workers: number[], prefix: strin
   return [byWorker.get(workers[0]!)!, byWorker.get(workers[1]!)!];
 }
 
-/** `a` and `b` (on different workers) each say something; both hear both, in the room's words. */
+/** `a` and `b` (on different workers or machines) each say something; both hear both, in the room's words. */
 async function talkAcross(a: Chatter, b: Chatter): Promise<void> {
-  // The second worker learns the room's interest over the bus: send until the other side hears it.
-  for (let i = 0; i < 100 && !b.got.includes(`${a.name}: probe ${i - 1}`); i++) {
-    a.ws.send(`probe ${i}`);
-    await Bun.sleep(20);
-  }
+  await untilHeard(a, b);
   a.ws.send("hello from a");
   b.ws.send("hello from b");
   for (const c of [a, b]) {
     await waitUntil(() => c.got.includes(`${a.name}: hello from a`) && c.got.includes(`${b.name}: hello from b`), 5000, `${c.name} to hear both`);
   }
+}
+
+/** An EventSource follower of the room: its own "joined" event has come. */
+async function follower(base: string, name: string) {
+  const s = await openStream(`${base}/chat?name=${name}`);
+  expect(s.res.headers.get("content-type")).toStartWith("text/event-stream");
+  await s.until(`data: ${name} joined (sse)\n\n`);
+  return s;
 }
 
 describe("the executable (bun run build)", () => {
@@ -142,10 +105,12 @@ describe("the executable (bun run build)", () => {
 
       // An EventSource follower (on whichever worker) hears the room too.
       const eve = await follower(srv.url, "eve");
-      await eve.read("data: eve joined (sse)\n\n");
-      a.ws.send("to everyone");
-      await eve.read(`data: ${a.name}: to everyone\n\n`);
-      eve.close();
+      try {
+        a.ws.send("to everyone");
+        await eve.until(`data: ${a.name}: to everyone\n\n`);
+      } finally {
+        eve.close();
+      }
 
       srv.proc.kill("SIGUSR1");
       await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
@@ -172,7 +137,7 @@ describe("the executable (bun run build)", () => {
       a.ws.close();
       b.ws.close();
     }
-  });
+  }, 20_000);
 
   test("static files and TLS: --www with pre-compressed assets over https, the app behind them", async () => {
     await using srv = await run(["-p", "0", "--tls", "--www", "static/public", "static/app.ts"]);
@@ -184,7 +149,7 @@ describe("the executable (bun run build)", () => {
     const index = await fetch(srv.url + "/", insecure);
     expect(await index.text()).toBe(await Bun.file(join(apps, "static/public/index.html")).text());
     expect((await fetch(srv.url + "/nothing-here", insecure)).status).toBe(404);
-  });
+  }, 20_000);
 
   test("an app with its own node_modules (Hono), outside any checkout, resolves its packages and iodine", async () => {
     using app = tempDir("iodine-exe-hono-");
@@ -196,14 +161,14 @@ describe("the executable (bun run build)", () => {
     );
     await using srv = await startCommand([exe, "-p", "0", "app.ts"], { cwd: app.path });
     expect(await (await fetch(srv.url + "/")).text()).toBe(`hono ${pkg.version}`);
-  });
+  }, 20_000);
 
   test("--max-header: the executable re-launches itself with Bun's flag; 431 above the limit", async () => {
     await using srv = await run(["-p", "0", "--max-header", "64", "hello.ts"]);
     const header = (n: number) => `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(n)}\r\nConnection: close\r\n\r\n`;
     expect(statusLines(await rawRequest(srv.port, header(48 * 1024)))).toEqual([200]);
     expect(statusLines(await rawRequest(srv.port, header(70 * 1024)))).toEqual([431]);
-  });
+  }, 20_000);
 
   describe.skipIf(skipRedis("test/executable.test.ts", "the executable's Redis test"))("with Redis", () => {
     test("two executables with -r share one chat room", async () => {
@@ -247,17 +212,17 @@ function skipNginx(): boolean {
 
 describe("examples/deploy", () => {
   test("iodine.service: ExecStart serves, ExecReload hot-restarts, KillSignal stops with exit 0", async () => {
-    using run = tempDir();
+    using unitDir = tempDir();
     const unit = unitKeys(deploy("iodine.service"));
     const workDir = unit.get("WorkingDirectory")!;
     const exec = unit.get("ExecStart")!.split(/\s+/);
     expect(exec[0]).toBe(`${workDir}/iodine`);
-    cpSync(join(ROOT, "examples", "hello.ts"), join(run.path, "app.ts"));
+    cpSync(join(ROOT, "examples", "hello.ts"), join(unitDir.path, "app.ts"));
     // The unit's command line with its paths moved here and a free port: every flag as written.
-    const args = exec.slice(1).map((w, i, all) => (all[i - 1] === "-p" ? "0" : all[i - 1] === "--pid" ? `${run.path}/` : w));
-    await using srv = await startCommand([exe, ...args], { cwd: run.path, timeout: 20_000 });
+    const args = exec.slice(1).map((w, i, all) => (all[i - 1] === "-p" ? "0" : all[i - 1] === "--pid" ? `${unitDir.path}/` : w));
+    await using srv = await startCommand([exe, ...args], { cwd: unitDir.path, timeout: 20_000 });
     expect(await (await fetch(srv.url + "/")).text()).toBe("Hello World!");
-    const pid = Number(readFileSync(join(run.path, "iodine.pid"), "utf8"));
+    const pid = Number(readFileSync(join(unitDir.path, "iodine.pid"), "utf8"));
     expect(pid).toBe(srv.proc.pid);
 
     const reload = unit.get("ExecReload")!.replace("$MAINPID", String(pid)).split(/\s+/);
@@ -311,14 +276,16 @@ describe("examples/deploy", () => {
       expect(await page!.text()).toContain("<title>iodine chat</title>");
 
       const eve = await follower(url, "eve");
-      await eve.read("data: eve joined (sse)\n\n");
-      const ann = await chatter(url, "ann");
-      opened.push(ann);
-      ann.ws.send("through nginx");
-      // Event by event, not held in nginx's buffer until it fills.
-      await eve.read("data: ann: through nginx\n\n");
-      await waitUntil(() => ann.got.includes("ann: through nginx"), 5000, "ann's own message over the proxied WebSocket");
-      eve.close();
+      try {
+        const ann = await chatter(url, "ann");
+        opened.push(ann);
+        ann.ws.send("through nginx");
+        // Event by event, not held in nginx's buffer until it fills.
+        await eve.until("data: ann: through nginx\n\n");
+        await waitUntil(() => ann.got.includes("ann: through nginx"), 5000, "ann's own message over the proxied WebSocket");
+      } finally {
+        eve.close();
+      }
     } finally {
       for (const c of opened) c.ws.close();
       proc.kill("SIGTERM");

@@ -272,3 +272,38 @@ export function connectionsHeld(pids: readonly number[], port: number): Map<numb
   }
   return held;
 }
+
+// --- event streams ---
+
+/**
+ * A streamed response read as text: `until(pattern)` resolves with all text so far once it matches
+ * (a string: once it contains it), and throws when the stream ends first or after `ms`.
+ */
+export function streamReader(res: Response) {
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  const matches = (p: RegExp | string) => (typeof p === "string" ? text.includes(p) : p.test(text));
+  const until = async (pattern: RegExp | string, ms = 5000) => {
+    const deadline = Date.now() + ms;
+    const what = typeof pattern === "string" ? JSON.stringify(pattern) : String(pattern);
+    while (!matches(pattern)) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no ${what} in stream (${text.length} chars, ending ${JSON.stringify(text.slice(-120))})`);
+      const chunk = await Promise.race([reader.read(), Bun.sleep(left).then(() => null)]);
+      if (chunk === null) continue;
+      if (chunk.done) throw new Error(`stream ended before ${what} (${text.length} chars, ending ${JSON.stringify(text.slice(-120))})`);
+      text += decoder.decode(chunk.value, { stream: true });
+    }
+    return text;
+  };
+  return { res, reader, until, text: () => text };
+}
+export type StreamReader = ReturnType<typeof streamReader>;
+
+/** Opens an event stream (`Accept: text/event-stream`) and reads it; `close()` aborts it. */
+export async function openStream(url: string, headers: Record<string, string> = {}): Promise<StreamReader & { close(): void }> {
+  const ac = new AbortController();
+  const res = await fetch(url, { headers: { accept: "text/event-stream", ...headers }, signal: ac.signal });
+  return { ...streamReader(res), close: () => ac.abort() };
+}

@@ -6,7 +6,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { blockOf, generatedBlocks, README } from "../scripts/readme.ts";
 import { helpLine, markdownOptionTable, OPTIONS } from "../src/options.ts";
-import { childrenOf, ROOT, runCli, startCommand, tempDir, type CliProcess } from "./harness.ts";
+import { chatter, untilHeard } from "./chat-clients.ts";
+import { childrenOf, ROOT, runCli, startCommand, streamReader, tempDir, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
 import { waitUntil } from "./ws-clients.ts";
 
@@ -139,32 +140,6 @@ async function curl(cmd: string, servers: CliProcess[], signal?: AbortSignal): P
   return { shown, res };
 }
 
-/** Reads a streamed response until it has carried `needle`. */
-async function readUntil(res: Response, needle: string): Promise<string> {
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  while (!text.includes(needle)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`the stream ended before ${JSON.stringify(needle)}: ${text}`);
-    text += decoder.decode(value, { stream: true });
-  }
-  reader.releaseLock();
-  return text;
-}
-
-/** A chat WebSocket of examples/chat.ts, opened the way its page opens one for `?name=`. */
-async function chatter(server: CliProcess, name: string) {
-  const ws = new WebSocket(`${server.url.replace("http", "ws")}/chat?name=${name}`);
-  const got: string[] = [];
-  ws.onmessage = (e) => got.push(String(e.data));
-  await new Promise<void>((res, rej) => {
-    ws.onopen = () => res();
-    ws.onerror = () => rej(new Error(`${name} could not connect to ${server.url}`));
-  });
-  return { ws, got, [Symbol.dispose]: () => ws.close() };
-}
-
 describe("the README's tour runs as written", () => {
   const stops = tourStops(readme);
   const redisMissing = skipRedis("test/readme.test.ts", "the tour's Redis stop");
@@ -226,13 +201,14 @@ describe("the README's tour runs as written", () => {
         const { res } = await curl(curls[0]!.cmd, servers, ac.signal);
         expect(res.headers.get("content-type")).toStartWith("text/event-stream");
         const name = new URL(curls[0]!.cmd.match(/'([^']*chat[^']*)'/)![1]!, "http://x").searchParams.get("name")!;
-        await readUntil(res, `data: ${name} joined (sse)`);
+        const stream = streamReader(res);
+        await stream.until(`data: ${name} joined (sse)`);
         // The browser tab of the next comment: the page opens /chat?name=ann over WebSocket.
         const tab = lines.map(split).find((l) => l.cmd === "" && l.says.includes("?name="))!.says;
         const ann = new URL(tab.match(/http:\/\/\S+/)![0]).searchParams.get("name")!;
-        using ws = await chatter(servers[0]!, ann);
-        ws.ws.send("hello from the tab");
-        await readUntil(res, `data: ${ann}: hello from the tab`);
+        using tabChat = await chatter(servers[0]!.url, ann);
+        tabChat.ws.send("hello from the tab");
+        await stream.until(`data: ${ann}: hello from the tab`);
       } finally {
         ac.abort();
       }
@@ -266,14 +242,11 @@ describe("the README's tour runs as written", () => {
       const [annUrl, bobUrl] = [...tab.matchAll(/http:\/\/\S+/g)].map((m) => new URL(m[0]));
       expect(annUrl!.port).toBe("3000");
       expect(bobUrl!.port).toBe("3001");
-      using ann = await chatter(servers[0]!, annUrl!.searchParams.get("name")!);
-      using bob = await chatter(servers[1]!, bobUrl!.searchParams.get("name")!);
+      using ann = await chatter(servers[0]!.url, annUrl!.searchParams.get("name")!);
+      using bob = await chatter(servers[1]!.url, bobUrl!.searchParams.get("name")!);
       // Each server subscribes Redis to the room when its first chatter joins: say something until
       // the other side hears it, then both ways.
-      for (let i = 0; i < 100 && !bob.got.some((m) => m.startsWith("ann: probe")); i++) {
-        ann.ws.send(`probe ${i}`);
-        await Bun.sleep(20);
-      }
+      await untilHeard(ann, bob);
       ann.ws.send("hi bob");
       bob.ws.send("hi ann");
       await waitUntil(() => bob.got.includes("ann: hi bob") && ann.got.includes("bob: hi ann"), 5000, "ann and bob to hear each other");

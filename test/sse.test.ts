@@ -3,29 +3,7 @@
 // and exactly-once onClose when the client goes away.
 import { describe, expect, test } from "bun:test";
 import { connect } from "node:net";
-import { fixture, startCli } from "./harness.ts";
-
-/** Reads an event stream: raw text chunks, and a helper that waits for a pattern. */
-async function openStream(url: string, headers: Record<string, string> = {}) {
-  const ac = new AbortController();
-  const res = await fetch(url, { headers: { accept: "text/event-stream", ...headers }, signal: ac.signal });
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  const until = async (pattern: RegExp, ms = 5000) => {
-    const deadline = Date.now() + ms;
-    while (!pattern.test(text)) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no ${pattern} in stream (${text.length} chars, ending ${JSON.stringify(text.slice(-120))})`);
-      const chunk = await Promise.race([reader.read(), Bun.sleep(left).then(() => null)]);
-      if (chunk === null) continue;
-      if (chunk.done) throw new Error(`stream ended before ${pattern} (${text.length} chars, ending ${JSON.stringify(text.slice(-120))})`);
-      text += decoder.decode(chunk.value, { stream: true });
-    }
-    return text;
-  };
-  return { res, reader, until, text: () => text, close: () => ac.abort() };
-}
+import { fixture, openStream, startCli } from "./harness.ts";
 
 describe("SSE connections", () => {
   test("events, named events, Last-Event-ID, CR/LF refused, headers, pub/sub", async () => {
