@@ -1,6 +1,6 @@
 // Regenerates the README's generated blocks from their sources, so the README cannot drift from
 // the code: the CLI option table from src/options.ts (the table `--help` is made from), and the
-// benchmark tables from bench/RESULTS.md (which `bun run bench` writes, and then runs this).
+// benchmark and start-up tables from bench/RESULTS.md (which `bun run bench` writes, and then runs this).
 // test/readme.test.ts fails when a block is stale and names this script.
 //
 // Run:   bun run readme          (rewrites README.md in place; prints what changed)
@@ -14,7 +14,28 @@ const RESULTS = join(ROOT, "bench", "RESULTS.md");
 
 /** Each generated block: its name in the `<!-- NAME:begin -->` / `<!-- NAME:end -->` markers, and its text. */
 export function generatedBlocks(): Record<string, string> {
-  return { options: markdownOptionTable(), bench: benchTables(readFileSync(RESULTS, "utf8")) };
+  const results = readFileSync(RESULTS, "utf8");
+  return { options: markdownOptionTable(), bench: benchTables(results), startup: startupTable(results) };
+}
+
+/**
+ * The Deployment section's start-up table: bench/startup.ts's rows of bench/RESULTS.md (each way of
+ * starting examples/hello.ts, its median time to the first answered request, and that ÷ a bare
+ * Bun.serve script), then when, on which Bun and where they were measured.
+ */
+export function startupTable(results: string): string {
+  const row = /^\| startup \| start-up, (.+?) \(lower is better\)<br><sub>spawn → first answered request: ([\d.]+) ms vs ([\d.]+) ms for a bare Bun\.serve script<\/sub> \| ([\d.]+) \|/gm;
+  const rows = [...results.matchAll(row)];
+  if (rows.length === 0) throw new Error("bench/RESULTS.md has no start-up rows");
+  const fact = (name: string) => new RegExp(`^- \\*\\*${name}:\\*\\* (.+)$`, "m").exec(results)?.[1] ?? "?";
+  const command = (way: string) => `\`${way.replace(/^executable/, "dist/iodine")} examples/hello.ts\``;
+  return [
+    `| started as (\`dist/iodine\`: the executable) | first answered request | ÷ a bare \`Bun.serve\` script (${rows[0]![3]} ms) |`,
+    "|---|--:|--:|",
+    ...rows.map((m) => `| ${command(m[1]!)} | ${m[2]} ms | ${Number(m[4]).toFixed(1)} |`),
+    "",
+    `Measured ${/\d{4}-\d\d-\d\d \d\d:\d\d/.exec(fact("Date"))?.[0] ?? "?"} UTC (Bun ${fact("Bun")}; ${fact("Machine")}).`,
+  ].join("\n");
 }
 
 /**
@@ -33,10 +54,12 @@ export function benchTables(results: string): string {
   return [...facts, "", rest].join("\n");
 }
 
+/** A block: its begin marker, its text and its end marker, as three groups. */
+const blockPattern = (name: string) => new RegExp(`(<!-- ${name}:begin[^>]*-->\\n)([\\s\\S]*?)(\\n<!-- ${name}:end -->)`);
+
 /** The text between a block's markers, or undefined when the README lacks them. */
 export function blockOf(readme: string, name: string): string | undefined {
-  const m = new RegExp(`<!-- ${name}:begin[^>]*-->\\n([\\s\\S]*?)\\n<!-- ${name}:end -->`).exec(readme);
-  return m?.[1];
+  return blockPattern(name).exec(readme)?.[2];
 }
 
 /** The README with every block replaced by its generated text. */
@@ -44,10 +67,7 @@ export function regenerate(readme: string): string {
   let out = readme;
   for (const [name, text] of Object.entries(generatedBlocks())) {
     if (blockOf(out, name) === undefined) throw new Error(`README.md has no <!-- ${name}:begin --> … <!-- ${name}:end --> block`);
-    out = out.replace(
-      new RegExp(`(<!-- ${name}:begin[^>]*-->\\n)[\\s\\S]*?(\\n<!-- ${name}:end -->)`),
-      (_m, begin: string, end: string) => begin + text + end,
-    );
+    out = out.replace(blockPattern(name), (_m, begin: string, _old: string, end: string) => begin + text + end);
   }
   return out;
 }
