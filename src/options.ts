@@ -14,29 +14,29 @@ export interface OptionDef {
   /** other double-dash spellings (`--preload`) */
   aliases?: string[];
   valueHint?: string;
-  /** what it does, for `--help` and the README's table */
+  /** what it does, for the README's table; code in backticks, which `--help` leaves out */
   description: string;
-  /** the value without the option, in words (`$PORT, else … 3000`) */
+  /** the value without the option, in words (`` `$PORT`, else … 3000 ``), backticks as above */
   default?: string;
 }
 
 export const OPTIONS: readonly OptionDef[] = [
   { name: "port", kind: "string", short: "p", iodine: ["port"], valueHint: "N",
-    description: "TCP port; 0 picks a free port", default: "$PORT, else the module's port, else 3000" },
+    description: "TCP port; 0 picks a free port", default: "`$PORT`, else the module's port, else 3000" },
   { name: "bind", kind: "string", short: "b", iodine: ["bind"], valueHint: "ADDR",
-    description: "address to bind; a path (/x.sock or unix:/x.sock) means a Unix socket", default: "all interfaces" },
+    description: "address to bind; a path (`/x.sock` or `unix:/x.sock`) means a Unix socket", default: "all interfaces" },
   { name: "workers", kind: "string", short: "w", iodine: ["workers"], valueHint: "N",
-    description: "worker processes; negative N means cores ÷ |N| (at least 1)", default: "$WORKERS or $WEB_CONCURRENCY, else 1" },
+    description: "worker processes; negative N means cores ÷ |N| (at least 1)", default: "`$WORKERS` or `$WEB_CONCURRENCY`, else 1" },
   { name: "threads", kind: "string", short: "t", iodine: ["threads"], valueHint: "N",
-    description: "event-loop threads per worker (Bun Workers sharing the port); negative as for --workers",
-    default: "$THREADS, else 1" },
+    description: "event-loop threads per worker (Bun Workers sharing the port); negative as for `--workers`",
+    default: "`$THREADS`, else 1" },
   { name: "www", kind: "string", iodine: ["www", "public"], valueHint: "DIR",
     description: "public folder for the static file service", default: "none" },
   { name: "verbose", kind: "boolean", short: "v", iodine: ["log"],
     description: "log every HTTP request to stderr", default: "off" },
   { name: "redis", kind: "string", short: "r", iodine: ["redis"], valueHint: "URL",
-    description: "Redis pub/sub engine (redis://, rediss://; user and password in the URL; ?sharded: Redis Cluster sharded pub/sub)",
-    default: "$REDIS_URL or $IODINE_REDIS_URL" },
+    description: "Redis pub/sub engine (`redis://`, `rediss://`; user and password in the URL; `?sharded`: Redis Cluster sharded pub/sub)",
+    default: "`$REDIS_URL` or `$IODINE_REDIS_URL`" },
   { name: "redis-ping", kind: "string", iodine: ["rp", "redis-ping"], valueHint: "S",
     description: "Redis keep-alive ping interval in seconds; a ping unanswered as long reconnects", default: "300" },
   { name: "keep-alive", kind: "string", short: "k", iodine: ["keep-alive"], valueHint: "S",
@@ -52,19 +52,19 @@ export const OPTIONS: readonly OptionDef[] = [
   { name: "tls", kind: "boolean", iodine: ["tls"],
     description: "TLS with a self-signed certificate made at start-up", default: "off" },
   { name: "tls-cert", kind: "string", iodine: ["tls-cert", "cert"], valueHint: "FILE",
-    description: "TLS certificate (PEM); with --tls-key", default: "none" },
+    description: "TLS certificate (PEM); with `--tls-key`", default: "none" },
   { name: "tls-key", kind: "string", iodine: ["tls-key", "key"], valueHint: "FILE",
-    description: "TLS private key (PEM); with --tls-cert", default: "none" },
+    description: "TLS private key (PEM); with `--tls-cert`", default: "none" },
   { name: "tls-pass", kind: "string", iodine: ["tls-pass", "tls-password"], valueHint: "P",
     description: "passphrase of the TLS private key", default: "none" },
   { name: "pid", kind: "string", iodine: ["pid", "pidfile"], valueHint: "FILE",
-    description: "write the (master's) pid to FILE, removed on exit; a path ending in / gets iodine.pid", default: "none" },
+    description: "write the (master's) pid to FILE, removed on exit; a path ending in `/` gets `iodine.pid`", default: "none" },
   { name: "verbosity", kind: "string", short: "V", iodine: ["verbosity"], valueHint: "N",
     description: "0 silent … 5 debug; errors at ≥ 1, start-up lines at ≥ 4", default: "4" },
   { name: "warmup", kind: "boolean", iodine: ["warmup"], aliases: ["preload"],
-    description: "call the app once (a synthetic GET /) before accepting connections", default: "off" },
+    description: "call the app once (a synthetic `GET /`) before accepting connections", default: "off" },
   { name: "config", kind: "string", short: "C", iodine: ["config"], valueHint: "FILE",
-    description: "more options from FILE, one per line (-p 3000, port 3000, verbose); # comments; command-line flags win",
+    description: "more options from FILE, one per line (`-p 3000`, `port 3000`, `verbose`); `#` comments; command-line flags win",
     default: "none" },
   { name: "help", kind: "boolean", short: "h", iodine: ["?", "help"], description: "show this help" },
   { name: "version", kind: "boolean", iodine: ["version"], description: "show the version" },
@@ -164,19 +164,22 @@ export function readConfigText(text: string, file: string): RawOptions {
 }
 
 /** The positional argument, for `--help` and the README. */
-export const APP_ARG = { description: "the application module", default: "app.ts, else app.js" };
+export const APP_ARG = { description: "the application module", default: "`app.ts`, else `app.js`" };
+
+/** Text for a terminal: the README's code marks left out. */
+const plain = (text: string) => text.replace(/`/g, "");
 
 /** One option's `--help` line: what it does, its default, its other spellings. */
 export function helpLine(o: OptionDef): string {
   const iodine = o.iodine.filter((s) => s !== o.short).map((s) => `-${s}`);
   const also = [...(o.aliases ?? []).map((a) => `--${a}`), ...iodine];
-  return `${o.description}${o.default ? ` (default: ${o.default})` : ""}${also.length ? ` [also: ${also.join(", ")}]` : ""}`;
+  return plain(`${o.description}${o.default ? ` (default: ${o.default})` : ""}${also.length ? ` [also: ${also.join(", ")}]` : ""}`);
 }
 
 /** citty's argument table, from OPTIONS (long names, short letters; iodine spellings are pre-normalised). */
 export function cittyArgs(): ArgsDef {
   const args: ArgsDef = {
-    app: { type: "positional", required: false, description: `${APP_ARG.description} (default: ${APP_ARG.default})`, valueHint: "APP" },
+    app: { type: "positional", required: false, description: plain(`${APP_ARG.description} (default: ${APP_ARG.default})`), valueHint: "APP" },
   };
   for (const o of OPTIONS) {
     const description = helpLine(o);
@@ -192,16 +195,14 @@ export function cittyArgs(): ArgsDef {
  * OPTIONS as `--help`; test/readme.test.ts keeps the README's copy equal to it.
  */
 export function markdownOptionTable(): string {
-  const code = (text: string) =>
-    text.replace(/(\$[A-Z_]+|(?<=^|[\s(])--?[a-z][\w-]*(?: \d+)?|\?sharded|[a-z]+:\/\/|unix:\/x\.sock|(?<!:)\/x\.sock|iodine\.pid|GET \/)/g, "`$1`");
   const cell = (text: string) => text.replace(/\|/g, "\\|");
   const rows = ["| option | iodine spelling | default | meaning |", "|---|---|---|---|"];
-  rows.push(`| \`APP\` | (config.ru) | ${cell(code(APP_ARG.default).replace(/(app\.[jt]s)/g, "`$1`"))} | ${APP_ARG.description} |`);
+  rows.push(`| \`APP\` | (config.ru) | ${cell(APP_ARG.default)} | ${APP_ARG.description} |`);
   for (const o of OPTIONS) {
     const value = o.valueHint ? ` ${o.valueHint}` : "";
     const flags = [...(o.short ? [`-${o.short}`] : []), `--${o.name}${value}`, ...(o.aliases ?? []).map((a) => `--${a}`)];
     const single = [...(o.short ? [o.short] : []), ...o.iodine].map((s) => `\`-${s}\``).join(", ");
-    rows.push(`| \`${flags.join(", ")}\` | ${single} | ${cell(code(o.default ?? ""))} | ${cell(code(o.description))} |`);
+    rows.push(`| \`${flags.join(", ")}\` | ${single} | ${cell(o.default ?? "")} | ${cell(o.description)} |`);
   }
   return rows.join("\n");
 }
