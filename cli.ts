@@ -18,16 +18,15 @@ import { selfSigned, tlsFromFiles } from "./src/tls.ts";
 import type { TLSOptions } from "./src/types.ts";
 import pkg from "./package.json" with { type: "json" };
 
-const command: CommandDef = {
-  meta: { name: "iodine", version: pkg.version, description: "serve a Bun app: HTTP, WebSocket, SSE, pub/sub, static files" },
-  args: cittyArgs(),
-};
-
 async function main(argv: string[]): Promise<void> {
   const cli = readArgv(argv);
   if (cli.values.get("help") === true) {
     // citty only for the help text: loading it costs a few ms of every start-up.
     const { renderUsage } = await import("citty");
+    const command: CommandDef = {
+      meta: { name: "iodine", version: pkg.version, description: "serve a Bun app: HTTP, WebSocket, SSE, pub/sub, static files" },
+      args: cittyArgs(),
+    };
     process.stdout.write((await renderUsage(command)) + "\n\nEvery option also takes the -option=value form.\n");
     return;
   }
