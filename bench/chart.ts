@@ -7,7 +7,7 @@
 // ½× and 2× sit equally far from 1.0, and start-up's several × do not flatten the ratios near 1.
 // The whisker spans the per-round min–max; a black tick marks the target. Green: meets its target,
 // red: misses it, blue: no target.
-import { fmtRatio, meetsTarget, type Ratio } from "./lib.ts";
+import { fmtRatio, meetsTarget, nameWithDirection, type Ratio } from "./lib.ts";
 
 const FONT = `font-family="-apple-system, 'Segoe UI', Helvetica, Arial, sans-serif"`;
 const COLOR = { pass: "#1a7f37", miss: "#cf222e", none: "#0969da", ink: "#1f2328", muted: "#57606a", grid: "#d8dee4" };
@@ -118,8 +118,7 @@ function row(r: Ratio, name: string, plotX: number, y: number, s: Scale): string
   return parts.join("\n");
 }
 
-/** The row's label: its name, and which way is better when lower is. */
-const label = (r: Ratio) => (r.better === "lower" ? `${r.name} (lower is better)` : r.name);
+const label = (r: Ratio) => nameWithDirection(r.name, r.better);
 
 // --- SVG text ---
 

@@ -582,6 +582,8 @@ export function spread(xs: number[]): Spread {
 export const notesText = (notes: string[]) => (notes.length ? `   !! ${notes.join("; ")}` : "");
 
 /** `1.23`, or `n/a` for a ratio that has no value. */
+/** A figure's name as the report and the chart show it: with the direction when lower is better. */
+export const nameWithDirection = (name: string, better: "higher" | "lower") => (better === "lower" ? `${name} (lower is better)` : name);
 export const fmtRatio = (x: number | null) => (x === null ? "n/a" : x.toFixed(2));
 
 /** `12,345` — req/s to the unit is plenty; decimals would pretend to a precision wrk lacks. */

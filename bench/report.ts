@@ -17,7 +17,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { README, regenerate } from "../scripts/readme.ts";
 import { ratioChart } from "./chart.ts";
-import { BENCHES, fmtRatio, fmtRps, machineFacts, meetsTarget, RESULTS_DIR, ROOT, type Absolute, type Ratio, type SuiteRun } from "./lib.ts";
+import { BENCHES, fmtRatio, fmtRps, machineFacts, meetsTarget, nameWithDirection, RESULTS_DIR, ROOT, type Absolute, type Ratio, type SuiteRun } from "./lib.ts";
 
 const partial = process.argv.includes("--partial");
 const OUT_DIR = partial ? RESULTS_DIR : import.meta.dir;
@@ -107,7 +107,7 @@ function markdown(results: BenchResults[], run: SuiteRun | null, stale: BenchRes
 function tableRow(bench: string, name: string, detail: string, value: string, range: string, target: number | undefined, fmt: (x: number) => string, better: "higher" | "lower", figure: number): string {
   const verdict = meetsTarget(figure, target, better);
   const goal = target === undefined ? "—" : `${better === "higher" ? "≥" : "≤"} ${fmt(target)}`;
-  const what = better === "lower" ? `${name} (lower is better)` : name;
+  const what = nameWithDirection(name, better);
   const cells = [bench, `${cell(what)}<br><sub>${cell(detail)}</sub>`, value, range, goal, verdict === null ? "—" : verdict ? "✓" : "✗"];
   return `| ${cells.join(" | ")} |`;
 }

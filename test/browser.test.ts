@@ -3,15 +3,12 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, startCli } from "./harness.ts";
+import { ROOT, skipWithout, startCli } from "./harness.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium && !process.env.CI) {
-  console.warn(`\n!!! ${CHROMIUM} not found: the browser test of examples/chat.ts is SKIPPED (apt-get install chromium) !!!\n`);
-}
+const noChromium = skipWithout(CHROMIUM, existsSync(CHROMIUM), "test/browser.test.ts", "the browser test of examples/chat.ts");
 
-describe.skipIf(!hasChromium && !process.env.CI)("examples/chat.ts in Chromium", () => {
+describe.skipIf(noChromium)("examples/chat.ts in Chromium", () => {
   test("a WebSocket tab's message reaches an EventSource tab", async () => {
     const { chromium } = await import("playwright-core");
     await using srv = await startCli(["-p", "0", join(ROOT, "examples", "chat.ts")]);

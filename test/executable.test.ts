@@ -11,7 +11,7 @@ import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { chatter, untilHeard, type Chatter } from "./chat-clients.ts";
-import { childrenOf, connectionsHeld, fixture, freePort, openStream, rawRequest, ROOT, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
+import { childrenOf, connectionsHeld, fixture, freePort, openStream, rawRequest, ROOT, skipWithout, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
 import { oneOnEach, waitUntil } from "./ws-clients.ts";
 
@@ -204,11 +204,6 @@ function unitKeys(text: string): Map<string, string> {
 }
 
 const nginx = Bun.which("nginx") ?? Bun.which("nginx", { PATH: "/usr/sbin:/usr/local/sbin" });
-function skipNginx(): boolean {
-  if (nginx || process.env.CI === "true") return false;
-  console.warn("\n*** test/executable.test.ts: nginx is not installed, so the nginx.conf test is SKIPPED (it runs when CI=true) ***\n");
-  return true;
-}
 
 describe("examples/deploy", () => {
   test("iodine.service: ExecStart serves, ExecReload hot-restarts, KillSignal stops with exit 0", async () => {
@@ -238,7 +233,7 @@ describe("examples/deploy", () => {
     expect(Date.now() - t0).toBeLessThan(Number(unit.get("TimeoutStopSec")) * 1000);
   }, 45_000);
 
-  test.skipIf(skipNginx())("nginx.conf: HTTP, a WebSocket and an EventSource stream through nginx to the executable", async () => {
+  test.skipIf(skipWithout("nginx", nginx !== null, "test/executable.test.ts", "the nginx.conf test"))("nginx.conf: HTTP, a WebSocket and an EventSource stream through nginx to the executable", async () => {
     using dir = tempDir("iodine-nginx-");
     await using srv = await run(["-p", "0", "-b", "127.0.0.1", "chat.ts"]);
     const port = freePort();

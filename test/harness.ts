@@ -201,6 +201,17 @@ export function rawRequest(
 /** Counts complete HTTP/1.1 responses (status lines) in a raw byte string. */
 export const statusLines = (raw: string) => [...raw.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
 
+/**
+ * For `describe.skipIf` / `test.skipIf`: true, with a loud warning naming what is skipped, when a
+ * tool the tests need is missing here; never under CI=true, where .ci/run installs it, so a missing
+ * tool fails there.
+ */
+export function skipWithout(tool: string, present: boolean, file: string, what: string): boolean {
+  if (present || process.env.CI === "true") return false;
+  console.warn(`\n*** ${file}: ${tool} is not installed, so ${what} is SKIPPED (it runs, and must pass, when CI=true) ***\n`);
+  return true;
+}
+
 /** A temp directory removed on dispose. */
 export function tempDir(prefix = "iodine-test-"): Disposable & { path: string } {
   const path = mkdtempSync(join(tmpdir(), prefix));

@@ -7,7 +7,8 @@ import IORedis from "ioredis";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { hasRedis, inCI } from "./redis-server.ts";
+import { skipWithout } from "./harness.ts";
+import { hasRedis } from "./redis-server.ts";
 
 const HOST = "127.0.0.1";
 /** The slot ranges `redis-cli --cluster create` gives three masters. */
@@ -18,11 +19,7 @@ export const hasRedisCluster =
   hasRedis && Number(/v=(\d+)/.exec(Bun.spawnSync(["redis-server", "--version"]).stdout.toString())?.[1] ?? 0) >= 7;
 
 /** describe.skipIf(skipRedisCluster(...)) */
-export function skipRedisCluster(file: string, what: string): boolean {
-  if (hasRedisCluster || inCI) return false;
-  console.warn(`\n*** ${file}: redis-server 7+ is not installed, so ${what} is SKIPPED (it runs, and must pass, when CI=true) ***\n`);
-  return true;
-}
+export const skipRedisCluster = (file: string, what: string): boolean => skipWithout("redis-server 7+", hasRedisCluster, file, what);
 
 export interface RedisClusterOptions {
   /**

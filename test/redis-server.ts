@@ -3,16 +3,11 @@
 // (.ci/run installs it), so a missing server fails there.
 import type { Subprocess } from "bun";
 import { tmpdir } from "node:os";
-import { freePort } from "./harness.ts";
+import { freePort, skipWithout } from "./harness.ts";
 
 export const hasRedis = Bun.which("redis-server") !== null;
-export const inCI = process.env.CI === "true";
 /** describe.skipIf(skipRedis(...)) */
-export function skipRedis(file: string, what: string): boolean {
-  if (hasRedis || inCI) return false;
-  console.warn(`\n*** ${file}: redis-server is not installed, so ${what} is SKIPPED (it runs, and must pass, when CI=true) ***\n`);
-  return true;
-}
+export const skipRedis = (file: string, what: string): boolean => skipWithout("redis-server", hasRedis, file, what);
 
 export interface RedisServer extends AsyncDisposable {
   readonly port: number;
