@@ -279,20 +279,22 @@ describe("hot restart (SIGUSR1)", () => {
     expect(childrenOf(srv.proc.pid)).toHaveLength(2);
   }, 60_000);
 
-  test("keep-alive clients that never retry (as wrk) lose no request: the old worker answers with Connection: close before it stops", async () => {
-    const srv = await cluster();
-    const traffic = keepAliveLoad(srv.port);
-    await Bun.sleep(300);
-    srv.proc.kill("SIGUSR1");
-    await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
-    await Bun.sleep(200);
-    const r = await traffic.stop();
-    // Bun's server.stop() closes idle keep-alive connections at once: without the hand-over, each
-    // connection caught between two requests lost the second one.
-    expect(r.failed).toEqual([]);
-    expect(r.ok).toBeGreaterThan(500);
-    expect(r.toldToClose).toBeGreaterThanOrEqual(1);
-  }, 30_000);
+  for (const args of [[], ["-t", "2"]]) {
+    test(`keep-alive clients that never retry (as wrk) lose no request: the old worker answers with Connection: close before it stops${args.length ? ` (${args.join(" ")})` : ""}`, async () => {
+      const srv = await cluster(args);
+      const traffic = keepAliveLoad(srv.port);
+      await Bun.sleep(300);
+      srv.proc.kill("SIGUSR1");
+      await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
+      await Bun.sleep(200);
+      const r = await traffic.stop();
+      // Bun's server.stop() closes idle keep-alive connections at once: without the hand-over, each
+      // connection caught between two requests lost the second one.
+      expect(r.failed).toEqual([]);
+      expect(r.ok).toBeGreaterThan(500);
+      expect(r.toldToClose).toBeGreaterThanOrEqual(1);
+    }, 30_000);
+  }
 
   test("WebSocket clients of the old workers get onShutdown and a close; the restart does not wait for them", async () => {
     const srv = await cluster();
