@@ -208,15 +208,16 @@ async function startRaw(i: number, o: RawListenOptions): Promise<Bound & { extra
 export async function stopAll(mode: StopMode = "stop"): Promise<void> {
   if (state === "stopping") return;
   state = "stopping";
-  await fireState("start_shutdown");
-  stopIdleWatch();
-  stopAllTimers();
   // A worker's extra threads stop (or hand over) beside this one.
   const others = alsoOnStop.map((f) => f(mode));
   if (mode === "handover") {
+    // Still serving in full (the app's timers run, its shutdown hooks have not): only the answers change.
     for (const s of servers) closeAfterEachResponse(s);
     await Bun.sleep(HANDOVER_MS);
   }
+  await fireState("start_shutdown");
+  stopIdleWatch();
+  stopAllTimers();
   // Bun's server.stop() does not resolve while WebSockets stay open: tell them, then close them.
   for (const c of [...openConnections]) c.shutdown();
   for (const ws of [...nativeSockets]) ws.close(1001, "server going away");

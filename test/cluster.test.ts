@@ -296,6 +296,28 @@ describe("hot restart (SIGUSR1)", () => {
     }, 30_000);
   }
 
+  test("the old worker's start_shutdown hooks run after the hand-over: what it answers meanwhile comes from the whole app", async () => {
+    using dir = tempDir();
+    const app = join(dir.path, "app.ts");
+    // An app that closes its "pool" on start_shutdown, as iodine's hooks are meant for.
+    writeFileSync(
+      app,
+      `import { Iodine } from "iodine";\n` +
+        `let poolOpen = true;\n` +
+        `Iodine.onState("start_shutdown", () => { poolOpen = false; });\n` +
+        `export default () => (poolOpen ? new Response("ok") : new Response("pool closed", { status: 503 }));\n`,
+    );
+    const srv = await cluster([], app);
+    const traffic = keepAliveLoad(srv.port);
+    await Bun.sleep(300);
+    srv.proc.kill("SIGUSR1");
+    await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
+    await Bun.sleep(200);
+    const r = await traffic.stop();
+    expect(r.failed).toEqual([]);
+    expect(r.toldToClose).toBeGreaterThanOrEqual(1);
+  }, 30_000);
+
   test("WebSocket clients of the old workers get onShutdown and a close; the restart does not wait for them", async () => {
     const srv = await cluster();
     const ws = srv.url.replace("http", "ws");
