@@ -122,8 +122,13 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   /** Stops a worker: SIGTERM, or for a hot restart (its replacement listens) a hand-over order first. */
   const retire = async (w: Worker, mode: StopMode = "stop"): Promise<void> => {
     w.state = "retiring";
-    if (mode === "handover") w.proc.send({ type: "handover" } satisfies MasterOrder);
-    else w.proc.kill("SIGTERM");
+    if (mode === "handover" && w.proc.exitCode === null && w.proc.signalCode === null) {
+      try {
+        w.proc.send({ type: "handover" } satisfies MasterOrder);
+      } catch {
+        w.proc.kill("SIGTERM"); // its IPC channel is gone: the plain stop
+      }
+    } else w.proc.kill("SIGTERM");
     const limit = o.drainMs + 2000 + (mode === "handover" ? HANDOVER_MS : 0);
     const deadline = setTimeout(() => {
       log.warn(`worker ${w.slot} (pid ${w.proc.pid}) still draining after ${limit} ms; killing it`);
