@@ -34,6 +34,15 @@ describe("app shapes", () => {
     expect((await fetch(srv.url + "/missing")).status).toBe(404);
   });
 
+  test("an Elysia app runs as the README exports it ({ fetch: app.fetch })", async () => {
+    await using srv = await startCli(["-p", "0", fixture("elysia-app.ts")]);
+    expect(await (await fetch(srv.url + "/")).text()).toBe("elysia root");
+    expect(await (await fetch(srv.url + "/users/7")).json()).toEqual({ id: "7" });
+    const echoed = await fetch(srv.url + "/echo", { method: "POST", body: "a body", headers: { "content-type": "text/plain" } });
+    expect(await echoed.text()).toBe("a body");
+    expect((await fetch(srv.url + "/missing")).status).toBe(404);
+  });
+
   test("a Bun-native { fetch, websocket } app runs unchanged", async () => {
     await using srv = await startCli(["-p", "0", fixture("websocket-app.ts")]);
     const ws = new WebSocket(srv.url.replace("http", "ws"));
