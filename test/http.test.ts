@@ -34,6 +34,22 @@ describe("app shapes", () => {
     expect((await fetch(srv.url + "/missing")).status).toBe(404);
   });
 
+  test("a Hono app with Hono's own WebSocket helper (hono/bun's upgradeWebSocket and websocket) runs unchanged", async () => {
+    await using srv = await startCli(["-p", "0", fixture("hono-ws-app.ts")]);
+    expect(await (await fetch(srv.url + "/")).text()).toBe("hono root");
+    const ws = new WebSocket(srv.url.replace("http", "ws") + "/ws");
+    try {
+      const reply = await new Promise<string>((res, rej) => {
+        ws.onopen = () => ws.send("hi");
+        ws.onmessage = (e) => res(String(e.data));
+        ws.onerror = () => rej(new Error("websocket error"));
+      });
+      expect(reply).toBe("hono echo: hi");
+    } finally {
+      ws.close();
+    }
+  });
+
   test("an Elysia app runs as the README exports it ({ fetch: app.fetch })", async () => {
     await using srv = await startCli(["-p", "0", fixture("elysia-app.ts")]);
     expect(await (await fetch(srv.url + "/")).text()).toBe("elysia root");
