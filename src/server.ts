@@ -8,7 +8,7 @@ import { setSsePing, SseConnection } from "./sse.ts";
 import { StaticFiles } from "./static.ts";
 import type { FetchHandler } from "./types.ts";
 import { UpgradeResponse } from "./upgrade.ts";
-import { OUTGOING_LIMIT, websocketHandlers } from "./websocket.ts";
+import { OUTGOING_LIMIT, websocketHandlers, WsConnection } from "./websocket.ts";
 
 /** Everything one HTTP listener needs, resolved (bytes and seconds). */
 export interface HttpServiceOptions {
@@ -84,9 +84,18 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
   fetchOf.set(server, fetch);
   attachServer(server, o.websocket !== undefined);
   const own = server.upgrade.bind(server);
+  const native = o.websocket !== undefined;
   Object.defineProperty(server, "upgrade", {
     configurable: true,
     value: (req: Request, options?: { data?: unknown; headers?: Bun.HeadersInit }) => {
+      // Bun.serve throws here when it has no `websocket` handlers; iodine always has its own, so
+      // without this an app's upgrade would open a socket nobody listens to.
+      if (!native && !(options?.data instanceof WsConnection)) {
+        throw new TypeError(
+          "server.upgrade: this app exports no `websocket` handlers; export `{ fetch, websocket }` " +
+            "(Bun's shape) or hand the request to Iodine.upgrade(req, handler)",
+        );
+      }
       const ok = own(req, options as never);
       if (ok) upgraded.add(req);
       return ok;

@@ -50,6 +50,17 @@ describe("app shapes", () => {
     }
   });
 
+  test("server.upgrade in an app without `websocket` handlers is a 500 naming the fix, as Bun.serve throws", async () => {
+    await using srv = await startCli(["-p", "0", fixture("upgrade-no-websocket-app.ts")]);
+    const code = await new Promise<number>((res) => {
+      const ws = new WebSocket(srv.url.replace("http", "ws") + "/");
+      ws.onclose = (e) => res(e.code);
+    });
+    expect(code).toBe(1006); // the handshake failed (a 500): no socket is left open with nobody listening
+    await srv.waitFor(/app error on GET .*: TypeError: server\.upgrade: this app exports no `websocket` handlers/);
+    expect(await (await fetch(srv.url + "/")).text()).toBe("plain");
+  });
+
   test("an Elysia app runs as the README exports it ({ fetch: app.fetch })", async () => {
     await using srv = await startCli(["-p", "0", fixture("elysia-app.ts")]);
     expect(await (await fetch(srv.url + "/")).text()).toBe("elysia root");
