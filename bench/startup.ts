@@ -14,7 +14,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pkg from "../package.json" with { type: "json" };
+import { buildExecutable } from "../scripts/build.ts";
 import { freePort, inRounds, machineFacts, parseFlags, positive, printMachine, ratioEntry, ROOT, runBench, spread, writeResults } from "./lib.ts";
 
 const flags = parseFlags("usage: bun bench/startup.ts [--rounds N (15)]", ["rounds"]);
@@ -92,14 +92,6 @@ async function main(): Promise<void> {
 }
 
 /** package.json's build script, writing to `out`. */
-async function buildExecutable(out: string): Promise<string> {
-  const words = pkg.scripts.build.split(/\s+/);
-  words[words.indexOf("--outfile") + 1] = out;
-  const build = Bun.spawn([process.execPath, ...words.slice(1)], { cwd: ROOT, stdout: "ignore", stderr: "pipe" });
-  const [code, err] = await Promise.all([build.exited, new Response(build.stderr).text()]);
-  if (code !== 0) throw new Error(`bun run build failed (${code}):\n${err}`);
-  return out;
-}
 
 async function time(way: Way): Promise<Run> {
   const port = freePort();

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
+import { buildExecutable } from "../scripts/build.ts";
 import { chatter, untilHeard, type Chatter } from "./chat-clients.ts";
 import { childrenOf, connectionsHeld, fixture, freePort, openStream, rawRequest, ROOT, skipWithout, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
@@ -19,20 +20,8 @@ const dir = tempDir("iodine-exe-");
 const exe = join(dir.path, "iodine");
 const apps = join(dir.path, "apps");
 
-/** package.json's build script, writing to `out` instead of dist/iodine. */
-function buildCommand(out: string): string[] {
-  const words = pkg.scripts.build.split(/\s+/);
-  const at = words.indexOf("--outfile");
-  expect(at).toBeGreaterThan(0);
-  words[at + 1] = out;
-  expect(words[0]).toBe("bun");
-  return [process.execPath, ...words.slice(1)];
-}
-
 beforeAll(async () => {
-  const build = Bun.spawn(buildCommand(exe), { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
-  const [code, err] = await Promise.all([build.exited, new Response(build.stderr).text()]);
-  if (code !== 0) throw new Error(`bun run build failed (${code}):\n${err}`);
+  await buildExecutable(exe);
   cpSync(join(ROOT, "examples", "chat.ts"), join(apps, "chat.ts"));
   cpSync(join(ROOT, "examples", "chat"), join(apps, "chat"), { recursive: true });
   cpSync(join(ROOT, "examples", "static"), join(apps, "static"), { recursive: true });
