@@ -240,6 +240,7 @@ export async function stopAll(mode: StopMode = "stop"): Promise<void> {
 let stops = 0;
 /** Stops gracefully, then exits 0 (1 if the stop failed); asked a second time, exits at once. */
 export function exitGracefully(why: string, mode: StopMode = "stop"): void {
+  if (mode === "handover" && stops > 0) return; // a stop is under way already
   if (++stops > 1) {
     // A second Ctrl-C means "now".
     flushAccessLog();

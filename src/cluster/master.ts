@@ -159,6 +159,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
         log.error(`hot restart stopped: ${(err as Error).message}; the old workers keep serving`);
         break;
       }
+      if (stopping) break; // the stop retires every worker, the new one included
       await retire(w, "handover");
       replaced++;
     }
