@@ -122,6 +122,16 @@ function keepAliveLoad(port: number, connections = 16) {
   };
 }
 
+/** One hot restart of a -w 2 cluster inside `keepAliveLoad`: what the load saw. */
+async function restartUnderKeepAliveLoad(srv: CliProcess) {
+  const traffic = keepAliveLoad(srv.port);
+  await Bun.sleep(300);
+  srv.proc.kill("SIGUSR1");
+  await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
+  await Bun.sleep(200);
+  return traffic.stop();
+}
+
 /** Running (not exited, not a zombie waiting for its reaper). */
 function running(pid: number): boolean {
   try {
@@ -281,13 +291,7 @@ describe("hot restart (SIGUSR1)", () => {
 
   for (const args of [[], ["-t", "2"]]) {
     test(`keep-alive clients that never retry (as wrk) lose no request: the old worker answers with Connection: close before it stops${args.length ? ` (${args.join(" ")})` : ""}`, async () => {
-      const srv = await cluster(args);
-      const traffic = keepAliveLoad(srv.port);
-      await Bun.sleep(300);
-      srv.proc.kill("SIGUSR1");
-      await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
-      await Bun.sleep(200);
-      const r = await traffic.stop();
+      const r = await restartUnderKeepAliveLoad(await cluster(args));
       // Bun's server.stop() closes idle keep-alive connections at once: without the hand-over, each
       // connection caught between two requests lost the second one.
       expect(r.failed).toEqual([]);
@@ -307,13 +311,7 @@ describe("hot restart (SIGUSR1)", () => {
         `Iodine.onState("start_shutdown", () => { poolOpen = false; });\n` +
         `export default () => (poolOpen ? new Response("ok") : new Response("pool closed", { status: 503 }));\n`,
     );
-    const srv = await cluster([], app);
-    const traffic = keepAliveLoad(srv.port);
-    await Bun.sleep(300);
-    srv.proc.kill("SIGUSR1");
-    await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
-    await Bun.sleep(200);
-    const r = await traffic.stop();
+    const r = await restartUnderKeepAliveLoad(await cluster([], app));
     expect(r.failed).toEqual([]);
     expect(r.toldToClose).toBeGreaterThanOrEqual(1);
   }, 30_000);
