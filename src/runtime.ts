@@ -237,12 +237,39 @@ export async function stopAll(mode: StopMode = "stop"): Promise<void> {
   flushAccessLog();
 }
 
-let stops = 0;
-/** Stops gracefully, then exits 0 (1 if the stop failed); asked a second time, exits at once. */
+/**
+ * A stop signal that repeats one already taken within this long is the same request. A terminal's
+ * Ctrl-C reaches every process of its group at once, and `bun run` (or the CLI's header-size
+ * re-launch) forwards it to its child again, so one keystroke arrives two or three times within
+ * milliseconds; only a signal after this window means "stop now".
+ */
+export const SAME_STOP_MS = 1000;
+
+/** Tells a first stop signal from a repeat of it and from a later one that means "now". */
+export class StopRequests {
+  #first = 0;
+  /** "first": stop gracefully; "repeat": the same keystroke again, ignore it; "now": stop at once */
+  take(): "first" | "repeat" | "now" {
+    const now = performance.now();
+    if (this.#first === 0) {
+      this.#first = now;
+      return "first";
+    }
+    return now - this.#first < SAME_STOP_MS ? "repeat" : "now";
+  }
+  get taken(): boolean {
+    return this.#first !== 0;
+  }
+}
+
+const stops = new StopRequests();
+/** Stops gracefully, then exits 0 (1 if the stop failed); asked again after SAME_STOP_MS, exits at once. */
 export function exitGracefully(why: string, mode: StopMode = "stop"): void {
-  if (mode === "handover" && stops > 0) return; // a stop is under way already
-  if (++stops > 1) {
-    // A second Ctrl-C means "now".
+  if (mode === "handover" && stops.taken) return; // a stop is under way already
+  const kind = stops.take();
+  if (kind === "repeat") return log.debug(`${why}: already stopping (the same Ctrl-C, passed on again)`);
+  if (kind === "now") {
+    log.warn(`${why} again: stopping at once`);
     flushAccessLog();
     process.exit(130);
   }
@@ -266,7 +293,7 @@ function installSignals(): void {
     // The master orchestrates: SIGTERM from it is the stop (once: a worker already handing over
     // carries on); a terminal's Ctrl-C reaches the whole process group, and the master's SIGTERM
     // follows it, so SIGINT here would stop twice.
-    process.on("SIGTERM", () => (stops === 0 ? onStop("SIGTERM") : undefined));
+    process.on("SIGTERM", () => (stops.taken ? undefined : onStop("SIGTERM")));
     process.on("SIGINT", () => {});
     process.on("SIGUSR1", () => {});
     return;

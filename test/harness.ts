@@ -24,6 +24,11 @@ export interface CliProcess extends AsyncDisposable {
   stdout(): string;
   /** sends a signal and resolves with the exit code */
   stop(signal?: NodeJS.Signals): Promise<number>;
+  /**
+   * Signals every process of its group, as a terminal's Ctrl-C does (SIGINT to the foreground
+   * group: `bun run`, the CLI, its re-launch and the workers at once). Needs `group: true`.
+   */
+  signalGroup(signal: NodeJS.Signals): void;
 }
 
 export interface StartOptions {
@@ -33,6 +38,8 @@ export interface StartOptions {
   headerFlag?: boolean;
   /** how long to wait for the listening line, ms */
   timeout?: number;
+  /** start it as the leader of a process group of its own, as a shell does for a foreground job */
+  group?: boolean;
 }
 
 function spawnCli(args: string[], o: StartOptions = {}) {
@@ -47,6 +54,7 @@ function spawnCommand(cmd: string[], o: StartOptions) {
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
+    detached: o.group === true,
   });
 }
 
@@ -61,6 +69,14 @@ export function startCommand(cmd: string[], o: StartOptions = {}): Promise<CliPr
 }
 
 async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions): Promise<CliProcess> {
+  const signalGroup = (signal: NodeJS.Signals) => {
+    if (o.group !== true) throw new Error("signalGroup needs a process started with { group: true }");
+    try {
+      process.kill(-proc.pid, signal);
+    } catch {
+      // the whole group has gone already
+    }
+  };
   let text = "";
   let waiters: (() => void)[] = [];
   let ended = false;
@@ -124,7 +140,16 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     stdout: () => out,
     waitFor,
     stop,
+    signalGroup,
     async [Symbol.asyncDispose]() {
+      // A group leader's descendants (a re-launched CLI, workers) may outlive it: the group goes too.
+      if (o.group === true) {
+        if (proc.exitCode === null && proc.signalCode === null) signalGroup("SIGTERM");
+        const stopped = await Promise.race([proc.exited.then(() => true), Bun.sleep(3000).then(() => false)]);
+        signalGroup("SIGKILL");
+        if (!stopped) await proc.exited;
+        return;
+      }
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       // SIGTERM first: `bun run iodine` passes it on to the server it started, where a SIGKILL
       // would leave that grandchild running. SIGKILL only for a process that does not stop.

@@ -12,7 +12,7 @@ import { Hub } from "../pubsub/engine.ts";
 import { defaultEngine } from "../pubsub/engines.ts";
 import { RedisEngine } from "../pubsub/redis.ts";
 import { ShardedRedisEngine } from "../pubsub/redis-sharded.ts";
-import { HANDOVER_MS, role, type Bound, type StopMode } from "../runtime.ts";
+import { HANDOVER_MS, role, StopRequests, type Bound, type StopMode } from "../runtime.ts";
 import { fireState } from "../state.ts";
 import { WORKER_ENV, type MasterOrder, type WorkerReport } from "./worker.ts";
 
@@ -171,9 +171,12 @@ export async function runMaster(o: MasterOptions): Promise<void> {
     }
   };
 
-  let stops = 0;
+  const stops = new StopRequests();
   const stop = async (signal: string): Promise<void> => {
-    if (++stops > 1) {
+    const kind = stops.take();
+    if (kind === "repeat") return log.debug(`${signal}: already stopping (the same Ctrl-C, passed on again)`);
+    if (kind === "now") {
+      log.warn(`${signal} again: stopping at once`);
       for (const w of workers) w.proc.kill("SIGKILL");
       hub.stop();
       flushAccessLog();
