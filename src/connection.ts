@@ -11,6 +11,17 @@ type Event = "onOpen" | "onMessage" | "onDrained" | "onTimeout" | "onShutdown" |
 /** Every connection that is open in this process, for onShutdown on a graceful stop. */
 export const openConnections = new Set<BaseConnection>();
 
+/** Closed connections whose callbacks (an async onClose, say) are still running. */
+const settling = new Set<Promise<void>>();
+
+/**
+ * Resolves once the callbacks of every closed connection have returned, so a graceful stop does
+ * not exit under an `onClose` that is still publishing "ann left" (SPEC §8).
+ */
+export async function closedCallbacksDone(): Promise<void> {
+  while (settling.size > 0) await Promise.all(settling);
+}
+
 /** What each kind of connection does with bytes; the rest is shared. */
 export abstract class BaseConnection implements Connection {
   abstract readonly protocol: Protocol;
@@ -93,8 +104,13 @@ export abstract class BaseConnection implements Connection {
   shutdown(): void {
     if (!this.isOpen) return;
     this.dispatch("onShutdown");
-    if (this.#busy !== undefined) this.#busy.then(() => this.close());
-    else this.close();
+    if (this.#busy !== undefined) this.#busy.then(() => this.goAway());
+    else this.goAway();
+  }
+
+  /** Closes because this server goes away; a WebSocket says so with its close code. */
+  protected goAway(): void {
+    this.close();
   }
 
   /** The connection is gone: drop its subscriptions and call onClose exactly once. */
@@ -104,6 +120,11 @@ export abstract class BaseConnection implements Connection {
     this.#closeNotified = true;
     for (const sub of [...this.subscriptions.values()]) unsubscribeConnection(this, sub.key, sub.options);
     this.dispatch("onClose");
+    const busy = this.#busy;
+    if (busy !== undefined) {
+      const done = busy.then(() => void settling.delete(done));
+      settling.add(done);
+    }
   }
 
   /** Calls now; a returned Promise is returned (settled errors logged) so later events wait for it. */

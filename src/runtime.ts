@@ -5,7 +5,7 @@ import { unlinkSync, existsSync, lstatSync } from "node:fs";
 import { IodineError } from "./errors.ts";
 import { flushAccessLog, log, logException } from "./log.ts";
 import { normaliseApp } from "./app.ts";
-import { openConnections } from "./connection.ts";
+import { closedCallbacksDone, openConnections } from "./connection.ts";
 import { stopAllTimers } from "./timers.ts";
 import { closeAfterEachResponse, serveHttp } from "./server.ts";
 import { nativeSockets } from "./websocket.ts";
@@ -79,6 +79,8 @@ export const bound: Bound[] = [];
 export type StopMode = "stop" | "handover";
 /** How long a handing-over worker keeps answering, ms: a busy keep-alive client sends its next request well within it. */
 export const HANDOVER_MS = 500;
+/** How long a stop waits for closed connections' callbacks (an async onClose) to return, ms. */
+const CALLBACKS_MS = 2000;
 
 /** Work a graceful stop waits for besides the servers (a worker's extra threads). */
 const alsoOnStop: ((mode: StopMode) => Promise<void>)[] = [];
@@ -86,6 +88,11 @@ const alsoOnStop: ((mode: StopMode) => Promise<void>)[] = [];
 let stopEngine: (() => Promise<void>) | undefined;
 export function onStopping(fn: (mode: StopMode) => Promise<void>): void {
   alsoOnStop.push(fn);
+}
+/** Work a graceful stop does last, after every connection closed and its callbacks returned. */
+const lastOnStop: (() => Promise<void>)[] = [];
+export function beforeExit(fn: () => Promise<void>): void {
+  lastOnStop.push(fn);
 }
 /** Called by the CLI before it imports the app: `Iodine.start()` in the module then waits for the CLI. */
 export function driveFromCli(c: RunConfig): void {
@@ -230,6 +237,10 @@ export async function stopAll(mode: StopMode = "stop"): Promise<void> {
     await Promise.all(servers.map((s) => s.stop(true)));
   }
   clearTimeout(timer);
+  // What the closed connections' callbacks still do (an async onClose publishing "ann left").
+  const settled = await Promise.race([closedCallbacksDone().then(() => true), Bun.sleep(CALLBACKS_MS).then(() => false)]);
+  if (!settled) log.warn(`stop: connection callbacks still running after ${CALLBACKS_MS} ms; leaving them`);
+  for (const fn of lastOnStop) await fn();
   for (const p of unixPaths) removeStaleSocket(p);
   await stopEngine?.();
   stopEngine = undefined;

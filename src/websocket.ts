@@ -37,9 +37,17 @@ export class WsConnection extends BaseConnection implements NativeTopics {
   }
 
   close(): void {
+    this.#close(1000); // 1000: normal closure (RFC 6455 §7.4.1)
+  }
+
+  protected override goAway(): void {
+    this.#close(1001, "server going away"); // 1001: going away (RFC 6455 §7.4.1), as Bun-native sockets get
+  }
+
+  #close(code: number, reason?: string): void {
     if (this.#ws === undefined || !this.isOpen) return;
     this.markClosed();
-    this.#ws.close(1000); // 1000: normal closure (RFC 6455 §7.4.1); queued data goes first
+    this.#ws.close(code, reason); // queued data goes first
   }
 
   get pending(): number {

@@ -12,6 +12,7 @@ import {
   FRAME_REPLY,
   FRAME_PUB,
   FRAME_SUB,
+  FRAME_SYNC,
   FRAME_UNSUB,
   FrameReader,
   FrameWriter,
@@ -26,7 +27,8 @@ type Frame =
   | { type: "hello"; text: string }
   | { type: "all"; want: boolean }
   | { type: "cmd"; id: number; args: string }
-  | { type: "reply"; id: number; ok: boolean; json: string };
+  | { type: "reply"; id: number; ok: boolean; json: string }
+  | { type: "sync"; id: number };
 
 /** Records every frame it is handed; a PUB's bytes are copied (their memory is the chunk's). */
 class Recorder implements FrameSink {
@@ -47,6 +49,9 @@ class Recorder implements FrameSink {
   onReply(id: number, ok: boolean, json: string): void {
     this.frames.push({ type: "reply", id, ok, json });
   }
+  onSync(id: number): void {
+    this.frames.push({ type: "sync", id });
+  }
   onInterest(subscribe: boolean, key: string, pattern: boolean): void {
     this.frames.push({ type: "interest", subscribe, key, pattern });
   }
@@ -61,6 +66,7 @@ function write(w: FrameWriter, f: Frame): void {
   else if (f.type === "hello") w.hello(f.text);
   else if (f.type === "all") w.wantAll(f.want);
   else if (f.type === "cmd") w.command(f.id, f.args);
+  else if (f.type === "sync") w.sync(f.id);
   else w.reply(f.id, f.ok, f.json);
 }
 
@@ -113,7 +119,7 @@ function rejected(...chunks: (number[] | Uint8Array)[]): { message: string; fram
 }
 
 /** The sink methods a test does not look at. */
-const ignored = { onInterest() {}, onHello() {}, onWantAll() {}, onCommand() {}, onReply() {} };
+const ignored = { onInterest() {}, onHello() {}, onWantAll() {}, onCommand() {}, onReply() {}, onSync() {} };
 
 const u32 = (n: number): number[] => [n & 255, (n >>> 8) & 255, (n >>> 16) & 255, (n >>> 24) & 255];
 
@@ -176,6 +182,9 @@ function reference(bytes: Uint8Array): { frames: Frame[]; error: boolean } {
       const t = name(body.subarray(head));
       if (t === undefined) return broken;
       frames.push(type === FRAME_CMD ? { type: "cmd", id, args: t } : { type: "reply", id, ok: body[4] === 1, json: t });
+    } else if (type === FRAME_SYNC) {
+      if (body.length !== 4) return broken;
+      frames.push({ type: "sync", id: new DataView(body.buffer, body.byteOffset, 4).getUint32(0, true) });
     } else return broken;
   }
   return { frames, error: false };
@@ -222,6 +231,7 @@ const anyFrame: fc.Arbitrary<Frame> = fc.oneof(
     weight: 1,
     arbitrary: fc.record({ type: fc.constant("reply" as const), id: fc.nat({ max: 0xffffffff }), ok: fc.boolean(), json: text }),
   },
+  { weight: 1, arbitrary: fc.record({ type: fc.constant("sync" as const), id: fc.nat({ max: 0xffffffff }) }) },
 );
 const frames = fc.array(anyFrame, { maxLength: 24 });
 
@@ -441,7 +451,7 @@ describe("malformed frames throw a BusError", () => {
     ["length prefix 0xFFFFFFFF", [255, 255, 255, 255], /frame length 4294967295 out of range/],
     ["length prefix MAX_FRAME + 1", u32(MAX_FRAME + 1), new RegExp(`frame length ${MAX_FRAME + 1} out of range`)],
     ["frame type 0", frame(0, 1, 2), /unknown frame type 0/],
-    ["frame type 8", frame(8), /unknown frame type 8/],
+    ["frame type 9", frame(9), /unknown frame type 9/],
     ["frame type 255", frame(255, 0), /unknown frame type 255/],
     ["PUB with flags 4", frame(FRAME_PUB, 4, u32(1), 0x61), /PUB frame with unknown flags 4/],
     ["PUB with flags 255", frame(FRAME_PUB, 255, u32(0)), /PUB frame with unknown flags 255/],
@@ -468,6 +478,8 @@ describe("malformed frames throw a BusError", () => {
     ["CMD text 0xFF", frame(FRAME_CMD, u32(1), 0xff), /not UTF-8/],
     ["REPLY without a status", frame(FRAME_REPLY, u32(1)), /REPLY frame too short or with a bad status/],
     ["REPLY with status 2", frame(FRAME_REPLY, u32(1), 2, 0x31), /REPLY frame too short or with a bad status/],
+    ["SYNC without a whole id", frame(FRAME_SYNC, 1, 0), /SYNC frame must hold a 4-byte id/],
+    ["SYNC with more than an id", frame(FRAME_SYNC, u32(1), 0), /SYNC frame must hold a 4-byte id/],
   ];
   for (const [what, input, message] of cases) {
     test(what, () => {

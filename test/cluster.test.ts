@@ -326,9 +326,29 @@ describe("hot restart (SIGUSR1)", () => {
     srv.proc.kill("SIGUSR1");
     await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
     expect(Date.now() - t0).toBeLessThan(8000); // well inside the 10 s drain deadline per worker
-    expect(await Promise.all(codes)).toEqual([1000, 1000, 1001, 1001]);
+    expect(await Promise.all(codes)).toEqual([1001, 1001, 1001, 1001]); // 1001: going away
     expect(a.got.at(-1)).toBe("shutting down");
     expect(b.got.at(-1)).toBe("shutting down");
+  }, 30_000);
+
+  test("what a retiring worker publishes as it closes its sockets (a chat's \"ann left\") reaches the master", async () => {
+    const srv = await cluster();
+    const ws = srv.url.replace("http", "ws");
+    // Two named chatters on each worker (the kernel picks the worker; extras are closed at once).
+    const kept = new Map<string, string[]>();
+    for (let i = 0; i < 100 && [...kept.values()].filter((n) => n.length === 2).length < 2; i++) {
+      const c = await client(`${ws}/ws?ch=room&bye=c${i}`);
+      const names = kept.get(c.pid) ?? [];
+      if (names.length === 2) c.ws.close();
+      else kept.set(c.pid, [...names, `c${i}`]);
+    }
+    const chatters = [...kept.values()].flat();
+    expect(chatters).toHaveLength(4);
+    srv.proc.kill("SIGUSR1");
+    await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
+    const heard = (name: string) => srv.stdout().match(new RegExp(`master got to-master ${name} (left|gone)\n`, "g")) ?? [];
+    for (const name of chatters) await srv.waitFor(new RegExp(`master got to-master ${name} gone\n`), 3000, "stdout");
+    for (const name of chatters) expect(heard(name).sort()).toEqual([`master got to-master ${name} gone\n`, `master got to-master ${name} left\n`]);
   }, 30_000);
 
   test("a restart deploys the edited app file, with no failed request in between", async () => {
@@ -492,6 +512,7 @@ describe("a worker's bus link (in this process, against a hub written with the b
             onWantAll: (want) => void link.frames.push(`all ${want}`),
             onCommand: (id, args) => void link.frames.push(`cmd ${id} ${args}`),
             onReply: (id, ok, json) => void link.frames.push(`reply ${id} ${ok} ${json}`),
+            onSync: (id) => void link.frames.push(`sync ${id}`),
           });
           (socket as unknown as { reader: typeof reader }).reader = reader;
           links.push(link);

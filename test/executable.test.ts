@@ -104,7 +104,7 @@ describe("the executable (bun run build)", () => {
       srv.proc.kill("SIGUSR1");
       await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
       // The old workers closed their WebSockets on the way out; two new pids serve.
-      for (const c of opened) expect(await c.closed).toBe(1000);
+      for (const c of opened) expect(await c.closed).toBe(1001); // going away
       const fresh = childrenOf(srv.proc.pid);
       expect(fresh).toHaveLength(2);
       for (const pid of fresh) expect(workers).not.toContain(pid);

@@ -142,8 +142,8 @@ describe("WebSocket connections", () => {
     own.proc.kill("SIGTERM");
     expect(await a.next()).toBe("shutdown");
     expect(await b.next()).toBe("server going down");
-    expect((await a.closed).code).toBe(1000);
-    expect((await b.closed).code).toBe(1000);
+    expect((await a.closed).code).toBe(1001); // going away (RFC 6455 §7.4.1)
+    expect((await b.closed).code).toBe(1001);
     expect(await own.proc.exited).toBe(0);
   });
 

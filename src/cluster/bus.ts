@@ -10,6 +10,7 @@
 //   ALL    u8 (1: send every publish, an external engine takes them all; 0: only what is wanted)
 //   CMD    u32 LE id | UTF-8 JSON array of strings (a worker's `redis.cmd(...)`)
 //   REPLY  u32 LE id | u8 ok (1) or error (0) | UTF-8 JSON (the reply, or the error message)
+//   SYNC   u32 LE id: answered by a REPLY with that id once every frame before it was handled
 // Writes are appended to one buffer per link and sent once per turn of the event loop.
 import type { Socket } from "bun";
 
@@ -20,7 +21,8 @@ export const FRAME_HELLO = 4;
 export const FRAME_ALL = 5;
 export const FRAME_CMD = 6;
 export const FRAME_REPLY = 7;
-const LAST_TYPE = FRAME_REPLY;
+export const FRAME_SYNC = 8;
+const LAST_TYPE = FRAME_SYNC;
 /** PUB flag bits */
 const BYTES = 1;
 const CLUSTER_ONLY = 2;
@@ -56,8 +58,10 @@ export interface FrameSink {
   onWantAll(want: boolean): void;
   /** a command for the external engine (`args` is the JSON text of an array of strings) */
   onCommand(id: number, args: string): void;
-  /** the answer to a command: its reply as JSON text, or an error message (JSON string) */
+  /** the answer to a command or a sync: its reply as JSON text, or an error message (JSON string) */
   onReply(id: number, ok: boolean, json: string): void;
+  /** a barrier: answer it (a REPLY with `id`) once every frame that came before is handled */
+  onSync(id: number): void;
 }
 
 /**
@@ -156,6 +160,11 @@ export class FrameReader {
     if (type === FRAME_REPLY) {
       if (end - body < 5 || buf[body + 4]! > 1) throw new BusError("REPLY frame too short or with a bad status");
       this.#sink.onReply(readU32(buf, body), buf[body + 4] === 1, utf8(buf.subarray(body + 5, end), "a reply"));
+      return;
+    }
+    if (type === FRAME_SYNC) {
+      if (end - body !== 4) throw new BusError("SYNC frame must hold a 4-byte id");
+      this.#sink.onSync(readU32(buf, body));
       return;
     }
     throw new BusError(`unknown frame type ${type} (1–${LAST_TYPE})`);
@@ -270,6 +279,10 @@ export class FrameWriter {
 
   reply(id: number, ok: boolean, json: string): void {
     this.#idFrame(FRAME_REPLY, id, ok ? 1 : 0, json);
+  }
+
+  sync(id: number): void {
+    this.#idFrame(FRAME_SYNC, id, -1, "");
   }
 
   #idFrame(type: number, id: number, status: number, text: string): void {

@@ -4,7 +4,7 @@
 // master is gone.
 import { log, setLogPrefix } from "../log.ts";
 import { joinCluster, type ClusterMember } from "../pubsub/engine.ts";
-import { bound, exitGracefully, onStopping, role, startAll, stopAll, type Bound, type StopMode } from "../runtime.ts";
+import { beforeExit, bound, exitGracefully, onStopping, role, startAll, stopAll, type Bound, type StopMode } from "../runtime.ts";
 import { fireState } from "../state.ts";
 
 /** What the master puts in a worker's environment. */
@@ -43,7 +43,7 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): void {
     // The process's main thread watches the master and handles signals for every thread.
     role.isThread = true;
     setLogPrefix(`iodine: [${process.pid}/${thread}] `);
-    if (bus) member = joinCluster(bus, name, () => {});
+    if (bus) flushOnStop((member = joinCluster(bus, name, () => {})));
     return;
   }
   setLogPrefix(`iodine: [${process.pid}] `);
@@ -53,8 +53,19 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): void {
     if (masterGone()) void leaveOrphaned();
   };
   setInterval(check, 200).unref();
-  if (bus) joinCluster(bus, name, check);
+  if (bus) flushOnStop(joinCluster(bus, name, check));
 }
+
+/**
+ * What this worker published while it stopped (an onClose saying "ann left") reaches the hub before
+ * the process exits (SPEC §8): the last step of the stop waits for the hub's answer to a sync.
+ */
+function flushOnStop(link: ClusterMember): void {
+  beforeExit(async () => {
+    if (!(await link.sync(SYNC_MS))) log.warn(`stop: the master did not confirm this worker's last publishes within ${SYNC_MS} ms`);
+  });
+}
+const SYNC_MS = 2000;
 
 /** This thread's bus link (a thread closes it itself when it stops). */
 let member: ClusterMember | undefined;

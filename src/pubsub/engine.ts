@@ -18,6 +18,11 @@ import { compileGlob } from "./match.ts";
 
 /** A worker's link to the hub; reconnects by itself until `leave()`. */
 export interface ClusterMember {
+  /**
+   * Resolves true once the hub has handled every frame this process sent before (so what it
+   * published is routed), false when the link is down or no answer came within `ms`.
+   */
+  sync(ms: number): Promise<boolean>;
   leave(): void;
 }
 
@@ -69,6 +74,9 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
     },
     onHello() {
       knowsOthers = true;
+    },
+    onSync() {
+      throw new BusError("a SYNC frame from the master");
     },
   };
   const link = new Link(sink, (bytes) => {
@@ -149,6 +157,23 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
       link.flushSoon();
     });
   return {
+    sync(ms) {
+      if (link.socket === undefined) return Promise.resolve(false);
+      const id = (nextCommand = (nextCommand + 1) >>> 0);
+      const { promise, resolve } = Promise.withResolvers<boolean>();
+      const timer = setTimeout(() => {
+        commands.delete(id);
+        resolve(false);
+      }, ms);
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        resolve(ok);
+      };
+      commands.set(id, { resolve: () => done(true), reject: () => done(false) });
+      link.out.sync(id);
+      link.flushSoon();
+      return promise;
+    },
     leave() {
       leaving = true;
       relay = undefined;
@@ -394,6 +419,11 @@ export class Hub {
       onCommand: (id, args) => this.#command(peer, id, args),
       onReply: () => {
         throw new BusError("a REPLY frame from a worker");
+      },
+      onSync: (id) => {
+        // Frames are handled in arrival order: everything this worker sent before is routed.
+        peer.link!.out.reply(id, true, "null");
+        peer.link!.flushSoon();
       },
     };
   }
