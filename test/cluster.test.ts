@@ -408,6 +408,40 @@ describe("supervision", () => {
     await srv.waitFor(new RegExp(`hook on_child_crush master ${srv.proc.pid}`), 2000, "stdout");
   }, 30_000);
 
+  test("a worker killed while the cluster starts is replaced and logged; the start-up line counts live workers only (20 of 20)", async () => {
+    // Each worker holds 150 ms before it listens. Early rounds kill worker 0 as soon as it exists
+    // (before it listens); the others kill it when worker 1 appears, which the master starts once
+    // worker 0 listens (so while worker 1 is still starting).
+    const round = async (early: boolean) => {
+      let victim: number | undefined;
+      let poller: ReturnType<typeof setInterval> | undefined;
+      await using srv = await startCli(["-p", "0", "-w", "2", APP], {
+        timeout: 20_000,
+        env: { START_HOLD_MS: "150" },
+        onSpawn(proc) {
+          poller = setInterval(() => {
+            const kids = childrenOf(proc.pid).sort((x, y) => x - y);
+            if (kids.length < (early ? 1 : 2)) return;
+            victim = kids[0]!;
+            process.kill(victim, "SIGKILL");
+            clearInterval(poller);
+          }, 1);
+        },
+      }).finally(() => clearInterval(poller));
+      expect(victim).toBeDefined();
+      const logged = early
+        ? `worker 0 \\(pid ${victim}\\) was killed \\(SIGKILL\\) before it was listening; starting a new one`
+        : `worker 0 \\(pid ${victim}\\) exited with signal SIGKILL; starting a new one`;
+      expect(srv.stderr()).toMatch(new RegExp(`${logged}[^]*listening on http://\\S+ \\(2 workers, cluster pub/sub\\)`));
+      const live = childrenOf(srv.proc.pid).filter(running);
+      expect(live).toHaveLength(2);
+      expect(live).not.toContain(victim);
+      expect(await (await fetch(srv.url)).text()).toMatch(/^pid \d+$/);
+    };
+    // Two clusters at a time, one of each kind.
+    for (let pair = 0; pair < 10; pair++) await Promise.all([round(true), round(false)]);
+  }, 60_000);
+
   test("kill -9 of the master: no worker is left after 2 s", async () => {
     const srv = await cluster();
     const workers = childrenOf(srv.proc.pid);

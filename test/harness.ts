@@ -40,6 +40,8 @@ export interface StartOptions {
   timeout?: number;
   /** start it as the leader of a process group of its own, as a shell does for a foreground job */
   group?: boolean;
+  /** called with the process as soon as it is spawned (before it listens) */
+  onSpawn?: (proc: Subprocess) => void;
 }
 
 function spawnCli(args: string[], o: StartOptions = {}) {
@@ -60,7 +62,9 @@ function spawnCommand(cmd: string[], o: StartOptions) {
 
 /** Starts the CLI and waits for `listening on …`. */
 export function startCli(args: string[], o: StartOptions = {}): Promise<CliProcess> {
-  return watch(spawnCli(args, o), o);
+  const proc = spawnCli(args, o);
+  o.onSpawn?.(proc);
+  return watch(proc, o);
 }
 
 /** Starts any command that prints iodine's `listening on …` line (`bun app.ts`, `bun run iodine`). */

@@ -30,14 +30,22 @@ interface Worker {
   proc: Subprocess;
   startedAt: number;
   state: "starting" | "ready" | "retiring";
-  /** a hot restart's replacement: if it fails before listening, the restart reports it (no re-spawn) */
-  replacement: boolean;
+  /**
+   * Who answers for it until it listens: "start" the cluster's start (a failure ends it, a kill
+   * starts the slot again), "replacement" a hot restart (which reports a failure, no re-spawn),
+   * "respawn" the supervisor (a failure is a crash: re-spawned with back-off).
+   */
+  origin: "start" | "replacement" | "respawn";
+  /** killed by the master for not listening in time (not by someone else's signal) */
+  timedOut: boolean;
   ready: Promise<Bound[]>;
   exited: Promise<void>;
 }
 
 /** How long a new worker may take to load the app and listen. */
 const READY_TIMEOUT_MS = 30_000;
+/** How often a slot is started again at launch when its worker is killed before it listens. */
+const START_TRIES = 5;
 /** A worker that dies within this long of its start counts as failing again (longer back-off). */
 const HEALTHY_AFTER_MS = 5_000;
 const MAX_BACKOFF_MS = 10_000;
@@ -57,13 +65,13 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   const failures = new Map<number, number>();
   let ports: (number | undefined)[] | undefined;
   let stopping = false;
-  /** every first worker listens (before that a failure ends the start, not a re-spawn) */
-  let started = false;
   let restarting = false;
+  /** called whenever a worker reports it listens (the start waits for every slot) */
+  const onListening: (() => void)[] = [];
   let restartAgain = false;
 
   const command = selfCommand(true);
-  const spawn = (slot: number, replacement = false): Worker => {
+  const spawn = (slot: number, origin: Worker["origin"]): Worker => {
     void fireState("before_fork");
     let markReady!: (b: Bound[]) => void;
     let fail!: (e: Error) => void;
@@ -84,13 +92,15 @@ export async function runMaster(o: MasterOptions): Promise<void> {
         if (message?.type !== "ready" || w.state !== "starting") return;
         w.state = "ready";
         markReady(message.bound);
+        for (const f of onListening.splice(0)) f();
       },
     });
-    const w: Worker = { slot, proc, startedAt: Date.now(), state: "starting", replacement, ready, exited: proc.exited.then(() => {}) };
+    const w: Worker = { slot, proc, startedAt: Date.now(), state: "starting", origin, timedOut: false, ready, exited: proc.exited.then(() => {}) };
     workers.add(w);
     void fireState("after_fork");
     const timer = setTimeout(() => {
       if (w.state !== "starting") return;
+      w.timedOut = true;
       fail(new Error(`worker ${slot} (pid ${proc.pid}) was not listening after ${READY_TIMEOUT_MS / 1000} s`));
       proc.kill("SIGKILL");
     }, READY_TIMEOUT_MS);
@@ -99,8 +109,9 @@ export async function runMaster(o: MasterOptions): Promise<void> {
       workers.delete(w);
       const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${code}`;
       if (w.state === "starting") fail(new Error(`worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`));
-      if (stopping || !started || w.state === "retiring") return;
-      if (w.state === "starting" && w.replacement) return;
+      if (stopping || w.state === "retiring") return;
+      // Until it listens, the start or the hot restart that made it answers for it.
+      if (w.state === "starting" && w.origin !== "respawn") return;
       void fireState("on_child_crush");
       const quick = Date.now() - w.startedAt < HEALTHY_AFTER_MS;
       const n = quick ? (failures.get(slot) ?? 0) + 1 : 0;
@@ -109,7 +120,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
       log.error(`worker ${slot} (pid ${proc.pid}) exited with ${how}; starting a new one${delay ? ` in ${delay} ms` : ""}`);
       setTimeout(() => {
         if (stopping) return;
-        const again = spawn(slot);
+        const again = spawn(slot, "respawn");
         again.ready.then(
           () => log.info(`worker ${slot} is back (pid ${again.proc.pid})`),
           (err: Error) => log.debug(err.message),
@@ -152,7 +163,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
     let replaced = 0;
     for (const w of old) {
       if (stopping) break;
-      const fresh = spawn(w.slot, true);
+      const fresh = spawn(w.slot, "replacement");
       try {
         await fresh.ready;
       } catch (err) {
@@ -199,25 +210,41 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   await fireState("pre_start");
   removeStaleBusSockets();
   hub.start();
-  // The first worker binds (with `-p 0`, picks the port); the others and every replacement reuse it.
-  const first = spawn(0);
+  /**
+   * Starts one slot at launch. A worker killed by a signal before it listens (the OOM killer, an
+   * impatient operator) is started again and logged; one that exits by itself (the app fails to
+   * load, the address cannot be bound) ends the start, since the next one would fail alike.
+   */
+  const startSlot = async (slot: number): Promise<Bound[]> => {
+    for (let tries = 1; ; tries++) {
+      const w = spawn(slot, "start");
+      try {
+        return await w.ready;
+      } catch (err) {
+        const signal = w.proc.signalCode;
+        if (stopping || signal === null || w.timedOut || tries === START_TRIES) throw err;
+        const delay = Math.min(100 * 2 ** (tries - 1), MAX_BACKOFF_MS);
+        log.error(`worker ${slot} (pid ${w.proc.pid}) was killed (${signal}) before it was listening; starting a new one in ${delay} ms`);
+        await Bun.sleep(delay);
+      }
+    }
+  };
+  const everySlotListens = () =>
+    Array.from({ length: o.workers }, (_, slot) => slot).every((slot) => [...workers].some((w) => w.slot === slot && w.state === "ready"));
   let listening: Bound[];
   try {
-    listening = await first.ready;
-  } catch (err) {
-    hub.stop();
-    throw new StartError((err as Error).message);
-  }
-  ports = listening.map((b) => b.port);
-  const rest = Array.from({ length: o.workers - 1 }, (_, i) => spawn(i + 1));
-  try {
-    await Promise.all(rest.map((w) => w.ready));
+    // The first worker binds (with `-p 0`, picks the port); the others and every replacement reuse it.
+    listening = await startSlot(0);
+    ports = listening.map((b) => b.port);
+    await Promise.all(Array.from({ length: o.workers - 1 }, (_, i) => startSlot(i + 1)));
+    // A worker that listened and then died meanwhile is being re-spawned: the line below counts
+    // only workers that are there.
+    while (!everySlotListens()) await new Promise<void>((resolve) => onListening.push(resolve));
   } catch (err) {
     for (const w of workers) w.proc.kill("SIGKILL");
     hub.stop();
     throw new StartError((err as Error).message);
   }
-  started = true;
   await fireState("enter_master");
   const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
   const engine = defaultEngine();
