@@ -12,7 +12,7 @@ import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { buildExecutable } from "../scripts/build.ts";
 import { chatter, untilHeard, type Chatter } from "./chat-clients.ts";
-import { childrenOf, connectionsHeld, fixture, freePort, openStream, rawRequest, ROOT, skipWithout, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
+import { childrenOf, connectionsHeld, ctrlCDuringRequest, fixture, freePort, openStream, rawRequest, ROOT, skipWithout, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
 import { oneOnEach, waitUntil } from "./ws-clients.ts";
 
@@ -151,6 +151,13 @@ describe("the executable (bun run build)", () => {
     await using srv = await startCommand([exe, "-p", "0", "app.ts"], { cwd: app.path });
     expect(await (await fetch(srv.url + "/")).text()).toBe(`hono ${pkg.version}`);
   }, 20_000);
+
+  for (const args of [["-w", "2"], ["--max-header", "64"]]) {
+    test(`Ctrl-C in a terminal (SIGINT to the group, twice) with ${args.join(" ")}: the request in flight is answered, exit 0`, async () => {
+      await using srv = await startCommand([exe, "-p", "0", ...args, fixture("slow-app.ts")], { cwd: apps, group: true });
+      expect(await ctrlCDuringRequest(srv)).toEqual({ status: 200, body: "done after 1200 ms", code: 0 });
+    }, 20_000);
+  }
 
   test("--max-header: the executable re-launches itself with Bun's flag; 431 above the limit", async () => {
     await using srv = await run(["-p", "0", "--max-header", "64", "hello.ts"]);

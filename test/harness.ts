@@ -167,6 +167,24 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
   };
 }
 
+/**
+ * A Ctrl-C in the middle of a request to test/fixtures/slow-app.ts (started with `group: true`):
+ * SIGINT to the whole process group twice, 30 ms apart, as a terminal and a forwarding parent
+ * deliver it. Returns what the client got and the exit code.
+ */
+export async function ctrlCDuringRequest(srv: CliProcess): Promise<{ status: number; body: string; code: number }> {
+  const answer = fetch(`${srv.url}/?ms=1200`).then(
+    async (res) => ({ status: res.status, body: await res.text() }),
+    (err: Error) => ({ status: 0, body: err.message }),
+  );
+  await srv.waitFor(/slow request started/);
+  srv.signalGroup("SIGINT");
+  await Bun.sleep(30); // the stimulus itself: a second SIGINT 30 ms later
+  srv.signalGroup("SIGINT");
+  const [res, code] = await Promise.all([answer, srv.proc.exited]);
+  return { ...res, code };
+}
+
 /** Runs the CLI to completion (for error paths, --help, --version). */
 export function runCli(args: string[], o: StartOptions = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return finish(spawnCli(args, o), o);

@@ -2,23 +2,9 @@
 // once, and again through `bun run` (which forwards it to its script) or the CLI's own header-size
 // re-launch. One keystroke is one graceful stop: the request in flight is answered, exit code 0.
 import { describe, expect, test } from "bun:test";
-import { fixture, startCli, startCommand, type CliProcess } from "./harness.ts";
+import { ctrlCDuringRequest, fixture, startCli, startCommand, type CliProcess } from "./harness.ts";
 
 const slowApp = fixture("slow-app.ts");
-
-/** Starts a slow request, presses "Ctrl-C" twice within 50 ms, and returns what the client got. */
-async function ctrlCDuringRequest(srv: CliProcess): Promise<{ status: number; body: string; code: number }> {
-  const answer = fetch(`${srv.url}/?ms=1200`).then(
-    async (res) => ({ status: res.status, body: await res.text() }),
-    (err: Error) => ({ status: 0, body: err.message }),
-  );
-  await srv.waitFor(/slow request started/);
-  srv.signalGroup("SIGINT");
-  await Bun.sleep(30); // the second SIGINT of a key held a moment, or of a forwarding parent
-  srv.signalGroup("SIGINT");
-  const [res, code] = await Promise.all([answer, srv.proc.exited]);
-  return { ...res, code };
-}
 
 const modes: [string, () => Promise<CliProcess>][] = [
   ["bun run iodine", () => startCommand([process.execPath, "run", "iodine", "-p", "0", slowApp], { group: true })],
