@@ -33,6 +33,8 @@ export interface StartOptions {
   headerFlag?: boolean;
   /** how long to wait for the listening line, ms */
   timeout?: number;
+  /** a script with no listener: wait for its `running with no listener` line instead (url and port stay empty) */
+  noListener?: boolean;
 }
 
 function spawnCli(args: string[], o: StartOptions = {}) {
@@ -50,7 +52,7 @@ function spawnCommand(cmd: string[], o: StartOptions) {
   });
 }
 
-/** Starts the CLI and waits for `listening on …`. */
+/** Starts the CLI and waits for `listening on …` (or, with `noListener`, `running with no listener`). */
 export function startCli(args: string[], o: StartOptions = {}): Promise<CliProcess> {
   return watch(spawnCli(args, o), o);
 }
@@ -108,9 +110,13 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
   let url = "";
   let port = 0;
   try {
-    const m = await waitFor(/listening on ((?:https?|tcp|tls):\/\/[^\s]+|unix:\S+)/, o.timeout ?? 10_000);
-    url = m[1]!.replace("0.0.0.0", "127.0.0.1");
-    port = Number(/:(\d+)$/.exec(url)?.[1] ?? 0);
+    if (o.noListener) {
+      await waitFor(/running with no listener/, o.timeout ?? 10_000);
+    } else {
+      const m = await waitFor(/listening on ((?:https?|tcp|tls):\/\/[^\s]+|unix:\S+)/, o.timeout ?? 10_000);
+      url = m[1]!.replace("0.0.0.0", "127.0.0.1");
+      port = Number(/:(\d+)$/.exec(url)?.[1] ?? 0);
+    }
   } catch (err) {
     proc.kill("SIGKILL");
     await proc.exited;
