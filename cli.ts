@@ -12,7 +12,7 @@ import { enterWorker, isWorkerProcess, startWorker } from "./src/cluster/worker.
 import { setDefaultEngine } from "./src/pubsub/engines.ts";
 import { RedisEngine } from "./src/pubsub/redis.ts";
 import { ShardedRedisEngine } from "./src/pubsub/redis-sharded.ts";
-import { addListener, driveFromCli, listenerCount, startAll } from "./src/runtime.ts";
+import { addListener, driveFromCli, listenerCount, ranAsScript, role, startAll } from "./src/runtime.ts";
 import { DEFAULTS, resolveSettings, type Settings } from "./src/settings.ts";
 import { selfSigned, tlsFromFiles } from "./src/tls.ts";
 import type { TLSOptions } from "./src/types.ts";
@@ -71,11 +71,19 @@ async function main(argv: string[]): Promise<void> {
   else if (cluster) enterMaster();
   // Every process makes the engine (the app may replace it); only the master, or a single process, connects it.
   if (settings.redis !== undefined) setDefaultEngine(redisEngine(settings.redis, settings.redisPing));
-  const app = await loadApp(appFile, () => listenerCount() > 0);
-  if (app) addListener({ handler: app });
+  const app = await loadApp(appFile, ranAsScript);
+  // The default export is an HTTP app by definition (SPEC §3), whatever its shape.
+  if (app) addListener({ service: "http", handler: app });
   if (worker) return startWorker(settings.threads);
   writePid(settings.pid);
   if (!cluster) return startAll();
+  if (listenerCount() === 0) {
+    // A client script (timers, clients, pub/sub, no listener): N copies would each connect and act
+    // on their own, so it runs once, as the single process it would be with -w 1.
+    log.warn(`${appFile} opens no listener: it runs as one process (--workers and --threads apply to listeners)`);
+    role.isWorker = true;
+    return startAll();
+  }
   await runMaster({
     workers: settings.workers,
     threads: settings.threads,

@@ -1,4 +1,5 @@
-// An echo server over raw TCP: iodine's first example, in script mode (no CLI needed).
+// An echo server over raw TCP: iodine's first example, in script mode (no CLI needed), written as
+// iodine writes it: a listener without `service` is raw, its handler makes each connection's protocol.
 // Every byte a client sends comes back unchanged; a line "bye" says goodbye and closes; a client
 // quiet for 10 s is asked whether it is still there and, if it stays quiet 5 s more, let go.
 //
@@ -49,5 +50,5 @@ class Echo implements Handler {
   }
 }
 
-Iodine.listen({ service: "raw", handler: () => new Echo() });
+Iodine.listen({ handler: () => new Echo() });
 await Iodine.start();

@@ -1,7 +1,7 @@
-// A chat room for telnet: iodine's raw-protocol example. A new connection talks to the login
-// protocol; a good nickname swaps its handler for the chat protocol (`client.handler = …`), which
-// subscribes to the room. Lines go to everyone in the room — across every worker with -w N, and
-// across machines with -r redis://…
+// A chat room for telnet: iodine's raw-protocol example, written as iodine writes it (a listener
+// without `service` is raw). A new connection talks to the login protocol; a good nickname swaps
+// its handler for the chat protocol (`client.handler = …`), which subscribes to the room. Lines go
+// to everyone in the room — across every worker with -w N, and across machines with -r redis://…
 //
 // Run:   bun run iodine -p 3000 examples/telnet-chat.ts      (or: bun examples/telnet-chat.ts)
 // Poke:  telnet localhost 3000   (two of them; type a nickname, then chat; "bye" leaves)
@@ -102,5 +102,5 @@ class Login implements Handler {
   }
 }
 
-Iodine.listen({ service: "raw", handler: () => new Login() });
+Iodine.listen({ handler: () => new Login() });
 await Iodine.start();

@@ -17,6 +17,7 @@ const Echo = defineHandler({
   },
 });
 
-// One handler object serves every connection (it keeps no per-connection state).
-Iodine.listen({ service: "raw", unix: path, handler: Echo });
+// A raw service (no `service` needed); one handler object serves every connection (it keeps no
+// per-connection state).
+Iodine.listen({ unix: path, handler: Echo });
 await Iodine.start();

@@ -1,6 +1,6 @@
 // The app loader of SPEC §3: import() the APP module and normalise its default export —
 // a function, `{ fetch }`, `{ fetch, websocket }` or Bun's `{ port, fetch }` — or accept a
-// module that called `Iodine.listen` itself (script mode).
+// module that called `Iodine.listen`, `Iodine.start` or `Iodine.connect` itself (script mode).
 import { existsSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { CliError } from "./errors.ts";
@@ -45,9 +45,10 @@ function installResolver(): void {
 /**
  * Imports the module. Throws `CliError` naming the file for a missing file, a module that fails
  * to load (syntax error, throwing top level) or a default export iodine cannot serve.
- * `listened()` tells whether the module registered listeners itself (script mode).
+ * `ranAsScript()` tells whether the module used iodine itself (script mode: it called
+ * `Iodine.listen`, `Iodine.start` or `Iodine.connect`).
  */
-export async function loadApp(file: string, listened: () => boolean): Promise<LoadedApp | undefined> {
+export async function loadApp(file: string, ranAsScript: () => boolean): Promise<LoadedApp | undefined> {
   const path = resolve(file);
   if (!existsSync(path)) throw new CliError(`app file not found: ${file}`);
   if (!statSync(path).isFile()) throw new CliError(`app path is not a file: ${file}`);
@@ -60,10 +61,11 @@ export async function loadApp(file: string, listened: () => boolean): Promise<Lo
   }
   const app = normaliseApp(mod.default);
   if (app) return app;
-  if (mod.default === undefined && listened()) return undefined;
+  if (mod.default === undefined && ranAsScript()) return undefined;
   throw new CliError(
     `${file} has no usable export: expected \`export default\` a function (req, server) => Response, ` +
-      `an object with fetch, or { fetch, websocket }; got ${describeExport(mod.default)}`,
+      `an object with fetch, or { fetch, websocket } (or a script calling Iodine.listen, Iodine.connect or Iodine.start); ` +
+      `got ${describeExport(mod.default)}`,
   );
 }
 

@@ -1,24 +1,24 @@
 // The public surface of iodine for Bun: the `Iodine` object and the public types.
 import pkg from "../package.json" with { type: "json" };
-import { connect } from "./client.ts";
+import { connect, type ConnectOptions } from "./client.ts";
 import { defineHandler } from "./handler.ts";
 import { CLUSTER, defaultEngine, PROCESS, setDefaultEngine, type PubSubEngine, type PubSubScope } from "./pubsub/engines.ts";
 import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/index.ts";
 import { RedisEngine } from "./pubsub/redis.ts";
 import { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
-import { addListener, requestStart, role, stopAll } from "./runtime.ts";
+import { addListener, noteScriptUse, requestStart, role, stopAll } from "./runtime.ts";
 import { onState, type StateEvent } from "./state.ts";
 import { run, runAfter, runEvery } from "./timers.ts";
 import { Mustache } from "./mustache.ts";
 import { TLS } from "./tls.ts";
-import type { ListenOptions, Message, SubscribeCallback, SubscribeOptions } from "./types.ts";
+import type { Connection, ListenOptions, Message, SubscribeCallback, SubscribeOptions } from "./types.ts";
 import { upgrade, upgradeKind } from "./upgrade.ts";
 
 /**
  * The iodine API.
  * @example
  * import { Iodine } from "iodine";
- * Iodine.listen({ port: 3000, handler: () => new Response("Hello World!") });
+ * Iodine.listen({ service: "http", port: 3000, handler: () => new Response("Hello World!") });
  * Iodine.start();
  */
 export const Iodine = {
@@ -33,13 +33,17 @@ export const Iodine = {
     return role.isWorker;
   },
   /**
-   * Registers a service: HTTP (the default; several may run on different ports, SPEC §3) or raw
-   * TCP/Unix with `service: "raw"` and a handler per connection (SPEC §4).
+   * Registers a service. As in iodine it is raw TCP/Unix (a handler per connection, SPEC §4) unless
+   * `service: "http"`, a `public` folder or an app object with `fetch` make it HTTP (several may run
+   * on different ports, SPEC §3).
    */
   listen(options: ListenOptions): void {
     addListener(options);
   },
-  /** Starts every registered listener (script mode); under the CLI it starts once the module has loaded. */
+  /**
+   * Starts every registered listener (script mode); under the CLI it starts once the module has loaded.
+   * With no listener the process runs its timers, clients and pub/sub until `Iodine.stop()` or a signal.
+   */
   start(): Promise<void> {
     return requestStart();
   },
@@ -52,7 +56,10 @@ export const Iodine = {
   /** Hands a WebSocket (or SSE) request to a handler; return its result from `fetch`. */
   upgrade,
   /** Opens a client connection (`ws://`, `wss://`, `tcp://`, `tls://`, `unix:`) driven by a handler with the same callbacks. */
-  connect,
+  connect(options: ConnectOptions): Connection {
+    noteScriptUse();
+    return connect(options);
+  },
   /** Subscribes the process: `callback(channel, message)` for each message (SPEC §5). */
   subscribe(channel: string, options: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): void {
     if (typeof options === "function") subscribeProcess(channel, undefined, options);

@@ -54,7 +54,7 @@ export interface MustacheRenderOptions extends MustacheOptions {
  * A Mustache template, parsed once and rendered many times.
  * @example
  * const page = new Iodine.Mustache({ file: "views/index.mustache" });
- * Iodine.listen({ port: 3000, handler: () => new Response(page.render({ title: "Home" }), {
+ * Iodine.listen({ service: "http", port: 3000, handler: () => new Response(page.render({ title: "Home" }), {
  *   headers: { "content-type": "text/html; charset=utf-8" },
  * }) });
  */

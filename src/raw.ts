@@ -1,4 +1,4 @@
-// Raw TCP/Unix connections (SPEC §4): `Iodine.listen({ service: "raw", … })` on Bun.listen and
+// Raw TCP/Unix connections (SPEC §4): `Iodine.listen({ port | unix, handler })` on Bun.listen and
 // `Iodine.connect({ url: "tcp://…" | "unix:/…" })` on Bun.connect, with the handler callbacks and
 // connection object of WebSockets. Bun's socket.write is unbuffered (it may take part of the
 // data); what it does not take waits here, bounded, and goes out on `drain`.
@@ -272,6 +272,8 @@ export function listenRaw(o: {
   const make = handlerMaker(o.handler, "Iodine.listen");
   const mine = new Set<RawConnection>();
   let idle: (() => void) | undefined;
+  /** a fetch function was given as the factory: said once, not per connection */
+  let toldHttp = false;
   const base = socketHandlers();
   const socket: SocketHandler<RawConnection, "uint8array"> = {
     ...base,
@@ -291,6 +293,19 @@ export function listenRaw(o: {
       let c: RawConnection;
       try {
         handler = make();
+        if (handler instanceof Response || handler instanceof Promise) {
+          // A fetch function (`() => new Response(…)`) given without `service: "http"` is raw (SPEC §4).
+          if (!toldHttp) {
+            toldHttp = true;
+            const http = `a listener without "service" is raw: for HTTP write Iodine.listen({ service: "http", handler, … })`;
+            const what = handler instanceof Response
+              ? `a Response, not a connection handler; ${http}`
+              : `a Promise: a factory returns the connection handler itself (${http})`;
+            log.error(`raw listener on ${o.unix ?? `port ${listener.port}`}: the handler returned ${what}`);
+          }
+          s.terminate();
+          return;
+        }
         c = new RawConnection(handler, "Iodine.listen", peer);
       } catch (err) {
         logException(`raw connection ${peer}: the listener's handler factory failed`, err);

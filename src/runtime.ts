@@ -109,6 +109,15 @@ export function addListener(o: ListenOptions): void {
   }
   if (isRaw(o)) {
     handlerMaker(o.handler, "Iodine.listen");
+    if (service === undefined && takesArguments(o.handler)) {
+      // `(req) => Response` without `service`: raw by SPEC §4, so it would be called with no
+      // request once per connection. Say so here rather than on the first connection.
+      throw new TypeError(
+        `Iodine.listen: "handler" is a function of ${o.handler.length} argument(s), as a fetch handler is, but a listener ` +
+          `without "service" is raw and calls its handler with none to make each connection's handler; ` +
+          `for HTTP write Iodine.listen({ service: "http", handler, … })`,
+      );
+    }
     if (o.timeout !== undefined && !(typeof o.timeout === "number" && o.timeout >= 0)) {
       throw new RangeError(`Iodine.listen: "timeout" must be a number of seconds ≥ 0, got "${String(o.timeout)}"`);
     }
@@ -121,24 +130,55 @@ export function addListener(o: ListenOptions): void {
   listeners.push(o);
 }
 
+/**
+ * As in iodine, a listener is raw unless it says otherwise (SPEC §4): `service: "http"`, a
+ * `public` folder, or an app object with `fetch` make it HTTP; a function is a protocol factory.
+ */
 function isRaw(o: ListenOptions): o is RawListenOptions {
-  return o.service === "raw" || o.service === "tcp";
+  if (o.service !== undefined) return o.service === "raw" || o.service === "tcp";
+  if ((o as { public?: unknown }).public !== undefined) return false;
+  const h = o.handler as unknown;
+  return !(typeof h === "object" && h !== null && typeof (h as { fetch?: unknown }).fetch === "function");
+}
+
+/** A plain function (not a class) that declares parameters: a fetch handler, not a factory. */
+function takesArguments(h: unknown): h is (...args: never[]) => unknown {
+  return typeof h === "function" && h.length > 0 && !/^class[\s{]/.test(Function.prototype.toString.call(h));
 }
 
 export function listenerCount(): number {
   return listeners.length;
 }
 
+/** the module called `Iodine.start` or `Iodine.connect` */
+let usedAsScript = false;
+
+/** Noted by `Iodine.connect`: a module that only opens clients is a script too. */
+export function noteScriptUse(): void {
+  usedAsScript = true;
+}
+
+/**
+ * True once the module used iodine as a script does (registered a listener, called `Iodine.start`
+ * or `Iodine.connect`): the CLI then runs it without wanting a default export.
+ */
+export function ranAsScript(): boolean {
+  return listeners.length > 0 || usedAsScript;
+}
+
 /** `Iodine.start()`: under the CLI the CLI starts after the module loaded; in script mode, start now. */
 export function requestStart(): Promise<void> {
+  usedAsScript = true;
   if (cliDriven || state !== "idle") return Promise.resolve();
   return startAll();
 }
 
+/** Holds the event loop open while a process without listeners runs (iodine's client scripts). */
+let keepAlive: ReturnType<typeof setInterval> | undefined;
+
 /** Binds every registered listener and installs the signal handlers. */
 export async function startAll(): Promise<void> {
   if (state !== "idle") return;
-  if (listeners.length === 0) throw new IodineError("ENOLISTEN", "Iodine.start: nothing to serve; call Iodine.listen first");
   state = "running";
   installSignals();
   if (!role.inCluster) {
@@ -153,6 +193,12 @@ export async function startAll(): Promise<void> {
     bound.push(b);
     if (role.inCluster) log.debug(`listening on ${b.where}`);
     else log.info(`listening on ${b.where} (1 worker, 1 thread${b.extra})`);
+  }
+  if (listeners.length === 0) {
+    // Timers, clients and pub/sub run until Iodine.stop() or a signal, as `Iodine.start` does in
+    // iodine's client scripts, even when none of them holds the loop open by itself.
+    keepAlive = setInterval(() => {}, 1 << 30);
+    log.info("running with no listener (timers, clients, pub/sub) until Iodine.stop(), SIGINT or SIGTERM");
   }
   watchIdle();
   await fireState("on_start");
@@ -225,6 +271,8 @@ export async function stopAll(mode: StopMode = "stop"): Promise<void> {
   await fireState("start_shutdown");
   stopIdleWatch();
   stopAllTimers();
+  clearInterval(keepAlive);
+  keepAlive = undefined;
   // Bun's server.stop() does not resolve while WebSockets stay open: tell them, then close them.
   for (const c of [...openConnections]) c.shutdown();
   for (const ws of [...nativeSockets]) ws.close(1001, "server going away");

@@ -290,10 +290,11 @@ async function completeHead(res: Response): Promise<Response> {
 function describe(v: unknown): string {
   if (v === null) return "null";
   if (typeof v === "object") {
-    // `Iodine.listen({ port, handler: () => new Protocol() })` without `service: "raw"` lands here.
+    // A protocol factory given as an HTTP app (`export default () => new Protocol()`, or
+    // `Iodine.listen({ service: "http", handler: () => new Protocol() })`) lands here.
     const o = v as Record<string, unknown>;
     const handler = ["onOpen", "onMessage", "on_open", "on_message"].some((k) => typeof o[k] === "function");
-    const hint = handler ? `: a connection handler; for a raw TCP service use Iodine.listen({ service: "raw", … })` : "";
+    const hint = handler ? `: a connection handler; a raw TCP service is Iodine.listen({ port, handler }) without service "http"` : "";
     return `an object (${v.constructor?.name ?? "Object"})${hint}`;
   }
   return typeof v === "undefined" ? "undefined" : `a ${typeof v}`;

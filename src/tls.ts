@@ -153,7 +153,7 @@ function alpnWire(protocols: readonly string[]): Uint8Array {
  * @example
  * const tls = new Iodine.TLS().useCertificate({ cert: Bun.file("cert.pem"), key: Bun.file("key.pem") });
  * tls.trust(Bun.file("clients-ca.pem")); // only clients with a certificate signed by this CA get in
- * Iodine.listen({ service: "raw", port: 4433, tls, handler: () => new Echo() });
+ * Iodine.listen({ port: 4433, tls, handler: () => new Echo() });
  */
 export class TLS {
   #cert: Pem | undefined;

@@ -30,12 +30,21 @@ export interface TLSOptions {
   passphrase?: string;
 }
 
-/** Options of `Iodine.listen`: an HTTP service (the default) or a raw one (`service: "raw"`). */
+/**
+ * Options of `Iodine.listen`: a raw service (the default, as in iodine) or an HTTP one. A listener
+ * without `service` is raw unless its handler is an app object with `fetch`, or `public` is given
+ * (SPEC §4); a fetch *function* needs `service: "http"`.
+ */
 export type ListenOptions = HttpListenOptions | RawListenOptions;
 
-/** Options of `Iodine.listen` for an HTTP service (SPEC §3). */
-export interface HttpListenOptions {
-  /** @default "http" */
+/**
+ * Options of `Iodine.listen` for an HTTP service (SPEC §3): `service: "http"`, or an app object
+ * with `fetch`, or a `public` folder says so.
+ */
+export type HttpListenOptions = HttpListenFields & ({ service: "http" } | { handler: AppObject } | { public: string });
+
+interface HttpListenFields {
+  /** `"http"`; may be left out when `handler` is an object with `fetch` or `public` is given */
   service?: "http";
   /** TCP port; 0 picks a free one. @default the CLI's port, else 3000 */
   port?: number;
@@ -56,8 +65,8 @@ export type HandlerFactory = (() => Handler | SnakeHandler) | (new () => Handler
 
 /** Options of `Iodine.listen` for a raw service (SPEC §4). */
 export interface RawListenOptions {
-  /** `"raw"` (or iodine's `"tcp"`): bytes in, bytes out, no HTTP. */
-  service: "raw" | "tcp";
+  /** `"raw"` (or iodine's `"tcp"`): bytes in, bytes out, no HTTP. @default "raw" */
+  service?: "raw" | "tcp";
   /** TCP port; 0 picks a free one. @default the CLI's port, else 3000 */
   port?: number;
   /** address to bind. @default all interfaces */

@@ -8,7 +8,7 @@ import { IodineError } from "../src/errors.ts";
 import { publish } from "../src/pubsub/index.ts";
 import { selfSigned } from "../src/tls.ts";
 import type { Connection, Handler, Message } from "../src/types.ts";
-import { fixture, ROOT, runCommand, startCli, type CliProcess } from "./harness.ts";
+import { fixture, ROOT, runCli, runCommand, startCli, startCommand, type CliProcess } from "./harness.ts";
 
 /** A handler that records every callback and queues messages for `next()`. */
 class Recorder implements Handler {
@@ -273,6 +273,40 @@ test("Iodine.stop(): an open client gets onShutdown (it may still write), then a
   expect(r).toEqual({ code: 0, stdout: "open\nshutdown\nclose\n", stderr: "" });
   expect(await closed.promise).toBe(1000);
   expect(said).toEqual(["bye"]);
+});
+
+describe("Iodine.start() with no listener: timers, clients and pub/sub run until Iodine.stop() (iodine's client scripts)", () => {
+  const script = fixture("timers-pubsub-script.ts");
+  const RUNNING = "iodine: running with no listener (timers, clients, pub/sub) until Iodine.stop(), SIGINT or SIGTERM\n";
+  const TICKS = "ticks 1\nticks 2\nticks 3\nstart_shutdown\non_finish\n";
+
+  test("bun script.ts: the lifecycle, three ticks published by runEvery to a subscriber, stopped by the third; exit 0", async () => {
+    const r = await runFixture([script]);
+    expect(r).toEqual({ code: 0, stdout: `pre_start\nenter_child\non_start\nstart returned\n${TICKS}`, stderr: RUNNING });
+  });
+
+  test("under the CLI: the same script runs once the module has loaded; exit 0", async () => {
+    const r = await runCli(["-p", "0", script]);
+    expect(r).toEqual({ code: 0, stdout: `start returned\npre_start\nenter_child\non_start\n${TICKS}`, stderr: RUNNING });
+  });
+
+  test("under the CLI with -w 2: one line says it runs as one process, and it runs once", async () => {
+    const r = await runCli(["-p", "0", "-w", "2", script]);
+    expect(r).toEqual({
+      code: 0,
+      stdout: `start returned\npre_start\nenter_child\non_start\n${TICKS}`,
+      stderr: `iodine: ${script} opens no listener: it runs as one process (--workers and --threads apply to listeners)\n${RUNNING}`,
+    });
+  });
+
+  test("nothing scheduled: the process stays up until SIGTERM, then stops gracefully with exit 0", async () => {
+    await using p = await startCommand([process.execPath, script], { env: { WAIT: "1" }, noListener: true });
+    await p.waitFor(/start returned\n/, 5000, "stdout");
+    expect(p.proc.exitCode).toBeNull();
+    expect(await p.stop("SIGTERM")).toBe(0);
+    expect(p.stdout()).toBe("pre_start\nenter_child\non_start\nstart returned\nstart_shutdown\non_finish\n");
+    expect(p.stderr()).toBe(`${RUNNING}iodine: SIGTERM: stopping gracefully\n`);
+  });
 });
 
 describe("Iodine.connect against the iodine CLI (command-protocol fixture)", () => {

@@ -2,7 +2,8 @@
 import { describe, expect, test } from "bun:test";
 import { brotliDecompressSync } from "node:zlib";
 import { join } from "node:path";
-import { freePort, openStream, startCli, startCommand, tempDir, ROOT } from "./harness.ts";
+import { Iodine } from "../src/index.ts";
+import { freePort, openStream, runCli, runCommand, startCli, startCommand, tempDir, ROOT } from "./harness.ts";
 import { rawClient, type RawClient } from "./raw-client.ts";
 
 const example = (name: string) => join(ROOT, "examples", name);
@@ -134,6 +135,49 @@ describe("examples", () => {
     expect(talker.text()).toContain("Server going away.\r\n");
   });
 
+  test("echo.ts, telnet-chat.ts and unix-echo.ts are written as iodine writes them: no `service` (raw is the default)", async () => {
+    for (const name of ["echo.ts", "telnet-chat.ts", "unix-echo.ts"]) {
+      const listens = (await Bun.file(example(name)).text()).match(/Iodine\.listen\(\{[^}]*\}\)/g);
+      expect(listens?.length).toBe(1);
+      expect(listens![0]).not.toContain("service");
+    }
+  });
+
+  describe("echo-client.ts (a client script: Iodine.connect, Iodine.start, no listener)", () => {
+    const SAID = [
+      `server: Echo server running on iodine for Bun ${Iodine.version}.`,
+      "server: Hello from an iodine client script",
+      "server: Goodbye.",
+      "closed",
+    ].join("\n") + "\n";
+
+    test("bun echo-client.ts: talks to echo.ts, and Iodine.stop() from onClose ends it with exit 0", async () => {
+      await using srv = await startCommand([process.execPath, example("echo.ts")], { env: { PORT: "0" } });
+      const r = await runCommand([process.execPath, example("echo-client.ts")], { env: { ECHO_URL: srv.url } });
+      expect(r).toEqual({
+        code: 0,
+        stdout: SAID,
+        stderr: "iodine: running with no listener (timers, clients, pub/sub) until Iodine.stop(), SIGINT or SIGTERM\n",
+      });
+    });
+
+    test("the same under the CLI, with -w 2 (it runs once, as one process)", async () => {
+      await using srv = await startCli(["-p", "0", example("echo.ts")]);
+      const r = await runCli(["-w", "2", example("echo-client.ts")], { env: { ECHO_URL: srv.url } });
+      expect(r.stdout).toBe(SAID);
+      expect(r.stderr).toContain("echo-client.ts opens no listener: it runs as one process");
+      expect(r.code).toBe(0);
+    });
+
+    test("nothing listening: onClose without onOpen, one log line, exit 1", async () => {
+      const url = `tcp://127.0.0.1:${freePort()}`;
+      const r = await runCommand([process.execPath, example("echo-client.ts")], { env: { ECHO_URL: url } });
+      expect(r.stdout).toBe("closed\n");
+      expect(r.stderr).toContain(`iodine: Iodine.connect: ${url} failed to open`);
+      expect(r.code).toBe(1);
+    });
+  });
+
   test("unix-echo.ts: echo over a Unix socket, the socket file removed on stop", async () => {
     using dir = tempDir();
     const path = join(dir.path, "echo.sock");
@@ -188,6 +232,19 @@ describe("examples", () => {
       expect(await srv.stop("SIGTERM")).toBe(0);
       await ann.closed;
       expect(ann.text()).toEndWith("Server is shutting down... try reconnecting later.\n");
+    });
+
+    test("bun telnet-chat.ts (script mode, as iodine runs it): two raw clients log in and chat", async () => {
+      await using srv = await startCommand([process.execPath, example("telnet-chat.ts")], { env: { PORT: "0" } });
+      expect(srv.url).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
+      await using ann = await login(srv.port, "ann");
+      await using bob = await login(srv.port, "bob");
+      await ann.waitFor("bob joined the chat.\n");
+      ann.write("hi bob\n");
+      await bob.waitFor("ann: hi bob\n");
+      bob.write("hi ann\n");
+      await ann.waitFor("bob: hi ann\n");
+      expect(await srv.stop("SIGTERM")).toBe(0);
     });
 
     test("-w 2: the room spans the workers; an idle chatter gets System: ping", async () => {

@@ -42,6 +42,8 @@ export interface StartOptions {
   group?: boolean;
   /** called with the process as soon as it is spawned (before it listens) */
   onSpawn?: (proc: Subprocess) => void;
+  /** a script with no listener: wait for its `running with no listener` line instead (url and port stay empty) */
+  noListener?: boolean;
 }
 
 function spawnCli(args: string[], o: StartOptions = {}) {
@@ -60,7 +62,7 @@ function spawnCommand(cmd: string[], o: StartOptions) {
   });
 }
 
-/** Starts the CLI and waits for `listening on …`. */
+/** Starts the CLI and waits for `listening on …` (or, with `noListener`, `running with no listener`). */
 export function startCli(args: string[], o: StartOptions = {}): Promise<CliProcess> {
   const proc = spawnCli(args, o);
   o.onSpawn?.(proc);
@@ -128,9 +130,13 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
   let url = "";
   let port = 0;
   try {
-    const m = await waitFor(/listening on ((?:https?|tcp|tls):\/\/[^\s]+|unix:\S+)/, o.timeout ?? 10_000);
-    url = m[1]!.replace("0.0.0.0", "127.0.0.1");
-    port = Number(/:(\d+)$/.exec(url)?.[1] ?? 0);
+    if (o.noListener) {
+      await waitFor(/running with no listener/, o.timeout ?? 10_000);
+    } else {
+      const m = await waitFor(/listening on ((?:https?|tcp|tls):\/\/[^\s]+|unix:\S+)/, o.timeout ?? 10_000);
+      url = m[1]!.replace("0.0.0.0", "127.0.0.1");
+      port = Number(/:(\d+)$/.exec(url)?.[1] ?? 0);
+    }
   } catch (err) {
     proc.kill("SIGKILL");
     await proc.exited;

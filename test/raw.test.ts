@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Iodine, type Connection } from "../src/index.ts";
-import { fixture, startCli, tempDir, type CliProcess } from "./harness.ts";
+import { errorOf, fixture, startCli, tempDir, type CliProcess } from "./harness.ts";
 import { rawClient } from "./raw-client.ts";
 
 const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) * 1024;
@@ -198,10 +198,22 @@ describe("raw clients", () => {
     expect(await got.promise).toMatch(/^hello \d+\nover unix\n$/);
   });
 
-  test("a raw handler factory given to an HTTP listener (no service: \"raw\"): a 500 and a log line saying what to write", async () => {
-    await using srv = await startCli(["-p", "0", fixture("raw-forgot-service.ts")]);
+  test("a fetch function given without service: \"http\" is a raw listener: HTTP clients are dropped, one log line says what to write", async () => {
+    await using srv = await startCli(["-p", "0", "-b", "127.0.0.1", fixture("fetch-without-service.ts")]);
+    expect(srv.url).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
+    const http = srv.url.replace("tcp:", "http:") + "/";
+    for (let i = 0; i < 2; i++) await expect(fetch(http)).rejects.toThrow();
+    const told = /raw listener on port \d+: the handler returned a Response, not a connection handler; a listener without "service" is raw: for HTTP write Iodine\.listen\(\{ service: "http", handler, … \}\)\n/g;
+    await srv.waitFor(told);
+    // Once for the listener, not once per connection.
+    expect(srv.stderr().match(told)).toHaveLength(1);
+  });
+
+  test("a raw handler factory exported as the app is a fetch handler (SPEC §3): a 500 and a log line saying what to write", async () => {
+    await using srv = await startCli(["-p", "0", fixture("factory-as-app.ts")]);
+    expect(srv.url).toStartWith("http://");
     expect((await fetch(srv.url + "/")).status).toBe(500);
-    await srv.waitFor(/the app returned an object \(Protocol\): a connection handler; for a raw TCP service use Iodine\.listen\(\{ service: "raw", … \}\) instead of a Response/);
+    await srv.waitFor(/the app returned an object \(Protocol\): a connection handler; a raw TCP service is Iodine\.listen\(\{ port, handler \}\) without service "http" instead of a Response/);
   });
 
   test("bad URLs and options are refused at the call", () => {
@@ -212,5 +224,10 @@ describe("raw clients", () => {
     expect(() => Iodine.listen({ service: "raw", handler: 42 as never })).toThrow(TypeError);
     expect(() => Iodine.listen({ service: "udp" as never, handler })).toThrow(/"service" must be "http", "raw" or "tcp"/);
     expect(() => Iodine.listen({ service: "raw", handler, timeout: -1 })).toThrow(RangeError);
+    // `(req) => Response` without service: a raw factory would be called with no request.
+    expect(errorOf(() => Iodine.listen({ handler: ((req: Request) => new Response(req.url)) as never }))).toBe(
+      `TypeError: Iodine.listen: "handler" is a function of 1 argument(s), as a fetch handler is, but a listener without "service" ` +
+        `is raw and calls its handler with none to make each connection's handler; for HTTP write Iodine.listen({ service: "http", handler, … })`,
+    );
   });
 });
