@@ -73,14 +73,14 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
       backpressureLimit: OUTGOING_LIMIT,
       closeOnBackpressureLimit: true,
       ...nativeOptions(o.websocket),
-      ...websocketHandlers(o.websocket),
+      ...websocketHandlers(o.websocket, (): Server<unknown> => server),
     },
   };
   const where =
     o.unix !== undefined
       ? { unix: o.unix }
       : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}), ...(o.reusePort ? { reusePort: true } : {}) };
-  const server = Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
+  const server: Server<unknown> = Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
   fetchOf.set(server, fetch);
   attachServer(server, o.websocket !== undefined);
   const own = server.upgrade.bind(server);

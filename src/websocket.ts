@@ -1,10 +1,10 @@
 // WebSocket connections made by `Iodine.upgrade`: Bun's ServerWebSocket behind the connection
 // object, and the Bun `websocket` handlers that route each event either to an iodine connection
 // or to a Bun-native app's own handlers (both can live on one server).
-import type { ServerWebSocket, WebSocketHandler } from "bun";
+import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
 import { BaseConnection, openConnections } from "./connection.ts";
 import { log } from "./log.ts";
-import { bunTopicsMayEnd, watchBunTopics, type NativeTopics } from "./pubsub/index.ts";
+import { bunTopicsMayEnd, watchBunSocket, type NativeTopics } from "./pubsub/index.ts";
 import type { Handler, Message, SnakeHandler, SubscribeOptions } from "./types.ts";
 
 /**
@@ -122,7 +122,7 @@ export const nativeSockets = new Set<ServerWebSocket<unknown>>();
  * The `websocket` option of Bun.serve: iodine's connections carry a WsConnection as `ws.data`;
  * any other socket was upgraded by a Bun-native app and goes to its own handlers.
  */
-export function websocketHandlers(native: WebSocketHandler<unknown> | undefined): WebSocketHandler<unknown> {
+export function websocketHandlers(native: WebSocketHandler<unknown> | undefined, server: () => Server<unknown>): WebSocketHandler<unknown> {
   const limit = native?.backpressureLimit ?? OUTGOING_LIMIT;
   return {
     open(ws) {
@@ -133,7 +133,7 @@ export function websocketHandlers(native: WebSocketHandler<unknown> | undefined)
         c.dispatch("onOpen");
       } else {
         nativeSockets.add(ws);
-        watchBunTopics(ws);
+        watchBunSocket(ws, server());
         native?.open?.(ws);
       }
     },

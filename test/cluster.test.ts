@@ -218,6 +218,28 @@ describe("pub/sub across workers", () => {
     b.ws.close();
   }, 30_000);
 
+  test("a Bun-native socket's ws.publish, publishText and publishBinary reach the other worker: 10,000 exactly once, in order, never the sender", async () => {
+    const srv = await cluster();
+    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/native`);
+    // b's worker learns of the topic when b subscribes; probe until the route is there.
+    for (let i = 0; i < 100 && b.got.length === 0; i++) {
+      a.ws.send(`publish probe ${i}`);
+      await Bun.sleep(20);
+    }
+    await waitUntil(() => b.got.length > 0, 3000, "a probe across workers");
+    await Bun.sleep(100);
+    b.got.length = 0;
+    const N = 10_000;
+    const calls = ["publish", "publishText", "publishBinary"];
+    for (let i = 0; i < N; i++) a.ws.send(`${calls[i % 3]} m${i}`);
+    await b.until(N, 20_000);
+    await Bun.sleep(200);
+    expect(b.got).toEqual(Array.from({ length: N }, (_, i) => `m${i}`));
+    expect(a.got.filter((m) => !m.startsWith("probe"))).toEqual([]);
+    a.ws.close();
+    b.ws.close();
+  }, 40_000);
+
   test("Iodine.subscribe in the master receives what workers publish", async () => {
     const srv = await cluster();
     for (let i = 0; i < 4; i++) {

@@ -86,6 +86,27 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     closeClients();
   }, 30_000);
 
+  test("a Bun-native socket's ws.publish reaches the other cluster through Redis: 2,000 exactly once, in order, never the sender", async () => {
+    const [a1, a2] = await oneOnEach(`${ws(a)}/native`);
+    const b1 = await sub(`${ws(b)}/native`);
+    clients.push(a1.ws, a2.ws);
+    for (let i = 0; i < 200 && (b1.got.length === 0 || a2.got.length === 0); i++) {
+      a1.ws.send(`publish probe ${i}`);
+      await Bun.sleep(20);
+    }
+    await waitUntil(() => b1.got.length > 0 && a2.got.length > 0, 5000, "a probe across clusters");
+    await Bun.sleep(200);
+    for (const c of [a1, a2, b1]) c.got.length = 0;
+    const expected = numbered("w", 2000);
+    for (const m of expected) a1.ws.send(`publish ${m}`);
+    await Promise.all([a2.until(2000, 20_000), b1.until(2000, 20_000)]);
+    await Bun.sleep(300); // a duplicate (an echo delivered twice) would be here by now
+    expect(b1.got).toEqual(expected);
+    expect(a2.got).toEqual(expected);
+    expect(a1.got).toEqual([]);
+    closeClients();
+  }, 30_000);
+
   test("patterns across clusters; a channel and a pattern that both match get one copy each", async () => {
     const exact = await sub(`${ws(a)}/ws?ch=news.sport`);
     const pattern = await sub(`${ws(a)}/ws?ch=news.*&match=redis`);

@@ -93,9 +93,10 @@ export function joinCluster(path: string, name: string, onLinkLost: () => void, 
   };
   setRemote({
     forward(channel: string, message: Message, clusterOnly: boolean) {
-      if (!(wantAll && !clusterOnly) && !wanted(channel)) return;
+      if (!(wantAll && !clusterOnly) && !wanted(channel)) return false;
       link.out.publish(channel, message, clusterOnly);
       link.flushSoon();
+      return true;
     },
     interest(subscribe: boolean, key: string, pattern: boolean) {
       if (link.socket === undefined) return;
@@ -223,7 +224,9 @@ export function driveEngineHere(): () => Promise<void> {
     if (!openEngine(next)) return;
     setRemote({
       forward: (channel, message, clusterOnly) => {
-        if (!clusterOnly) callEngine(next, "publish", () => next.publish(channel, message));
+        if (clusterOnly) return false;
+        callEngine(next, "publish", () => next.publish(channel, message));
+        return true;
       },
       interest: (subscribe, key, pattern) => tellEngine(next, subscribe, key, pattern),
     });
@@ -486,9 +489,10 @@ export class Hub {
   }
 
   /** A publish in the master itself (already delivered to its own subscribers). */
-  #routeLocal(channel: string, message: Message, clusterOnly: boolean): void {
+  #routeLocal(channel: string, message: Message, clusterOnly: boolean): boolean {
     const at = this.#scratch.publish(channel, message, clusterOnly);
     this.#route(this.#self, channel, this.#scratch.take(), at, typeof message !== "string", clusterOnly, message);
+    return true;
   }
 
   #interest(peer: Peer, subscribe: boolean, key: string, pattern: boolean): void {

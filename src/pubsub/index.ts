@@ -49,8 +49,11 @@ const processSubs = new Map<string, Subscription>();
 
 /** How the registry reaches the other processes of a cluster (set by pubsub/engine.ts). */
 export interface Remote {
-  /** a message published in this process (already delivered here); `clusterOnly`: not for an external engine */
-  forward(channel: string, message: Message, clusterOnly: boolean): void;
+  /**
+   * A message published in this process (already delivered here); `clusterOnly`: not for an
+   * external engine. True when it went anywhere (another process wants it, or an engine took it).
+   */
+  forward(channel: string, message: Message, clusterOnly: boolean): boolean;
   /** this process starts or stops wanting a channel (or a pattern) */
   interest(subscribe: boolean, key: string, pattern: boolean): void;
 }
@@ -74,9 +77,26 @@ export function attachServer(server: Server<unknown>, bunApp: boolean): void {
   servers.set(server, { own, bunApp });
   Object.defineProperty(server, "publish", {
     configurable: true,
-    value: (topic: string, data: Message | ArrayBuffer) => (publish(topic, toMessage(data), undefined) ? 1 : 0),
+    value: (topic: string, data: Message | ArrayBuffer | ArrayBufferView) => publishFromApp(topic, data, 0, undefined),
   });
 }
+
+/**
+ * A publish by a Bun-native app (`server.publish`, `ws.publish`, `publishText`, `publishBinary`):
+ * to every subscriber in this process and, as any publish, to the rest of the cluster and Redis
+ * (SPEC §3). `sentHere` is what Bun's own `ws.publish` already sent on `covered`, the sender's
+ * server (Bun leaves the sender out). Returns as Bun does: the bytes sent, or 0 when nobody wants it.
+ */
+function publishFromApp(topic: string, data: Message | ArrayBuffer | ArrayBufferView, sentHere: number, covered: Server<unknown> | undefined): number {
+  const message = toMessage(data);
+  const local = deliverLocal(topic, message, covered);
+  const away = remote !== undefined && remote.forward(topic, message, false);
+  if (sentHere > 0) return sentHere;
+  if (local > 0) return local;
+  return away ? sizeOf(message) : 0;
+}
+
+const sizeOf = (m: Message) => (typeof m === "string" ? Buffer.byteLength(m) : m.byteLength);
 
 export function detachServer(server: Server<unknown>): void {
   servers.delete(server);
@@ -104,20 +124,34 @@ export function publish(channel: string, message: Message, to?: PubSubEngine | P
   return true;
 }
 
-/** Delivers to this process's subscribers only: a local publish, or one that came from another process. */
-export function deliverLocal(channel: string, message: Message): void {
+/**
+ * Delivers to this process's subscribers only: a local publish, or one that came from another
+ * process. `covered`: a server whose topic subscribers Bun's own `ws.publish` already reached.
+ * Returns the bytes Bun sent, or the message's size when a JS subscriber got it, else 0.
+ */
+export function deliverLocal(channel: string, message: Message, covered?: Server<unknown>): number {
+  let sent = 0;
   const natives = nativeSubs.get(channel);
   // A Bun-native app's own sockets (`ws.subscribe`) are not in nativeSubs: ask Bun about them
   // (only where such an app runs: the call is native and shows in a publish-heavy profile).
   for (const [server, { own, bunApp }] of servers) {
-    if (natives !== undefined || (bunApp && server.subscriberCount(channel) > 0)) own(channel, message);
+    if (server === covered) continue;
+    if (natives !== undefined || (bunApp && server.subscriberCount(channel) > 0)) sent = Math.max(sent, own(channel, message));
   }
   if (natives !== undefined) watchOutgoing(channel);
   const subs = exact.get(channel);
-  if (subs !== undefined) for (const s of subs) safely(s, channel, message);
-  if (patterns.size > 0) {
-    for (const p of patterns.values()) if (p.test(channel)) for (const s of p.subs) safely(s, channel, message);
+  if (subs !== undefined) {
+    for (const s of subs) safely(s, channel, message);
+    if (subs.size > 0 && sent <= 0) sent = sizeOf(message);
   }
+  if (patterns.size > 0) {
+    for (const p of patterns.values()) {
+      if (!p.test(channel)) continue;
+      for (const s of p.subs) safely(s, channel, message);
+      if (p.subs.size > 0 && sent <= 0) sent = sizeOf(message);
+    }
+  }
+  return sent;
 }
 
 // --- cluster interest ---
@@ -158,21 +192,47 @@ function announce(told: Set<string>, key: string, wanted: boolean, pattern: bool
   remote!.interest(wanted, key, pattern);
 }
 
+/** The server of each open Bun-native socket, for its `ws.publish` (see watchBunSocket). */
+const serverOf = new WeakMap<object, Server<unknown>>();
+
+/**
+ * A Bun-native app's socket opened on `server`. Its `ws.publish`, `publishText` and
+ * `publishBinary` become iodine publishes (SPEC §3: they reach every worker and Redis, exactly once,
+ * the sender left out as Bun does): ServerWebSocket's methods are wrapped once, on the prototype.
+ */
+export function watchBunSocket(ws: object, server: Server<unknown>): void {
+  serverOf.set(ws, server);
+  const proto = Object.getPrototypeOf(ws) as Record<string, unknown> & { [kPublishing]?: true };
+  if (!proto[kPublishing]) {
+    proto[kPublishing] = true;
+    for (const name of ["publish", "publishText", "publishBinary"] as const) {
+      const own = proto[name] as (this: object, topic: string, data: Message | ArrayBuffer | ArrayBufferView, compress?: boolean) => number;
+      proto[name] = function (this: object, topic: string, data: Message | ArrayBuffer | ArrayBufferView, compress?: boolean) {
+        const sent = own.call(this, topic, data, compress);
+        return publishFromApp(topic, data, sent, serverOf.get(this));
+      };
+    }
+  }
+  watchBunTopics(proto);
+}
+const kPublishing = Symbol("iodine.publishing");
+
 /**
  * A Bun-native app subscribes its sockets itself (`ws.subscribe`), out of iodine's sight. In a
  * cluster, ServerWebSocket's subscribe/unsubscribe are wrapped once (on the prototype, so no cost
  * per socket) to learn its topics; a topic is given up when Bun counts no subscriber for it any more,
  * checked shortly after an unsubscribe or a close.
  */
-export function watchBunTopics(ws: object): void {
+function watchBunTopics(proto: Record<string, unknown> & { [kWatched]?: true }): void {
   if (remote === undefined) return;
-  const proto = Object.getPrototypeOf(ws) as Record<string, unknown> & { [kWatched]?: true };
   if (proto[kWatched]) return;
   proto[kWatched] = true;
   const sub = proto.subscribe as (this: unknown, topic: string) => unknown;
   const unsub = proto.unsubscribe as (this: unknown, topic: string) => unknown;
-  proto.subscribe = function (this: unknown, topic: string) {
+  proto.subscribe = function (this: object, topic: string) {
     const r = sub.call(this, topic);
+    // iodine's own WebSockets share the prototype; their topics are in nativeSubs already.
+    if (!serverOf.has(this)) return r;
     if (typeof topic === "string" && !bunTopics.has(topic)) {
       bunTopics.add(topic);
       touch(topic);
