@@ -34,6 +34,8 @@ interface Worker {
   replacement: boolean;
   ready: Promise<Bound[]>;
   exited: Promise<void>;
+  /** why it could not start, as it reported it before exiting */
+  failure?: string;
 }
 
 /** How long a new worker may take to load the app and listen. */
@@ -81,6 +83,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
       },
       stdio: ["ignore", "inherit", "inherit"],
       ipc(message: WorkerReport) {
+        if (message?.type === "failed") w.failure = message.message;
         if (message?.type !== "ready" || w.state !== "starting") return;
         w.state = "ready";
         markReady(message.bound);
@@ -98,7 +101,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
       clearTimeout(timer);
       workers.delete(w);
       const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${code}`;
-      if (w.state === "starting") fail(new Error(`worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`));
+      if (w.state === "starting") fail(new Error(w.failure ?? `worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`));
       if (stopping || !started || w.state === "retiring") return;
       if (w.state === "starting" && w.replacement) return;
       void fireState("on_child_crush");
@@ -106,7 +109,8 @@ export async function runMaster(o: MasterOptions): Promise<void> {
       const n = quick ? (failures.get(slot) ?? 0) + 1 : 0;
       failures.set(slot, n);
       const delay = n === 0 ? 0 : Math.min(100 * 2 ** (n - 1), MAX_BACKOFF_MS);
-      log.error(`worker ${slot} (pid ${proc.pid}) exited with ${how}; starting a new one${delay ? ` in ${delay} ms` : ""}`);
+      const why = w.failure === undefined ? "" : ` (${w.failure})`;
+      log.error(`worker ${slot} (pid ${proc.pid}) exited with ${how}${why}; starting a new one${delay ? ` in ${delay} ms` : ""}`);
       setTimeout(() => {
         if (stopping) return;
         const again = spawn(slot);
@@ -249,7 +253,7 @@ function alive(pid: number): boolean {
   }
 }
 
-/** A worker could not start when the cluster started: the CLI exits with code 2. */
+/** A worker could not start when the cluster started (the message is its own report): the CLI exits with code 2. */
 export class StartError extends Error {}
 
 /**
