@@ -4,11 +4,11 @@
 import type { CommandDef } from "citty";
 import { existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { defaultAppPath, loadApp } from "./src/app.ts";
-import { CliError } from "./src/errors.ts";
-import { log, setVerbosity } from "./src/log.ts";
+import { CliError, ListenError } from "./src/errors.ts";
+import { getVerbosity, log, setVerbosity } from "./src/log.ts";
 import { cittyArgs, readArgv, readConfigText, type RawOptions } from "./src/options.ts";
 import { enterMaster, runMaster, selfCommand, StartError } from "./src/cluster/master.ts";
-import { enterWorker, isWorkerProcess, startWorker } from "./src/cluster/worker.ts";
+import { enterWorker, isWorkerProcess, reportStartFailure, startWorker } from "./src/cluster/worker.ts";
 import { setDefaultEngine } from "./src/pubsub/engines.ts";
 import { RedisEngine } from "./src/pubsub/redis.ts";
 import { ShardedRedisEngine } from "./src/pubsub/redis-sharded.ts";
@@ -27,7 +27,9 @@ async function main(argv: string[]): Promise<void> {
       meta: { name: "iodine", version: pkg.version, description: "serve a Bun app: HTTP, WebSocket, SSE, pub/sub, static files" },
       args: cittyArgs(),
     };
-    process.stdout.write((await renderUsage(command)) + "\n\nEvery option also takes the -option=value form.\n");
+    const usage = (await renderUsage(command)) + "\n\nEvery option also takes the -option=value form.\n";
+    // citty colours unless NO_COLOR is exactly "1", even into a pipe or a file.
+    process.stdout.write(colours() ? usage : Bun.stripANSI(usage).replace(/[ \t]+$/gm, ""));
     return;
   }
   if (cli.values.get("version") === true) {
@@ -101,6 +103,11 @@ function redisEngine(url: string, ping: number): RedisEngine | ShardedRedisEngin
   return new ShardedRedisEngine(plain, { ping });
 }
 
+/** Colour codes only for a terminal, and not when $NO_COLOR is set to anything (no-color.org) or TERM=dumb. */
+function colours(): boolean {
+  return process.stdout.isTTY === true && !process.env.NO_COLOR && process.env.TERM !== "dumb";
+}
+
 function readConfig(cli: RawOptions): RawOptions | undefined {
   const file = cli.values.get("config");
   if (typeof file !== "string") return undefined;
@@ -113,9 +120,6 @@ function readConfig(cli: RawOptions): RawOptions | undefined {
   const config = readConfigText(text, file);
   if (config.values.has("config")) throw new CliError(`${file}: a config file cannot name another config file`);
   return config;
-}
-
-/***@");
 }
 
 /**
@@ -199,15 +203,19 @@ if (process.env.IODINE_RELAUNCHED === "1") {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  if (err instanceof CliError || err instanceof StartError) {
-    log.error(err.message);
-    process.exit(2);
-  }
-  const e = err as Error & { code?: string };
-  if (e?.code === "EADDRINUSE" || /EADDRINUSE|address already in use/i.test(String(e?.message))) {
-    log.error(`cannot listen: address already in use (${e.message})`);
-    process.exit(2);
-  }
-  log.error(`failed to start: ${e?.stack ?? String(err)}`);
-  process.exit(1);
+  // What the user can fix is one line and exit code 2; anything else is a bug, shown with its stack.
+  const fixable = err instanceof CliError || err instanceof StartError || err instanceof ListenError;
+  const text = fixable ? withStack(err.message, err.cause) : `failed to start: ${(err as Error)?.stack ?? String(err)}`;
+  const code = fixable ? 2 : 1;
+  // A cluster worker tells its master, which says it once for every worker.
+  if (reportStartFailure(text, code)) return;
+  log.error(text);
+  process.exit(code);
 });
+
+/** At -V 5 (debug) the stack of what caused an error follows its line, in the same log entry. */
+function withStack(message: string, cause: unknown): string {
+  if (getVerbosity() < 5 || !(cause instanceof Error)) return message;
+  const frames = (cause.stack ?? "").split("\n").filter((line) => /^\s+at /.test(line));
+  return frames.length === 0 ? message : `${message}\n${frames.join("\n")}`;
+}

@@ -2,7 +2,7 @@
 // a function, `{ fetch }`, `{ fetch, websocket }` or Bun's `{ port, fetch }` — or accept a
 // module that called `Iodine.listen`, `Iodine.start` or `Iodine.connect` itself (script mode).
 import { existsSync, statSync } from "node:fs";
-import { resolve } from "node:path";
+import { relative, resolve } from "node:path";
 import { CliError } from "./errors.ts";
 import type { AppObject, FetchHandler } from "./types.ts";
 
@@ -57,7 +57,7 @@ export async function loadApp(file: string, ranAsScript: () => boolean): Promise
   try {
     mod = await import(path);
   } catch (err) {
-    throw new CliError(`cannot load ${file}: ${oneLine(err)}`, { cause: err });
+    throw new CliError(`cannot load ${file}: ${loadFailure(err, path)}`, { cause: err });
   }
   const app = normaliseApp(mod.default);
   if (app) return app;
@@ -103,14 +103,56 @@ function describeExport(exp: unknown): string {
   return `a ${typeof exp}`;
 }
 
-function oneLine(err: unknown): string {
+// --- load errors ---
+
+/** Bun's own error classes for a syntax error and an import that does not resolve: their names say nothing. */
+const BUN_MESSAGES = new Set(["BuildMessage", "ResolveMessage"]);
+/** iodine's own sources (a frame there is not where the app went wrong) and the compiled executable's. */
+const OWN_SOURCES = [resolve(import.meta.dir) + "/", resolve(import.meta.dir, "..", "cli.ts"), "/$bunfs/"];
+
+/**
+ * One line for what stopped `path` from loading: `Name: message (line L, column C)`, the place in the
+ * app file, or `(at lib/db.ts:3:9)` when it was another file of the app. A syntax error's place comes
+ * from Bun's BuildMessage; a thrown error's from its stack (the first frame outside iodine and node_modules).
+ */
+function loadFailure(err: unknown, path: string): string {
   // A syntax error arrives as an AggregateError of Bun BuildMessages, each with a position.
   const first = err instanceof AggregateError && err.errors.length > 0 ? err.errors[0] : err;
-  if (first instanceof Error || (typeof first === "object" && first !== null && "message" in first)) {
-    const e = first as Error & { position?: { line?: number; column?: number } | null };
-    const at = e.position?.line ? ` (line ${e.position.line}${e.position.column ? `, column ${e.position.column}` : ""})` : "";
-    const name = e.name && e.name !== "Error" && e.name !== "BuildMessage" ? `${e.name}: ` : "";
-    return `${name}${String(e.message).split("\n")[0]}${at}`;
+  if (!(first instanceof Error || (typeof first === "object" && first !== null && "message" in first))) {
+    return firstLine(String(err));
   }
-  return String(err).split("\n")[0] ?? "";
+  const e = first as Error & { position?: { file?: string; line?: number; column?: number } | null };
+  const name = e.name && !BUN_MESSAGES.has(e.name) ? `${e.name}: ` : "";
+  const place = e.position?.line ? { file: e.position.file ?? path, line: e.position.line, column: e.position.column } : throwSite(e.stack);
+  return `${name}${firstLine(String(e.message))}${place ? ` (${describePlace(place, path)})` : ""}`;
+}
+
+interface Place {
+  file: string;
+  line: number;
+  column?: number;
+}
+
+/** The first frame of a stack in the app's code: not iodine's, not a package's, not native. */
+function throwSite(stack: string | undefined): Place | undefined {
+  for (const line of (stack ?? "").split("\n")) {
+    // `    at fn (/abs/file.ts:2:13)` or `    at /abs/file.ts:2:13`
+    const m = /^\s+at (?:.*? \()?(\/.+?):(\d+):(\d+)\)?$/.exec(line);
+    if (m === null) continue;
+    const file = m[1]!;
+    if (OWN_SOURCES.some((own) => file === own || file.startsWith(own)) || file.includes("/node_modules/")) continue;
+    return { file, line: Number(m[2]), column: Number(m[3]) };
+  }
+  return undefined;
+}
+
+function describePlace(p: Place, appPath: string): string {
+  if (p.file === appPath) return `line ${p.line}${p.column ? `, column ${p.column}` : ""}`;
+  const rel = relative(process.cwd(), p.file);
+  const shown = rel.startsWith("..") ? p.file : rel;
+  return `at ${shown}:${p.line}${p.column ? `:${p.column}` : ""}`;
+}
+
+function firstLine(text: string): string {
+  return text.split("\n")[0] ?? "";
 }

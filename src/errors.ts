@@ -11,6 +11,17 @@ export class IodineError extends Error {
   }
 }
 
+/**
+ * A listener could not bind its address (not an address of this host, a hostname that does not
+ * resolve, a port in use): `Iodine.start()` rejects with it; the CLI exits with code 2.
+ */
+export class ListenError extends IodineError {
+  override name = "ListenError";
+  constructor(message: string, options?: ErrorOptions) {
+    super("ELISTEN", message, options);
+  }
+}
+
 /** A bad command line, environment value or app module: one line on stderr, exit code 2. */
 export class CliError extends Error {
   override name = "CliError";

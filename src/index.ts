@@ -142,4 +142,4 @@ export type { TLS } from "./tls.ts";
 export type { Mustache, MustacheOptions, MustacheRenderOptions } from "./mustache.ts";
 export type { RawConnection } from "./raw.ts";
 // Errors.
-export { IodineError } from "./errors.ts";
+export { IodineError, ListenError } from "./errors.ts";

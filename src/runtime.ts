@@ -2,6 +2,7 @@
 // graceful stop on SIGINT/SIGTERM (in-flight requests finish, the access log is flushed).
 import type { Server } from "bun";
 import { unlinkSync, existsSync, lstatSync } from "node:fs";
+import { bindOrExplain, probeFreePort, type Address } from "./bind.ts";
 import { IodineError } from "./errors.ts";
 import { flushAccessLog, log, logException } from "./log.ts";
 import { normaliseApp } from "./app.ts";
@@ -214,6 +215,16 @@ function address(i: number, o: ListenOptions, app?: { port?: number; hostname?: 
   return { unix, port, hostname, host };
 }
 
+/** The address for a bind error: `tcp` is the URL the start-up line shows for a TCP listener. */
+function bindAddress(a: Omit<Address, "where">, tcp: string): Address {
+  return { ...a, where: a.unix !== undefined ? `unix:${a.unix}` : tcp };
+}
+
+/** The first worker of a cluster makes sure no one else holds the port it is about to share (reusePort). */
+async function probeIfFirst(i: number, a: Address): Promise<void> {
+  if (role.inCluster && role.ports[i] === undefined) await probeFreePort(a);
+}
+
 /** A TLS object without a certificate gets a self-signed one (as `--tls` does). */
 async function readyTls(tls: TLS | TLSOptions | undefined): Promise<TLS | TLSOptions | undefined> {
   if (tls instanceof TLS) await tls.ensureCertificate();
@@ -225,22 +236,26 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
   const { unix, port, hostname, host } = address(i, o, app);
   const www = o.public ?? config.www;
   const tls = await readyTls(o.tls ?? config.tls);
+  const at = bindAddress({ unix, port, hostname }, `${tls ? "https" : "http"}://${host}:${port}`);
+  await probeIfFirst(i, at);
   if (config.warmup) await warmup(app.fetch);
-  const server = serveHttp({
-    fetch: app.fetch,
-    ...(app.websocket ? { websocket: app.websocket } : {}),
-    port,
-    ...(hostname !== undefined ? { hostname } : {}),
-    ...(unix !== undefined ? { unix } : {}),
-    ...(www !== undefined ? { www } : {}),
-    ...(tls !== undefined ? { tls: serverTls(tls) } : {}),
-    verbose: config.verbose,
-    keepAlive: config.keepAlive,
-    maxBody: config.maxBody,
-    ping: config.ping,
-    maxMsg: config.maxMsg,
-    reusePort: role.inCluster,
-  });
+  const server = await bindOrExplain(at, () =>
+    serveHttp({
+      fetch: app.fetch,
+      ...(app.websocket ? { websocket: app.websocket } : {}),
+      port,
+      ...(hostname !== undefined ? { hostname } : {}),
+      ...(unix !== undefined ? { unix } : {}),
+      ...(www !== undefined ? { www } : {}),
+      ...(tls !== undefined ? { tls: serverTls(tls) } : {}),
+      verbose: config.verbose,
+      keepAlive: config.keepAlive,
+      maxBody: config.maxBody,
+      ping: config.ping,
+      maxMsg: config.maxMsg,
+      reusePort: role.inCluster,
+    }),
+  );
   servers.push(server);
   if (unix !== undefined) unixPaths.push(unix);
   const where = unix !== undefined ? `unix:${unix}` : `${tls ? "https" : "http"}://${host}:${server.port}`;
@@ -250,7 +265,11 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
 async function startRaw(i: number, o: RawListenOptions): Promise<Bound & { extra: string }> {
   const { unix, port, hostname, host } = address(i, o);
   const tls = await readyTls(o.tls);
-  const listener = listenRaw({ port, hostname, unix, handler: o.handler, tls, timeout: o.timeout ?? 0, reusePort: role.inCluster });
+  const at = bindAddress({ unix, port, hostname }, `${tls ? "tls" : "tcp"}://${host}:${port}`);
+  await probeIfFirst(i, at);
+  const listener = await bindOrExplain(at, () =>
+    listenRaw({ port, hostname, unix, handler: o.handler, tls, timeout: o.timeout ?? 0, reusePort: role.inCluster }),
+  );
   rawListeners.push(listener);
   if (unix !== undefined) unixPaths.push(unix);
   const where = unix !== undefined ? `unix:${unix}` : `${tls ? "tls" : "tcp"}://${host}:${listener.port}`;

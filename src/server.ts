@@ -76,10 +76,12 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
       ...websocketHandlers(o.websocket, (): Server<unknown> => server),
     },
   };
+  // reusePort is always given: with `development: false` and no reusePort, Bun 1.4.5 sets
+  // SO_REUSEPORT, and a server on a port already in use binds beside its holder instead of failing.
   const where =
     o.unix !== undefined
       ? { unix: o.unix }
-      : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}), ...(o.reusePort ? { reusePort: true } : {}) };
+      : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}), reusePort: o.reusePort === true };
   const server: Server<unknown> = Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
   fetchOf.set(server, fetch);
   attachServer(server, o.websocket !== undefined);

@@ -2,6 +2,7 @@
 // Each bad value becomes a one-line `CliError` naming the option and what it received.
 import { availableParallelism } from "node:os";
 import { CliError } from "./errors.ts";
+import { redactUrl, redisUrlProblem } from "./pubsub/redis-url.ts";
 import type { RawOptions } from "./options.ts";
 
 const KiB = 1024;
@@ -101,8 +102,10 @@ export function resolveSettings(cli: RawOptions, config: RawOptions | undefined,
   const redisSrc = fromEnv("redis", ["REDIS_URL", "IODINE_REDIS_URL"]);
   const redis = redisSrc?.value;
   if (redisSrc && !/^rediss?:\/\//.test(redisSrc.value)) {
-    throw new CliError(`${redisSrc.source} must be a redis:// or rediss:// URL, got "${redisSrc.value}"`);
+    throw new CliError(`${redisSrc.source} must be a redis:// or rediss:// URL, got "${redactUrl(redisSrc.value)}"`);
   }
+  const redisProblem = redisSrc && redisUrlProblem(redisSrc.value);
+  if (redisSrc && redisProblem) throw new CliError(`${redisSrc.source} ${redisProblem}`);
 
   const keepAlive = optInt("keep-alive", 0, 255, DEFAULTS.keepAlive);
   const ping = optInt("ping", 1, 960, DEFAULTS.ping);

@@ -102,18 +102,23 @@ export function tlsFromFiles(certFile: string, keyFile: string, passphrase?: str
   // Bun would fail later, in Bun.serve, with an OpenSSL code and a stack: check the pair here.
   // node:crypto is required only on this path: it costs about 5 ms of every start-up otherwise.
   const { createPrivateKey, X509Certificate } = require("node:crypto") as typeof import("node:crypto");
+  let privateKey: import("node:crypto").KeyObject;
   try {
-    createPrivateKey(passphrase === undefined ? key : { key, passphrase });
+    privateKey = createPrivateKey(passphrase === undefined ? key : { key, passphrase });
   } catch (err) {
     const why = /decrypt|passphrase|password/i.test(String((err as Error).message))
       ? passphrase === undefined ? "it is encrypted: give --tls-pass" : "wrong --tls-pass"
       : (err as Error).message;
     throw new CliError(`cannot use the TLS key "${keyFile}": ${why}`);
   }
+  let x509: import("node:crypto").X509Certificate;
   try {
-    new X509Certificate(cert);
+    x509 = new X509Certificate(cert);
   } catch (err) {
     throw new CliError(`cannot use the TLS certificate "${certFile}": ${(err as Error).message}`);
+  }
+  if (!x509.checkPrivateKey(privateKey)) {
+    throw new CliError(`the TLS key "${keyFile}" is not the key of the certificate "${certFile}"`);
   }
   return passphrase === undefined ? { cert, key } : { cert, key, passphrase };
 }

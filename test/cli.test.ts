@@ -5,6 +5,7 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { OPTIONS, readArgv, readConfigText } from "../src/options.ts";
 import { resolveCount, resolveSettings, type Settings } from "../src/settings.ts";
+import { selfSigned } from "../src/tls.ts";
 import { fixture, runCli, startCli, tempDir } from "./harness.ts";
 
 const settingsOf = (argv: string[], env: Record<string, string> = {}, cores = 8): Settings =>
@@ -42,6 +43,8 @@ describe("option parsing", () => {
     [["--verbose=false"], "verbose", false],
     [["-r", "redis://127.0.0.1:6379"], "redis", "redis://127.0.0.1:6379"],
     [["-redis", "rediss://h:1"], "redis", "rediss://h:1"],
+    [["-r", "redis://h/0?sharded"], "redis", "redis://h/0?sharded"],
+    [["-r", "rediss://u:p@[::1]:6380/"], "redis", "rediss://u:p@[::1]:6380/"],
     [["-rp", "60"], "redisPing", 60],
     [["--redis-ping", "61"], "redisPing", 61],
     [["-k", "5"], "keepAlive", 5],
@@ -143,6 +146,12 @@ describe("option parsing", () => {
     [["-rp", "0"], {}, "--redis-ping must be an integer"],
     [["-r", "http://x"], {}, "--redis must be a redis:// or rediss:// URL"],
     [[], { REDIS_URL: "localhost:6379" }, "$REDIS_URL must be a redis:// or rediss:// URL"],
+    [["-r", "redis://localhost:notaport"], {}, '--redis needs a port 1–65535, got "notaport" in "redis://localhost:notaport"'],
+    [["-r", "redis://u:secret@h:0"], {}, '--redis needs a port 1–65535, got "0" in "redis://u:***@h:0"'],
+    [["-r", "redis://:6379"], {}, '--redis needs a host (redis://host:6379), got "redis://:6379"'],
+    [["-r", "redis://h:6379/3"], {}, '--redis names a database ("/3"), which Redis pub/sub ignores'],
+    [["-r", "redis://h:6379?db=1&sharded"], {}, '--redis names a database ("db=1")'],
+    [[], { IODINE_REDIS_URL: "redis://h:6379/abc" }, '$IODINE_REDIS_URL names a database ("/abc")'],
     [["--tls-cert", "c.pem"], {}, 'option "--tls-cert" needs "--tls-key" too'],
     [["--tls-key", "k.pem"], {}, 'option "--tls-key" needs "--tls-cert" too'],
     [["--tls=maybe"], {}, 'option "--tls" takes no value, got "maybe"'],
@@ -202,6 +211,16 @@ describe("the CLI process", () => {
     });
   }
 
+  test("--help has no colour codes into a pipe, whatever the environment (citty's test is NO_COLOR=1 only)", async () => {
+    for (const NO_COLOR of [undefined, "true"]) {
+      const r = await runCli(["--help"], { env: { NO_COLOR, CI: undefined, TEST: undefined, TERM: "xterm-256color" } });
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain("USAGE iodine [OPTIONS] [APP]\n");
+      expect(r.stdout).not.toContain("\x1b");
+      expect(r.stdout).not.toMatch(/[ \t]$/m);
+    }
+  });
+
   test("exit 2 naming the file and line for a syntax error in the app", async () => {
     using dir = tempDir();
     const file = join(dir.path, "broken.ts");
@@ -212,13 +231,127 @@ describe("the CLI process", () => {
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
   });
 
-  test("exit 2 for an app whose top level throws", async () => {
+  test("exit 2 for an app whose top level throws: the error's name, message, line and column", async () => {
     using dir = tempDir();
     const file = join(dir.path, "throws.ts");
-    writeFileSync(file, "throw new Error('database unreachable');\nexport default () => new Response('x');\n");
+    writeFileSync(file, "const url = process.env.NO_SUCH_URL;\nif (!url) throw new Error('database unreachable');\nexport default () => new Response('x');\n");
     const r = await runCli(["-p", "0", file]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe(`iodine: cannot load ${file}: database unreachable\n`);
+    expect(r.stderr).toBe(`iodine: cannot load ${file}: Error: database unreachable (line 2, column 21)\n`);
+    // The same in a cluster: the master loads the app first and says it once.
+    const c = await runCli(["-w", "2", "-p", "0", file]);
+    expect(c.code).toBe(2);
+    expect(c.stderr).toBe(`iodine: cannot load ${file}: Error: database unreachable (line 2, column 21)\n`);
+  });
+
+  test("a throw in a file the app imports is placed in that file; iodine's own frames are skipped", async () => {
+    using dir = tempDir();
+    writeFileSync(join(dir.path, "config.ts"), "export function need(name: string): string {\n  throw new TypeError(`${name} is not set`);\n}\n");
+    writeFileSync(join(dir.path, "app.ts"), "import { need } from './config.ts';\nneed('SECRET');\nexport default () => new Response('x');\n");
+    writeFileSync(join(dir.path, "listen.ts"), "import { Iodine } from 'iodine';\n\nIodine.listen({ port: 'abc' as never, handler: () => new Response('x') });\n");
+    const r = await runCli(["-p", "0", "app.ts"], { cwd: dir.path });
+    expect(r.stderr).toBe("iodine: cannot load app.ts: TypeError: SECRET is not set (at config.ts:2:13)\n");
+    expect(r.code).toBe(2);
+    const l = await runCli(["-p", "0", "listen.ts"], { cwd: dir.path });
+    expect(l.stderr).toBe(`iodine: cannot load listen.ts: RangeError: Iodine.listen: "port" must be an integer 0–65535, got "abc" (line 3, column 8)\n`);
+  });
+
+  test("-V 5 adds the stack to the load error, in the same entry", async () => {
+    using dir = tempDir();
+    writeFileSync(join(dir.path, "config.ts"), "export function need(name: string): string {\n  throw new TypeError(`${name} is not set`);\n}\n");
+    writeFileSync(join(dir.path, "app.ts"), "import { need } from './config.ts';\nneed('SECRET');\nexport default () => new Response('x');\n");
+    const r = await runCli(["-V", "5", "-p", "0", "app.ts"], { cwd: dir.path });
+    expect(r.code).toBe(2);
+    expect(r.stderr.split("\n")).toEqual([
+      "iodine: cannot load app.ts: TypeError: SECRET is not set (at config.ts:2:13)",
+      `    at need (${join(dir.path, "config.ts")}:2:13)`,
+      `    at ${join(dir.path, "app.ts")}:2:1`,
+      "",
+    ]);
+  });
+
+  test("a syntax error in a file the app imports names that file", async () => {
+    using dir = tempDir();
+    writeFileSync(join(dir.path, "broken.ts"), "export const x = {\n  oops oops\n};\n");
+    writeFileSync(join(dir.path, "app.ts"), "import { x } from './broken.ts';\nexport default () => new Response(String(x));\n");
+    const r = await runCli(["-p", "0", "app.ts"], { cwd: dir.path });
+    expect(r.stderr).toBe('iodine: cannot load app.ts: Expected "}" but found "oops" (at broken.ts:2:8)\n');
+    expect(r.code).toBe(2);
+  });
+
+  test("-w 2: an app that throws only in the workers is one line from the master, not one per worker", async () => {
+    using dir = tempDir();
+    writeFileSync(join(dir.path, "app.ts"), "import { Iodine } from 'iodine';\nif (Iodine.isWorker) throw new Error('no pool in workers');\nexport default () => new Response('x');\n");
+    const r = await runCli(["-w", "2", "-p", "0", "app.ts"], { cwd: dir.path });
+    expect(r.stderr).toBe("iodine: cannot load app.ts: Error: no pool in workers (line 2, column 32)\n");
+    expect(r.code).toBe(2);
+  });
+
+  describe("values judged by trying them: one line, exit 2, in one process and in a cluster", () => {
+    const app = fixture("function-app.ts");
+    const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+    // The resolver's code for a name that does not resolve (ENOTFOUND here) may differ elsewhere.
+    const unresolved = (host: string, where: string) =>
+      new RegExp(`^iodine: cannot listen on ${escape(where)}: "${escape(host)}" is neither an IP address nor a hostname that resolves \\([A-Z_]+\\)\\n$`);
+    const exact = (line: string) => new RegExp(`^${escape(line)}\\n$`);
+    const cases: [string, string[], Record<string, string | undefined>, RegExp][] = [];
+    for (const mode of [[], ["-w", "2"], ["-t", "2"]]) {
+      const m = mode.join(" ");
+      cases.push(
+        [`${m} -b 999.1.1.1 (not an IP address)`, [...mode, "-b", "999.1.1.1", "-p", "0", app], {}, unresolved("999.1.1.1", "http://999.1.1.1:0")],
+        [`${m} -b a name that does not resolve`, [...mode, "-b", "no-such-host.invalid", "-p", "0", app], {}, unresolved("no-such-host.invalid", "http://no-such-host.invalid:0")],
+        // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never an address of this host.
+        [`${m} -b an address not on this host`, [...mode, "-b", "192.0.2.1", "-p", "0", app], {}, exact("iodine: cannot listen on http://192.0.2.1:0: 192.0.2.1 is not an address of this host (EADDRNOTAVAIL)")],
+      );
+    }
+    cases.push(
+      ["-b a socket in a missing folder", ["-b", "/no/such/dir/x.sock", app], {}, exact("iodine: cannot listen on unix:/no/such/dir/x.sock: the folder /no/such/dir does not exist (ENOENT)")],
+      ["-r with a port that is not a number", ["-r", "redis://localhost:notaport", "-p", "0", app], {}, exact('iodine: --redis needs a port 1–65535, got "notaport" in "redis://localhost:notaport"')],
+      ["-w 2 -r with a port that is not a number", ["-w", "2", "-r", "redis://localhost:notaport", "-p", "0", app], {}, exact('iodine: --redis needs a port 1–65535, got "notaport" in "redis://localhost:notaport"')],
+      ["-r with a database name", ["-r", "redis://localhost:6379/abc", "-p", "0", app], {}, exact('iodine: --redis names a database ("/abc"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://localhost:6379/abc"')],
+      ["-r with a database number, ?sharded", ["-r", "redis://localhost:7000/3?sharded", "-p", "0", app], {}, exact('iodine: --redis names a database ("/3"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://localhost:7000/3?sharded"')],
+      ["$REDIS_URL with a database number", ["-p", "0", app], { REDIS_URL: "redis://localhost:6379/3" }, exact('iodine: $REDIS_URL names a database ("/3"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://localhost:6379/3"')],
+      ["$IODINE_REDIS_URL with a bad port, its password hidden", ["-p", "0", app], { IODINE_REDIS_URL: "redis://:pw@localhost:x" }, exact('iodine: $IODINE_REDIS_URL needs a port 1–65535, got "x" in "redis://:***@localhost:x"')],
+    );
+    for (const [what, args, env, pattern] of cases) {
+      test(what, async () => {
+        const r = await runCli(args, { env, timeout: 5000 });
+        expect(r.stderr).toMatch(pattern);
+        expect(r.stderr).not.toContain("    at ");
+        expect(r.code).toBe(2);
+      });
+    }
+
+    test("a port in use, also by a listener that shares it (SO_REUSEPORT)", async () => {
+      // reusePort: a holder Linux lets any other SO_REUSEPORT socket of this user bind beside.
+      await using held = Bun.serve({ hostname: "127.0.0.1", port: 0, reusePort: true, fetch: () => new Response("held") });
+      const line = `iodine: cannot listen on http://127.0.0.1:${held.port}: port ${held.port} is already in use (EADDRINUSE)\n`;
+      for (const mode of [[], ["-w", "2"], ["-t", "2"]]) {
+        const r = await runCli([...mode, "-b", "127.0.0.1", "-p", String(held.port), app], { timeout: 5000 });
+        expect([mode.join(" "), r.stderr]).toEqual([mode.join(" "), line]);
+        expect(r.code).toBe(2);
+      }
+      const raw = await runCli(["-p", String(held.port), fixture("raw-app.ts")], { timeout: 5000 });
+      expect(raw.stderr).toBe(`iodine: cannot listen on tcp://127.0.0.1:${held.port}: port ${held.port} is already in use (EADDRINUSE)\n`);
+      expect(raw.code).toBe(2);
+    });
+
+    test("a port held by another iodine", async () => {
+      await using first = await startCli(["-b", "127.0.0.1", "-p", "0", app]);
+      const r = await runCli(["-b", "127.0.0.1", "-p", String(first.port), app], { timeout: 5000 });
+      expect(r.stderr).toBe(`iodine: cannot listen on http://127.0.0.1:${first.port}: port ${first.port} is already in use (EADDRINUSE)\n`);
+      expect(r.code).toBe(2);
+    });
+
+    test("a TLS key that is not the certificate's", async () => {
+      using dir = tempDir();
+      const [a, b] = [await selfSigned(), await selfSigned()];
+      writeFileSync(join(dir.path, "cert.pem"), a.cert);
+      writeFileSync(join(dir.path, "other.key"), b.key);
+      const r = await runCli(["--tls-cert", "cert.pem", "--tls-key", "other.key", "-p", "0", app], { cwd: dir.path, timeout: 5000 });
+      expect(r.stderr).toBe('iodine: the TLS key "other.key" is not the key of the certificate "cert.pem"\n');
+      expect(r.code).toBe(2);
+    });
   });
 
   test("-V 0 silences even errors; the exit code still tells", async () => {

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import IORedis from "ioredis";
 import { Iodine } from "../src/index.ts";
-import { fixture, freePort, runCommand, startCli, type CliProcess } from "./harness.ts";
+import { errorOf, fixture, freePort, runCommand, startCli, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis, type RedisServer } from "./redis-server.ts";
 import { clientSet, linked, oneOnEach, waitUntil } from "./ws-clients.ts";
 
@@ -385,6 +385,16 @@ describe("the engine API", () => {
   test("bad URLs, bad engines and bad scopes are refused with a TypeError", () => {
     expect(() => new Iodine.PubSub.Redis("http://localhost:6379")).toThrow(/must start with redis:\/\/ or rediss:\/\//);
     expect(() => new Iodine.PubSub.Redis("redis://localhost", { ping: 0 })).toThrow(TypeError);
+    // Checked before ioredis sees them: it would throw "Invalid URL" from open(), or SELECT a database pub/sub ignores.
+    expect(errorOf(() => new Iodine.PubSub.Redis("redis://localhost:notaport"))).toBe(
+      'TypeError: Iodine.PubSub.Redis: the URL needs a port 1–65535, got "notaport" in "redis://localhost:notaport"',
+    );
+    expect(errorOf(() => new Iodine.PubSub.RedisSharded("redis://node-1:7000/2"))).toBe(
+      'TypeError: ShardedRedisEngine: the URL names a database ("/2"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://node-1:7000/2"',
+    );
+    for (const ok of ["redis://localhost", "redis://h:6379/", "redis://h:6379/0", "rediss://u:p@[::1]:6380"]) {
+      expect(new Iodine.PubSub.Redis(ok).url).toBe(ok);
+    }
     const before = Iodine.PubSub.default;
     expect(before).toBe(Iodine.PubSub.CLUSTER);
     expect(() => (Iodine.PubSub.default = {} as never)).toThrow(/subscribe, psubscribe, unsubscribe and publish/);

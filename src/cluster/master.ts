@@ -40,6 +40,8 @@ interface Worker {
   timedOut: boolean;
   ready: Promise<Bound[]>;
   exited: Promise<void>;
+  /** why it could not start, as it reported it before exiting */
+  failure?: string;
 }
 
 /** How long a new worker may take to load the app and listen. */
@@ -89,6 +91,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
       },
       stdio: ["ignore", "inherit", "inherit"],
       ipc(message: WorkerReport) {
+        if (message?.type === "failed") w.failure = message.message;
         if (message?.type !== "ready" || w.state !== "starting") return;
         w.state = "ready";
         markReady(message.bound);
@@ -108,7 +111,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
       clearTimeout(timer);
       workers.delete(w);
       const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${code}`;
-      if (w.state === "starting") fail(new Error(`worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`));
+      if (w.state === "starting") fail(new Error(w.failure ?? `worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`));
       if (stopping || w.state === "retiring") return;
       // Until it listens, the start or the hot restart that made it answers for it.
       if (w.state === "starting" && w.origin !== "respawn") return;
@@ -117,7 +120,8 @@ export async function runMaster(o: MasterOptions): Promise<void> {
       const n = quick ? (failures.get(slot) ?? 0) + 1 : 0;
       failures.set(slot, n);
       const delay = n === 0 ? 0 : Math.min(100 * 2 ** (n - 1), MAX_BACKOFF_MS);
-      log.error(`worker ${slot} (pid ${proc.pid}) exited with ${how}; starting a new one${delay ? ` in ${delay} ms` : ""}`);
+      const why = w.failure === undefined ? "" : ` (${w.failure})`;
+      log.error(`worker ${slot} (pid ${proc.pid}) exited with ${how}${why}; starting a new one${delay ? ` in ${delay} ms` : ""}`);
       setTimeout(() => {
         if (stopping) return;
         const again = spawn(slot, "respawn");
@@ -279,7 +283,7 @@ function alive(pid: number): boolean {
   }
 }
 
-/** A worker could not start when the cluster started: the CLI exits with code 2. */
+/** A worker could not start when the cluster started (the message is its own report): the CLI exits with code 2. */
 export class StartError extends Error {}
 
 /**

@@ -18,13 +18,30 @@ export const WORKER_ENV = {
   thread: "IODINE_THREAD",
 } as const;
 
-/** The IPC messages a worker sends its master (and a thread its worker, by postMessage). */
-export type WorkerReport = { type: "ready"; bound: Bound[] } | { type: "stopped" };
+/**
+ * The IPC messages a worker sends its master (and a thread its worker, by postMessage). "failed": the
+ * worker could not start (its app did not load, a listener could not bind); the one line saying why.
+ */
+export type WorkerReport = { type: "ready"; bound: Bound[] } | { type: "stopped" } | { type: "failed"; message: string };
 /** What the master tells a worker over IPC: a hot restart's replacement listens; hand over and exit. */
 export type MasterOrder = { type: "handover" };
 
 export function isWorkerProcess(env: NodeJS.ProcessEnv = process.env): boolean {
   return env[WORKER_ENV.role] === "worker";
+}
+
+/**
+ * A worker that cannot start tells its master why and exits with `exitCode`: the master says it once
+ * for the cluster, instead of a line from every worker and one more of its own. False where no master
+ * listens (not a worker process, or one of a worker's extra threads).
+ */
+export function reportStartFailure(message: string, exitCode: number): boolean {
+  if (!isWorkerProcess() || process.env[WORKER_ENV.thread] !== undefined || process.send === undefined) return false;
+  const exit = () => process.exit(exitCode);
+  // The exit waits for the message to be written: a process that exits at once may lose it.
+  setTimeout(exit, 1000);
+  process.send({ type: "failed", message } satisfies WorkerReport, undefined, undefined, exit);
+  return true;
 }
 
 /**

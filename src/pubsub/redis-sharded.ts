@@ -33,7 +33,8 @@ import { CLUSTER, defaultEngine, type PubSubEngine } from "./engines.ts";
 import { EchoLog, type Sent } from "./echoes.ts";
 import { ioredis } from "./ioredis.ts";
 import { publish } from "./index.ts";
-import { MAX_WAITING_BYTES, redactUrl, type RedisEngineOptions } from "./redis.ts";
+import { MAX_WAITING_BYTES, type RedisEngineOptions } from "./redis.ts";
+import { redactUrl, redisUrlProblem } from "./redis-url.ts";
 
 /**
  * Publishes waiting for an answer past which publishes stay in the cluster: fewer than the classic
@@ -94,6 +95,8 @@ export class ShardedRedisEngine implements PubSubEngine {
     if (parsed === undefined) {
       throw new TypeError(`ShardedRedisEngine: the URL must be redis://host:port or rediss://host:port, got ${JSON.stringify(url)}`);
     }
+    const problem = redisUrlProblem(url);
+    if (problem !== undefined) throw new TypeError(`ShardedRedisEngine: the URL ${problem}`);
     this.url = url;
     this.#ping = options.ping ?? 300;
     if (!(this.#ping > 0)) throw new TypeError(`ShardedRedisEngine: "ping" must be a positive number of seconds`);

@@ -30,6 +30,7 @@ import { CLUSTER, defaultEngine, PUBLISH_BYTES, type BytesEngine } from "./engin
 import { publish } from "./index.ts";
 import { ioredis } from "./ioredis.ts";
 import { compileGlob } from "./match.ts";
+import { redactUrl, redisUrlProblem } from "./redis-url.ts";
 
 /** Options of `new Iodine.PubSub.Redis(url, options)`. */
 export interface RedisEngineOptions {
@@ -104,6 +105,8 @@ export class RedisEngine implements BytesEngine {
     if (typeof url !== "string" || !/^rediss?:\/\//.test(url)) {
       throw new TypeError(`Iodine.PubSub.Redis: the URL must start with redis:// or rediss://, got ${JSON.stringify(url)}`);
     }
+    const problem = redisUrlProblem(url);
+    if (problem !== undefined) throw new TypeError(`Iodine.PubSub.Redis: the URL ${problem}`);
     this.url = url;
     this.#ping = options.ping ?? 300;
     if (!(this.#ping > 0)) throw new TypeError(`Iodine.PubSub.Redis: "ping" must be a positive number of seconds`);
@@ -489,9 +492,4 @@ export class RedisEngine implements BytesEngine {
     if (deliverFromEngine(name, message, text)) return;
     publish(name, text ? message.toString() : new Uint8Array(message), CLUSTER);
   }
-}
-
-/** A Redis URL for logs: the password hidden. */
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, (_, auth: string) => `//${auth.includes(":") ? auth.replace(/:.*/, ":***") : "***"}@`);
 }
