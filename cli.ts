@@ -59,6 +59,8 @@ async function main(argv: string[]): Promise<void> {
     verbose: settings.verbose,
     keepAlive: settings.keepAlive,
     maxBody: settings.maxBody,
+    keepAliveGiven: settings.given.has("keep-alive"),
+    maxBodyGiven: settings.given.has("max-body"),
     ping: settings.ping,
     maxMsg: settings.maxMsg,
     warmup: settings.warmup,

@@ -3,14 +3,14 @@
 import type { Server } from "bun";
 import { unlinkSync, existsSync, lstatSync } from "node:fs";
 import { bindOrExplain, probeFreePort, type Address } from "./bind.ts";
-import { IodineError } from "./errors.ts";
+import { CliError, IodineError } from "./errors.ts";
 import { flushAccessLog, log, logException } from "./log.ts";
 import { normaliseApp } from "./app.ts";
 import { closedCallbacksDone, openConnections } from "./connection.ts";
 import { stopAllTimers } from "./timers.ts";
 import { closeAfterEachResponse, serveHttp } from "./server.ts";
 import { nativeSockets } from "./websocket.ts";
-import { DEFAULT_PORT, DEFAULTS } from "./settings.ts";
+import { DEFAULT_PORT, DEFAULTS, PORT_VARIABLES } from "./settings.ts";
 import { fireState, stopIdleWatch, watchIdle } from "./state.ts";
 import { driveEngineHere } from "./pubsub/engine.ts";
 import { handlerMaker, listenRaw, type RawListener } from "./raw.ts";
@@ -27,6 +27,9 @@ export interface RunConfig {
   verbose: boolean;
   keepAlive: number;
   maxBody: number;
+  /** -k / --max-body were given: they win over the app's idleTimeout / maxRequestBodySize */
+  keepAliveGiven: boolean;
+  maxBodyGiven: boolean;
   ping: number;
   maxMsg: number;
   warmup: boolean;
@@ -39,10 +42,13 @@ const servers: Server<unknown>[] = [];
 const rawListeners: RawListener[] = [];
 const unixPaths: string[] = [];
 // Script mode (`bun app.ts`) has no command line: it takes $PORT when it is a valid port.
-const envPort = /^\d+$/.test(process.env.PORT ?? "") && Number(process.env.PORT) <= 65535 ? Number(process.env.PORT) : undefined;
+const envPort = ((v) => (/^\d+$/.test(v) && Number(v) <= 65535 ? Number(v) : undefined))(
+  PORT_VARIABLES.map((name) => process.env[name] ?? "").find((v) => v !== "") ?? "",
+);
 let config: RunConfig = {
   port: envPort, hostname: undefined, unix: undefined, www: undefined, tls: undefined,
   verbose: false, keepAlive: DEFAULTS.keepAlive, maxBody: DEFAULTS.maxBody, ping: DEFAULTS.ping,
+  keepAliveGiven: false, maxBodyGiven: false,
   maxMsg: DEFAULTS.maxMsg, warmup: false, drainMs: DEFAULTS.drainMs,
 };
 let cliDriven = false;
@@ -206,8 +212,10 @@ export async function startAll(): Promise<void> {
 }
 
 /** Where a listener binds: its own options first, then the command line's, then the defaults. */
-function address(i: number, o: ListenOptions, app?: { port?: number; hostname?: string }) {
-  const unix = o.unix ?? (o.port === undefined ? config.unix : undefined);
+function address(i: number, o: ListenOptions, app?: { port?: number; hostname?: string; serve?: { unix?: string } }) {
+  // A command-line address (or $PORT) wins over the app's Unix socket, as over its port.
+  const appUnix = config.port === undefined && config.hostname === undefined ? app?.serve?.unix : undefined;
+  const unix = o.unix ?? (o.port === undefined ? (config.unix ?? appUnix) : undefined);
   const port = role.ports[i] ?? o.port ?? config.port ?? app?.port ?? DEFAULT_PORT;
   const hostname = o.hostname ?? config.hostname ?? app?.hostname;
   const host = hostname === undefined ? "0.0.0.0" : hostname.includes(":") ? `[${hostname}]` : hostname;
@@ -233,10 +241,19 @@ async function readyTls(tls: TLS | TLSOptions | undefined): Promise<TLS | TLSOpt
 
 async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { extra: string }> {
   const app = normaliseApp(o.handler)!;
+  const bun = app.serve;
   const { unix, port, hostname, host } = address(i, o, app);
+  if (unix !== undefined && unix === bun?.unix && role.inCluster) {
+    throw new CliError(`the app's unix socket ${unix} cannot be shared by several workers; run it with -w 1 -t 1, or give -p PORT`);
+  }
+  for (const note of bun?.notes ?? []) if (i === 0 && !role.isThread) (role.inCluster ? log.debug : log.info)(note);
   const www = o.public ?? config.www;
-  const tls = await readyTls(o.tls ?? config.tls);
-  const at = bindAddress({ unix, port, hostname }, `${tls ? "https" : "http"}://${host}:${port}`);
+  // The command line's TLS wins; then the listener's; then the app's own Bun TLS options, as they are.
+  const own = o.tls ?? config.tls;
+  const tls = own !== undefined ? await readyTls(own) : undefined;
+  const appTls = own === undefined ? bun?.tls : undefined;
+  const secure = tls !== undefined || appTls !== undefined;
+  const at = bindAddress({ unix, port, hostname }, `${secure ? "https" : "http"}://${host}:${port}`);
   await probeIfFirst(i, at);
   if (config.warmup) await warmup(app.fetch);
   const server = await bindOrExplain(at, () =>
@@ -247,10 +264,15 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
       ...(hostname !== undefined ? { hostname } : {}),
       ...(unix !== undefined ? { unix } : {}),
       ...(www !== undefined ? { www } : {}),
-      ...(tls !== undefined ? { tls: serverTls(tls) } : {}),
+      ...(tls !== undefined ? { tls: serverTls(tls) } : appTls !== undefined ? { tls: appTls as never } : {}),
+      ...(bun?.routes !== undefined ? { routes: bun.routes } : {}),
+      ...(bun?.error !== undefined ? { error: bun.error } : {}),
+      ...(bun?.development !== undefined ? { development: bun.development } : {}),
+      ...(bun !== undefined ? { extra: bun.extra } : {}),
       verbose: config.verbose,
-      keepAlive: config.keepAlive,
-      maxBody: config.maxBody,
+      // -k and --max-body win; then the app's idleTimeout and maxRequestBodySize; then iodine's defaults.
+      keepAlive: config.keepAliveGiven ? config.keepAlive : (bun?.idleTimeout ?? config.keepAlive),
+      maxBody: config.maxBodyGiven ? config.maxBody : (bun?.maxRequestBodySize ?? config.maxBody),
       ping: config.ping,
       maxMsg: config.maxMsg,
       reusePort: role.inCluster,
@@ -258,7 +280,7 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
   );
   servers.push(server);
   if (unix !== undefined) unixPaths.push(unix);
-  const where = unix !== undefined ? `unix:${unix}` : `${tls ? "https" : "http"}://${host}:${server.port}`;
+  const where = unix !== undefined ? `unix:${unix}` : `${secure ? "https" : "http"}://${host}:${server.port}`;
   return { where, port: unix === undefined ? server.port : undefined, extra: www !== undefined ? `, public folder ${www}` : "" };
 }
 

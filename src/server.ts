@@ -30,7 +30,18 @@ export interface HttpServiceOptions {
   maxMsg: number;
   /** share the port with the other workers of a cluster (SO_REUSEPORT) */
   reusePort?: boolean;
+  /** Bun's `routes` (SPEC §3), matched by Bun's router before `fetch` */
+  routes?: Record<string, unknown>;
+  /** the app's `error(err)`: its Response answers an exception thrown by `fetch` or a route */
+  error?: AppErrorHandler;
+  /** Bun's `development` (its error page with source lines, HMR): off unless the app asks */
+  development?: unknown;
+  /** other Bun.serve options the app gave (ipv6Only, http2 …), passed on as they are */
+  extra?: Record<string, unknown>;
 }
+
+/** Bun's `error` option: called with the server as `this`. */
+export type AppErrorHandler = (this: Server<unknown>, error: Error) => unknown;
 
 type Fetch = (req: Request, server: Server<unknown>) => Response | undefined | Promise<Response | undefined>;
 
@@ -42,8 +53,8 @@ const TEXT = { "content-type": "text/plain;charset=utf-8" };
 const badRequest = () => new Response("Bad Request", { status: 400, headers: TEXT });
 const internalError = () => new Response("Internal Server Error", { status: 500, headers: TEXT });
 
-// Each listener's request function, for closeAfterEachResponse.
-const fetchOf = new WeakMap<Server<unknown>, Fetch>();
+// Each listener's request function and routes, for closeAfterEachResponse.
+const fetchOf = new WeakMap<Server<unknown>, { fetch: Fetch; routes: Record<string, unknown> | undefined }>();
 
 // One X-Sendfile resolver shared by every listener: it serves absolute paths the app names,
 // so it needs no public folder of its own.
@@ -54,13 +65,18 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
   startClock();
   setSsePing(o.ping);
   const statics = o.www === undefined ? undefined : new StaticFiles({ root: o.www });
-  const fetch = makeFetch(o.fetch, statics, o.verbose);
+  const fetch = makeFetch(o.fetch, statics, o.verbose, o.error);
+  // Route handlers go through the same request path as fetch; static answers stay Bun's own.
+  const routes = o.routes === undefined ? undefined : bunRoutes(o.routes, (h) => makeFetch(h, undefined, o.verbose, o.error), o.verbose);
   const common = {
-    development: false,
+    ...o.extra,
+    development: o.development ?? false,
     idleTimeout: o.keepAlive,
     maxRequestBodySize: o.maxBody,
     fetch,
-    error(err: Error) {
+    ...(routes !== undefined ? { routes } : {}),
+    error(this: Server<unknown>, err: Error) {
+      if (o.error !== undefined) return answerError(this, err, o.error);
       logException("unhandled error in fetch", err);
       return internalError();
     },
@@ -83,7 +99,7 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
       ? { unix: o.unix }
       : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}), reusePort: o.reusePort === true };
   const server: Server<unknown> = Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
-  fetchOf.set(server, fetch);
+  fetchOf.set(server, { fetch, routes });
   attachServer(server, o.websocket !== undefined);
   const own = server.upgrade.bind(server);
   const native = o.websocket !== undefined;
@@ -115,14 +131,65 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
  * with `server.reload`, so the request path costs nothing until then.
  */
 export function closeAfterEachResponse(server: Server<unknown>): void {
-  const fetch = fetchOf.get(server);
-  if (fetch === undefined) return;
-  server.reload({
-    fetch(req: Request, srv: Server<unknown>) {
+  const own = fetchOf.get(server);
+  if (own === undefined) return;
+  const closing =
+    (fetch: Fetch): Fetch =>
+    (req, srv) => {
       const res = fetch(req, srv);
       return res instanceof Promise ? res.then(lastOnConnection) : lastOnConnection(res);
-    },
+    };
+  // reload replaces the routes too: each one answers through a function now, to carry the header.
+  const routes = own.routes === undefined ? undefined : bunRoutes(own.routes, closing, true);
+  server.reload({
+    fetch: closing(own.fetch),
+    ...(routes !== undefined ? { routes } : {}),
   } as Parameters<Server<unknown>["reload"]>[0]);
+}
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"]);
+
+/**
+ * Bun's routes with every handler function wrapped by `wrap` (iodine's request path: guards,
+ * Iodine.upgrade, error, X-Sendfile, HEAD, the access log). Static `Response`s and `Bun.file`s stay
+ * Bun's own (served natively) unless `everyRequest` asks for a function per request too (the access
+ * log, a hand-over); HTML imports always stay Bun's.
+ */
+function bunRoutes(routes: Record<string, unknown>, wrap: (h: Fetch) => Fetch, everyRequest: boolean): Record<string, unknown> {
+  const one = (value: unknown): unknown => {
+    if (typeof value === "function") return wrap(value as Fetch);
+    if (!everyRequest) return value;
+    if (value instanceof Response) return wrap(() => value.clone() as Response);
+    if (value instanceof Blob) return wrap(() => new Response(value));
+    return value;
+  };
+  const out: Record<string, unknown> = {};
+  for (const [path, value] of Object.entries(routes)) {
+    const perMethod = value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype;
+    if (perMethod && Object.keys(value).every((k) => METHODS.has(k))) {
+      out[path] = Object.fromEntries(Object.entries(value).map(([method, v]) => [method, one(v)]));
+    } else out[path] = one(value);
+  }
+  return out;
+}
+
+/**
+ * The app's `error(err)` answers (SPEC §3, as Bun.serve): its Response, or, when it returns none
+ * or throws itself, the plain 500 with both logged.
+ */
+function answerError(server: Server<unknown>, err: unknown, onError: AppErrorHandler): Response | Promise<Response> {
+  const fallback = (why: unknown) => {
+    logException("app error", err);
+    if (why !== err) logException("the app's error handler failed", why);
+    return internalError();
+  };
+  const take = (r: unknown) => (r instanceof Response ? r : fallback(err));
+  try {
+    const r = onError.call(server, err instanceof Error ? err : new Error(String(err)));
+    return r instanceof Promise ? r.then(take, fallback) : take(r);
+  } catch (thrown) {
+    return fallback(thrown);
+  }
 }
 
 function lastOnConnection(res: Response | undefined): Response | undefined {
@@ -148,7 +215,7 @@ function nativeOptions(ws: WebSocketHandler<unknown> | undefined): Partial<WebSo
  * Builds the per-request function. The common case (no log, no public folder) does the SPEC §10
  * guards, calls the app and looks at its response once: no closure, no URL object, no Date.
  */
-function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose: boolean): Fetch {
+function makeFetch(app: FetchHandler | Fetch, statics: StaticFiles | undefined, verbose: boolean, onError?: AppErrorHandler): Fetch {
   const finish = (req: Request, server: Server<unknown>, method: string, res: unknown): Response | undefined | Promise<Response> => {
     if (res instanceof UpgradeResponse) {
       const c = res.connection;
@@ -169,20 +236,21 @@ function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose:
     if (method === "HEAD") return completeHead(res);
     return res;
   };
-  const failed = (req: Request, err: unknown): Response => {
+  const failed = (req: Request, server: Server<unknown>, err: unknown): Response | Promise<Response> => {
+    if (onError !== undefined) return answerError(server, err, onError);
     logException(`app error on ${req.method} ${req.url}`, err);
     return internalError();
   };
 
   const handle = (req: Request, server: Server<unknown>, method: string): Response | undefined | Promise<Response | undefined> => {
-    let res: Response | Promise<Response>;
+    let res: ReturnType<Fetch>;
     activity.count++;
     try {
       res = app(req, server);
     } catch (err) {
-      return failed(req, err);
+      return failed(req, server, err);
     }
-    if (res instanceof Promise) return res.then((r) => finish(req, server, method, r), (err) => failed(req, err));
+    if (res instanceof Promise) return res.then((r) => finish(req, server, method, r), (err) => failed(req, server, err));
     return finish(req, server, method, res);
   };
 

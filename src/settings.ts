@@ -36,9 +36,13 @@ export interface Settings {
   pid: string | undefined;
   verbosity: number;
   warmup: boolean;
+  /** the options given on the command line or in the config file (they win over the app's own) */
+  given: ReadonlySet<string>;
 }
 
 export const DEFAULT_PORT = 3000;
+/** The port variables Bun.serve reads, in its order; iodine reads them alike. */
+export const PORT_VARIABLES = ["BUN_PORT", "PORT", "NODE_PORT"];
 
 /** Default limits, the same for the CLI and for script mode. */
 export const DEFAULTS = {
@@ -80,7 +84,8 @@ export function resolveSettings(cli: RawOptions, config: RawOptions | undefined,
     return undefined;
   };
 
-  const portSrc = fromEnv("port", ["PORT"]);
+  // The variables Bun.serve reads, in its order.
+  const portSrc = fromEnv("port", PORT_VARIABLES);
   const port = portSrc ? int(portSrc.source, portSrc.value, 0, 65535) : undefined;
 
   const workersSrc = fromEnv("workers", ["WORKERS", "WEB_CONCURRENCY"]);
@@ -151,6 +156,7 @@ export function resolveSettings(cli: RawOptions, config: RawOptions | undefined,
     pid,
     verbosity,
     warmup: flag("warmup"),
+    given: new Set([...cli.values.keys(), ...(config?.values.keys() ?? [])]),
   };
 
   function optInt(name: string, min: number, max: number, dflt: number): number {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { OPTIONS, readArgv, readConfigText } from "../src/options.ts";
 import { resolveCount, resolveSettings, type Settings } from "../src/settings.ts";
 import { selfSigned } from "../src/tls.ts";
-import { fixture, runCli, startCli, tempDir } from "./harness.ts";
+import { errorOf, fixture, runCli, startCli, tempDir } from "./harness.ts";
 
 const settingsOf = (argv: string[], env: Record<string, string> = {}, cores = 8): Settings =>
   resolveSettings(readArgv(argv), undefined, env, cores);
@@ -86,8 +86,9 @@ describe("option parsing", () => {
       app: "", port: undefined, hostname: undefined, unix: undefined, workers: 1, threads: 1,
       www: undefined, verbose: false, redis: undefined, redisPing: 300, keepAlive: 40, ping: 40,
       maxBody: 50 * MiB, maxHeader: 32 * KiB, maxMsg: 250 * KiB, tls: false, tlsCert: undefined,
-      tlsKey: undefined, tlsPass: undefined, pid: undefined, verbosity: 4, warmup: false,
+      tlsKey: undefined, tlsPass: undefined, pid: undefined, verbosity: 4, warmup: false, given: new Set(),
     });
+    expect([...settingsOf(["-k", "5", "--max-body=2", "app.ts"]).given].sort()).toEqual(["keep-alive", "max-body"]);
   });
 
   test("negative counts are cores ÷ |N|, at least 1", () => {
@@ -102,6 +103,11 @@ describe("option parsing", () => {
   test("environment: $PORT, $WORKERS, $WEB_CONCURRENCY, $THREADS, $REDIS_URL, $IODINE_REDIS_URL", () => {
     expect(settingsOf([], { PORT: "4000" }).port).toBe(4000);
     expect(settingsOf(["-p", "5000"], { PORT: "4000" }).port).toBe(5000);
+    // Bun.serve's variables, in Bun's order: $BUN_PORT, $PORT, $NODE_PORT.
+    expect(settingsOf([], { NODE_PORT: "4002" }).port).toBe(4002);
+    expect(settingsOf([], { PORT: "4001", NODE_PORT: "4002" }).port).toBe(4001);
+    expect(settingsOf([], { BUN_PORT: "4003", PORT: "4001", NODE_PORT: "4002" }).port).toBe(4003);
+    expect(errorOf(() => settingsOf([], { BUN_PORT: "x" }))).toBe('CliError: $BUN_PORT must be an integer 0–65535, got "x"');
     expect(settingsOf([], { WORKERS: "-2" }).workers).toBe(4);
     expect(settingsOf([], { WEB_CONCURRENCY: "3" }).workers).toBe(3);
     expect(settingsOf([], { WORKERS: "2", WEB_CONCURRENCY: "3" }).workers).toBe(2);

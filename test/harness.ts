@@ -19,7 +19,7 @@ export interface CliProcess extends AsyncDisposable {
   /** everything written to stderr so far */
   stderr(): string;
   /** resolves once stderr (or stdout) matches; rejects when the process exits first or after `ms` */
-  waitFor(pattern: RegExp, ms?: number, stream?: "stderr" | "stdout"): Promise<RegExpMatchArray>;
+  waitFor(pattern: RegExp, ms?: number, stream?: "stderr" | "stdout" | "any"): Promise<RegExpMatchArray>;
   /** everything written to stdout so far */
   stdout(): string;
   /** sends a signal and resolves with the exit code */
@@ -44,6 +44,8 @@ export interface StartOptions {
   onSpawn?: (proc: Subprocess) => void;
   /** a script with no listener: wait for its `running with no listener` line instead (url and port stay empty) */
   noListener?: boolean;
+  /** the line that says it listens, its first group the URL (default: iodine's `listening on URL`) */
+  listening?: RegExp;
 }
 
 function spawnCli(args: string[], o: StartOptions = {}) {
@@ -105,10 +107,10 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     }
   })();
 
-  const waitFor = (pattern: RegExp, ms = 10_000, stream: "stderr" | "stdout" = "stderr") =>
+  const waitFor = (pattern: RegExp, ms = 10_000, stream: "stderr" | "stdout" | "any" = "stderr") =>
     new Promise<RegExpMatchArray>((res, rej) => {
       const check = () => {
-        const m = (stream === "stdout" ? out : text).match(pattern);
+        const m = stream === "any" ? (text.match(pattern) ?? out.match(pattern)) : (stream === "stdout" ? out : text).match(pattern);
         if (m) return done(() => res(m));
         if (ended) return done(() => rej(new Error(`process ended before ${pattern}; stderr:\n${text}`)));
       };
@@ -133,8 +135,8 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     if (o.noListener) {
       await waitFor(/running with no listener/, o.timeout ?? 10_000);
     } else {
-      const m = await waitFor(/listening on ((?:https?|tcp|tls):\/\/[^\s]+|unix:\S+)/, o.timeout ?? 10_000);
-      url = m[1]!.replace("0.0.0.0", "127.0.0.1");
+      const m = await waitFor(o.listening ?? /listening on ((?:https?|tcp|tls):\/\/[^\s]+|unix:\S+)/, o.timeout ?? 10_000, "any");
+      url = m[1]!.replace("0.0.0.0", "127.0.0.1").replace("//localhost:", "//127.0.0.1:").replace(/\/$/, "");
       port = Number(/:(\d+)$/.exec(url)?.[1] ?? 0);
     }
   } catch (err) {

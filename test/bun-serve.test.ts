@@ -1,0 +1,130 @@
+// A drop-in for Bun.serve (SPEC §3), with Bun itself as the oracle: the same app runs under plain
+// `bun app.ts` and under `iodine -w 2`, the same requests go to both, and every answer is compared
+// (status, the headers that matter, the body). Then what only a cluster can show: WebSocket publish
+// calls whose subscribers sit on the other worker.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { fixture, freePort, rawRequest, startCli, startCommand, type CliProcess } from "./harness.ts";
+import { client, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
+
+const ROUTES_APP = fixture("bun-serve/routes-app.ts");
+
+/** Plain Bun serving the app's default export (its auto-serve), on a free port. */
+function underBun(app: string): Promise<CliProcess> {
+  return startCommand([process.execPath, app], { env: { PORT: String(freePort()) }, listening: /Started (?:development )?server: (http:\/\/\S+)/ });
+}
+
+interface Answer {
+  status: number;
+  type: string | null;
+  headers: Record<string, string | null>;
+  body: string;
+}
+
+const ws = (srv: CliProcess) => srv.url.replace("http", "ws");
+
+async function ask(base: string, path: string, init: RequestInit = {}, headers: string[] = []): Promise<Answer> {
+  const res = await fetch(base + path, { ...init, redirect: "manual" });
+  return {
+    status: res.status,
+    type: res.headers.get("content-type"),
+    headers: Object.fromEntries(headers.map((h) => [h, res.headers.get(h)])),
+    body: await res.text(),
+  };
+}
+
+/** [what, path, init?, headers to compare] */
+const REQUESTS: [string, string, RequestInit?, string[]?][] = [
+  ["a static Response route", "/static", undefined, ["x-kind", "content-length"]],
+  ["HEAD of a static Response route", "/static", { method: "HEAD" }, ["x-kind", "content-length"]],
+  ["a Bun.file route", "/file", undefined, ["content-length"]],
+  ["an HTML import", "/"],
+  ["a :param", "/users/42"],
+  ["two :params", "/users/7/posts/x-y"],
+  ["a wildcard, GET", "/api/deep/path"],
+  ["a wildcard, POST with a body", "/api/x", { method: "POST", body: "x".repeat(900) }],
+  ["a per-method object without the method asked", "/only-post"],
+  ["a per-method object with it", "/only-post", { method: "POST", body: "" }],
+  ["no route: fetch answers", "/nothing/here"],
+  ["a route that throws: error() answers", "/boom", undefined, ["x-handled"]],
+  ["a route that rejects: error() answers", "/async-boom", undefined, ["x-handled"]],
+  ["fetch that throws: error() answers", "/fetch-boom", undefined, ["x-handled"]],
+  ["a body over maxRequestBodySize: 413", "/api/x", { method: "POST", body: "x".repeat(4096) }],
+  ["a WebSocket route without an upgrade", "/ws"],
+];
+
+describe("the same Bun.serve options object under plain Bun and under iodine -w 2", () => {
+  let bun: CliProcess;
+  let iodine: CliProcess;
+  beforeAll(async () => {
+    [bun, iodine] = await Promise.all([underBun(ROUTES_APP), startCli(["-p", "0", "-w", "2", ROUTES_APP], { timeout: 20_000 })]);
+  });
+  afterAll(async () => {
+    await bun?.[Symbol.asyncDispose]();
+    await iodine?.[Symbol.asyncDispose]();
+  });
+
+  for (const [what, path, init, headers] of REQUESTS) {
+    test(what, async () => {
+      // Twice under iodine: the two answers may come from the two workers.
+      const [oracle, ours, again] = await Promise.all([
+        ask(bun.url, path, init, headers),
+        ask(iodine.url, path, init, headers),
+        ask(iodine.url, path, { ...init, headers: { connection: "close" } }, headers),
+      ]);
+      expect(ours).toEqual(oracle);
+      expect(again).toEqual(oracle);
+    });
+  }
+
+  test("ws.publish, publishText, publishBinary with no other subscriber: both return 0", async () => {
+    const [a, b] = await Promise.all([client(`${ws(bun)}/ws?topic=alone-${Math.random()}`), client(`${ws(iodine)}/ws?topic=alone-${Math.random()}`)]);
+    try {
+      for (const how of ["publish", "publishText", "publishBinary"]) {
+        a.ws.send(`${how} hi`);
+        b.ws.send(`${how} hi`);
+      }
+      await Promise.all([a.until(3), b.until(3)]);
+      expect(b.got).toEqual(a.got);
+      expect(a.got).toEqual(["publish returned 0", "publishText returned 0", "publishBinary returned 0"]);
+    } finally {
+      a.ws.close();
+      b.ws.close();
+    }
+  });
+
+  test("with a subscriber elsewhere (under iodine: on the other worker) they return the bytes, and it gets each once", async () => {
+    const topic = `pair-${Math.random()}`;
+    const [x, y] = await Promise.all([client(`${ws(bun)}/ws?topic=${topic}`), client(`${ws(bun)}/ws?topic=${topic}`)]);
+    const [p, q] = await oneOnEach(`${ws(iodine)}/ws?topic=${topic}`);
+    const all: Client[] = [x, y, p, q];
+    try {
+      // Under iodine, q's worker hears of the topic through the bus: probe until a publish arrives.
+      for (let i = 0; i < 100 && q.got.length === 0; i++) {
+        p.ws.send(`publish probe`);
+        await Bun.sleep(20);
+      }
+      await waitUntil(() => q.got.length > 0, 3000, "a probe across workers");
+      await Bun.sleep(50);
+      for (const c of all) c.got.length = 0;
+      for (const how of ["publish", "publishText", "publishBinary"]) {
+        x.ws.send(`${how} héllo`);
+        p.ws.send(`${how} héllo`);
+      }
+      await Promise.all([x, y, p, q].map((c) => c.until(3)));
+      await Bun.sleep(100); // a second copy would be here by now
+      expect(p.got).toEqual(x.got);
+      expect(q.got).toEqual(y.got);
+      expect(x.got).toEqual(["publish returned 6", "publishText returned 6", "publishBinary returned 6"]);
+      expect(y.got).toEqual(["héllo", "héllo", "héllo"]);
+    } finally {
+      for (const c of all) c.ws.close();
+    }
+  });
+
+  test("a body over the limit with Expect: 100-continue: both refuse it", async () => {
+    const head = (port: number) =>
+      rawRequest(port, `POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\nExpect: 100-continue\r\n\r\n`, (r) => /HTTP\/1\.1 4\d\d/.test(r), 3000);
+    const status = (raw: string) => /HTTP\/1\.1 (4\d\d)/.exec(raw)?.[1];
+    expect(status(await head(iodine.port))).toBe(status(await head(bun.port)));
+  });
+});
