@@ -115,9 +115,6 @@ function readConfig(cli: RawOptions): RawOptions | undefined {
   return config;
 }
 
-/***@");
-}
-
 /**
  * Bun's largest header block is a runtime flag (`--max-http-header-size`, 16 KiB by default);
  * Bun.serve has no option for it. When this process runs with another value than --max-header,
