@@ -7,7 +7,7 @@
 //        http://localhost:3000/?name=bob#sse             follow the room over EventSource
 //        curl -N -H 'Accept: text/event-stream' localhost:3000/chat
 //        new WebSocket("ws://localhost:3000/chat?name=cli").onmessage = (e) => console.log(e.data)
-import { Iodine, type Connection, type Handler, type Message } from "iodine";
+import { Iodine, type Connection, type Handler, type Message } from "iodine-bun";
 
 const page = Bun.file(new URL("./chat/index.html", import.meta.url));
 

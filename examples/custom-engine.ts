@@ -11,7 +11,7 @@
 // cluster starts wanting a channel or pattern, `unsubscribe` when the last one stops, `publish` with
 // every message published in the cluster. What the engine receives from elsewhere goes back with
 // `Iodine.publish(channel, message, Iodine.PubSub.CLUSTER)`: to this cluster, not to the engine again.
-import { Iodine, type Message, type PubSubEngine } from "iodine";
+import { Iodine, type Message, type PubSubEngine } from "iodine-bun";
 
 class HttpPeers implements PubSubEngine {
   constructor(private peers: string[]) {}

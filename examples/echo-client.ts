@@ -6,7 +6,7 @@
 // Run:   bun examples/echo.ts                  (the server, in another terminal)
 //        bun examples/echo-client.ts           (or: bun run iodine examples/echo-client.ts)
 // Poke:  ECHO_URL=tcp://localhost:1 bun examples/echo-client.ts   (nothing listening there)
-import { Iodine, type Connection, type Handler, type Message } from "iodine";
+import { Iodine, type Connection, type Handler, type Message } from "iodine-bun";
 
 const url = process.env.ECHO_URL ?? "tcp://localhost:3000";
 const greeting = process.env.ECHO_GREETING ?? "Hello from an iodine client script";

@@ -6,7 +6,7 @@
 // Run:   bun examples/echo.ts                    ($PORT, else 3000; or under the CLI:
 //        bun run iodine -p 3000 examples/echo.ts, -w 2 for a cluster)
 // Poke:  nc localhost 3000   (or telnet)
-import { Iodine, type Connection, type Handler, type TimerHandle } from "iodine";
+import { Iodine, type Connection, type Handler, type TimerHandle } from "iodine-bun";
 
 const IDLE = Number(process.env.ECHO_IDLE ?? 10); // seconds of silence before the question
 const GRACE_MS = Number(process.env.ECHO_GRACE_MS ?? 5000); // then this long to answer

@@ -4,7 +4,7 @@
 //
 // Run:   bun run iodine examples/mustache.ts
 // Poke:  curl 'http://localhost:3000/?name=<ann>'
-import { Iodine } from "iodine";
+import { Iodine } from "iodine-bun";
 
 const page = new Iodine.Mustache({ file: `${import.meta.dir}/mustache/page.mustache` });
 

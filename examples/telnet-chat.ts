@@ -5,7 +5,7 @@
 //
 // Run:   bun run iodine -p 3000 examples/telnet-chat.ts      (or: bun examples/telnet-chat.ts)
 // Poke:  telnet localhost 3000   (two of them; type a nickname, then chat; "bye" leaves)
-import { Iodine, type Connection, type Handler } from "iodine";
+import { Iodine, type Connection, type Handler } from "iodine-bun";
 
 const LOGIN_TIMEOUT = Number(process.env.LOGIN_TIMEOUT ?? 10); // seconds to type a nickname
 const CHAT_TIMEOUT = Number(process.env.CHAT_TIMEOUT ?? 40); // quiet seconds before a ping

@@ -4,7 +4,7 @@
 //
 // Run:   bun examples/unix-echo.ts
 // Poke:  nc -U /tmp/iodine-echo.sock
-import { Iodine, defineHandler } from "iodine";
+import { Iodine, defineHandler } from "iodine-bun";
 
 const path = process.env.ECHO_SOCKET ?? "/tmp/iodine-echo.sock";
 

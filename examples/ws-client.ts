@@ -7,7 +7,7 @@
 //        bun examples/ws-client.ts ws://localhost:3000/          (or URL=ws://… bun examples/ws-client.ts)
 // Poke:  bun examples/ws-client.ts ws://localhost:3000/ "any greeting"
 //        bun examples/ws-client.ts ws://localhost:1/             (nothing listening: onClose, one log line)
-import { Iodine, type Connection, type Handler, type Message } from "iodine";
+import { Iodine, type Connection, type Handler, type Message } from "iodine-bun";
 
 const url = process.argv[2] ?? process.env.URL ?? "ws://localhost:3000/";
 const greeting = process.argv[3] ?? "Hello, iodine!";

@@ -3,6 +3,7 @@
 // module that called `Iodine.listen`, `Iodine.start` or `Iodine.connect` itself (script mode).
 import { existsSync, statSync } from "node:fs";
 import { relative, resolve } from "node:path";
+import pkg from "../package.json" with { type: "json" };
 import { CliError } from "./errors.ts";
 import type { AppObject, FetchHandler } from "./types.ts";
 
@@ -41,14 +42,18 @@ export function defaultAppPath(): string {
   return existsSync("app.ts") || !existsSync("app.js") ? "app.ts" : "app.js";
 }
 
+/** The names an app imports iodine by: the package's, and iodine's own. */
+const PACKAGE_NAMES = [pkg.name, "iodine"] as const;
+
 let resolverInstalled = false;
 
 /**
- * Apps outside this package import "iodine" too: make that name a virtual module whose exports
- * are this very module graph's, so the app and the server share one `Iodine` (one registry, one
- * pub/sub). A virtual module, not a path: inside a `bun build --compile` executable the sources
- * are bundled and no `index.ts` exists to resolve to, and it wins over an app's own tsconfig
- * `paths` or a copy of iodine in its node_modules (either would load a second, idle runtime).
+ * An app imports the package by its name ("iodine-bun"), or as "iodine" (iodine-style scripts):
+ * make both names virtual modules whose exports are this very module graph's, so the app and the
+ * server share one `Iodine` (one registry, one pub/sub). A virtual module, not a path: inside a
+ * `bun build --compile` executable the sources are bundled and no `index.ts` exists to resolve to,
+ * and it wins over an app's own tsconfig `paths` or a copy of the package in its node_modules (a
+ * global or bunx `iodine` beside a project's own install): either would load a second, idle runtime.
  */
 function installResolver(): void {
   if (resolverInstalled) return;
@@ -56,10 +61,11 @@ function installResolver(): void {
   Bun.plugin({
     name: "iodine-self",
     setup(build) {
-      // Loaded when an app first imports "iodine", not before: an app that never does (a plain
+      // Loaded when an app first imports iodine, not before: an app that never does (a plain
       // fetch handler) does not pay for the public surface (Mustache, the clients) at start-up.
       // `require`, not `import()`: an app may `require("iodine")`, which cannot wait.
-      build.module("iodine", () => ({ exports: require("./index.ts") as Record<string, unknown>, loader: "object" }));
+      const self = () => ({ exports: require("./index.ts") as Record<string, unknown>, loader: "object" as const });
+      for (const name of PACKAGE_NAMES) build.module(name, self);
     },
   });
 }

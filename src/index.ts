@@ -17,7 +17,7 @@ import { upgrade, upgradeKind } from "./upgrade.ts";
 /**
  * The iodine API.
  * @example
- * import { Iodine } from "iodine";
+ * import { Iodine } from "iodine-bun";
  * Iodine.listen({ service: "http", port: 3000, handler: () => new Response("Hello World!") });
  * Iodine.start();
  */

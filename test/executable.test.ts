@@ -7,7 +7,7 @@
 // moved into a temp dir), and nginx with examples/deploy/nginx.conf in front of the executable passes
 // HTTP, WebSocket and EventSource through.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { buildExecutable } from "../scripts/build.ts";
@@ -140,16 +140,21 @@ describe("the executable (bun run build)", () => {
     expect((await fetch(srv.url + "/nothing-here", insecure)).status).toBe(404);
   }, 20_000);
 
-  test("an app with its own node_modules (Hono), outside any checkout, resolves its packages and iodine", async () => {
+  test("an app with its own node_modules (Hono, and a copy of iodine-bun), outside any checkout, resolves its packages and the executable's iodine", async () => {
     using app = tempDir("iodine-exe-hono-");
     cpSync(join(ROOT, "node_modules", "hono"), join(app.path, "node_modules", "hono"), { recursive: true });
+    // The project's own install of the package: "iodine-bun" must still be the executable's (one runtime).
+    const copy = join(app.path, "node_modules", "iodine-bun");
+    mkdirSync(copy, { recursive: true });
+    writeFileSync(join(copy, "package.json"), JSON.stringify({ name: "iodine-bun", type: "module", exports: "./index.ts" }));
+    writeFileSync(join(copy, "index.ts"), `export const Iodine = { version: "a second copy" };\n`);
     writeFileSync(
       join(app.path, "app.ts"),
-      `import { Hono } from "hono";\nimport { Iodine } from "iodine";\n` +
-        `const app = new Hono();\napp.get("/", (c) => c.text("hono " + Iodine.version));\nexport default app;\n`,
+      `import { Hono } from "hono";\nimport { Iodine } from "iodine-bun";\nimport { Iodine as Alias } from "iodine";\n` +
+        `const app = new Hono();\napp.get("/", (c) => c.text(\`hono \${Iodine.version} \${Iodine === Alias}\`));\nexport default app;\n`,
     );
     await using srv = await startCommand([exe, "-p", "0", "app.ts"], { cwd: app.path });
-    expect(await (await fetch(srv.url + "/")).text()).toBe(`hono ${pkg.version}`);
+    expect(await (await fetch(srv.url + "/")).text()).toBe(`hono ${pkg.version} true`);
   }, 20_000);
 
   for (const args of [["-w", "2"], ["--max-header", "64"]]) {
