@@ -53,8 +53,20 @@ const TEXT = { "content-type": "text/plain;charset=utf-8" };
 const badRequest = () => new Response("Bad Request", { status: 400, headers: TEXT });
 const internalError = () => new Response("Internal Server Error", { status: 500, headers: TEXT });
 
-// Each listener's request function and routes, for closeAfterEachResponse.
-const fetchOf = new WeakMap<Server<unknown>, { fetch: Fetch; routes: Record<string, unknown> | undefined }>();
+/**
+ * Bun's own `Bun.serve`, taken before an app can replace it: under the CLI, an app's calls to
+ * Bun.serve become iodine listeners (bun-serve.ts), which are made with this one.
+ */
+export const bunServe: typeof Bun.serve = Bun.serve.bind(Bun);
+
+// Each listener's request function and routes (for closeAfterEachResponse), and what built them (for reloadHttp).
+interface Built {
+  fetch: Fetch;
+  routes: Record<string, unknown> | undefined;
+  statics: StaticFiles | undefined;
+  verbose: boolean;
+}
+const fetchOf = new WeakMap<Server<unknown>, Built>();
 
 // One X-Sendfile resolver shared by every listener: it serves absolute paths the app names,
 // so it needs no public folder of its own.
@@ -98,8 +110,8 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
     o.unix !== undefined
       ? { unix: o.unix }
       : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}), reusePort: o.reusePort === true };
-  const server: Server<unknown> = Bun.serve({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
-  fetchOf.set(server, { fetch, routes });
+  const server: Server<unknown> = bunServe({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
+  fetchOf.set(server, { fetch, routes, statics, verbose: o.verbose });
   attachServer(server, o.websocket !== undefined);
   const own = server.upgrade.bind(server);
   const native = o.websocket !== undefined;
@@ -120,6 +132,23 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
     },
   });
   return server;
+}
+
+/** What `server.reload(options)` may change: the request handlers. */
+export interface HttpHandlers {
+  fetch: FetchHandler;
+  routes?: Record<string, unknown>;
+  error?: AppErrorHandler;
+}
+
+/** `server.reload` of an app's Bun.serve stand-in: new handlers on iodine's request path, the rest as it was. */
+export function reloadHttp(server: Server<unknown>, next: HttpHandlers): void {
+  const built = fetchOf.get(server);
+  if (built === undefined) return;
+  const fetch = makeFetch(next.fetch, built.statics, built.verbose, next.error);
+  const routes = next.routes === undefined ? undefined : bunRoutes(next.routes, (h) => makeFetch(h, undefined, built.verbose, next.error), built.verbose);
+  fetchOf.set(server, { ...built, fetch, routes });
+  server.reload({ fetch, ...(routes !== undefined ? { routes } : {}) } as Parameters<Server<unknown>["reload"]>[0]);
 }
 
 /**

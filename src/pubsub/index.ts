@@ -87,7 +87,7 @@ export function attachServer(server: Server<unknown>, bunApp: boolean): void {
  * (SPEC §3). `sentHere` is what Bun's own `ws.publish` already sent on `covered`, the sender's
  * server (Bun leaves the sender out). Returns as Bun does: the bytes sent, or 0 when nobody wants it.
  */
-function publishFromApp(topic: string, data: Message | ArrayBuffer | ArrayBufferView, sentHere: number, covered: Server<unknown> | undefined): number {
+export function publishFromApp(topic: string, data: Message | ArrayBuffer | ArrayBufferView, sentHere: number, covered: Server<unknown> | undefined): number {
   const message = toMessage(data);
   const local = deliverLocal(topic, message, covered);
   const away = remote !== undefined && remote.forward(topic, message, false);
