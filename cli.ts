@@ -59,6 +59,7 @@ async function main(argv: string[]): Promise<void> {
     maxBody: settings.maxBody,
     ping: settings.ping,
     maxMsg: settings.maxMsg,
+    deflate: settings.deflate,
     warmup: settings.warmup,
     drainMs: DEFAULTS.drainMs,
   });

@@ -28,6 +28,8 @@ export interface RunConfig {
   maxBody: number;
   ping: number;
   maxMsg: number;
+  /** WebSocket permessage-deflate for upgrades that do not say (`--deflate`) */
+  deflate: boolean;
   warmup: boolean;
   /** how long a graceful stop waits for in-flight requests before closing what is left, ms */
   drainMs: number;
@@ -42,7 +44,7 @@ const envPort = /^\d+$/.test(process.env.PORT ?? "") && Number(process.env.PORT)
 let config: RunConfig = {
   port: envPort, hostname: undefined, unix: undefined, www: undefined, tls: undefined,
   verbose: false, keepAlive: DEFAULTS.keepAlive, maxBody: DEFAULTS.maxBody, ping: DEFAULTS.ping,
-  maxMsg: DEFAULTS.maxMsg, warmup: false, drainMs: DEFAULTS.drainMs,
+  maxMsg: DEFAULTS.maxMsg, deflate: DEFAULTS.deflate, warmup: false, drainMs: DEFAULTS.drainMs,
 };
 let cliDriven = false;
 let state: "idle" | "running" | "stopping" = "idle";
@@ -186,6 +188,7 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
     maxBody: config.maxBody,
     ping: config.ping,
     maxMsg: config.maxMsg,
+    deflate: config.deflate,
     reusePort: role.inCluster,
   });
   servers.push(server);
