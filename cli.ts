@@ -63,6 +63,7 @@ async function main(argv: string[]): Promise<void> {
     maxBodyGiven: settings.given.has("max-body"),
     ping: settings.ping,
     maxMsg: settings.maxMsg,
+    deflate: settings.deflate,
     warmup: settings.warmup,
     drainMs: DEFAULTS.drainMs,
   });

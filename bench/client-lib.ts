@@ -11,11 +11,17 @@ export const HOST = "127.0.0.1";
 /** An empty masked pong (any bytes reset the server's idle timer). */
 export const PONG = new Uint8Array([0x8a, 0x80, 0, 0, 0, 0]);
 
-/** The request that opens a WebSocket on `path` (a fixed key: the answer's accept value goes unchecked). */
-export function upgradeRequest(path: string): string {
+/**
+ * The request that opens a WebSocket on `path` (a fixed key: the answer's accept value goes unchecked).
+ * `deflate`: offer permessage-deflate (RFC 7692) as browsers do; the frames that then arrive
+ * compressed (RSV1) are counted, never inflated.
+ */
+export function upgradeRequest(path: string, deflate = false): string {
   return (
     `GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+    (deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "") +
+    "\r\n"
   );
 }
 

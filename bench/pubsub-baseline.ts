@@ -5,7 +5,11 @@
 //
 // Its WebSocket settings are iodine's defaults (idle ping 40 s, 16 MiB back-pressure limit that
 // closes the socket, 250 KiB messages), so the comparison is of the publish path, not of limits.
+// `--deflate`: perMessageDeflate on, and server.publish left to its default, which then compresses
+// every message for every subscriber that took the extension.
 import { control } from "./pubsub-routes.ts";
+
+const deflate = process.argv.includes("--deflate");
 
 const CHANNEL = "bench";
 let ws = 0;
@@ -30,6 +34,7 @@ const server = Bun.serve({
     sendPings: true,
     backpressureLimit: 16 * 1024 * 1024,
     closeOnBackpressureLimit: true,
+    perMessageDeflate: deflate,
     open(socket) {
       socket.subscribe(CHANNEL);
       ws++;

@@ -3,10 +3,11 @@
 // (each answer carries the `seq` of its command). Exits when stdin closes (the parent is gone).
 //
 //   {"seq":1,"op":"ws","n":10000,"port":PORT}    grow or shrink to n WebSocket connections
+//        (`"deflate":true`: new ones offer permessage-deflate; compressed frames are counted, not inflated)
 //   {"seq":2,"op":"sse","n":1000,"port":PORT}    the same with EventSource streams (GET /sse)
 //   {"seq":3,"op":"burst","n":N,"size":64,"port":PORT}
 //        POST /burst?n=N&size=64, then wait until every connection has its N messages; answers
-//        {received, expected, seconds (burst request → last delivery), ...}
+//        {received, expected, seconds (burst request → last delivery), compressed, payloadBytes, ...}
 //
 // The sockets are raw TCP (Bun.connect, see bench/client-lib.ts) with a minimal WebSocket frame
 // walker / SSE `data:` counter.
@@ -23,6 +24,8 @@ type Kind = "ws" | "sse";
 
 class Peer extends RawPeer<Peer> {
   readonly kind: Kind;
+  /** offers permessage-deflate in its upgrade request */
+  readonly deflate: boolean;
   /** messages since the last burst started */
   count = 0;
   // WebSocket frame walker (besides the partial header): payload bytes still to skip
@@ -30,15 +33,19 @@ class Peer extends RawPeer<Peer> {
   // SSE: how much of "data:" the previous chunk ended with
   partial = 0;
 
-  constructor(kind: Kind) {
+  constructor(kind: Kind, deflate: boolean) {
     super();
     this.kind = kind;
+    this.deflate = deflate;
   }
 }
 
 const peers: Record<Kind, Set<Peer>> = { ws: new Set(), sse: new Set() };
 let received = 0;
 let badSize = 0;
+/** messages that came compressed (RSV1 set), and the payload bytes of every message as sent */
+let compressed = 0;
+let payloadBytes = 0;
 let closedLive = 0;
 let lastByteAt = 0;
 let expectedSize = 0;
@@ -49,6 +56,7 @@ const DATA = Buffer.from("data:");
 function onMessage(p: Peer, size: number): void {
   p.count++;
   received++;
+  payloadBytes += size;
   if (size !== expectedSize && expectedSize !== 0) badSize++;
 }
 
@@ -65,21 +73,30 @@ function walkFrames(p: Peer, buf: Uint8Array, from: number): void {
     }
     if (p.hlen === 0 && len - i >= 2 && (buf[i + 1]! & 0x7f) < 126) {
       const l = buf[i + 1]! & 0x7f;
-      frame(p, buf[i]! & 0x0f, l);
+      frame(p, buf[i]!, l);
       p.skip = l;
       i += 2;
       continue;
     }
     const l = headerByte(p, buf[i++]!);
     if (l < 0) continue;
-    frame(p, p.hdr[0]! & 0x0f, l);
+    frame(p, p.hdr[0]!, l);
     p.skip = l;
   }
 }
 
-function frame(p: Peer, opcode: number, length: number): void {
-  if (opcode === 1 || opcode === 2) onMessage(p, length);
-  else if (opcode === 9) p.socket?.write(PONG); // any bytes reset the server's idle timer
+/** A frame's header is whole: its first byte (FIN, RSV1–3, opcode) and its payload length. */
+function frame(p: Peer, first: number, length: number): void {
+  const opcode = first & 0x0f;
+  if (opcode === 1 || opcode === 2) {
+    // RSV1: permessage-deflate compressed it (RFC 7692 §6), so its size is not the message's
+    if (first & 0x40) {
+      compressed++;
+      p.count++;
+      received++;
+      payloadBytes += length;
+    } else onMessage(p, length);
+  } else if (opcode === 9) p.socket?.write(PONG); // any bytes reset the server's idle timer
 }
 
 /** Counts `data:` in an SSE stream; "data:" has no border, so one carried prefix length is enough. */
@@ -118,7 +135,7 @@ const handlers = {
   open(socket: Socket<Peer>) {
     const p = socket.data;
     p.socket = socket;
-    socket.write(p.kind === "ws" ? upgradeRequest("/") : `GET /sse HTTP/1.1\r\nHost: ${HOST}\r\nAccept: text/event-stream\r\n\r\n`);
+    socket.write(p.kind === "ws" ? upgradeRequest("/", p.deflate) : `GET /sse HTTP/1.1\r\nHost: ${HOST}\r\nAccept: text/event-stream\r\n\r\n`);
   },
   data(socket: Socket<Peer>, buf: Buffer) {
     const p = socket.data;
@@ -142,15 +159,15 @@ const handlers = {
   ...failHandlers<Peer>(),
 };
 
-async function openOne(kind: Kind, port: number): Promise<boolean> {
-  const p = new Peer(kind);
+async function openOne(kind: Kind, port: number, deflate: boolean): Promise<boolean> {
+  const p = new Peer(kind, deflate);
   if (!(await connectPeer(p, port, handlers, OPEN_TIMEOUT_MS))) return false;
   peers[kind].add(p);
   return true;
 }
 
 /** Grows or shrinks the set of `kind` connections to `n`. */
-async function resize(kind: Kind, n: number, port: number) {
+async function resize(kind: Kind, n: number, port: number, deflate: boolean) {
   const set = peers[kind];
   const t0 = performance.now();
   let failed = 0;
@@ -160,7 +177,7 @@ async function resize(kind: Kind, n: number, port: number) {
   }
   while (set.size < n && failed < 100) {
     const batch = Math.min(BATCH, n - set.size);
-    const oks = await Promise.all(Array.from({ length: batch }, () => openOne(kind, port)));
+    const oks = await Promise.all(Array.from({ length: batch }, () => openOne(kind, port, deflate)));
     failed += oks.filter((ok) => !ok).length;
   }
   return { live: set.size, failed, ms: performance.now() - t0 };
@@ -171,6 +188,8 @@ async function burst(cmd: { n: number; size: number; port: number }) {
   for (const p of live) p.count = 0;
   received = 0;
   badSize = 0;
+  compressed = 0;
+  payloadBytes = 0;
   closedLive = 0;
   expectedSize = cmd.size;
   const expected = live.length * cmd.n;
@@ -213,13 +232,15 @@ async function burst(cmd: { n: number; size: number; port: number }) {
     publishMs: body.ms,
     perConnection: { min: live.length ? min : 0, max },
     badSize,
+    compressed,
+    payloadBytes,
     closedDuring: closedLive,
     clientCpuSeconds: (cpu.user + cpu.system) / 1e6,
   };
 }
 
-async function run(cmd: { seq: number; op: string; n: number; size: number; port: number }): Promise<object> {
-  if (cmd.op === "ws" || cmd.op === "sse") return resize(cmd.op, cmd.n, cmd.port);
+async function run(cmd: { seq: number; op: string; n: number; size: number; port: number; deflate?: boolean }): Promise<object> {
+  if (cmd.op === "ws" || cmd.op === "sse") return resize(cmd.op, cmd.n, cmd.port, cmd.deflate === true);
   if (cmd.op === "burst") return burst(cmd);
   throw new Error(`unknown op ${cmd.op}`);
 }

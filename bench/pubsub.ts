@@ -2,8 +2,10 @@
 //
 // Run:   bun bench/pubsub.ts                      (5 rounds, 64-byte messages, ~2 s per burst)
 //        bun bench/pubsub.ts --rounds 3 --size 256 --seconds 1
+//        bun bench/pubsub.ts --rounds 3 --only deflate   (the permessage-deflate phase alone)
 // Out:   a table on stdout, and every round in bench/results/pubsub.json (its `ratios`: iodine ÷ raw
-//        msg/s per WebSocket scenario, for bench/report.ts).
+//        msg/s per WebSocket scenario, `iodine -deflate` ÷ `perMessageDeflate` in the deflate ones,
+//        for bench/report.ts).
 //
 // Servers (each its own process): iodine through the CLI with bench/pubsub-server.ts, whose
 // WebSockets subscribe to "bench" without a callback (Bun's native topics), and the raw
@@ -16,7 +18,11 @@
 // delivered messages/s = K × N / seconds. Rounds alternate the servers, and the order rotates.
 //
 // Phases: memory (RSS with 0, then 10,000 idle subscribed WebSockets, fresh servers) → WebSocket
-// fan-out to 10,000, then 1,000 subscribers → SSE fan-out to 1,000 streams (iodine only).
+// fan-out to 10,000, then 1,000 subscribers → SSE fan-out to 1,000 streams (iodine only) →
+// permessage-deflate: 1,000 subscribers at 4 KiB plain, then two more servers (`iodine -deflate`,
+// the baseline with `--deflate`) to 1,000 subscribers that offer the extension, at --size and 4 KiB.
+// Messages are words (bench/pubsub-routes.ts `text`), which deflate shrinks as it would chat or JSON;
+// the load client counts compressed frames and never inflates them.
 import { join } from "node:path";
 import {
   assertAlive,
@@ -48,6 +54,9 @@ import {
 } from "./lib.ts";
 
 const WS_COUNTS = [1_000, 10_000] as const;
+/** subscribers and the larger message size of the permessage-deflate phase */
+const DEFLATE_COUNT = 1_000;
+const LARGE = 4096;
 const SSE_COUNT = 1_000;
 const MEMORY_COUNT = 10_000;
 /** the whole run is cut off here, whatever it is doing */
@@ -55,10 +64,18 @@ const DEADLINE_MS = 285_000;
 
 // --- options ---
 
-const flags = parseFlags("usage: bun bench/pubsub.ts [--rounds N (5)] [--size BYTES (64)] [--seconds PER_BURST (2)]", ["rounds", "size", "seconds"]);
+const flags = parseFlags(
+  "usage: bun bench/pubsub.ts [--rounds N (5)] [--size BYTES (64)] [--seconds PER_BURST (2)] [--only deflate]",
+  ["rounds", "size", "seconds", "only"],
+);
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
 const size = positive(flags.size ?? "64", "size", true);
 const targetSeconds = positive(flags.seconds ?? "2", "seconds", false);
+if (flags.only !== undefined && flags.only !== "deflate") {
+  console.error(`bench: --only ${flags.only}: the one phase that runs alone is "deflate"`);
+  process.exit(2);
+}
+const onlyDeflate = flags.only === "deflate";
 
 // --- cleanup, also on Ctrl-C and at the deadline ---
 
@@ -81,14 +98,32 @@ interface BurstResult {
   publishMs: number;
   perConnection: { min: number; max: number };
   badSize: number;
+  /** messages that arrived compressed, and the payload bytes of all of them as sent */
+  compressed: number;
+  payloadBytes: number;
   closedDuring: number;
   clientCpuSeconds: number;
 }
 
 // --- one side of the comparison: a server and its load client ---
 
-type Role = "iodine" | "raw";
-const LABEL: Record<Role, string> = { iodine: "iodine", raw: "raw Bun.serve" };
+type Role = "iodine" | "raw" | "iodine-deflate" | "raw-deflate";
+const LABEL: Record<Role, string> = {
+  iodine: "iodine",
+  raw: "raw Bun.serve",
+  "iodine-deflate": "iodine -deflate",
+  "raw-deflate": "raw Bun.serve perMessageDeflate",
+};
+/** what the label column must hold */
+const LABEL_WIDTH = Math.max(...Object.values(LABEL).map((l) => l.length)) + 2;
+const COMMAND: Record<Role, () => string[]> = {
+  iodine: () => iodineCmd("bench/pubsub-server.ts"),
+  raw: () => [process.execPath, join(import.meta.dir, "pubsub-baseline.ts")],
+  "iodine-deflate": () => iodineCmd("-deflate", "bench/pubsub-server.ts"),
+  "raw-deflate": () => [process.execPath, join(import.meta.dir, "pubsub-baseline.ts"), "--deflate"],
+};
+/** the sides whose clients offer permessage-deflate */
+const isDeflate = (role: Role) => role.endsWith("-deflate");
 
 interface Side {
   role: Role;
@@ -112,6 +147,8 @@ interface Scenario {
   id: string;
   name: string;
   kind: "ws" | "sse";
+  /** message size, bytes */
+  bytes: number;
   subscribers: number;
   messagesPerBurst: number;
   rows: Row[];
@@ -120,23 +157,10 @@ interface Scenario {
 async function main(): Promise<void> {
   const facts = { ...machineFacts(), openFiles: { bench: openFilesLimit(process.pid), iodine: "", raw: "", client: "" } };
   printMachine(facts, `bun ${facts.bun}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
-  console.log(`${size}-byte text messages, ${rounds} rounds, bursts sized for ~${targetSeconds} s\n`);
+  console.log(`${size}-byte text messages (words), ${rounds} rounds, bursts sized for ~${targetSeconds} s\n`);
 
   // --- processes ---
-  const sides: Side[] = [];
-  for (const role of ["iodine", "raw"] as const) {
-    const cmd =
-      role === "iodine"
-        ? iodineCmd("bench/pubsub-server.ts")
-        : [process.execPath, join(import.meta.dir, "pubsub-baseline.ts")];
-    const server = await startServer(LABEL[role], cmd, { cwd: ROOT });
-    servers.push(server);
-    const kids = childPids(server.proc.pid);
-    if (kids.length > 1) throw new Error(`${LABEL[role]}: ${kids.length} child processes; RSS and CPU would be of the wrong one`);
-    const client = new LoadClient("pubsub-client.ts", `${role} client`);
-    clients.push(client);
-    sides.push({ role, server, pid: kids[0] ?? server.proc.pid, client });
-  }
+  const sides = [await startSide("iodine"), await startSide("raw")];
   const [iodine, raw] = sides as [Side, Side];
   facts.openFiles.iodine = openFilesLimit(iodine.pid);
   facts.openFiles.raw = openFilesLimit(raw.pid);
@@ -144,7 +168,43 @@ async function main(): Promise<void> {
   console.log(`open-file limits (soft/hard): iodine ${facts.openFiles.iodine}, raw ${facts.openFiles.raw}, load client ${facts.openFiles.client}\n`);
 
   // --- memory: fresh servers, 0 then 10,000 idle subscribed WebSockets ---
-  const memory: { server: string; rss0: number; rss: number; connections: number; bytesPerConnection: number; openSeconds: number }[] = [];
+  const memory: Memory[] = [];
+  const scenarios: Scenario[] = [];
+  if (!onlyDeflate) await mainPhases(sides, memory, scenarios);
+
+  // --- permessage-deflate: the plain servers at 4 KiB (and --size, if not done above), then the
+  // servers with it on, to clients that offer it ---
+  const wsName = (bytes: number) => `WS ${fmtRps(DEFLATE_COUNT)} subs${bytes === size ? "" : `, ${fmtRps(bytes)} B`}`;
+  const wsId = (bytes: number) => `ws-${DEFLATE_COUNT}${bytes === size ? "" : `-${bytes}`}`;
+  for (const side of sides) await resize(side, "ws", DEFLATE_COUNT);
+  for (const bytes of onlyDeflate ? [size, LARGE] : [LARGE]) {
+    scenarios.push(await measure(wsId(bytes), wsName(bytes), "ws", DEFLATE_COUNT, sides, bytes));
+  }
+  for (const side of sides) await resize(side, "ws", 0);
+  const deflating = [await startSide("iodine-deflate"), await startSide("raw-deflate")];
+  for (const side of deflating) await resize(side, "ws", DEFLATE_COUNT, true);
+  for (const bytes of [size, LARGE]) {
+    scenarios.push(await measure(`${wsId(bytes)}-deflate`, `${wsName(bytes)}, deflate`, "ws", DEFLATE_COUNT, deflating, bytes));
+  }
+  for (const side of deflating) await resize(side, "ws", 0);
+
+  report(scenarios, memory, facts);
+}
+
+/** Starts one server and its load client. */
+async function startSide(role: Role): Promise<Side> {
+  const server = await startServer(LABEL[role], COMMAND[role](), { cwd: ROOT });
+  servers.push(server);
+  const kids = childPids(server.proc.pid);
+  if (kids.length > 1) throw new Error(`${LABEL[role]}: ${kids.length} child processes; RSS and CPU would be of the wrong one`);
+  const client = new LoadClient("pubsub-client.ts", `${role} client`);
+  clients.push(client);
+  return { role, server, pid: kids[0] ?? server.proc.pid, client };
+}
+
+/** Memory, WebSocket fan-out to 10,000 and 1,000, SSE fan-out: the plain servers. */
+async function mainPhases(sides: Side[], memory: Memory[], scenarios: Scenario[]): Promise<void> {
+  const [iodine] = sides as [Side, Side];
   for (const side of sides) {
     const rss0 = await settledRss(side);
     const opened = await resize(side, "ws", MEMORY_COUNT);
@@ -155,105 +215,140 @@ async function main(): Promise<void> {
   }
 
   // --- WebSocket fan-out: 10,000 (already open), then 1,000 ---
-  const scenarios: Scenario[] = [];
+  const ws: Scenario[] = [];
   for (const k of [...WS_COUNTS].sort((a, b) => b - a)) {
     for (const side of sides) await resize(side, "ws", k);
-    scenarios.push(await measure(`ws-${k}`, `WS ${fmtRps(k)} subs`, "ws", k, sides));
+    ws.unshift(await measure(`ws-${k}`, `WS ${fmtRps(k)} subs`, "ws", k, sides, size)); // 1,000 first in the report
   }
-  scenarios.reverse(); // 1,000 first in the report
+  scenarios.push(...ws);
 
   // --- SSE fan-out, iodine only ---
   for (const side of sides) await resize(side, "ws", 0);
   await resize(iodine, "sse", SSE_COUNT);
-  scenarios.push(await measure(`sse-${SSE_COUNT}`, `SSE ${fmtRps(SSE_COUNT)} subs`, "sse", SSE_COUNT, [iodine]));
+  scenarios.push(await measure(`sse-${SSE_COUNT}`, `SSE ${fmtRps(SSE_COUNT)} subs`, "sse", SSE_COUNT, [iodine], size));
   await resize(iodine, "sse", 0);
+}
 
-  // --- report ---
-  /** iodine's and raw's `key` in a scenario, or null if one of them did not run it */
-  const both = (sc: Scenario, key: "median" | "serverCpuNsPerMessage") => {
-    const io = sc.rows.find((r) => r.role === "iodine")?.[key];
-    const rw = sc.rows.find((r) => r.role === "raw")?.[key];
-    return io !== undefined && rw !== undefined ? { io, rw } : null;
-  };
-  const ratioOf = (sc: Scenario) => {
-    const m = both(sc, "median");
-    return m && m.io / m.rw;
-  };
-  // CPU per message moves far less with steal time than msg/s does (> 1: iodine is cheaper)
-  const cpuRatioOf = (sc: Scenario) => {
-    const c = both(sc, "serverCpuNsPerMessage");
-    return c && c.rw / c.io;
-  };
+type Memory = { server: string; rss0: number; rss: number; connections: number; bytesPerConnection: number; openSeconds: number };
+
+function report(scenarios: Scenario[], memory: Memory[], facts: ReturnType<typeof machineFacts> & { openFiles: Record<string, string> }): void {
+  const nameWidth = Math.max(16, ...scenarios.map((sc) => sc.name.length + 2));
   console.log("");
-  console.log(`${"scenario".padEnd(16)}${"server".padEnd(15)}${"msgs/burst".padStart(10)}${"median msg/s".padStart(14)}   ${"min–max".padEnd(23)}${"server ns/msg".padStart(13)}${"client CPU".padStart(12)}`);
-  console.log("-".repeat(103));
+  console.log(`${"scenario".padEnd(nameWidth)}${"server".padEnd(LABEL_WIDTH)}${"msgs/burst".padStart(10)}${"median msg/s".padStart(14)}   ${"min–max".padEnd(23)}${"server ns/msg".padStart(13)}${"client CPU".padStart(12)}`);
+  console.log("-".repeat(nameWidth + LABEL_WIDTH + 87));
   for (const sc of scenarios) {
     sc.rows.forEach((r, i) => {
       const range = `${fmtRps(r.min)}–${fmtRps(r.max)}`;
       const first = i === 0;
       console.log(
-        `${(first ? sc.name : "").padEnd(16)}${LABEL[r.role].padEnd(15)}${(first ? fmtRps(sc.messagesPerBurst) : "").padStart(10)}${fmtRps(r.median).padStart(14)}   ${range.padEnd(23)}${r.serverCpuNsPerMessage.toFixed(0).padStart(13)}${`${(r.clientCpuShare * 100).toFixed(0)} %`.padStart(12)}${dropNote(r)}`,
+        `${(first ? sc.name : "").padEnd(nameWidth)}${LABEL[r.role].padEnd(LABEL_WIDTH)}${(first ? fmtRps(sc.messagesPerBurst) : "").padStart(10)}${fmtRps(r.median).padStart(14)}   ${range.padEnd(23)}${r.serverCpuNsPerMessage.toFixed(0).padStart(13)}${`${(r.clientCpuShare * 100).toFixed(0)} %`.padStart(12)}${wireNote(sc, r)}${dropNote(r)}`,
       );
     });
-    const ratio = ratioOf(sc);
-    const cpuRatio = cpuRatioOf(sc);
-    if (ratio !== null && cpuRatio !== null) {
-      console.log(`${"".padEnd(16)}msg/s iodine ÷ raw ${ratio.toFixed(2)}   server CPU/msg raw ÷ iodine ${cpuRatio.toFixed(2)} (> 1: iodine cheaper)`);
+    const pair = pairOf(sc);
+    if (pair !== null) {
+      const [ours, base] = pair;
+      console.log(
+        `${"".padEnd(nameWidth)}msg/s ${LABEL[ours.role]} ÷ ${LABEL[base.role]} ${(ours.median / base.median).toFixed(2)}   ` +
+          `server CPU/msg ${(base.serverCpuNsPerMessage / ours.serverCpuNsPerMessage).toFixed(2)} (> 1: iodine cheaper)`,
+      );
+    }
+    const plain = plainOf(sc, scenarios);
+    if (plain !== undefined) {
+      for (const r of sc.rows) {
+        const off = plain.rows.find((p) => p.role === (r.role === "iodine-deflate" ? "iodine" : "raw"));
+        if (off === undefined) continue;
+        console.log(
+          `${"".padEnd(nameWidth)}${LABEL[r.role]} ÷ ${LABEL[off.role]} (${plain.name}): msg/s ${(r.median / off.median).toFixed(2)}, ` +
+            `server CPU/msg ${(r.serverCpuNsPerMessage / off.serverCpuNsPerMessage).toFixed(1)}×`,
+        );
+      }
     }
   }
-  console.log("");
-  console.log(`${"memory".padEnd(16)}${"server".padEnd(15)}${"RSS, 0 conns".padStart(13)}${`RSS, ${fmtRps(MEMORY_COUNT)}`.padStart(13)}${"bytes/idle WS".padStart(15)}`);
-  console.log("-".repeat(72));
-  for (const m of memory) {
-    console.log(`${"".padEnd(16)}${m.server.padEnd(15)}${mb(m.rss0).padStart(13)}${mb(m.rss).padStart(13)}${fmtRps(m.bytesPerConnection).padStart(15)}`);
+  if (memory.length > 0) {
+    console.log("");
+    console.log(`${"memory".padEnd(16)}${"server".padEnd(15)}${"RSS, 0 conns".padStart(13)}${`RSS, ${fmtRps(MEMORY_COUNT)}`.padStart(13)}${"bytes/idle WS".padStart(15)}`);
+    console.log("-".repeat(72));
+    for (const m of memory) {
+      console.log(`${"".padEnd(16)}${m.server.padEnd(15)}${mb(m.rss0).padStart(13)}${mb(m.rss).padStart(13)}${fmtRps(m.bytesPerConnection).padStart(15)}`);
+    }
   }
   console.log("");
   console.log("msg/s: K × N deliveries ÷ (burst request → last delivery at the client). server ns/msg: CPU of the");
   console.log("server process per delivered message. client CPU: the load client's CPU ÷ wall time (100 % = one core).");
+  console.log("deflate: the clients offer permessage-deflate; iodine compresses messages of 1 KiB and more, the raw");
+  console.log("baseline every message (server.publish's default). The load client counts compressed frames, never inflates them.");
 
-  const settings = { rounds, messageBytes: size, targetSecondsPerBurst: targetSeconds, wsSubscribers: WS_COUNTS, sseSubscribers: SSE_COUNT };
-  const report = scenarios.map((sc) => ({
-    scenario: sc.name,
-    kind: sc.kind,
-    subscribers: sc.subscribers,
-    messagesPerBurst: sc.messagesPerBurst,
-    deliveriesPerBurst: sc.subscribers * sc.messagesPerBurst,
-    servers: sc.rows.map((r) => ({ server: LABEL[r.role], median: r.median, min: r.min, max: r.max, serverCpuNsPerMessage: r.serverCpuNsPerMessage, clientCpuShare: r.clientCpuShare, rounds: r.rounds })),
-    iodineOverRaw: ratioOf(sc),
-    cpuRawOverIodine: cpuRatioOf(sc),
-  }));
+  const settings = {
+    rounds, messageBytes: size, targetSecondsPerBurst: targetSeconds, wsSubscribers: WS_COUNTS, sseSubscribers: SSE_COUNT,
+    deflateSubscribers: DEFLATE_COUNT, largeMessageBytes: LARGE, onlyDeflate,
+  };
+  const report = scenarios.map((sc) => {
+    const pair = pairOf(sc);
+    return {
+      scenario: sc.name,
+      kind: sc.kind,
+      messageBytes: sc.bytes,
+      subscribers: sc.subscribers,
+      messagesPerBurst: sc.messagesPerBurst,
+      deliveriesPerBurst: sc.subscribers * sc.messagesPerBurst,
+      servers: sc.rows.map((r) => ({ server: LABEL[r.role], median: r.median, min: r.min, max: r.max, serverCpuNsPerMessage: r.serverCpuNsPerMessage, clientCpuShare: r.clientCpuShare, rounds: r.rounds })),
+      iodineOverRaw: pair && pair[0].median / pair[1].median,
+      cpuRawOverIodine: pair && pair[1].serverCpuNsPerMessage / pair[0].serverCpuNsPerMessage,
+    };
+  });
   const ratios = scenarios.flatMap(ratioEntries);
   console.log(`\nresults: ${writeResults("pubsub", { machine: facts, settings, scenarios: report, memory, ratios })}`);
 }
 
-/** iodine ÷ raw msg/s of a scenario both servers ran (SSE is iodine's only: none). */
+/** iodine's row and the raw baseline's in a scenario both ran (SSE is iodine's only: null). */
+function pairOf(sc: Scenario): [Row, Row] | null {
+  const ours = sc.rows.find((r) => r.role.startsWith("iodine"));
+  const base = sc.rows.find((r) => r.role.startsWith("raw"));
+  return ours && base ? [ours, base] : null;
+}
+
+/** For a deflate scenario, the plain one with the same subscribers and message size. */
+function plainOf(sc: Scenario, all: Scenario[]): Scenario | undefined {
+  if (!sc.rows.some((r) => isDeflate(r.role))) return undefined;
+  return all.find((p) => p !== sc && p.kind === sc.kind && p.subscribers === sc.subscribers && p.bytes === sc.bytes && !p.rows.some((r) => isDeflate(r.role)));
+}
+
+/** iodine ÷ raw msg/s of a scenario both servers ran. */
 function ratioEntries(sc: Scenario): Ratio[] {
-  const io = sc.rows.find((r) => r.role === "iodine");
-  const rw = sc.rows.find((r) => r.role === "raw");
-  if (!io || !rw) return [];
-  const detail = `${fmtRps(sc.messagesPerBurst)} × ${size} B to ${fmtRps(sc.subscribers)} WebSockets: ${fmtRps(io.median)} vs ${fmtRps(rw.median)} msg/s`;
-  return [ratioEntry("pubsub", `${sc.name}: iodine ÷ ${LABEL.raw}`, io.rounds.map((r) => r.rate), rw.rounds.map((r) => r.rate), { detail })];
+  const pair = pairOf(sc);
+  if (pair === null) return [];
+  const [ours, base] = pair;
+  const offered = isDeflate(ours.role) ? " offering permessage-deflate" : "";
+  const detail = `${fmtRps(sc.messagesPerBurst)} × ${sc.bytes} B to ${fmtRps(sc.subscribers)} WebSockets${offered}: ${fmtRps(ours.median)} vs ${fmtRps(base.median)} msg/s`;
+  return [ratioEntry("pubsub", `${sc.name}: ${LABEL[ours.role]} ÷ ${LABEL[base.role]}`, ours.rounds.map((r) => r.rate), base.rounds.map((r) => r.rate), { detail })];
 }
 
 // --- steps ---
 
-/** A warm-up burst per server sizes N for ~targetSeconds on the faster one; then alternating rounds. */
-async function measure(id: string, name: string, kind: "ws" | "sse", k: number, sides: Side[]): Promise<Scenario> {
-  const warmDeliveries = kind === "ws" ? 500_000 : 50_000;
+/**
+ * A warm-up burst per server sizes N for ~targetSeconds on the faster one (on the slower one where the
+ * clients offer permessage-deflate: the sides differ 10× or more there); then alternating rounds.
+ */
+async function measure(id: string, name: string, kind: "ws" | "sse", k: number, sides: Side[], bytes: number): Promise<Scenario> {
+  // compressing fan-out runs at a tenth of the plain rate or less
+  const deflate = sides.some((s) => isDeflate(s.role));
+  const warmDeliveries = kind === "ws" && !deflate ? 500_000 : 50_000;
   const warmN = Math.max(1, Math.round(warmDeliveries / k));
   let fastest = 0;
+  let slowest = Infinity;
   for (const side of sides) {
-    const r = await burst(side, warmN);
+    const r = await burst(side, warmN, bytes);
     fastest = Math.max(fastest, r.rate);
-    console.log(`  ${name.padEnd(14)} warm-up  ${LABEL[side.role].padEnd(14)} ${fmtRps(r.rate).padStart(11)} msg/s${runNote(r)}`);
+    slowest = Math.min(slowest, r.rate);
+    console.log(`  ${name.padEnd(14)} warm-up  ${LABEL[side.role].padEnd(LABEL_WIDTH)} ${fmtRps(r.rate).padStart(11)} msg/s${runNote(r)}`);
   }
-  const n = Math.min(100_000, Math.max(1, Math.round((fastest * targetSeconds) / k)));
+  const n = Math.min(100_000, Math.max(1, Math.round(((deflate ? slowest : fastest) * targetSeconds) / k)));
   const runs = new Map<Role, Run[]>(sides.map((s) => [s.role, []]));
   await inRounds(rounds, sides, async (side, round) => {
-    const r = await burst(side, n);
+    const r = await burst(side, n, bytes);
     runs.get(side.role)!.push(r);
     console.log(
-      `  ${name.padEnd(14)} round ${round + 1}  ${LABEL[side.role].padEnd(14)} ${fmtRps(r.rate).padStart(11)} msg/s  ${r.seconds.toFixed(2)} s  ${r.serverCpuNsPerMessage.toFixed(0).padStart(5)} ns CPU/msg${runNote(r)}`,
+      `  ${name.padEnd(14)} round ${round + 1}  ${LABEL[side.role].padEnd(LABEL_WIDTH)} ${fmtRps(r.rate).padStart(11)} msg/s  ${r.seconds.toFixed(2)} s  ${r.serverCpuNsPerMessage.toFixed(0).padStart(5)} ns CPU/msg${runNote(r)}`,
     );
   });
   const rows = sides.map((side): Row => {
@@ -266,13 +361,13 @@ async function measure(id: string, name: string, kind: "ws" | "sse", k: number, 
       clientCpuShare: median(rs.map((r) => r.clientCpuShare)),
     };
   });
-  return { id, name, kind, subscribers: k, messagesPerBurst: n, rows };
+  return { id, name, kind, bytes, subscribers: k, messagesPerBurst: n, rows };
 }
 
-async function burst(side: Side, n: number): Promise<Run> {
+async function burst(side: Side, n: number, bytes: number): Promise<Run> {
   assertAlive(side.server);
   const before = cpuTicks(side.pid);
-  const r = await side.client.send<BurstResult>({ op: "burst", n, size, port: side.server.port });
+  const r = await side.client.send<BurstResult>({ op: "burst", n, size: bytes, port: side.server.port });
   const ticks = cpuTicks(side.pid) - before;
   return {
     ...r,
@@ -283,10 +378,10 @@ async function burst(side: Side, n: number): Promise<Run> {
   };
 }
 
-/** Grows or shrinks a client's connections to k and waits until the server counts the same. */
-async function resize(side: Side, kind: "ws" | "sse", k: number): Promise<{ ms: number }> {
+/** Grows or shrinks a client's connections to k and waits until the server counts the same; `deflate`: new ones offer it. */
+async function resize(side: Side, kind: "ws" | "sse", k: number, deflate = false): Promise<{ ms: number }> {
   assertAlive(side.server);
-  const r = await side.client.send<{ live: number; failed: number; ms: number }>({ op: kind, n: k, port: side.server.port });
+  const r = await side.client.send<{ live: number; failed: number; ms: number }>({ op: kind, n: k, port: side.server.port, deflate });
   if (r.live !== k) throw new Error(`${LABEL[side.role]}: only ${r.live} of ${k} ${kind} connections opened (${r.failed} failed)`);
   const deadline = Date.now() + 15_000;
   for (;;) {
@@ -312,9 +407,18 @@ function runNote(r: Run): string {
   const notes: string[] = [];
   if (!r.complete) notes.push(`${fmtRps(r.expected - r.received)} of ${fmtRps(r.expected)} never arrived`);
   if (r.closedDuring) notes.push(`${r.closedDuring} connections closed`);
-  if (r.badSize) notes.push(`${r.badSize} messages of the wrong size`);
+  if (r.badSize) notes.push(`${r.badSize} plain messages of the wrong size`);
   if (r.perConnection.min !== r.perConnection.max) notes.push(`per connection ${r.perConnection.min}–${r.perConnection.max}`);
   return notesText(notes);
+}
+
+/** For rows whose clients offered permessage-deflate: how much went compressed, and its size on the wire. */
+function wireNote(sc: Scenario, r: Row): string {
+  if (!isDeflate(r.role)) return "";
+  const received = r.rounds.reduce((n, x) => n + x.received, 0);
+  const compressed = r.rounds.reduce((n, x) => n + x.compressed, 0);
+  const bytes = r.rounds.reduce((n, x) => n + x.payloadBytes, 0);
+  return `   ${((compressed / Math.max(1, received)) * 100).toFixed(0)} % compressed, ${fmtRps(bytes / Math.max(1, received))} of ${sc.bytes} B/msg`;
 }
 
 function dropNote(r: Row): string {

@@ -43,6 +43,10 @@ export const OPTIONS: readonly OptionDef[] = [
     description: "HTTP keep-alive idle timeout in seconds, 0–255 (Bun's limit)", default: "40" },
   { name: "ping", kind: "string", iodine: ["ping"], valueHint: "S",
     description: "WebSocket idle/ping interval in seconds, 1–960", default: "40" },
+  { name: "deflate", kind: "boolean", iodine: ["deflate"],
+    description: "WebSocket compression (permessage-deflate) for clients that offer it, on messages of 1 KiB and more; " +
+      "`Iodine.upgrade`'s `deflate` option overrides it per connection",
+    default: "off" },
   { name: "max-body", kind: "string", iodine: ["maxbd", "max-body"], valueHint: "MB",
     description: "largest request body in MiB; 413 above it", default: "50" },
   { name: "max-header", kind: "string", iodine: ["maxhd", "max-header"], valueHint: "KB",

@@ -32,6 +32,8 @@ export interface RunConfig {
   maxBodyGiven: boolean;
   ping: number;
   maxMsg: number;
+  /** WebSocket permessage-deflate for upgrades that do not say (`--deflate`) */
+  deflate: boolean;
   warmup: boolean;
   /** how long a graceful stop waits for in-flight requests before closing what is left, ms */
   drainMs: number;
@@ -49,7 +51,7 @@ let config: RunConfig = {
   port: envPort, hostname: undefined, unix: undefined, www: undefined, tls: undefined,
   verbose: false, keepAlive: DEFAULTS.keepAlive, maxBody: DEFAULTS.maxBody, ping: DEFAULTS.ping,
   keepAliveGiven: false, maxBodyGiven: false,
-  maxMsg: DEFAULTS.maxMsg, warmup: false, drainMs: DEFAULTS.drainMs,
+  maxMsg: DEFAULTS.maxMsg, deflate: DEFAULTS.deflate, warmup: false, drainMs: DEFAULTS.drainMs,
 };
 let cliDriven = false;
 let state: "idle" | "running" | "stopping" = "idle";
@@ -275,6 +277,7 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
       maxBody: config.maxBodyGiven ? config.maxBody : (bun?.maxRequestBodySize ?? config.maxBody),
       ping: config.ping,
       maxMsg: config.maxMsg,
+      deflate: config.deflate,
       reusePort: role.inCluster,
     }),
   );

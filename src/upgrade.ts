@@ -13,6 +13,11 @@ export type UpgradeKind = "websocket" | "sse";
 export interface UpgradeOptions {
   /** headers (cookies …) for the upgrade response */
   headers?: Bun.HeadersInit;
+  /**
+   * WebSocket only: accept permessage-deflate (RFC 7692) if the client offers it; messages of 1 KiB
+   * and more are then sent compressed. @default the CLI's `--deflate` (off)
+   */
+  deflate?: boolean;
 }
 
 /** The app's answer to an upgrade request: the server sees it and upgrades the socket. */
@@ -46,7 +51,11 @@ export function upgradeKind(req: Request): UpgradeKind | undefined {
  */
 export function upgrade(req: Request, handler: Handler | SnakeHandler, options: UpgradeOptions = {}): Response {
   const kind = upgradeKind(req);
-  if (kind === "websocket") return new UpgradeResponse(new WsConnection(handler, req), options.headers);
+  const deflate = options.deflate;
+  if (deflate !== undefined && typeof deflate !== "boolean") {
+    throw new TypeError(`Iodine.upgrade: "deflate" must be a boolean, got ${JSON.stringify(deflate) ?? typeof deflate}`);
+  }
+  if (kind === "websocket") return new UpgradeResponse(new WsConnection(handler, req, deflate), options.headers);
   if (kind === "sse") return new UpgradeResponse(new SseConnection(handler, req), options.headers);
   // 400: the request asks for no upgrade we know (SPEC §10); a bad handler still throws.
   resolveHandler(handler, "Iodine.upgrade");

@@ -71,6 +71,10 @@ describe("option parsing", () => {
     [["--warmup"], "warmup", true],
     [["--preload"], "warmup", true],
     [["-warmup"], "warmup", true],
+    [["--deflate"], "deflate", true],
+    [["-deflate"], "deflate", true],
+    [["--deflate=no"], "deflate", false],
+    [["-deflate=1"], "deflate", true],
     [["app.ts"], "app", "app.ts"],
     [["-p", "1", "--", "-weird-name.ts"], "app", "-weird-name.ts"],
   ];
@@ -85,7 +89,7 @@ describe("option parsing", () => {
     expect(s).toEqual({
       app: "", port: undefined, hostname: undefined, unix: undefined, workers: 1, threads: 1,
       www: undefined, verbose: false, redis: undefined, redisPing: 300, keepAlive: 40, ping: 40,
-      maxBody: 50 * MiB, maxHeader: 32 * KiB, maxMsg: 250 * KiB, tls: false, tlsCert: undefined,
+      maxBody: 50 * MiB, maxHeader: 32 * KiB, maxMsg: 250 * KiB, deflate: false, tls: false, tlsCert: undefined,
       tlsKey: undefined, tlsPass: undefined, pid: undefined, verbosity: 4, warmup: false, given: new Set(),
     });
     expect([...settingsOf(["-k", "5", "--max-body=2", "app.ts"]).given].sort()).toEqual(["keep-alive", "max-body"]);

@@ -224,6 +224,24 @@ async function finish(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOption
   return { code, stdout, stderr };
 }
 
+// --- waiting ---
+
+/** Rejects after `ms` with a message saying what was awaited. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms))),
+  ]);
+}
+
+/** Resolves on `wake()` (new data arrived) or after `ms`, whichever comes first. */
+export function nap(ms: number): { wake: () => void; done: Promise<void> } {
+  const woke = Promise.withResolvers<void>();
+  const timer = setTimeout(woke.resolve, ms);
+  return { wake: woke.resolve, done: woke.promise.finally(() => clearTimeout(timer)) };
+}
+
 /**
  * Writes `data` on a fresh TCP connection and collects the bytes until the server closes,
  * `done(received)` returns true, or `ms` pass. Resolves with what was received.

@@ -3,28 +3,12 @@
 // app's `server.publish`, and a slow consumer being cut off without hurting the others.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { connect, type Socket } from "node:net";
-import { fixture, startCli, type CliProcess } from "./harness.ts";
+import { fixture, nap, startCli, within, type CliProcess } from "./harness.ts";
+import { RawWs } from "./raw-ws.ts";
 
 type Msg = string | Uint8Array;
 
-/** Rejects after `ms` with a message saying what was awaited. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms))),
-  ]);
-}
-
 /** A Bun WebSocket client with a queue of received messages (text as string, binary as bytes). */
-/** Resolves on `wake()` (new data arrived) or after `ms`, whichever comes first. */
-function nap(ms: number): { wake: () => void; done: Promise<void> } {
-  const woke = Promise.withResolvers<void>();
-  const timer = setTimeout(woke.resolve, ms);
-  return { wake: woke.resolve, done: woke.promise.finally(() => clearTimeout(timer)) };
-}
-
 class Client implements Disposable {
   ws: WebSocket;
   opened: Promise<void>;
@@ -340,136 +324,6 @@ describe("a Bun-native app's server.publish and iodine pub/sub in one process", 
     expect(await alone.take(2)).toEqual(["server.publish, no iodine connection", "Iodine.publish, no iodine connection"]);
   }, 15_000);
 });
-
-// --- a raw WebSocket client that can stop reading ---
-
-interface Frame {
-  opcode: number;
-  payload: Buffer;
-}
-
-/** A WebSocket client on a node:net socket, so the test decides when (and whether) it reads. */
-class RawWs {
-  socket: Socket;
-  ended: Promise<void>;
-  #buf = Buffer.alloc(0);
-  #chunks: Buffer[] = [];
-  #wake: (() => void) | undefined;
-  #done = false;
-
-  private constructor(socket: Socket) {
-    this.socket = socket;
-    const ended = Promise.withResolvers<void>();
-    this.ended = ended.promise;
-    socket.on("data", (d: Buffer) => {
-      this.#chunks.push(d);
-      this.#wake?.();
-    });
-    const end = () => {
-      this.#done = true;
-      ended.resolve();
-      this.#wake?.();
-    };
-    socket.on("end", end);
-    socket.on("close", end);
-    socket.on("error", end);
-  }
-
-  static async open(port: number, path: string): Promise<RawWs> {
-    const socket = connect(port, "127.0.0.1");
-    const raw = new RawWs(socket);
-    socket.write(
-      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-    );
-    const head = await raw.#read((b) => {
-      const end = b.indexOf("\r\n\r\n");
-      return end === -1 ? undefined : end + 4;
-    }, 5000);
-    expect(head.toString("latin1")).toStartWith("HTTP/1.1 101");
-    return raw;
-  }
-
-  /** Waits until `size(buffer)` says how many bytes make the next item, and takes them. */
-  async #read(size: (b: Buffer) => number | undefined, ms: number): Promise<Buffer> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      if (this.#chunks.length > 0) {
-        this.#buf = Buffer.concat([this.#buf, ...this.#chunks]);
-        this.#chunks = [];
-      }
-      const n = size(this.#buf);
-      if (n !== undefined) {
-        const out = this.#buf.subarray(0, n);
-        this.#buf = this.#buf.subarray(n);
-        return out;
-      }
-      if (this.#done) throw new Error(`connection ended with ${this.#buf.length} unparsed bytes`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error("timed out reading the raw socket");
-      const pause = nap(left);
-      this.#wake = pause.wake;
-      await pause.done;
-      this.#wake = undefined;
-    }
-  }
-
-  /** One masked text frame (clients must mask, RFC 6455 §5.3). */
-  sendText(text: string): void {
-    const payload = Buffer.from(text);
-    expect(payload.length).toBeLessThan(126);
-    const mask = Buffer.from([1, 2, 3, 4]);
-    const frame = Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ mask[i % 4]!)]);
-    this.socket.write(frame);
-  }
-
-  async frame(ms = 5000): Promise<Frame> {
-    const raw = await this.#read((b) => frameSize(b), ms);
-    return parseFrame(raw);
-  }
-
-  /** Reads to the end of the stream: every complete frame, and how many bytes of a cut one were left. */
-  async rest(ms: number): Promise<{ frames: Frame[]; leftover: number }> {
-    await within(this.ended, ms, "the server to end the slow connection");
-    const all = Buffer.concat([this.#buf, ...this.#chunks]);
-    this.#chunks = [];
-    const frames: Frame[] = [];
-    let off = 0;
-    for (;;) {
-      const n = frameSize(all.subarray(off));
-      if (n === undefined) break;
-      frames.push(parseFrame(all.subarray(off, off + n)));
-      off += n;
-    }
-    return { frames, leftover: all.length - off };
-  }
-
-  [Symbol.dispose]() {
-    this.socket.destroy();
-  }
-}
-
-function frameSize(b: Buffer): number | undefined {
-  if (b.length < 2) return undefined;
-  let len = b[1]! & 127;
-  let head = 2;
-  if (len === 126) {
-    if (b.length < 4) return undefined;
-    len = b.readUInt16BE(2);
-    head = 4;
-  } else if (len === 127) {
-    if (b.length < 10) return undefined;
-    len = Number(b.readBigUInt64BE(2));
-    head = 10;
-  }
-  return b.length >= head + len ? head + len : undefined;
-}
-
-function parseFrame(b: Buffer): Frame {
-  const len = b[1]! & 127;
-  const head = len === 126 ? 4 : len === 127 ? 10 : 2;
-  return { opcode: b[0]! & 15, payload: b.subarray(head) };
-}
 
 const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
 

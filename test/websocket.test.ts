@@ -1,7 +1,11 @@
 // iodine's WebSocket connections (SPEC §4): Iodine.upgrade with a handler, every callback, the
-// connection object, serialised callbacks, and pub/sub through connections (SPEC §5).
+// connection object, serialised callbacks, pub/sub through connections (SPEC §5), and
+// permessage-deflate (RFC 7692) by the CLI's --deflate or the upgrade's `deflate`.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { fixture, startCli, type CliProcess } from "./harness.ts";
+import { constants, deflateRawSync, inflateRawSync } from "node:zlib";
+import { upgrade } from "../src/upgrade.ts";
+import { errorOf, fixture, startCli, type CliProcess } from "./harness.ts";
+import { RawWs } from "./raw-ws.ts";
 
 /** A WebSocket client with a queue of received messages. */
 class Client {
@@ -213,5 +217,135 @@ describe("pub/sub through connections", () => {
     c.send("pub server-side from-client");
     c.send("log");
     expect(await c.next()).toContain("server-side:from-client");
+  });
+});
+
+// --- permessage-deflate ---
+
+const OFFER = { "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits" };
+const extensionsOf = (head: string) => /\r\nsec-websocket-extensions: *([^\r]*)/i.exec(head)?.[1];
+/** About 40,000 characters of words, which deflate shrinks many times over. */
+const BIG = Array.from({ length: 5_000 }, (_, i) => `word${i % 97} `).join("");
+// RFC 7692 §7.2.1: a message is deflated with a sync flush and sent without the flush's 00 00 ff ff.
+const TAIL = Buffer.from([0, 0, 0xff, 0xff]);
+const deflated = (text: string) => deflateRawSync(text, { finishFlush: constants.Z_SYNC_FLUSH }).subarray(0, -4);
+const inflated = (payload: Buffer) => inflateRawSync(Buffer.concat([payload, TAIL]), { finishFlush: constants.Z_SYNC_FLUSH }).toString();
+
+describe("permessage-deflate", () => {
+  let z: CliProcess;
+  beforeAll(async () => {
+    z = await startCli(["-deflate", "-p", "0", fixture("ws-iodine-app.ts")]);
+  });
+  afterAll(async () => {
+    await z?.[Symbol.asyncDispose]();
+  });
+
+  test("off by default: an offer gets no extension back, unless Iodine.upgrade says { deflate: true }", async () => {
+    using plain = await RawWs.open(srv.port, "/d", OFFER);
+    expect(extensionsOf(plain.head)).toBeUndefined();
+    using on = await RawWs.open(srv.port, "/d?deflate=1", OFFER);
+    expect(extensionsOf(on.head)).toStartWith("permessage-deflate");
+    expect((await on.frame()).payload.toString()).toBe("open websocket /d");
+    on.sendFrame(1, deflated(BIG), true);
+    const echo = await on.frame();
+    expect(echo.rsv1).toBe(true);
+    expect(inflated(echo.payload)).toBe(`echo ${BIG}`);
+  });
+
+  test("-deflate: an offer gets permessage-deflate back; { deflate: false } and no offer get none", async () => {
+    using on = await RawWs.open(z.port, "/z", OFFER);
+    expect(extensionsOf(on.head)).toStartWith("permessage-deflate");
+    using off = await RawWs.open(z.port, "/z?deflate=0", OFFER);
+    expect(extensionsOf(off.head)).toBeUndefined();
+    using none = await RawWs.open(z.port, "/z");
+    expect(extensionsOf(none.head)).toBeUndefined();
+    // Without the extension, a message of any size goes plain.
+    for (const c of [off, none]) {
+      expect((await c.frame()).payload.toString()).toBe("open websocket /z");
+      c.sendText(BIG);
+      expect(await c.frame()).toMatchObject({ rsv1: false, payload: Buffer.from(`echo ${BIG}`) });
+    }
+  });
+
+  test("compressed both ways from 1 KiB up, shorter messages plain, through pub/sub too", async () => {
+    using ws = await RawWs.open(z.port, "/z", OFFER);
+    using plain = await RawWs.open(z.port, "/z?deflate=0", OFFER);
+    const open = await ws.frame();
+    expect(open).toMatchObject({ opcode: 1, rsv1: false });
+    expect(open.payload.toString()).toBe("open websocket /z");
+    expect((await plain.frame()).payload.toString()).toBe("open websocket /z");
+
+    // A compressed message in; its echo goes out compressed.
+    ws.sendFrame(1, deflated(BIG), true);
+    const echo = await ws.frame();
+    expect(echo.rsv1).toBe(true);
+    expect(echo.payload.length).toBeLessThan(BIG.length / 4);
+    expect(inflated(echo.payload)).toBe(`echo ${BIG}`);
+    // The line: a 1,023-byte echo goes plain, a 1,024-byte one compressed.
+    ws.sendText("a".repeat(1018));
+    expect(await ws.frame()).toMatchObject({ rsv1: false, payload: Buffer.from(`echo ${"a".repeat(1018)}`) });
+    ws.sendText("a".repeat(1019));
+    const line = await ws.frame();
+    expect(line.rsv1).toBe(true);
+    expect(inflated(line.payload)).toBe(`echo ${"a".repeat(1019)}`);
+
+    // Publishes: Bun's native topic (sub) and iodine's own delivery (psub), to a deflate socket and a plain one.
+    for (const c of [ws, plain]) {
+      c.sendText("sub room");
+      c.sendText("psub news.*");
+      c.sendText("sync");
+      expect((await c.frame()).payload.toString()).toBe("echo sync");
+    }
+    ws.sendText(`pub room ${BIG}`);
+    ws.sendText("pub room short");
+    ws.sendText(`pub news.big ${BIG}`);
+    const got = [await ws.frame(), await ws.frame(), await ws.frame()];
+    expect(got.map((f) => f.rsv1)).toEqual([true, false, true]);
+    expect(got.map((f) => (f.rsv1 ? inflated(f.payload) : f.payload.toString()))).toEqual([BIG, "short", BIG]);
+    const other = [await plain.frame(), await plain.frame(), await plain.frame()];
+    expect(other.map((f) => f.rsv1)).toEqual([false, false, false]);
+    expect(other.map((f) => f.payload.toString())).toEqual([BIG, "short", BIG]);
+  });
+
+  test("a WebSocket client (Bun's offers it) exchanges large messages both ways and through pub/sub", async () => {
+    const url = z.url.replace("http", "ws");
+    using a = new Client(`${url}/a`);
+    using b = new Client(`${url}/b`);
+    await Promise.all([a.opened, b.opened]);
+    expect(a.ws.extensions).toStartWith("permessage-deflate");
+    expect(await a.next()).toBe("open websocket /a");
+    expect(await b.next()).toBe("open websocket /b");
+    a.send(BIG);
+    expect(await a.next()).toBe(`echo ${BIG}`);
+    const bytes = new TextEncoder().encode(BIG);
+    a.send(bytes);
+    expect(await a.next()).toEqual(bytes);
+    for (const c of [a, b]) {
+      c.send("sub room");
+      c.send("sync");
+      expect(await c.next()).toBe("echo sync");
+    }
+    a.send(`pub room ${BIG}`);
+    expect(await a.next()).toBe(BIG);
+    expect(await b.next()).toBe(BIG);
+  });
+
+  test("a Bun-native app's sockets follow -deflate, unless the app sets perMessageDeflate itself", async () => {
+    const offered = async (args: string[], env: Record<string, string> = {}) => {
+      await using app = await startCli([...args, "-p", "0", fixture("websocket-app.ts")], { env });
+      using ws = await RawWs.open(app.port, "/", OFFER);
+      return extensionsOf(ws.head)?.split(";")[0];
+    };
+    expect(await offered([])).toBeUndefined();
+    expect(await offered(["--deflate"])).toBe("permessage-deflate");
+    expect(await offered(["--deflate"], { NATIVE_DEFLATE: "0" })).toBeUndefined();
+    expect(await offered([], { NATIVE_DEFLATE: "1" })).toBe("permessage-deflate");
+  });
+
+  test('Iodine.upgrade: "deflate" must be a boolean', () => {
+    const req = new Request("http://localhost/", { headers: { upgrade: "websocket" } });
+    expect(errorOf(() => upgrade(req, {}, { deflate: "yes" as never }))).toBe(
+      'TypeError: Iodine.upgrade: "deflate" must be a boolean, got "yes"',
+    );
   });
 });

@@ -42,8 +42,14 @@ const nativeSubs = new Map<string, Set<NativeTopics>>();
 /** native channels published to since the last outgoing-limit check (see `checkOutgoing`) */
 let toCheck = new Set<string>();
 let checkQueued = false;
-/** each listening server with its own (unwrapped) `publish`, and whether a Bun-native app runs on it */
-const servers = new Map<Server<unknown>, { own: (topic: string, data: Message) => number; bunApp: boolean }>();
+/**
+ * Each listening server with its own (unwrapped) `publish`, whether a Bun-native app runs on it, and
+ * the size from which a message goes compressed to its permessage-deflate sockets.
+ */
+const servers = new Map<
+  Server<unknown>,
+  { own: (topic: string, data: Message, compress: boolean) => number; bunApp: boolean; compressFrom: number }
+>();
 /** the process's own subscriptions (`Iodine.subscribe`), by key */
 const processSubs = new Map<string, Subscription>();
 
@@ -72,9 +78,9 @@ const keyOf = (channel: string, o: SubscribeOptions | undefined) => (isPattern(o
  * Makes `server.publish` an iodine publish (SPEC §3: a Bun-native app's publish reaches every
  * subscriber), keeping Bun's own for the native fan-out.
  */
-export function attachServer(server: Server<unknown>, bunApp: boolean): void {
-  const own = server.publish.bind(server) as (topic: string, data: Message) => number;
-  servers.set(server, { own, bunApp });
+export function attachServer(server: Server<unknown>, bunApp: boolean, compressFrom: number): void {
+  const own = server.publish.bind(server) as (topic: string, data: Message, compress: boolean) => number;
+  servers.set(server, { own, bunApp, compressFrom });
   Object.defineProperty(server, "publish", {
     configurable: true,
     value: (topic: string, data: Message | ArrayBuffer | ArrayBufferView) => publishFromApp(topic, data, 0, undefined),
@@ -134,9 +140,11 @@ export function deliverLocal(channel: string, message: Message, covered?: Server
   const natives = nativeSubs.get(channel);
   // A Bun-native app's own sockets (`ws.subscribe`) are not in nativeSubs: ask Bun about them
   // (only where such an app runs: the call is native and shows in a publish-heavy profile).
-  for (const [server, { own, bunApp }] of servers) {
+  // Bun's publish compresses for every permessage-deflate subscriber unless told not to.
+  const size = typeof message === "string" ? message.length : message.byteLength;
+  for (const [server, { own, bunApp, compressFrom }] of servers) {
     if (server === covered) continue;
-    if (natives !== undefined || (bunApp && server.subscriberCount(channel) > 0)) sent = Math.max(sent, own(channel, message));
+    if (natives !== undefined || (bunApp && server.subscriberCount(channel) > 0)) sent = Math.max(sent, own(channel, message, size >= compressFrom));
   }
   if (natives !== undefined) watchOutgoing(channel);
   const subs = exact.get(channel);
