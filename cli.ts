@@ -12,10 +12,11 @@ import { enterWorker, isWorkerProcess, reportStartFailure, startWorker } from ".
 import { setDefaultEngine } from "./src/pubsub/engines.ts";
 import { RedisEngine } from "./src/pubsub/redis.ts";
 import { ShardedRedisEngine } from "./src/pubsub/redis-sharded.ts";
-import { addListener, driveFromCli, listenerCount, ranAsScript, role, startAll } from "./src/runtime.ts";
+import { addListener, driveFromCli, isStarted, listenerCount, plannedAddress, ranAsScript, role, startAll, stopAll } from "./src/runtime.ts";
+import { captureBunServe } from "./src/bun-serve.ts";
 import { DEFAULTS, resolveSettings, type Settings } from "./src/settings.ts";
 import { selfSigned, tlsFromFiles } from "./src/tls.ts";
-import type { TLSOptions } from "./src/types.ts";
+import type { AppObject, TLSOptions } from "./src/types.ts";
 import pkg from "./package.json" with { type: "json" };
 
 async function main(argv: string[]): Promise<void> {
@@ -76,6 +77,8 @@ async function main(argv: string[]): Promise<void> {
   else if (cluster) enterMaster();
   // Every process makes the engine (the app may replace it); only the master, or a single process, connects it.
   if (settings.redis !== undefined) setDefaultEngine(redisEngine(settings.redis, settings.redisPing));
+  // A script that calls Bun.serve itself is served as if it had exported those options (SPEC §3).
+  captureBunServe({ register: (options) => addListener({ service: "http", handler: options as AppObject }), started: isStarted, planned: plannedAddress, stop: () => stopAll() });
   const app = await loadApp(appFile, ranAsScript);
   // The default export is an HTTP app by definition (SPEC §3), whatever its shape.
   if (app) addListener({ service: "http", handler: app });

@@ -15,6 +15,8 @@ export interface LoadedApp {
   hostname?: string;
   /** the rest of a Bun.serve options object (a plain-object export), as Bun.serve reads it */
   serve?: ServeExtras;
+  /** what of the export iodine does not do as asked, each with the fix: one start-up line each */
+  notes?: string[];
 }
 
 /** Bun.serve options beyond fetch/websocket/port/hostname that iodine honours (SPEC §3). */
@@ -32,6 +34,21 @@ export interface ServeExtras {
   extra: Record<string, unknown>;
   /** options iodine sets itself, each with why: one start-up line each */
   notes: string[];
+}
+
+/**
+ * Elysia's `.ws()` routes upgrade through the server its `app.listen()` made (`app.server`); an
+ * exported Elysia app has none. `app.listen()` in the app file works: it calls Bun.serve, which the
+ * CLI takes as the listener (bun-serve.ts).
+ */
+function elysiaWithoutServer(obj: Record<string, unknown>): string | undefined {
+  const routes = obj.routes;
+  if (typeof obj.listen !== "function" || !Array.isArray(routes)) return undefined;
+  if (!routes.some((r: unknown) => (r as { method?: unknown } | null)?.method === "WS")) return undefined;
+  return (
+    "this Elysia app has .ws() routes, which need the server its app.listen() makes: call app.listen(port) " +
+    "in the app file instead of exporting the app (iodine then serves it on every worker, WebSockets included)"
+  );
 }
 
 /** Bun.serve options passed on as they are: Bun does what it does with them in every worker. */
@@ -123,6 +140,8 @@ function normalise(exp: unknown): LoadedApp | undefined {
   // Bun.serve with routes and no fetch answers what no route matches with 404.
   const fetch = typeof obj.fetch === "function" ? (obj.fetch.bind(obj) as FetchHandler) : notFound;
   const app: LoadedApp = { fetch, ...(serve !== undefined ? { serve } : {}) };
+  const notes = [...(serve?.notes ?? []), elysiaWithoutServer(obj) ?? []].flat();
+  if (notes.length > 0) app.notes = notes;
   if (obj.websocket !== undefined && obj.websocket !== null) {
     if (typeof obj.websocket !== "object") return undefined;
     app.websocket = obj.websocket;

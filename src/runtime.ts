@@ -6,6 +6,7 @@ import { bindOrExplain, probeFreePort, type Address } from "./bind.ts";
 import { CliError, IodineError } from "./errors.ts";
 import { flushAccessLog, log, logException } from "./log.ts";
 import { normaliseApp } from "./app.ts";
+import { attachStandIn } from "./bun-serve.ts";
 import { closedCallbacksDone, openConnections } from "./connection.ts";
 import { stopAllTimers } from "./timers.ts";
 import { closeAfterEachResponse, serveHttp } from "./server.ts";
@@ -155,6 +156,17 @@ function takesArguments(h: unknown): h is (...args: never[]) => unknown {
   return typeof h === "function" && h.length > 0 && !/^class[\s{]/.test(Function.prototype.toString.call(h));
 }
 
+/** True once the listeners are bound (or being bound). */
+export function isStarted(): boolean {
+  return state !== "idle";
+}
+
+/** Where an HTTP listener with these options will listen, before it does (an app's Bun.serve stand-in asks). */
+export function plannedAddress(options: object): { port: number; hostname: string | undefined } {
+  const app = normaliseApp(options);
+  return { port: role.ports[0] ?? config.port ?? app?.port ?? DEFAULT_PORT, hostname: config.hostname ?? app?.hostname };
+}
+
 export function listenerCount(): number {
   return listeners.length;
 }
@@ -248,7 +260,8 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
   if (unix !== undefined && unix === bun?.unix && role.inCluster) {
     throw new CliError(`the app's unix socket ${unix} cannot be shared by several workers; run it with -w 1 -t 1, or give -p PORT`);
   }
-  for (const note of bun?.notes ?? []) if (i === 0 && !role.isThread) (role.inCluster ? log.debug : log.info)(note);
+  // Once per process (a cluster's workers each say it: the first worker's line is the one seen).
+  for (const note of app.notes ?? []) if (!role.isThread && (!role.inCluster || role.ports[i] === undefined)) log.warn(note);
   const www = o.public ?? config.www;
   // The command line's TLS wins; then the listener's; then the app's own Bun TLS options, as they are.
   const own = o.tls ?? config.tls;
@@ -282,6 +295,7 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
     }),
   );
   servers.push(server);
+  attachStandIn(o.handler, server);
   if (unix !== undefined) unixPaths.push(unix);
   const where = unix !== undefined ? `unix:${unix}` : `${secure ? "https" : "http"}://${host}:${server.port}`;
   return { where, port: unix === undefined ? server.port : undefined, extra: www !== undefined ? `, public folder ${www}` : "" };

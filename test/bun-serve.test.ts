@@ -3,14 +3,15 @@
 // (status, the headers that matter, the body). Then what only a cluster can show: WebSocket publish
 // calls whose subscribers sit on the other worker.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { fixture, freePort, rawRequest, startCli, startCommand, type CliProcess } from "./harness.ts";
+import { join } from "node:path";
+import { childrenOf, connectionsHeld, fixture, freePort, rawRequest, ROOT, startCli, startCommand, type CliProcess } from "./harness.ts";
 import { client, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
 
 const ROUTES_APP = fixture("bun-serve/routes-app.ts");
 
-/** Plain Bun serving the app's default export (its auto-serve), on a free port. */
-function underBun(app: string): Promise<CliProcess> {
-  return startCommand([process.execPath, app], { env: { PORT: String(freePort()) }, listening: /Started (?:development )?server: (http:\/\/\S+)/ });
+/** Plain Bun serving the app's default export (its auto-serve), or a script's own Bun.serve, on a free port. */
+function underBun(app: string, listening = /Started (?:development )?server: (http:\/\/\S+)/): Promise<CliProcess> {
+  return startCommand([process.execPath, app], { env: { PORT: String(freePort()) }, listening });
 }
 
 interface Answer {
@@ -126,5 +127,119 @@ describe("the same Bun.serve options object under plain Bun and under iodine -w 
       rawRequest(port, `POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\nExpect: 100-continue\r\n\r\n`, (r) => /HTTP\/1\.1 4\d\d/.test(r), 3000);
     const status = (raw: string) => /HTTP\/1\.1 (4\d\d)/.exec(raw)?.[1];
     expect(status(await head(iodine.port))).toBe(status(await head(bun.port)));
+  });
+});
+
+test("-v logs route requests too, static answers included, and they still answer as Bun's", async () => {
+  await using srv = await startCli(["-p", "0", "-v", ROUTES_APP]);
+  expect(await ask(srv.url, "/static", undefined, ["x-kind"])).toEqual({
+    status: 200, type: "text/plain;charset=utf-8", headers: { "x-kind": "static" }, body: "a static answer",
+  });
+  expect((await ask(srv.url, "/file")).body).toBe("hello from a file\n");
+  expect((await ask(srv.url, "/users/9")).body).toBe("user 9");
+  for (const path of ["/static", "/file", "/users/9"]) await srv.waitFor(new RegExp(`"GET ${path} HTTP/1.1" 200 `));
+});
+
+/** A room member of examples/bun-serve.ts: what it heard, in order. */
+async function member(base: string, name: string): Promise<{ ws: WebSocket; heard: string[] }> {
+  const ws = new WebSocket(`${base.replace("http", "ws")}/room?name=${name}`);
+  const heard: string[] = [];
+  ws.onmessage = (e) => void heard.push(String(e.data));
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = () => reject(new Error(`${name} could not join`));
+  });
+  return { ws, heard };
+}
+
+/**
+ * ann and bob in the room (under iodine: on different workers, told apart by which worker's count of
+ * connections went up); each speaks, the server announces, bob leaves. Returns what ann and bob heard.
+ */
+async function roomTranscript(srv: CliProcess, workers: number[] | undefined): Promise<{ ann: string[]; bob: string[] }> {
+  // Which worker took a new connection: the one whose count of connections on the port went up.
+  const join = async (name: string) => {
+    const before = connectionsHeld(workers ?? [], srv.port);
+    const m = await member(srv.url, name);
+    const after = connectionsHeld(workers ?? [], srv.port);
+    return { ...m, on: workers?.find((w) => after.get(w)! > before.get(w)!) };
+  };
+  const ann = await join("ann");
+  // Under iodine, bob must sit on the worker ann is not on: candidates b0, b1 … join until one does
+  // (the others leave again, and their lines are left out of the transcript).
+  const extras: WebSocket[] = [];
+  let bobName = "b0";
+  let bob = await join(bobName);
+  for (let i = 1; workers !== undefined && bob.on === ann.on && i < 40; i++) {
+    extras.push(bob.ws);
+    bob.ws.close();
+    await waitUntil(() => bob.ws.readyState === WebSocket.CLOSED, 2000, "a candidate to leave");
+    bobName = `b${i}`;
+    bob = await join(bobName);
+  }
+  if (workers !== undefined) expect(bob.on !== undefined && ann.on !== undefined && bob.on !== ann.on).toBe(true);
+  const settle = async (ok: () => boolean, what: string) => waitUntil(ok, 5000, what);
+  // Interest in the room crosses to the other worker with bob's subscription: ann speaks until bob hears.
+  for (let i = 0; i < 100 && !bob.heard.some((m) => m.startsWith("ann: probe")); i++) {
+    ann.ws.send(`probe ${i}`);
+    await Bun.sleep(20);
+  }
+  await settle(() => bob.heard.some((m) => m.startsWith("ann: probe")), "bob to hear ann");
+  await Bun.sleep(50);
+  ann.heard.length = 0;
+  bob.heard.length = 0;
+  ann.ws.send("hi");
+  bob.ws.send("yo");
+  await fetch(`${srv.url}/say`, { method: "POST", body: "all hands" });
+  await settle(() => ann.heard.length >= 2 && bob.heard.length >= 2, "the room to talk");
+  bob.ws.close();
+  await settle(() => ann.heard.includes(`${bobName} left`), "ann to hear bob leave");
+  await Bun.sleep(100); // a duplicate would be here by now
+  ann.ws.close();
+  for (const ws of extras) ws.close();
+  const transcript = (heard: string[]) =>
+    heard
+      .map((m) => m.replace(new RegExp(`^${bobName}\\b`), "bob"))
+      .filter((m) => !/^b\d+\b/.test(m))
+      .sort();
+  return { ann: transcript(ann.heard), bob: transcript(bob.heard) };
+}
+
+describe("a script that calls Bun.serve itself (examples/bun-serve.ts) under plain Bun and under iodine -w 2", () => {
+  const script = join(ROOT, "examples", "bun-serve.ts");
+  let bun: CliProcess;
+  let iodine: CliProcess;
+  beforeAll(async () => {
+    [bun, iodine] = await Promise.all([
+      underBun(script, /Listening on (http:\/\/\S+)/),
+      startCli(["-p", "0", "-w", "2", script], { timeout: 20_000 }),
+    ]);
+  });
+  afterAll(async () => {
+    await bun?.[Symbol.asyncDispose]();
+    await iodine?.[Symbol.asyncDispose]();
+  });
+
+  for (const [what, path, init] of [
+    ["a static route", "/"],
+    ["a :param route", "/api/hello/ann"],
+    ["no route: its fetch", "/nothing"],
+    ["a POST route", "/say", { method: "POST", body: "nobody listens" }],
+    ["a WebSocket route without an upgrade", "/room"],
+  ] as [string, string, RequestInit?][]) {
+    test(what, async () => {
+      expect(await ask(iodine.url, path, init)).toEqual(await ask(bun.url, path, init));
+    });
+  }
+
+  test("one listener per worker, no second server of the script's own", () => {
+    expect(iodine.stderr().match(/listening on/g)).toHaveLength(1);
+    expect(iodine.stdout().match(/Listening on http:\/\/localhost:\d+\//g)).toHaveLength(3); // the master and each worker ran the script
+  });
+
+  test("the room: ws.publish and server.publish reach the other worker, once each, never the sender", async () => {
+    const expected = await roomTranscript(bun, undefined);
+    expect(expected).toEqual({ ann: ["(announcement) all hands", "bob left", "bob: yo"], bob: ["(announcement) all hands", "ann: hi"] });
+    expect(await roomTranscript(iodine, childrenOf(iodine.proc.pid))).toEqual(expected);
   });
 });
