@@ -1,7 +1,7 @@
 // The HTTP service on Bun.serve: request guards (SPEC §10), static files before the app (§6),
 // the app, X-Sendfile and HEAD completion after it, the access log (§7), and limits.
 import type { Server, TLSOptions, WebSocketHandler } from "bun";
-import { accessLog, clock, log, logException, startClock } from "./log.ts";
+import { accessLog, clock, describeError, log, logException, startClock } from "./log.ts";
 import { attachServer } from "./pubsub/index.ts";
 import { activity } from "./state.ts";
 import { setSsePing, SseConnection } from "./sse.ts";
@@ -168,7 +168,10 @@ function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose:
     return res;
   };
   const failed = (req: Request, err: unknown): Response => {
-    logException(`app error on ${req.method} ${req.url}`, err);
+    // SPEC §10: a client that went away mid-request (the app's body read rejects with an AbortError)
+    // is not an app error. The signal is only looked at here, on the failure path.
+    if (req.signal.aborted) log.debug(`the client went away during ${req.method} ${req.url}: ${describeError(err)}`);
+    else logException(`app error on ${req.method} ${req.url}`, err);
     return internalError();
   };
 
@@ -254,7 +257,8 @@ function unusualHost(
   if (req.headers.get("host") === null && req.url.startsWith("/")) {
     const authority = `${server.hostname && server.hostname !== "0.0.0.0" ? server.hostname : "localhost"}:${server.port}`;
     const body = req.method === "GET" || req.method === "HEAD" ? null : req.body;
-    return next(new Request(`${server.url.protocol}//${authority}${req.url}`, { method: req.method, headers: req.headers, body }));
+    const copy = new Request(`${server.url.protocol}//${authority}${req.url}`, { method: req.method, headers: req.headers, body, signal: req.signal });
+    return next(copy);
   }
   const bad = badRequest();
   onBad?.(bad);

@@ -143,6 +143,12 @@ describe("errors in the app", () => {
     await srv.waitFor(/app error on GET http:\/\/[^ ]+\/async: Error: async failure in the app\n\s+at /);
   });
 
+  test("an error with an empty stack is logged by its name and message, never an empty reason", async () => {
+    const res = await fetch(srv.url + "/no-stack");
+    expect(res.status).toBe(500);
+    await srv.waitFor(/app error on GET http:\/\/[^ ]+\/no-stack: Error: failure without a stack\n/);
+  });
+
   test("a handler that returns no Response is a 500 and one log line", async () => {
     const res = await fetch(srv.url + "/undefined");
     expect(res.status).toBe(500);

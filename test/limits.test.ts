@@ -1,7 +1,9 @@
 // Every limit of SPEC §2/§10 crossed by one byte: --max-body (413), --max-header (431, the
-// request line and every header line counted), --max-msg (WebSocket close 1009).
+// request line and every header line counted), --max-msg (WebSocket close 1009); a client that
+// goes away mid-body.
 import { describe, expect, test } from "bun:test";
 import { fixture, rawRequest, startCli, statusLines } from "./harness.ts";
+import { rawClient } from "./raw-client.ts";
 
 /** A request whose header block (request line … final CRLF CRLF) is exactly `size` bytes. */
 function headerBlockOf(size: number): string {
@@ -51,6 +53,21 @@ describe("--max-body: 413 above the body limit", () => {
       }),
     }).then((r) => r.status, () => "reset");
     expect([413, "reset"]).toContain(chunked);
+    expect(await (await fetch(srv.url, { method: "POST", body: "ok" })).text()).toBe("body=2");
+  });
+});
+
+describe("request bodies (SPEC §10)", () => {
+  test("a client that goes away while the app awaits its body is no app error: one debug line with the reason", async () => {
+    await using srv = await startCli(["-V", "5", "-p", "0", fixture("body-reader-app.ts")]);
+    await using client = await rawClient({ port: srv.port });
+    client.write("POST /gone HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nabc");
+    await srv.waitFor(/reading the body of POST \/gone/);
+    client.socket.terminate();
+    const m = await srv.waitFor(/iodine: the client went away during POST http:\/\/\S+\/gone: (.*)\n/);
+    expect(m[1]).toBe("AbortError: The connection was closed.");
+    expect(srv.stderr()).not.toContain("app error");
+    // The server goes on.
     expect(await (await fetch(srv.url, { method: "POST", body: "ok" })).text()).toBe("body=2");
   });
 });
