@@ -56,6 +56,7 @@ async function main(argv: string[]): Promise<void> {
     tls,
     verbose: settings.verbose,
     keepAlive: settings.keepAlive,
+    bodyTimeout: settings.bodyTimeout,
     maxBody: settings.maxBody,
     ping: settings.ping,
     maxMsg: settings.maxMsg,

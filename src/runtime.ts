@@ -25,6 +25,8 @@ export interface RunConfig {
   tls: TLSOptions | undefined;
   verbose: boolean;
   keepAlive: number;
+  /** request body deadline, seconds (SPEC §10) */
+  bodyTimeout: number;
   maxBody: number;
   ping: number;
   maxMsg: number;
@@ -41,7 +43,7 @@ const unixPaths: string[] = [];
 const envPort = /^\d+$/.test(process.env.PORT ?? "") && Number(process.env.PORT) <= 65535 ? Number(process.env.PORT) : undefined;
 let config: RunConfig = {
   port: envPort, hostname: undefined, unix: undefined, www: undefined, tls: undefined,
-  verbose: false, keepAlive: DEFAULTS.keepAlive, maxBody: DEFAULTS.maxBody, ping: DEFAULTS.ping,
+  verbose: false, keepAlive: DEFAULTS.keepAlive, bodyTimeout: DEFAULTS.bodyTimeout, maxBody: DEFAULTS.maxBody, ping: DEFAULTS.ping,
   maxMsg: DEFAULTS.maxMsg, warmup: false, drainMs: DEFAULTS.drainMs,
 };
 let cliDriven = false;
@@ -183,6 +185,7 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
     ...(tls !== undefined ? { tls: serverTls(tls) } : {}),
     verbose: config.verbose,
     keepAlive: config.keepAlive,
+    bodyTimeout: config.bodyTimeout,
     maxBody: config.maxBody,
     ping: config.ping,
     maxMsg: config.maxMsg,

@@ -22,6 +22,8 @@ export interface HttpServiceOptions {
   verbose: boolean;
   /** keep-alive idle timeout, seconds (Bun's `idleTimeout`, 0–255) */
   keepAlive: number;
+  /** how long a request body may stall, seconds (0: only the keep-alive timeout applies) */
+  bodyTimeout: number;
   /** largest request body, bytes */
   maxBody: number;
   /** WebSocket ping interval, seconds */
@@ -33,6 +35,7 @@ export interface HttpServiceOptions {
 }
 
 type Fetch = (req: Request, server: Server<unknown>) => Response | undefined | Promise<Response | undefined>;
+type Handle = (req: Request, server: Server<unknown>, method: string) => ReturnType<Fetch>;
 
 // Requests a Bun-native app upgraded with `server.upgrade` itself: its `fetch` then returns
 // undefined, which is right for them and a bug for any other request.
@@ -41,6 +44,9 @@ const upgraded = new WeakSet<Request>();
 const TEXT = { "content-type": "text/plain;charset=utf-8" };
 const badRequest = () => new Response("Bad Request", { status: 400, headers: TEXT });
 const internalError = () => new Response("Internal Server Error", { status: 500, headers: TEXT });
+
+// Requests whose app set its own timeout with `server.timeout(req, s)`: the body deadline leaves them be.
+const timedByApp = new WeakSet<Request>();
 
 // Each listener's request function, for closeAfterEachResponse.
 const fetchOf = new WeakMap<Server<unknown>, Fetch>();
@@ -54,7 +60,7 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
   startClock();
   setSsePing(o.ping);
   const statics = o.www === undefined ? undefined : new StaticFiles({ root: o.www });
-  const fetch = makeFetch(o.fetch, statics, o.verbose);
+  const fetch = makeFetch(o.fetch, statics, o.verbose, bodyDeadline(o.bodyTimeout, o.keepAlive));
   const common = {
     development: false,
     idleTimeout: o.keepAlive,
@@ -85,6 +91,15 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
   attachServer(server, o.websocket !== undefined);
   const own = server.upgrade.bind(server);
   const native = o.websocket !== undefined;
+  // Learns which requests the app gave a timeout of its own, which the body deadline then leaves be.
+  const ownTimeout = server.timeout.bind(server);
+  Object.defineProperty(server, "timeout", {
+    configurable: true,
+    value: (req: Request, seconds: number) => {
+      timedByApp.add(req);
+      ownTimeout(req, seconds);
+    },
+  });
   Object.defineProperty(server, "upgrade", {
     configurable: true,
     value: (req: Request, options?: { data?: unknown; headers?: Bun.HeadersInit }) => {
@@ -146,7 +161,7 @@ function nativeOptions(ws: WebSocketHandler<unknown> | undefined): Partial<WebSo
  * Builds the per-request function. The common case (no log, no public folder) does the SPEC §10
  * guards, calls the app and looks at its response once: no closure, no URL object, no Date.
  */
-function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose: boolean): Fetch {
+function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose: boolean, deadline: BodyDeadline | undefined): Fetch {
   const finish = (req: Request, server: Server<unknown>, method: string, res: unknown): Response | undefined | Promise<Response> => {
     if (res instanceof UpgradeResponse) {
       const c = res.connection;
@@ -175,7 +190,13 @@ function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose:
     return internalError();
   };
 
-  const handle = (req: Request, server: Server<unknown>, method: string): Response | undefined | Promise<Response | undefined> => {
+  const handle: Handle = (req, server, method) => {
+    // Bun hands the app no body for GET and HEAD, so those never wait for one.
+    if (deadline !== undefined && method !== "GET" && method !== "HEAD" && hasBody(req)) return deadline.run(req, server, method, call);
+    return call(req, server, method);
+  };
+
+  const call: Handle = (req, server, method) => {
     let res: Response | Promise<Response>;
     activity.count++;
     try {
@@ -231,6 +252,45 @@ function makeFetch(app: FetchHandler, statics: StaticFiles | undefined, verbose:
     }
     return logged(req, server);
   };
+}
+
+interface BodyDeadline {
+  /** calls `next` under the deadline */
+  run(req: Request, server: Server<unknown>, method: string, next: Handle): ReturnType<Fetch>;
+}
+
+/**
+ * SPEC §10: a request body has a deadline of its own, shorter than the keep-alive idle time. While a
+ * body comes in, Bun resets its idle timer only each time 16 KiB × the timeout has arrived, so a body
+ * trickled slower than that held its connection (and the app awaiting it) for the whole `-k`. A
+ * request with a body gets `server.timeout(req, bodyTimeout)` before the app runs; once the app has
+ * read the body and answered, the connection is back on the keep-alive timeout. An app that answered
+ * without reading the body leaves the connection on the deadline, so the unread rest cannot trickle
+ * on for `-k`; an app that set its own `server.timeout(req, s)` keeps it. Undefined when the
+ * deadline is off or not shorter than `-k`.
+ */
+function bodyDeadline(bodyTimeout: number, keepAlive: number): BodyDeadline | undefined {
+  if (bodyTimeout <= 0 || (keepAlive > 0 && bodyTimeout >= keepAlive)) return undefined;
+  const answered = (req: Request, server: Server<unknown>, res: Response | undefined): Response | undefined => {
+    if (res !== undefined && req.bodyUsed && !timedByApp.has(req)) server.timeout(req, keepAlive);
+    return res;
+  };
+  return {
+    run(req, server, method, next) {
+      server.timeout(req, bodyTimeout);
+      timedByApp.delete(req); // that call went through serveHttp's wrapper, which took it for the app's
+      const res = next(req, server, method);
+      if (res instanceof Promise) return res.then((r) => answered(req, server, r));
+      return answered(req, server, res);
+    },
+  };
+}
+
+/** RFC 9112 §6.3: a request has a body when it declares a length above 0 or a transfer coding. */
+function hasBody(req: Request): boolean {
+  const headers = req.headers;
+  const length = headers.get("content-length");
+  return length !== null ? length !== "0" : headers.get("transfer-encoding") !== null;
 }
 
 /**

@@ -24,6 +24,7 @@ export interface Settings {
   redis: string | undefined;
   redisPing: number;
   keepAlive: number;
+  bodyTimeout: number;
   ping: number;
   maxBody: number;
   maxHeader: number;
@@ -42,6 +43,8 @@ export const DEFAULT_PORT = 3000;
 /** Default limits, the same for the CLI and for script mode. */
 export const DEFAULTS = {
   keepAlive: 40,
+  /** request body deadline, seconds (SPEC §10): Bun's own default idle timeout, well under the keep-alive */
+  bodyTimeout: 10,
   ping: 40,
   maxBody: 50 * MiB,
   maxHeader: 32 * KiB,
@@ -105,6 +108,7 @@ export function resolveSettings(cli: RawOptions, config: RawOptions | undefined,
   }
 
   const keepAlive = optInt("keep-alive", 0, 255, DEFAULTS.keepAlive);
+  const bodyTimeout = optInt("body-timeout", 0, 255, DEFAULTS.bodyTimeout);
   const ping = optInt("ping", 1, 960, DEFAULTS.ping);
   const redisPing = optInt("redis-ping", 1, 86400, DEFAULTS.redisPing);
   const maxBody = optInt("max-body", 1, 4096, DEFAULTS.maxBody / MiB) * MiB;
@@ -137,6 +141,7 @@ export function resolveSettings(cli: RawOptions, config: RawOptions | undefined,
     redis,
     redisPing,
     keepAlive,
+    bodyTimeout,
     ping,
     maxBody,
     maxHeader,
