@@ -306,7 +306,9 @@ function validHost(host: string | null): boolean {
 /**
  * The rare requests whose Host is not a plain valid one. No Host at all is an HTTP/1.0 request
  * (Bun answers 400 itself for HTTP/1.1): Bun gives it a relative URL, so the app gets a copy
- * with an absolute one (RFC 9112 §3.3: the server's own authority).
+ * with an absolute one (RFC 9112 §3.3: the server's own authority). A WebSocket handshake needs
+ * HTTP/1.1 and a Host (RFC 6455 §4.1), so one without gets 400 here; Bun shows no HTTP version on
+ * a Request, so an HTTP/1.0 handshake that does carry a Host cannot be told apart (README).
  */
 function unusualHost(
   req: Request,
@@ -314,7 +316,7 @@ function unusualHost(
   next: (req: Request) => Response | undefined | Promise<Response | undefined>,
   onBad?: (res: Response) => void,
 ): Response | undefined | Promise<Response | undefined> {
-  if (req.headers.get("host") === null && req.url.startsWith("/")) {
+  if (req.headers.get("host") === null && req.url.startsWith("/") && req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
     const authority = `${server.hostname && server.hostname !== "0.0.0.0" ? server.hostname : "localhost"}:${server.port}`;
     const body = req.method === "GET" || req.method === "HEAD" ? null : req.body;
     const copy = new Request(`${server.url.protocol}//${authority}${req.url}`, { method: req.method, headers: req.headers, body, signal: req.signal });

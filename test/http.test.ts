@@ -190,6 +190,19 @@ describe("request guards (SPEC §10) and HEAD", () => {
     expect(raw).toEndWith("GET /old?x=1 server=true");
   });
 
+  test("a WebSocket handshake on HTTP/1.0 without Host: 400 before the app; with Host Bun shows no version and upgrades it (pinned; README)", async () => {
+    await using ws = await startCli(["-p", "0", fixture("websocket-app.ts")]);
+    const handshake =
+      "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    const hostless = await rawRequest(ws.port, `GET / HTTP/1.0\r\n${handshake}`);
+    expect(statusLines(hostless)).toEqual([400]);
+    expect(hostless).not.toContain("upgrade required"); // the app's own answer when server.upgrade fails
+    // An HTTP/1.0 request with a Host looks like an HTTP/1.1 one to the app. If this starts failing
+    // with a 400, Bun now refuses it itself (or shows the version): update README's limits.
+    const withHost = await rawRequest(ws.port, `GET / HTTP/1.0\r\nHost: localhost\r\n${handshake}`, (r) => r.includes("welcome"));
+    expect(withHost).toStartWith("HTTP/1.1 101");
+  });
+
   test("a request line that is not HTTP: 400 from Bun, the worker lives on", async () => {
     const raw = await rawRequest(srv.port, "GARBAGE\r\n\r\n");
     expect(raw.startsWith("HTTP/1.1 400")).toBe(true);
