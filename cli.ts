@@ -59,6 +59,7 @@ async function main(argv: string[]): Promise<void> {
     tls,
     verbose: settings.verbose,
     keepAlive: settings.keepAlive,
+    bodyTimeout: settings.bodyTimeout,
     maxBody: settings.maxBody,
     keepAliveGiven: settings.given.has("keep-alive"),
     maxBodyGiven: settings.given.has("max-body"),

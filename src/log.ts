@@ -37,8 +37,15 @@ export const log = {
 
 /** Logs an exception with its stack, once, as one entry. */
 export function logException(context: string, err: unknown): void {
-  const detail = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : String(err);
-  emit(1, `${context}: ${detail}`);
+  emit(1, `${context}: ${describeError(err)}`);
+}
+
+/**
+ * An error's stack, else its name and message: `||`, not `??`, because some errors carry an empty
+ * stack (the AbortError Bun rejects a body read with when the client goes away).
+ */
+export function describeError(err: unknown): string {
+  return err instanceof Error ? err.stack || `${err.name}: ${err.message}` : String(err);
 }
 
 function writeStderr(text: string): void {

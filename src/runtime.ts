@@ -27,6 +27,8 @@ export interface RunConfig {
   tls: TLSOptions | undefined;
   verbose: boolean;
   keepAlive: number;
+  /** request body deadline, seconds (SPEC §10) */
+  bodyTimeout: number;
   maxBody: number;
   /** -k / --max-body were given: they win over the app's idleTimeout / maxRequestBodySize */
   keepAliveGiven: boolean;
@@ -50,7 +52,7 @@ const envPort = ((v) => (/^\d+$/.test(v) && Number(v) <= 65535 ? Number(v) : und
 );
 let config: RunConfig = {
   port: envPort, hostname: undefined, unix: undefined, www: undefined, tls: undefined,
-  verbose: false, keepAlive: DEFAULTS.keepAlive, maxBody: DEFAULTS.maxBody, ping: DEFAULTS.ping,
+  verbose: false, keepAlive: DEFAULTS.keepAlive, bodyTimeout: DEFAULTS.bodyTimeout, maxBody: DEFAULTS.maxBody, ping: DEFAULTS.ping,
   keepAliveGiven: false, maxBodyGiven: false,
   maxMsg: DEFAULTS.maxMsg, deflate: DEFAULTS.deflate, warmup: false, drainMs: DEFAULTS.drainMs,
 };
@@ -287,6 +289,7 @@ async function startHttp(i: number, o: HttpListenOptions): Promise<Bound & { ext
       verbose: config.verbose,
       // -k and --max-body win; then the app's idleTimeout and maxRequestBodySize; then iodine's defaults.
       keepAlive: config.keepAliveGiven ? config.keepAlive : (bun?.idleTimeout ?? config.keepAlive),
+      bodyTimeout: config.bodyTimeout,
       maxBody: config.maxBodyGiven ? config.maxBody : (bun?.maxRequestBodySize ?? config.maxBody),
       ping: config.ping,
       maxMsg: config.maxMsg,

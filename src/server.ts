@@ -1,7 +1,7 @@
 // The HTTP service on Bun.serve: request guards (SPEC §10), static files before the app (§6),
 // the app, X-Sendfile and HEAD completion after it, the access log (§7), and limits.
 import type { Server, TLSOptions, WebSocketHandler } from "bun";
-import { accessLog, clock, log, logException, startClock } from "./log.ts";
+import { accessLog, clock, describeError, log, logException, startClock } from "./log.ts";
 import { attachServer } from "./pubsub/index.ts";
 import { activity } from "./state.ts";
 import { setSsePing, SseConnection } from "./sse.ts";
@@ -22,6 +22,8 @@ export interface HttpServiceOptions {
   verbose: boolean;
   /** keep-alive idle timeout, seconds (Bun's `idleTimeout`, 0–255) */
   keepAlive: number;
+  /** how long a request body may stall, seconds (0: only the keep-alive timeout applies) */
+  bodyTimeout: number;
   /** largest request body, bytes */
   maxBody: number;
   /** WebSocket ping interval, seconds */
@@ -46,6 +48,7 @@ export interface HttpServiceOptions {
 export type AppErrorHandler = (this: Server<unknown>, error: Error) => unknown;
 
 type Fetch = (req: Request, server: Server<unknown>) => Response | undefined | Promise<Response | undefined>;
+type Handle = (req: Request, server: Server<unknown>, method: string) => ReturnType<Fetch>;
 
 // Requests a Bun-native app upgraded with `server.upgrade` itself: its `fetch` then returns
 // undefined, which is right for them and a bug for any other request.
@@ -61,12 +64,16 @@ const internalError = () => new Response("Internal Server Error", { status: 500,
  */
 export const bunServe: typeof Bun.serve = Bun.serve.bind(Bun);
 
+// Requests whose app set its own timeout with `server.timeout(req, s)`: the body deadline leaves them be.
+const timedByApp = new WeakSet<Request>();
+
 // Each listener's request function and routes (for closeAfterEachResponse), and what built them (for reloadHttp).
 interface Built {
   fetch: Fetch;
   routes: Record<string, unknown> | undefined;
   statics: StaticFiles | undefined;
   verbose: boolean;
+  deadline: BodyDeadline | undefined;
 }
 const fetchOf = new WeakMap<Server<unknown>, Built>();
 
@@ -79,9 +86,10 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
   startClock();
   setSsePing(o.ping);
   const statics = o.www === undefined ? undefined : new StaticFiles({ root: o.www });
-  const fetch = makeFetch(o.fetch, statics, o.verbose, o.error);
+  const deadline = bodyDeadline(o.bodyTimeout, o.keepAlive);
+  const fetch = makeFetch(o.fetch, statics, o.verbose, deadline, o.error);
   // Route handlers go through the same request path as fetch; static answers stay Bun's own.
-  const routes = o.routes === undefined ? undefined : bunRoutes(o.routes, (h) => makeFetch(h, undefined, o.verbose, o.error), o.verbose);
+  const routes = o.routes === undefined ? undefined : bunRoutes(o.routes, (h) => makeFetch(h, undefined, o.verbose, deadline, o.error), o.verbose);
   const common = {
     ...o.extra,
     development: o.development ?? false,
@@ -116,12 +124,21 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
       ? { unix: o.unix }
       : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}), reusePort: o.reusePort === true };
   const server: Server<unknown> = bunServe({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
-  fetchOf.set(server, { fetch, routes, statics, verbose: o.verbose });
+  fetchOf.set(server, { fetch, routes, statics, verbose: o.verbose, deadline });
   attachServer(server, o.websocket !== undefined, DEFLATE_MIN);
   const own = server.upgrade.bind(server);
   const native = o.websocket !== undefined;
   // A Bun-native app that sets perMessageDeflate decides for its own sockets; else `--deflate` does.
   const nativeDeflate = o.websocket?.perMessageDeflate !== undefined || o.deflate;
+  // Learns which requests the app gave a timeout of its own, which the body deadline then leaves be.
+  const ownTimeout = server.timeout.bind(server);
+  Object.defineProperty(server, "timeout", {
+    configurable: true,
+    value: (req: Request, seconds: number) => {
+      timedByApp.add(req);
+      ownTimeout(req, seconds);
+    },
+  });
   Object.defineProperty(server, "upgrade", {
     configurable: true,
     value: (req: Request, options?: { data?: unknown; headers?: Bun.HeadersInit }) => {
@@ -158,8 +175,8 @@ export interface HttpHandlers {
 export function reloadHttp(server: Server<unknown>, next: HttpHandlers): void {
   const built = fetchOf.get(server);
   if (built === undefined) return;
-  const fetch = makeFetch(next.fetch, built.statics, built.verbose, next.error);
-  const routes = next.routes === undefined ? undefined : bunRoutes(next.routes, (h) => makeFetch(h, undefined, built.verbose, next.error), built.verbose);
+  const fetch = makeFetch(next.fetch, built.statics, built.verbose, built.deadline, next.error);
+  const routes = next.routes === undefined ? undefined : bunRoutes(next.routes, (h) => makeFetch(h, undefined, built.verbose, built.deadline, next.error), built.verbose);
   fetchOf.set(server, { ...built, fetch, routes });
   server.reload({ fetch, ...(routes !== undefined ? { routes } : {}) } as Parameters<Server<unknown>["reload"]>[0]);
 }
@@ -257,7 +274,13 @@ function nativeOptions(ws: WebSocketHandler<unknown> | undefined): Partial<WebSo
  * Builds the per-request function. The common case (no log, no public folder) does the SPEC §10
  * guards, calls the app and looks at its response once: no closure, no URL object, no Date.
  */
-function makeFetch(app: FetchHandler | Fetch, statics: StaticFiles | undefined, verbose: boolean, onError?: AppErrorHandler): Fetch {
+function makeFetch(
+  app: FetchHandler | Fetch,
+  statics: StaticFiles | undefined,
+  verbose: boolean,
+  deadline: BodyDeadline | undefined,
+  onError?: AppErrorHandler,
+): Fetch {
   const finish = (req: Request, server: Server<unknown>, method: string, res: unknown): Response | undefined | Promise<Response> => {
     if (res instanceof UpgradeResponse) {
       const c = res.connection;
@@ -279,12 +302,24 @@ function makeFetch(app: FetchHandler | Fetch, statics: StaticFiles | undefined, 
     return res;
   };
   const failed = (req: Request, server: Server<unknown>, err: unknown): Response | Promise<Response> => {
+    // SPEC §10: a client that went away mid-request (the app's body read rejects with an AbortError)
+    // is not an app error. The signal is only looked at here, on the failure path.
+    if (req.signal.aborted) {
+      log.debug(`the client went away during ${req.method} ${req.url}: ${describeError(err)}`);
+      return internalError();
+    }
     if (onError !== undefined) return answerError(server, err, onError);
     logException(`app error on ${req.method} ${req.url}`, err);
     return internalError();
   };
 
-  const handle = (req: Request, server: Server<unknown>, method: string): Response | undefined | Promise<Response | undefined> => {
+  const handle: Handle = (req, server, method) => {
+    // Bun hands the app no body for GET and HEAD, so those never wait for one.
+    if (deadline !== undefined && method !== "GET" && method !== "HEAD" && hasBody(req)) return deadline.run(req, server, method, call);
+    return call(req, server, method);
+  };
+
+  const call: Handle = (req, server, method) => {
     let res: ReturnType<Fetch>;
     activity.count++;
     try {
@@ -342,6 +377,45 @@ function makeFetch(app: FetchHandler | Fetch, statics: StaticFiles | undefined, 
   };
 }
 
+interface BodyDeadline {
+  /** calls `next` under the deadline */
+  run(req: Request, server: Server<unknown>, method: string, next: Handle): ReturnType<Fetch>;
+}
+
+/**
+ * SPEC §10: a request body has a deadline of its own, shorter than the keep-alive idle time. While a
+ * body comes in, Bun resets its idle timer only each time 16 KiB × the timeout has arrived, so a body
+ * trickled slower than that held its connection (and the app awaiting it) for the whole `-k`. A
+ * request with a body gets `server.timeout(req, bodyTimeout)` before the app runs; once the app has
+ * read the body and answered, the connection is back on the keep-alive timeout. An app that answered
+ * without reading the body leaves the connection on the deadline, so the unread rest cannot trickle
+ * on for `-k`; an app that set its own `server.timeout(req, s)` keeps it. Undefined when the
+ * deadline is off or not shorter than `-k`.
+ */
+function bodyDeadline(bodyTimeout: number, keepAlive: number): BodyDeadline | undefined {
+  if (bodyTimeout <= 0 || (keepAlive > 0 && bodyTimeout >= keepAlive)) return undefined;
+  const answered = (req: Request, server: Server<unknown>, res: Response | undefined): Response | undefined => {
+    if (res !== undefined && req.bodyUsed && !timedByApp.has(req)) server.timeout(req, keepAlive);
+    return res;
+  };
+  return {
+    run(req, server, method, next) {
+      server.timeout(req, bodyTimeout);
+      timedByApp.delete(req); // that call went through serveHttp's wrapper, which took it for the app's
+      const res = next(req, server, method);
+      if (res instanceof Promise) return res.then((r) => answered(req, server, r));
+      return answered(req, server, res);
+    },
+  };
+}
+
+/** RFC 9112 §6.3: a request has a body when it declares a length above 0 or a transfer coding. */
+function hasBody(req: Request): boolean {
+  const headers = req.headers;
+  const length = headers.get("content-length");
+  return length !== null ? length !== "0" : headers.get("transfer-encoding") !== null;
+}
+
 /**
  * RFC 9112 §3.2 wants 400 for a request with two Host fields (Bun joins them with ", ") or an
  * invalid one (Bun then gives a relative `req.url`, and `new URL(req.url)` throws in the app).
@@ -355,7 +429,9 @@ function validHost(host: string | null): boolean {
 /**
  * The rare requests whose Host is not a plain valid one. No Host at all is an HTTP/1.0 request
  * (Bun answers 400 itself for HTTP/1.1): Bun gives it a relative URL, so the app gets a copy
- * with an absolute one (RFC 9112 §3.3: the server's own authority).
+ * with an absolute one (RFC 9112 §3.3: the server's own authority). A WebSocket handshake needs
+ * HTTP/1.1 and a Host (RFC 6455 §4.1), so one without gets 400 here; Bun shows no HTTP version on
+ * a Request, so an HTTP/1.0 handshake that does carry a Host cannot be told apart (README).
  */
 function unusualHost(
   req: Request,
@@ -363,10 +439,11 @@ function unusualHost(
   next: (req: Request) => Response | undefined | Promise<Response | undefined>,
   onBad?: (res: Response) => void,
 ): Response | undefined | Promise<Response | undefined> {
-  if (req.headers.get("host") === null && req.url.startsWith("/")) {
+  if (req.headers.get("host") === null && req.url.startsWith("/") && req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
     const authority = `${server.hostname && server.hostname !== "0.0.0.0" ? server.hostname : "localhost"}:${server.port}`;
     const body = req.method === "GET" || req.method === "HEAD" ? null : req.body;
-    return next(new Request(`${server.url.protocol}//${authority}${req.url}`, { method: req.method, headers: req.headers, body }));
+    const copy = new Request(`${server.url.protocol}//${authority}${req.url}`, { method: req.method, headers: req.headers, body, signal: req.signal });
+    return next(copy);
   }
   const bad = badRequest();
   onBad?.(bad);

@@ -25,6 +25,7 @@ export interface Settings {
   redis: string | undefined;
   redisPing: number;
   keepAlive: number;
+  bodyTimeout: number;
   ping: number;
   maxBody: number;
   maxHeader: number;
@@ -49,6 +50,8 @@ export const PORT_VARIABLES = ["BUN_PORT", "PORT", "NODE_PORT"];
 /** Default limits, the same for the CLI and for script mode. */
 export const DEFAULTS = {
   keepAlive: 40,
+  /** request body deadline, seconds (SPEC §10): Bun's own default idle timeout, well under the keep-alive */
+  bodyTimeout: 10,
   ping: 40,
   maxBody: 50 * MiB,
   maxHeader: 32 * KiB,
@@ -126,6 +129,7 @@ export function resolveSettings(cli: RawOptions, config: RawOptions | undefined,
   if (redisSrc && redisProblem) throw new CliError(`${redisSrc.source} ${redisProblem}`);
 
   const keepAlive = optInt("keep-alive", 0, 255, DEFAULTS.keepAlive);
+  const bodyTimeout = optInt("body-timeout", 0, 255, DEFAULTS.bodyTimeout);
   const ping = optInt("ping", 1, 960, DEFAULTS.ping);
   const redisPing = optInt("redis-ping", 1, 86400, DEFAULTS.redisPing);
   const maxBody = optInt("max-body", 1, 4096, DEFAULTS.maxBody / MiB) * MiB;
@@ -158,6 +162,7 @@ export function resolveSettings(cli: RawOptions, config: RawOptions | undefined,
     redis,
     redisPing,
     keepAlive,
+    bodyTimeout,
     ping,
     maxBody,
     maxHeader,

@@ -1,5 +1,6 @@
 // The chat example in a real browser (headless Debian Chromium driven by playwright-core): one tab
-// sends over WebSocket, a second tab receives over EventSource, the server prints the room.
+// sends over WebSocket, a second tab receives over EventSource (with no send form), the server
+// prints the room.
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -26,9 +27,12 @@ describe.skipIf(noChromium)("examples/chat.ts in Chromium", () => {
       const follower = await browser.newPage();
       await follower.goto(`${base}/?name=bob#sse`);
       await follower.waitForSelector("#status:has-text('following over EventSource as bob')");
+      // The EventSource view only listens: no send form (a visible one navigated away when used).
+      expect(await follower.locator("#send").isVisible()).toBe(false);
       const talker = await browser.newPage();
       await talker.goto(`${base}/?name=ann`);
       await talker.waitForSelector("#status:has-text('chatting over WebSocket as ann')");
+      expect(await talker.locator("#send").isVisible()).toBe(true);
       await follower.waitForSelector("#log li:has-text('ann joined (websocket)')");
 
       await talker.fill("#text", "hello from a browser ✓");

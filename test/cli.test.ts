@@ -49,6 +49,9 @@ describe("option parsing", () => {
     [["--redis-ping", "61"], "redisPing", 61],
     [["-k", "5"], "keepAlive", 5],
     [["-keep-alive", "0"], "keepAlive", 0],
+    [["--body-timeout", "5"], "bodyTimeout", 5],
+    [["-bt", "0"], "bodyTimeout", 0],
+    [["-body-timeout=7"], "bodyTimeout", 7],
     [["--ping", "10"], "ping", 10],
     [["-ping", "11"], "ping", 11],
     [["--max-body", "2"], "maxBody", 2 * MiB],
@@ -88,7 +91,7 @@ describe("option parsing", () => {
     const s = settingsOf([]);
     expect(s).toEqual({
       app: "", port: undefined, hostname: undefined, unix: undefined, workers: 1, threads: 1,
-      www: undefined, verbose: false, redis: undefined, redisPing: 300, keepAlive: 40, ping: 40,
+      www: undefined, verbose: false, redis: undefined, redisPing: 300, keepAlive: 40, bodyTimeout: 10, ping: 40,
       maxBody: 50 * MiB, maxHeader: 32 * KiB, maxMsg: 250 * KiB, deflate: false, tls: false, tlsCert: undefined,
       tlsKey: undefined, tlsPass: undefined, pid: undefined, verbosity: 4, warmup: false, given: new Set(),
     });
@@ -148,6 +151,7 @@ describe("option parsing", () => {
     [[], { WORKERS: "lots" }, "$WORKERS must be a non-zero integer"],
     [["-t", "0"], {}, "--threads must be a non-zero integer"],
     [["-k", "256"], {}, "--keep-alive must be an integer 0–255"],
+    [["-bt", "-1"], {}, "--body-timeout must be an integer 0–255"],
     [["--ping", "0"], {}, "--ping must be an integer 1–960"],
     [["--max-body", "0"], {}, "--max-body must be an integer"],
     [["--max-header", "-1"], {}, "--max-header must be an integer"],

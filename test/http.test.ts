@@ -143,6 +143,12 @@ describe("errors in the app", () => {
     await srv.waitFor(/app error on GET http:\/\/[^ ]+\/async: Error: async failure in the app\n\s+at /);
   });
 
+  test("an error with an empty stack is logged by its name and message, never an empty reason", async () => {
+    const res = await fetch(srv.url + "/no-stack");
+    expect(res.status).toBe(500);
+    await srv.waitFor(/app error on GET http:\/\/[^ ]+\/no-stack: Error: failure without a stack\n/);
+  });
+
   test("a handler that returns no Response is a 500 and one log line", async () => {
     const res = await fetch(srv.url + "/undefined");
     expect(res.status).toBe(500);
@@ -182,6 +188,19 @@ describe("request guards (SPEC §10) and HEAD", () => {
     const raw = await rawRequest(srv.port, "GET /old?x=1 HTTP/1.0\r\n\r\n");
     expect(statusLines(raw)).toEqual([200]);
     expect(raw).toEndWith("GET /old?x=1 server=true");
+  });
+
+  test("a WebSocket handshake on HTTP/1.0 without Host: 400 before the app; with Host Bun shows no version and upgrades it (pinned; README)", async () => {
+    await using ws = await startCli(["-p", "0", fixture("websocket-app.ts")]);
+    const handshake =
+      "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    const hostless = await rawRequest(ws.port, `GET / HTTP/1.0\r\n${handshake}`);
+    expect(statusLines(hostless)).toEqual([400]);
+    expect(hostless).not.toContain("upgrade required"); // the app's own answer when server.upgrade fails
+    // An HTTP/1.0 request with a Host looks like an HTTP/1.1 one to the app. If this starts failing
+    // with a 400, Bun now refuses it itself (or shows the version): update README's limits.
+    const withHost = await rawRequest(ws.port, `GET / HTTP/1.0\r\nHost: localhost\r\n${handshake}`, (r) => r.includes("welcome"));
+    expect(withHost).toStartWith("HTTP/1.1 101");
   });
 
   test("a request line that is not HTTP: 400 from Bun, the worker lives on", async () => {

@@ -13,6 +13,8 @@ export interface RawClient extends AsyncDisposable {
   waitForBytes(n: number, ms?: number): Promise<void>;
   /** resolves when the server closed the connection */
   closed: Promise<void>;
+  /** resolves once the server closed the connection (rejects after ms) */
+  waitForClose(ms?: number): Promise<void>;
   isClosed(): boolean;
   write(data: string | Uint8Array): void;
 }
@@ -107,6 +109,7 @@ export async function rawClient(where: { port: number; hostname?: string } | { u
       return text();
     },
     waitForBytes: (n, ms = 5000) => until(() => size >= n, () => `${n} bytes (have ${size})`, ms),
+    waitForClose: (ms = 5000) => until(() => isClosed, () => "the server to close the connection", ms),
     write(data) {
       const b = typeof data === "string" ? new TextEncoder().encode(data) : data;
       if (queue.length > 0) {
