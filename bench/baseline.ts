@@ -5,6 +5,7 @@
 //        bun bench/baseline.ts --ip         the same, after asking Bun for the client's address
 //                                           (server.requestIP: what any access log must do)
 //        bun bench/baseline.ts --dir DIR    new Response(Bun.file(DIR + pathname))
+//        bun bench/baseline.ts --routes     Bun.serve with bench/routes-app.ts's routes
 // Poke:  curl -i http://127.0.0.1:PORT/     (PORT is printed on stdout)
 const at = process.argv.indexOf("--dir");
 const dir = at > 0 ? process.argv[at + 1] : undefined;
@@ -26,5 +27,7 @@ const fetch =
         }
       : () => new Response("Hello World!");
 
-const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch });
+// --routes: bench/routes-app.ts, the options object iodine serves in the "routes" scenario.
+const routes = process.argv.includes("--routes") ? (await import("./routes-app.ts")).default : undefined;
+const server = routes ? Bun.serve({ hostname: "127.0.0.1", port: 0, ...routes }) : Bun.serve({ hostname: "127.0.0.1", port: 0, fetch });
 console.log(`listening on http://127.0.0.1:${server.port}`);

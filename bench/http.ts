@@ -1,6 +1,6 @@
 // HTTP throughput of iodine against a raw Bun.serve and nginx, all on this machine, in one run.
 //
-// Run:   bun bench/http.ts                    (4 scenarios × 5 rounds × 5 s per server)
+// Run:   bun bench/http.ts                    (5 scenarios × 5 rounds × 5 s per server)
 //        bun bench/http.ts --duration 2 --rounds 3 --only plain,log
 //        BENCH_DURATION=2 BENCH_ROUNDS=3 bun bench/http.ts
 // Out:   a table on stdout, and every round in bench/results/http.json (its `ratios`: iodine ÷ each
@@ -53,7 +53,7 @@ const CONNECTIONS = 200;
 
 // --- options ---
 
-const flags = parseFlags("usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,static-1k,static-1m]", ["duration", "rounds", "only"]);
+const flags = parseFlags("usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,routes,static-1k,static-1m]", ["duration", "rounds", "only"]);
 const duration = positive(flags.duration ?? process.env.BENCH_DURATION ?? "5", "duration", true);
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
 // A short unscored run per server first: JIT warm-up would otherwise land in round 1 only.
@@ -154,6 +154,12 @@ async function main(): Promise<void> {
       scenarios.push({ id: "log", name: "log (-v)", path: "/", servers, expected: hello, target: { against: "raw", ratio: 0.85 } });
     }
   }
+  if (wants("routes")) {
+    // A handler route: Bun's router, then (under iodine) the same request path as fetch.
+    const io = await iodine("iodine routes", ["bench/routes-app.ts"]);
+    const raw = await start("raw Bun.serve routes", [process.execPath, join(import.meta.dir, "baseline.ts"), "--routes"]);
+    scenarios.push({ id: "routes", name: "routes", path: "/hello", servers: { iodine: io, raw }, expected: hello, target: { against: "raw", ratio: 0.95 } });
+  }
   if (wants("static-1k") || wants("static-1m")) {
     const io = await iodine("iodine --www", ["--www", www, "examples/hello.ts"]);
     const raw = await start("raw Bun.file", [process.execPath, join(import.meta.dir, "baseline.ts"), "--dir", www]);
@@ -166,7 +172,7 @@ async function main(): Promise<void> {
       scenarios.push({ id: "static-1m", name: "static 1 MB", path: "/1m.bin", servers, expected: large, target: { against: "nginx", ratio: 0.9 } });
     }
   }
-  if (scenarios.length === 0) throw new Error(`--only ${flags.only}: no such scenario (plain, log, static-1k, static-1m)`);
+  if (scenarios.length === 0) throw new Error(`--only ${flags.only}: no such scenario (plain, log, routes, static-1k, static-1m)`);
 
   // A server answering with the wrong bytes (say the app's "Hello World!" for /1k.bin) would
   // post a great number for the wrong work; check every body once before measuring.
