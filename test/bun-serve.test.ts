@@ -3,8 +3,11 @@
 // (status, the headers that matter, the body). Then what only a cluster can show: WebSocket publish
 // calls whose subscribers sit on the other worker.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { connect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
-import { childrenOf, connectionsHeld, fixture, freePort, rawRequest, ROOT, startCli, startCommand, type CliProcess } from "./harness.ts";
+import { selfSigned } from "../src/tls.ts";
+import { childrenOf, connectionsHeld, fixture, freePort, rawRequest, ROOT, runCli, startCli, startCommand, tempDir, type CliProcess } from "./harness.ts";
 import { client, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
 
 const ROUTES_APP = fixture("bun-serve/routes-app.ts");
@@ -138,6 +141,82 @@ test("-v logs route requests too, static answers included, and they still answer
   expect((await ask(srv.url, "/file")).body).toBe("hello from a file\n");
   expect((await ask(srv.url, "/users/9")).body).toBe("user 9");
   for (const path of ["/static", "/file", "/users/9"]) await srv.waitFor(new RegExp(`"GET ${path} HTTP/1.1" 200 `));
+});
+
+/** The common name of the certificate a TLS server on 127.0.0.1:port presents. */
+function certificateName(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ port, host: "127.0.0.1", rejectUnauthorized: false }, () => {
+      resolve(String(socket.getPeerCertificate().subject?.CN));
+      socket.destroy();
+    });
+    socket.on("error", reject);
+  });
+}
+
+describe("the export's own options, and the command line over them", () => {
+  const OPTIONS_APP = fixture("bun-serve/options-app.ts");
+  const withOptions = (options: Record<string, unknown>, args: string[] = []) =>
+    startCli(["-p", "0", ...args, OPTIONS_APP], { env: { APP_OPTIONS: JSON.stringify(options) } });
+
+  test("hostname and unix: where it listens, unless -b says otherwise", async () => {
+    await using onHost = await withOptions({ hostname: "127.0.0.1" });
+    expect(onHost.stderr()).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+ /);
+    using dir = tempDir();
+    const path = join(dir.path, "app.sock");
+    await using onSocket = await startCli([OPTIONS_APP], { env: { APP_OPTIONS: JSON.stringify({ unix: path }) } });
+    expect(onSocket.url).toBe(`unix:${path}`);
+    expect(await (await fetch("http://localhost/over-unix", { unix: path })).text()).toBe("options app: /over-unix");
+    // -p wins over the export's socket.
+    await using onPort = await withOptions({ unix: join(dir.path, "unused.sock") });
+    expect(onPort.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+  });
+
+  test("tls: the export's certificate serves https, unless --tls-cert/--tls says otherwise", async () => {
+    const { cert, key } = await selfSigned("export.test");
+    await using srv = await withOptions({ tls: { cert, key } });
+    expect(srv.url).toMatch(/^https:/);
+    const res = await fetch(`${srv.url}/secure`, { tls: { rejectUnauthorized: false } });
+    expect(await res.text()).toBe("options app: /secure");
+    expect(await certificateName(srv.port)).toBe("export.test");
+    // --tls makes its own certificate (for localhost) and wins.
+    await using flagged = await withOptions({ tls: { cert, key } }, ["--tls"]);
+    expect(await certificateName(flagged.port)).toBe("localhost");
+  });
+
+  test("idleTimeout closes an idle keep-alive connection; -k wins over it", async () => {
+    await using own = await withOptions({ idleTimeout: 1 });
+    await using flagged = await withOptions({ idleTimeout: 1 }, ["-k", "60"]);
+    const idle = (port: number) => {
+      const socket = connect(port, "127.0.0.1");
+      const closed = new Promise<number>((resolve) => socket.on("close", () => resolve(performance.now())));
+      socket.resume(); // read the answer, so the server's close shows
+      socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      return { socket, closed };
+    };
+    const [a, b] = [idle(own.port), idle(flagged.port)];
+    const t0 = performance.now();
+    try {
+      const closedAt = await a.closed; // Bun checks idle sockets every few seconds
+      expect(closedAt - t0).toBeLessThan(9000);
+      expect(b.socket.destroyed).toBe(false);
+    } finally {
+      a.socket.destroy();
+      b.socket.destroy();
+    }
+  }, 15_000);
+
+  test("a bad option value ends the start with one line and exit 2", async () => {
+    for (const [options, line] of [
+      [{ idleTimeout: 300 }, /^iodine: the app's exported idleTimeout must be seconds, an integer 0–255, got 300\n$/],
+      [{ maxRequestBodySize: "big" }, /^iodine: the app's exported maxRequestBodySize must be a number of bytes ≥ 1, got "big"\n$/],
+      [{ routes: [] }, /^iodine: the app's exported routes must be an object of path → route, got \[\]\n$/],
+    ] as const) {
+      const r = await runCli([OPTIONS_APP], { env: { APP_OPTIONS: JSON.stringify(options) } });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(line);
+    }
+  });
 });
 
 /** A room member of examples/bun-serve.ts: what it heard, in order. */
