@@ -70,6 +70,31 @@ describe("app shapes", () => {
     expect((await fetch(srv.url + "/missing")).status).toBe(404);
   });
 
+  test("an Elysia app that calls app.listen() runs on every worker, its .ws() routes included", async () => {
+    await using srv = await startCli(["-p", "0", "-w", "2", fixture("elysia-listen-app.ts")], { timeout: 20_000 });
+    expect(await (await fetch(srv.url + "/")).text()).toBe("elysia listening");
+    const pids = new Set<string>();
+    for (let i = 0; i < 20 && pids.size < 2; i++) {
+      const ws = new WebSocket(srv.url.replace("http", "ws") + "/echo");
+      const reply = await new Promise<string>((resolve, reject) => {
+        ws.onopen = () => ws.send("hi");
+        ws.onmessage = (e) => resolve(String(e.data));
+        ws.onclose = (e) => reject(new Error(`closed with ${e.code}`));
+      });
+      ws.close();
+      const m = /^echo hi from (\d+)$/.exec(reply);
+      expect(m).not.toBeNull();
+      pids.add(m![1]!);
+    }
+    expect(pids.size).toBe(2);
+  }, 30_000);
+
+  test("an exported Elysia app with .ws() routes gets one start-up line naming the fix", async () => {
+    await using srv = await startCli(["-p", "0", fixture("elysia-ws-export-app.ts")]);
+    expect(await (await fetch(srv.url + "/")).text()).toBe("elysia exported");
+    expect(srv.stderr().match(/this Elysia app has \.ws\(\) routes, which need the server its app\.listen\(\) makes: call app\.listen\(port\)/g)).toHaveLength(1);
+  });
+
   test("a Bun-native { fetch, websocket } app runs unchanged", async () => {
     await using srv = await startCli(["-p", "0", fixture("websocket-app.ts")]);
     const ws = new WebSocket(srv.url.replace("http", "ws"));
