@@ -184,7 +184,7 @@ export function helpLine(o: OptionDef): string {
 }
 
 /** citty's argument table, from OPTIONS (long names, short letters; iodine spellings are pre-normalised). */
-export function cittyArgs(): ArgsDef {
+function cittyArgs(): ArgsDef {
   const args: ArgsDef = {
     app: { type: "positional", required: false, description: plain(`${APP_ARG.description} (default: ${APP_ARG.default})`), valueHint: "APP" },
   };
