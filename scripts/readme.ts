@@ -1,12 +1,12 @@
 // Regenerates the README's generated blocks from their sources, so the README cannot drift from
-// the code: the CLI option table from src/options.ts (the table `--help` is made from), and the
+// the code: the CLI option table from src/cli/options.ts (the table `--help` is made from), and the
 // benchmark and start-up tables from bench/RESULTS.md (which `bun run bench` writes, and then runs this).
 // test/readme.test.ts fails when a block is stale and names this script.
 //
 // Run:   bun run readme          (rewrites README.md in place; prints what changed)
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { markdownOptionTable } from "../src/options.ts";
+import { markdownOptionTable } from "../src/cli/options.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 export const README = join(ROOT, "README.md");

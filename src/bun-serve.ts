@@ -9,7 +9,7 @@ import { publishFromApp } from "./pubsub/index.ts";
 import { bunServe, reloadHttp } from "./server.ts";
 import type { Message } from "./types.ts";
 
-/** What the stand-ins need from the process's listeners (runtime.ts, wired by the CLI). */
+/** What the stand-ins need from the process's listeners (lifecycle.ts, wired by the CLI). */
 export interface ServeHooks {
   /** registers the options as an HTTP listener */
   register(options: object): void;

@@ -1,4 +1,4 @@
-// Errors with stable codes (STYLE §F). `CliError` is the one the CLI turns into
+// Errors with stable codes (STYLE §F). `CliError` (and `StartError`) are the ones the CLI turns into
 // `iodine: <message>` on stderr and exit code 2, with no stack and no usage dump.
 
 /** An error raised by misuse of the iodine API, with a stable `code`. */
@@ -26,4 +26,9 @@ export class ListenError extends IodineError {
 export class CliError extends Error {
   override name = "CliError";
   readonly exitCode = 2;
+}
+
+/** A worker could not start when the cluster started (the message is its own report): exit code 2. */
+export class StartError extends Error {
+  override name = "StartError";
 }

@@ -6,8 +6,8 @@ import { CLUSTER, defaultEngine, PROCESS, setDefaultEngine, type PubSubEngine, t
 import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/index.ts";
 import { RedisEngine } from "./pubsub/redis.ts";
 import { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
-import { addListener, noteScriptUse, requestStart, role, stopAll } from "./runtime.ts";
-import { onState, type StateEvent } from "./state.ts";
+import { onState, type StateEvent } from "./hooks.ts";
+import { addListener, noteScriptUse, placement, requestStart, stopAll } from "./lifecycle.ts";
 import { run, runAfter, runEvery } from "./timers.ts";
 import { Mustache } from "./mustache.ts";
 import { TLS } from "./tls.ts";
@@ -26,11 +26,11 @@ export const Iodine = {
   version: pkg.version as string,
   /** True in the process that supervises workers; in a single process both flags are true. */
   get isMaster(): boolean {
-    return role.isMaster;
+    return placement().isMaster;
   },
   /** True in a process that serves connections; in a single process both flags are true. */
   get isWorker(): boolean {
-    return role.isWorker;
+    return placement().isWorker;
   },
   /**
    * Registers a service. As in iodine it is raw TCP/Unix (a handler per connection, SPEC §4) unless
@@ -130,7 +130,7 @@ export type { UpgradeKind, UpgradeOptions } from "./upgrade.ts";
 export type { ConnectOptions } from "./client.ts";
 export type { SSEEvent } from "./types.ts";
 // Lifecycle.
-export type { StateEvent } from "./state.ts";
+export type { StateEvent } from "./hooks.ts";
 // Pub/sub and timers.
 export type { SubscribeCallback, SubscribeOptions, TimerHandle } from "./types.ts";
 export type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";

@@ -13,11 +13,10 @@ export function setVerbosity(level: number): void {
   verbosity = level;
 }
 
-export function getVerbosity(): number {
-  return verbosity;
-}
-
-/** Adds the process role to every line (e.g. `iodine[worker 1234]: `), for cluster mode. */
+/**
+ * Replaces the `iodine: ` before every line: a cluster's worker shows its pid (`iodine: [1234] `),
+ * a worker's extra thread its number too (`iodine: [1234/1] `).
+ */
 export function setLogPrefix(p: string): void {
   prefix = p;
 }
@@ -38,6 +37,13 @@ export const log = {
 /** Logs an exception with its stack, once, as one entry. */
 export function logException(context: string, err: unknown): void {
   emit(1, `${context}: ${describeError(err)}`);
+}
+
+/** At -V 5 (debug) the stack of what caused an error follows its line, in the same log entry. */
+export function withCauseStack(message: string, cause: unknown): string {
+  if (verbosity < 5 || !(cause instanceof Error)) return message;
+  const frames = (cause.stack ?? "").split("\n").filter((line) => /^\s+at /.test(line));
+  return frames.length === 0 ? message : `${message}\n${frames.join("\n")}`;
 }
 
 /**

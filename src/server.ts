@@ -3,7 +3,7 @@
 import type { Server, TLSOptions, WebSocketHandler } from "bun";
 import { accessLog, clock, describeError, log, logException, startClock } from "./log.ts";
 import { attachServer } from "./pubsub/index.ts";
-import { activity } from "./state.ts";
+import { activity } from "./hooks.ts";
 import { setSsePing, SseConnection } from "./sse.ts";
 import { StaticFiles } from "./static.ts";
 import type { FetchHandler } from "./types.ts";

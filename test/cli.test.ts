@@ -3,8 +3,8 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { OPTIONS, readArgv, readConfigText } from "../src/options.ts";
-import { resolveCount, resolveSettings, type Settings } from "../src/settings.ts";
+import { OPTIONS, readArgv, readConfigText } from "../src/cli/options.ts";
+import { resolveCount, resolveSettings, type Settings } from "../src/cli/settings.ts";
 import { selfSigned } from "../src/tls.ts";
 import { errorOf, fixture, runCli, startCli, tempDir } from "./harness.ts";
 

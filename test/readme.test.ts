@@ -1,11 +1,11 @@
-// README.md follows the code: its option table is generated from src/options.ts, the table `--help`
+// README.md follows the code: its option table is generated from src/cli/options.ts, the table `--help`
 // prints; its quick start is SPEC §1's two commands; every example in examples/ is named in it and
 // run by a test. A stale block is regenerated with `bun run readme`.
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { blockOf, generatedBlocks, README } from "../scripts/readme.ts";
-import { helpLine, OPTIONS, readArgv } from "../src/options.ts";
+import { helpLine, OPTIONS, readArgv } from "../src/cli/options.ts";
 import { chatter, untilHeard } from "./chat-clients.ts";
 import { childrenOf, ROOT, runCli, startCommand, streamReader, tempDir, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";

@@ -2,10 +2,12 @@
 // IODINE_ROLE=worker. It joins the bus, loads the app (so `enter_child` hooks the app registers run),
 // binds its listeners with reusePort, reports ready over IPC, and leaves within a second when the
 // master is gone.
+import { fireState } from "../hooks.ts";
+import { beforeExit, bound, exitGracefully, onStopping, startAll, stopAll, type Bound, type StopMode } from "../lifecycle.ts";
+import { SYNC_MS } from "../limits.ts";
 import { log, setLogPrefix } from "../log.ts";
+import { clusterWorker, type Placement } from "../placement.ts";
 import { joinCluster, type ClusterMember } from "../pubsub/engine.ts";
-import { beforeExit, bound, exitGracefully, onStopping, role, startAll, stopAll, type Bound, type StopMode } from "../runtime.ts";
-import { fireState } from "../state.ts";
 
 /** What the master puts in a worker's environment. */
 export const WORKER_ENV = {
@@ -45,23 +47,20 @@ export function reportStartFailure(message: string, exitCode: number): boolean {
 }
 
 /**
- * Sets the role before the app module loads (so `Iodine.isMaster` is false in it) and joins the bus,
- * so subscriptions the module makes at load time reach the hub.
+ * Where this worker runs, from what its master put in its environment: the CLI hands it on before
+ * the app module loads (so `Iodine.isMaster` is false in it). Joins the bus too, so subscriptions
+ * the module makes at load time reach the hub.
  */
-export function enterWorker(env: NodeJS.ProcessEnv = process.env): void {
-  role.isMaster = false;
-  role.isWorker = true;
-  role.inCluster = true;
-  role.ports = (env[WORKER_ENV.ports] ?? "").split(",").map((p) => (/^\d+$/.test(p) ? Number(p) : undefined));
+export function enterWorker(env: NodeJS.ProcessEnv = process.env): Placement {
+  const ports = (env[WORKER_ENV.ports] ?? "").split(",").map((p) => (/^\d+$/.test(p) ? Number(p) : undefined));
   const thread = env[WORKER_ENV.thread];
   const name = `worker ${env[WORKER_ENV.id] ?? "?"} (pid ${process.pid}${thread ? `, thread ${thread}` : ""})`;
   const bus = env[WORKER_ENV.bus];
   if (thread !== undefined) {
     // The process's main thread watches the master and handles signals for every thread.
-    role.isThread = true;
     setLogPrefix(`iodine: [${process.pid}/${thread}] `);
     if (bus) flushOnStop((member = joinCluster(bus, name, () => {})));
-    return;
+    return clusterWorker(ports, true);
   }
   setLogPrefix(`iodine: [${process.pid}] `);
   const master = Number(env[WORKER_ENV.master]);
@@ -71,6 +70,7 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): void {
   };
   setInterval(check, 200).unref();
   if (bus) flushOnStop(joinCluster(bus, name, check));
+  return clusterWorker(ports, false);
 }
 
 /**
@@ -82,7 +82,6 @@ function flushOnStop(link: ClusterMember): void {
     if (!(await link.sync(SYNC_MS))) log.warn(`stop: the master did not confirm this worker's last publishes within ${SYNC_MS} ms`);
   });
 }
-const SYNC_MS = 2000;
 
 /** This thread's bus link (a thread closes it itself when it stops). */
 let member: ClusterMember | undefined;
@@ -91,10 +90,10 @@ let member: ClusterMember | undefined;
  * After the app loaded: `enter_child`, bind, start the extra threads (`--threads`), tell the master.
  * A thread reports to its process's main thread instead, and stops when told.
  */
-export async function startWorker(threads: number): Promise<void> {
+export async function startWorker(placement: Placement, threads: number): Promise<void> {
   await fireState("enter_child");
   await startAll();
-  if (role.isThread) {
+  if (placement.isThread) {
     (globalThis as unknown as { onmessage: (e: MessageEvent) => void }).onmessage = (e: MessageEvent<StopMode>) => {
       if (e.data !== "stop" && e.data !== "handover") return;
       void stopAll(e.data).then(() => {

@@ -1,8 +1,8 @@
-// Lifecycle hooks (SPEC §8): `Iodine.onState(event, fn)`, fired by the runtime and the cluster
+// Lifecycle hooks (SPEC §8): `Iodine.onState(event, fn)`, fired by the lifecycle and the cluster
 // supervisor at the moments iodine fires them. A hook that throws is logged; the others still run.
 import { logException } from "./log.ts";
 
-export const STATE_EVENTS = [
+const STATE_EVENTS = [
   "pre_start", "before_fork", "after_fork", "enter_child", "enter_master", "on_start",
   "on_idle", "on_finish", "on_parent_crush", "on_child_crush", "start_shutdown",
 ] as const;

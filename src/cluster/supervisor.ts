@@ -7,25 +7,27 @@ import type { Subprocess } from "bun";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readdirSync, readFileSync, unlinkSync } from "node:fs";
+import { StartError } from "../errors.ts";
+import { fireState } from "../hooks.ts";
+import { StopRequests, type Bound, type StopMode } from "../lifecycle.ts";
+import { DEFAULTS, HANDOVER_MS, HEALTHY_AFTER_MS, MAX_BACKOFF_MS, READY_TIMEOUT_MS, RETIRE_GRACE_MS, START_TRIES } from "../limits.ts";
 import { flushAccessLog, log, logException } from "../log.ts";
 import { Hub } from "../pubsub/engine.ts";
 import { defaultEngine } from "../pubsub/engines.ts";
 import { RedisEngine } from "../pubsub/redis.ts";
 import { ShardedRedisEngine } from "../pubsub/redis-sharded.ts";
-import { HANDOVER_MS, role, StopRequests, type Bound, type StopMode } from "../runtime.ts";
-import { fireState } from "../state.ts";
 import { WORKER_ENV, type MasterOrder, type WorkerReport } from "./worker.ts";
 
-export interface MasterOptions {
+/** The cluster's shape: the CLI passes its settings. */
+export interface ClusterOptions {
+  /** worker processes */
   workers: number;
+  /** event-loop threads per worker */
   threads: number;
-  /** how long a retiring worker may drain before it is killed, ms */
-  drainMs: number;
-  /** extra environment for the workers (e.g. a self-signed certificate made once, here) */
-  env?: Record<string, string>;
 }
 
-interface Worker {
+/** One worker process, as the supervisor sees it. */
+interface WorkerProcess {
   slot: number;
   proc: Subprocess;
   startedAt: number;
@@ -44,62 +46,91 @@ interface Worker {
   failure?: string;
 }
 
-/** How long a new worker may take to load the app and listen. */
-const READY_TIMEOUT_MS = 30_000;
-/** How often a slot is started again at launch when its worker is killed before it listens. */
-const START_TRIES = 5;
-/** A worker that dies within this long of its start counts as failing again (longer back-off). */
-const HEALTHY_AFTER_MS = 5_000;
-const MAX_BACKOFF_MS = 10_000;
-
-/** Sets the role before the app module loads in the master. */
-export function enterMaster(): void {
-  role.isMaster = true;
-  role.isWorker = false;
-}
-
 const BUS_SOCKET = /^iodine-(\d+)-[a-z0-9]+\.sock$/;
 
-export async function runMaster(o: MasterOptions): Promise<void> {
-  const busPath = join(tmpdir(), `iodine-${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`);
-  const hub = new Hub(busPath);
-  const workers = new Set<Worker>();
-  const failures = new Map<number, number>();
-  let ports: (number | undefined)[] | undefined;
-  let stopping = false;
-  let restarting = false;
+/** The master of a cluster: its workers, the hub they publish through, and its signals. */
+export class Supervisor {
+  readonly #cluster: ClusterOptions;
+  /** extra environment for the workers (e.g. a self-signed certificate made once, here) */
+  readonly #env: Record<string, string>;
+  readonly #busPath = join(tmpdir(), `iodine-${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`);
+  readonly #hub = new Hub(this.#busPath);
+  readonly #command = selfCommand(true);
+  readonly #workers = new Set<WorkerProcess>();
+  /** quick deaths in a row, by slot (the back-off) */
+  readonly #failures = new Map<number, number>();
+  readonly #stops = new StopRequests();
   /** called whenever a worker reports it listens (the start waits for every slot) */
-  const onListening: (() => void)[] = [];
-  let restartAgain = false;
+  readonly #onListening: (() => void)[] = [];
+  /** the ports the first worker bound: every later worker reuses them */
+  #ports: (number | undefined)[] | undefined;
+  #stopping = false;
+  #restarting = false;
+  #restartAgain = false;
 
-  const command = selfCommand(true);
-  const spawn = (slot: number, origin: Worker["origin"]): Worker => {
+  constructor(cluster: ClusterOptions, env: Record<string, string> = {}) {
+    this.#cluster = cluster;
+    this.#env = env;
+  }
+
+  /**
+   * Takes the signals, opens the hub and starts every worker; resolves once each slot listens.
+   * A worker that cannot start ends the start: the others are killed and it throws StartError.
+   */
+  async start(): Promise<void> {
+    process.on("SIGINT", () => void this.stop("SIGINT"));
+    process.on("SIGTERM", () => void this.stop("SIGTERM"));
+    process.on("SIGUSR1", () => void this.hotRestart().catch((err) => logException("hot restart failed", err)));
+    await fireState("pre_start");
+    removeStaleBusSockets();
+    this.#hub.start();
+    let listening: Bound[];
+    try {
+      // The first worker binds (with `-p 0`, picks the port); the others and every replacement reuse it.
+      listening = await this.#startSlot(0);
+      this.#ports = listening.map((b) => b.port);
+      await Promise.all(Array.from({ length: this.#cluster.workers - 1 }, (_, i) => this.#startSlot(i + 1)));
+      // A worker that listened and then died meanwhile is being re-spawned: the line below counts
+      // only workers that are there.
+      while (!this.#everySlotListens()) await new Promise<void>((resolve) => this.#onListening.push(resolve));
+    } catch (err) {
+      for (const w of this.#workers) w.proc.kill("SIGKILL");
+      this.#hub.stop();
+      throw new StartError((err as Error).message);
+    }
+    await fireState("enter_master");
+    this.#announce(listening);
+    await fireState("on_start");
+  }
+
+  /** Starts a worker in `slot`; `origin` says who answers for it until it listens. */
+  spawn(slot: number, origin: WorkerProcess["origin"]): WorkerProcess {
     void fireState("before_fork");
     let markReady!: (b: Bound[]) => void;
     let fail!: (e: Error) => void;
     const ready = new Promise<Bound[]>((res, rej) => ((markReady = res), (fail = rej)));
     ready.catch(() => {});
-    const proc = Bun.spawn(command, {
+    const proc = Bun.spawn(this.#command, {
       env: {
         ...process.env,
-        ...o.env,
+        ...this.#env,
         [WORKER_ENV.role]: "worker",
-        [WORKER_ENV.bus]: busPath,
+        [WORKER_ENV.bus]: this.#busPath,
         [WORKER_ENV.id]: String(slot),
         [WORKER_ENV.master]: String(process.pid),
-        [WORKER_ENV.ports]: ports?.map((p) => p ?? "").join(",") ?? "",
+        [WORKER_ENV.ports]: this.#ports?.map((p) => p ?? "").join(",") ?? "",
       },
       stdio: ["ignore", "inherit", "inherit"],
-      ipc(message: WorkerReport) {
+      ipc: (message: WorkerReport) => {
         if (message?.type === "failed") w.failure = message.message;
         if (message?.type !== "ready" || w.state !== "starting") return;
         w.state = "ready";
         markReady(message.bound);
-        for (const f of onListening.splice(0)) f();
+        for (const f of this.#onListening.splice(0)) f();
       },
     });
-    const w: Worker = { slot, proc, startedAt: Date.now(), state: "starting", origin, timedOut: false, ready, exited: proc.exited.then(() => {}) };
-    workers.add(w);
+    const w: WorkerProcess = { slot, proc, startedAt: Date.now(), state: "starting", origin, timedOut: false, ready, exited: proc.exited.then(() => {}) };
+    this.#workers.add(w);
     void fireState("after_fork");
     const timer = setTimeout(() => {
       if (w.state !== "starting") return;
@@ -109,33 +140,16 @@ export async function runMaster(o: MasterOptions): Promise<void> {
     }, READY_TIMEOUT_MS);
     proc.exited.then((code) => {
       clearTimeout(timer);
-      workers.delete(w);
+      this.#workers.delete(w);
       const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${code}`;
       if (w.state === "starting") fail(new Error(w.failure ?? `worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`));
-      if (stopping || w.state === "retiring") return;
-      // Until it listens, the start or the hot restart that made it answers for it.
-      if (w.state === "starting" && w.origin !== "respawn") return;
-      void fireState("on_child_crush");
-      const quick = Date.now() - w.startedAt < HEALTHY_AFTER_MS;
-      const n = quick ? (failures.get(slot) ?? 0) + 1 : 0;
-      failures.set(slot, n);
-      const delay = n === 0 ? 0 : Math.min(100 * 2 ** (n - 1), MAX_BACKOFF_MS);
-      const why = w.failure === undefined ? "" : ` (${w.failure})`;
-      log.error(`worker ${slot} (pid ${proc.pid}) exited with ${how}${why}; starting a new one${delay ? ` in ${delay} ms` : ""}`);
-      setTimeout(() => {
-        if (stopping) return;
-        const again = spawn(slot, "respawn");
-        again.ready.then(
-          () => log.info(`worker ${slot} is back (pid ${again.proc.pid})`),
-          (err: Error) => log.debug(err.message),
-        );
-      }, delay);
+      this.#exited(w, how);
     });
     return w;
-  };
+  }
 
   /** Stops a worker: SIGTERM, or for a hot restart (its replacement listens) a hand-over order first. */
-  const retire = async (w: Worker, mode: StopMode = "stop"): Promise<void> => {
+  async retire(w: WorkerProcess, mode: StopMode = "stop"): Promise<void> {
     w.state = "retiring";
     if (mode === "handover" && w.proc.exitCode === null && w.proc.signalCode === null) {
       try {
@@ -144,117 +158,129 @@ export async function runMaster(o: MasterOptions): Promise<void> {
         w.proc.kill("SIGTERM"); // its IPC channel is gone: the plain stop
       }
     } else w.proc.kill("SIGTERM");
-    const limit = o.drainMs + 2000 + (mode === "handover" ? HANDOVER_MS : 0);
+    const limit = DEFAULTS.drainMs + RETIRE_GRACE_MS + (mode === "handover" ? HANDOVER_MS : 0);
     const deadline = setTimeout(() => {
       log.warn(`worker ${w.slot} (pid ${w.proc.pid}) still draining after ${limit} ms; killing it`);
       w.proc.kill("SIGKILL");
     }, limit);
     await w.exited;
     clearTimeout(deadline);
-  };
+  }
 
-  const hotRestart = async (): Promise<void> => {
-    if (stopping) return;
-    if (restarting) {
-      restartAgain = true;
+  /** SIGUSR1: replaces the workers one at a time, each new one listening before the old one hands over. */
+  async hotRestart(): Promise<void> {
+    if (this.#stopping) return;
+    if (this.#restarting) {
+      this.#restartAgain = true;
       log.info("SIGUSR1: a hot restart is running; another one follows it");
       return;
     }
-    restarting = true;
-    const old = [...workers].filter((w) => w.state === "ready").sort((a, b) => a.slot - b.slot);
+    this.#restarting = true;
+    const old = [...this.#workers].filter((w) => w.state === "ready").sort((a, b) => a.slot - b.slot);
     log.info(`SIGUSR1: hot restart of ${old.length} worker${old.length === 1 ? "" : "s"}`);
     hintMigrateReq();
     let replaced = 0;
     for (const w of old) {
-      if (stopping) break;
-      const fresh = spawn(w.slot, "replacement");
+      if (this.#stopping) break;
+      const fresh = this.spawn(w.slot, "replacement");
       try {
         await fresh.ready;
       } catch (err) {
         log.error(`hot restart stopped: ${(err as Error).message}; the old workers keep serving`);
         break;
       }
-      if (stopping) break; // the stop retires every worker, the new one included
-      await retire(w, "handover");
+      if (this.#stopping) break; // the stop retires every worker, the new one included
+      await this.retire(w, "handover");
       replaced++;
     }
     if (replaced === old.length) log.info(`hot restart done: ${replaced} new worker${replaced === 1 ? "" : "s"}`);
-    restarting = false;
-    if (restartAgain && !stopping) {
-      restartAgain = false;
-      void hotRestart();
+    this.#restarting = false;
+    if (this.#restartAgain && !this.#stopping) {
+      this.#restartAgain = false;
+      void this.hotRestart();
     }
-  };
+  }
 
-  const stops = new StopRequests();
-  const stop = async (signal: string): Promise<void> => {
-    const kind = stops.take();
+  /** SIGINT/SIGTERM: retires every worker gracefully and exits 0; the same signal again after SAME_STOP_MS exits at once. */
+  async stop(signal: string): Promise<void> {
+    const kind = this.#stops.take();
     if (kind === "repeat") return log.debug(`${signal}: already stopping (the same Ctrl-C, passed on again)`);
     if (kind === "now") {
       log.warn(`${signal} again: stopping at once`);
-      for (const w of workers) w.proc.kill("SIGKILL");
-      hub.stop();
+      for (const w of this.#workers) w.proc.kill("SIGKILL");
+      this.#hub.stop();
       flushAccessLog();
       process.exit(130);
     }
-    stopping = true;
-    log.info(`${signal}: stopping ${workers.size} worker${workers.size === 1 ? "" : "s"} gracefully`);
+    this.#stopping = true;
+    const n = this.#workers.size;
+    log.info(`${signal}: stopping ${n} worker${n === 1 ? "" : "s"} gracefully`);
     await fireState("start_shutdown");
-    await Promise.all([...workers].map((w) => retire(w)));
-    hub.stop();
+    await Promise.all([...this.#workers].map((w) => this.retire(w)));
+    this.#hub.stop();
     await fireState("on_finish");
     flushAccessLog();
     process.exit(0);
-  };
+  }
 
-  process.on("SIGINT", () => void stop("SIGINT"));
-  process.on("SIGTERM", () => void stop("SIGTERM"));
-  process.on("SIGUSR1", () => void hotRestart().catch((err) => logException("hot restart failed", err)));
+  // --- internal ---
 
-  await fireState("pre_start");
-  removeStaleBusSockets();
-  hub.start();
+  /** A worker exited (`how`: its code or signal): one that was serving is replaced, with back-off when it keeps dying. */
+  #exited(w: WorkerProcess, how: string): void {
+    if (this.#stopping || w.state === "retiring") return;
+    // Until it listens, the start or the hot restart that made it answers for it.
+    if (w.state === "starting" && w.origin !== "respawn") return;
+    const { slot, proc } = w;
+    void fireState("on_child_crush");
+    const quick = Date.now() - w.startedAt < HEALTHY_AFTER_MS;
+    const n = quick ? (this.#failures.get(slot) ?? 0) + 1 : 0;
+    this.#failures.set(slot, n);
+    const delay = n === 0 ? 0 : Math.min(100 * 2 ** (n - 1), MAX_BACKOFF_MS);
+    const why = w.failure === undefined ? "" : ` (${w.failure})`;
+    log.error(`worker ${slot} (pid ${proc.pid}) exited with ${how}${why}; starting a new one${delay ? ` in ${delay} ms` : ""}`);
+    setTimeout(() => {
+      if (this.#stopping) return;
+      const again = this.spawn(slot, "respawn");
+      again.ready.then(
+        () => log.info(`worker ${slot} is back (pid ${again.proc.pid})`),
+        (err: Error) => log.debug(err.message),
+      );
+    }, delay);
+  }
+
   /**
    * Starts one slot at launch. A worker killed by a signal before it listens (the OOM killer, an
    * impatient operator) is started again and logged; one that exits by itself (the app fails to
    * load, the address cannot be bound) ends the start, since the next one would fail alike.
    */
-  const startSlot = async (slot: number): Promise<Bound[]> => {
+  async #startSlot(slot: number): Promise<Bound[]> {
     for (let tries = 1; ; tries++) {
-      const w = spawn(slot, "start");
+      const w = this.spawn(slot, "start");
       try {
         return await w.ready;
       } catch (err) {
         const signal = w.proc.signalCode;
-        if (stopping || signal === null || w.timedOut || tries === START_TRIES) throw err;
+        if (this.#stopping || signal === null || w.timedOut || tries === START_TRIES) throw err;
         const delay = Math.min(100 * 2 ** (tries - 1), MAX_BACKOFF_MS);
         log.error(`worker ${slot} (pid ${w.proc.pid}) was killed (${signal}) before it was listening; starting a new one in ${delay} ms`);
         await Bun.sleep(delay);
       }
     }
-  };
-  const everySlotListens = () =>
-    Array.from({ length: o.workers }, (_, slot) => slot).every((slot) => [...workers].some((w) => w.slot === slot && w.state === "ready"));
-  let listening: Bound[];
-  try {
-    // The first worker binds (with `-p 0`, picks the port); the others and every replacement reuse it.
-    listening = await startSlot(0);
-    ports = listening.map((b) => b.port);
-    await Promise.all(Array.from({ length: o.workers - 1 }, (_, i) => startSlot(i + 1)));
-    // A worker that listened and then died meanwhile is being re-spawned: the line below counts
-    // only workers that are there.
-    while (!everySlotListens()) await new Promise<void>((resolve) => onListening.push(resolve));
-  } catch (err) {
-    for (const w of workers) w.proc.kill("SIGKILL");
-    hub.stop();
-    throw new StartError((err as Error).message);
   }
-  await fireState("enter_master");
-  const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
-  const engine = defaultEngine();
-  const pubsub = engine === undefined ? "cluster pub/sub" : `cluster + ${engine instanceof RedisEngine ? "Redis" : engine instanceof ShardedRedisEngine ? "Redis Cluster" : "custom engine"} pub/sub`;
-  for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, ${pubsub})`);
-  await fireState("on_start");
+
+  #everySlotListens(): boolean {
+    const workers = [...this.#workers];
+    return Array.from({ length: this.#cluster.workers }, (_, slot) => slot).every((slot) => workers.some((w) => w.slot === slot && w.state === "ready"));
+  }
+
+  /** The start-up lines: one per listener, with the cluster's shape and its pub/sub. */
+  #announce(listening: Bound[]): void {
+    const o = this.#cluster;
+    const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
+    const engine = defaultEngine();
+    const pubsub = engine === undefined ? "cluster pub/sub" : `cluster + ${engine instanceof RedisEngine ? "Redis" : engine instanceof ShardedRedisEngine ? "Redis Cluster" : "custom engine"} pub/sub`;
+    for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, ${pubsub})`);
+  }
 }
 
 /** Bus sockets left in the temp folder by masters that were killed (SIGKILL cannot clean up). */
@@ -282,9 +308,6 @@ function alive(pid: number): boolean {
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
-
-/** A worker could not start when the cluster started (the message is its own report): the CLI exits with code 2. */
-export class StartError extends Error {}
 
 /**
  * This same command again: this runtime, this script and its arguments — or, in a `bun build

@@ -1,7 +1,7 @@
 // The command-line options of SPEC §2, defined once: citty's argument table, `--help`, the
 // iodine single-dash spellings and the config-file reader are all derived from OPTIONS.
-import type { ArgsDef } from "citty";
-import { CliError } from "./errors.ts";
+import type { ArgsDef, CommandDef } from "citty";
+import { CliError } from "../errors.ts";
 
 export interface OptionDef {
   /** canonical long name, used as `--name` */
@@ -171,7 +171,7 @@ export function readConfigText(text: string, file: string): RawOptions {
 }
 
 /** The positional argument, for `--help` and the README. */
-export const APP_ARG = { description: "the application module", default: "`app.ts`, else `app.js`" };
+const APP_ARG = { description: "the application module", default: "`app.ts`, else `app.js`" };
 
 /** Text for a terminal: the README's code marks left out. */
 const plain = (text: string) => text.replace(/`/g, "");
@@ -184,7 +184,7 @@ export function helpLine(o: OptionDef): string {
 }
 
 /** citty's argument table, from OPTIONS (long names, short letters; iodine spellings are pre-normalised). */
-export function cittyArgs(): ArgsDef {
+function cittyArgs(): ArgsDef {
   const args: ArgsDef = {
     app: { type: "positional", required: false, description: plain(`${APP_ARG.description} (default: ${APP_ARG.default})`), valueHint: "APP" },
   };
@@ -195,6 +195,26 @@ export function cittyArgs(): ArgsDef {
       : { type: "string", description, valueHint: o.valueHint, ...(o.short ? { alias: o.short } : {}) };
   }
   return args;
+}
+
+/**
+ * `--help`: citty's usage text from the same table (citty is loaded only for it: loading it costs a
+ * few ms of every start-up), in colour only for a terminal.
+ */
+export async function usage(version: string): Promise<string> {
+  const { renderUsage } = await import("citty");
+  const command: CommandDef = {
+    meta: { name: "iodine", version, description: "serve a Bun app: HTTP, WebSocket, SSE, pub/sub, static files" },
+    args: cittyArgs(),
+  };
+  const text = (await renderUsage(command)) + "\n\nEvery option also takes the -option=value form.\n";
+  // citty colours unless NO_COLOR is exactly "1", even into a pipe or a file.
+  return colours() ? text : Bun.stripANSI(text).replace(/[ \t]+$/gm, "");
+}
+
+/** Colour codes only for a terminal, and not when $NO_COLOR is set to anything (no-color.org) or TERM=dumb. */
+function colours(): boolean {
+  return process.stdout.isTTY === true && !process.env.NO_COLOR && process.env.TERM !== "dumb";
 }
 
 /**
