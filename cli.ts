@@ -13,7 +13,7 @@ import { setDefaultEngine } from "./src/pubsub/engines.ts";
 import { RedisEngine } from "./src/pubsub/redis.ts";
 import { ShardedRedisEngine } from "./src/pubsub/redis-sharded.ts";
 import { addListener, driveFromCli, isStarted, listenerCount, plannedAddress, ranAsScript, role, startAll, stopAll } from "./src/runtime.ts";
-import { captureBunServe } from "./src/bun-serve.ts";
+import { captureBunServe } from "./src/http/bun-serve.ts";
 import { DEFAULTS, resolveSettings, type Settings } from "./src/settings.ts";
 import { selfSigned, tlsFromFiles } from "./src/tls.ts";
 import type { AppObject, TLSOptions } from "./src/types.ts";

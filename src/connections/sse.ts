@@ -3,8 +3,8 @@
 // Half-duplex: `write` sends a `data:` event, `writeEvent` the rest; comment pings keep proxies
 // from cutting an idle stream; the stream is exempt from the HTTP idle timeout.
 import { BaseConnection, openConnections } from "./connection.ts";
-import { log } from "./log.ts";
-import type { Handler, Message, SnakeHandler, SSEEvent, SubscribeOptions } from "./types.ts";
+import { log } from "../log.ts";
+import type { Handler, Message, SnakeHandler, SSEEvent, SubscribeOptions } from "../types.ts";
 
 /** Outgoing bytes a slow reader may leave queued before its stream is closed (SPEC §5). */
 export const SSE_PENDING_LIMIT = 16 * 1024 * 1024;

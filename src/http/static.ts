@@ -5,8 +5,8 @@
 // The disk is looked at again at most once a second per path (synchronous fs calls, misses only).
 import { readFileSync, realpathSync, statSync, type Stats } from "node:fs";
 import { resolve } from "node:path";
-import { IodineError } from "./errors.ts";
-import { clock, log, startClock } from "./log.ts";
+import { IodineError } from "../errors.ts";
+import { clock, log, startClock } from "../log.ts";
 
 /** Options for {@link StaticFiles}. */
 export interface StaticOptions {

@@ -1,14 +1,14 @@
 // The HTTP service on Bun.serve: request guards (SPEC §10), static files before the app (§6),
 // the app, X-Sendfile and HEAD completion after it, the access log (§7), and limits.
 import type { Server, TLSOptions, WebSocketHandler } from "bun";
-import { accessLog, clock, describeError, log, logException, startClock } from "./log.ts";
-import { attachServer } from "./pubsub/index.ts";
-import { activity } from "./state.ts";
-import { setSsePing, SseConnection } from "./sse.ts";
+import { accessLog, clock, describeError, log, logException, startClock } from "../log.ts";
+import { attachServer } from "../pubsub/index.ts";
+import { activity } from "../state.ts";
+import { setSsePing, SseConnection } from "../connections/sse.ts";
 import { StaticFiles } from "./static.ts";
-import type { FetchHandler } from "./types.ts";
-import { UpgradeResponse } from "./upgrade.ts";
-import { DEFLATE_MIN, OUTGOING_LIMIT, websocketHandlers, WsConnection } from "./websocket.ts";
+import type { FetchHandler } from "../types.ts";
+import { UpgradeResponse } from "../connections/upgrade.ts";
+import { DEFLATE_MIN, OUTGOING_LIMIT, websocketHandlers, WsConnection } from "../connections/websocket.ts";
 
 /** Everything one HTTP listener needs, resolved (bytes and seconds). */
 export interface HttpServiceOptions {

@@ -4,10 +4,10 @@
 // data); what it does not take waits here, bounded, and goes out on `drain`.
 import type { Socket, SocketHandler, SocketListener } from "bun";
 import { BaseConnection, openConnections } from "./connection.ts";
-import { IodineError } from "./errors.ts";
-import { log, logException } from "./log.ts";
-import { serverTls, TLS } from "./tls.ts";
-import type { Handler, Message, RawListenOptions, SnakeHandler, SubscribeOptions, TLSOptions } from "./types.ts";
+import { IodineError } from "../errors.ts";
+import { log, logException } from "../log.ts";
+import { serverTls, TLS } from "../tls.ts";
+import type { Handler, Message, RawListenOptions, SnakeHandler, SubscribeOptions, TLSOptions } from "../types.ts";
 import { OUTGOING_LIMIT } from "./websocket.ts";
 
 const encoder = new TextEncoder();
