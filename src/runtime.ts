@@ -14,7 +14,7 @@ import { nativeSockets } from "./connections/websocket.ts";
 import { DEFAULT_PORT, DEFAULTS, PORT_VARIABLES } from "./settings.ts";
 import { fireState, stopIdleWatch, watchIdle } from "./state.ts";
 import { driveEngineHere } from "./pubsub/engine.ts";
-import { handlerMaker, listenRaw, type RawListener } from "./connections/raw.ts";
+import { handlerMaker, listenRaw, type RawListener } from "./connections/raw-listener.ts";
 import { serverTls, TLS } from "./tls.ts";
 import type { HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions } from "./types.ts";
 

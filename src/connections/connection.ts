@@ -8,6 +8,16 @@ import type { Connection, Handler, Message, Protocol, SnakeHandler, SubscribeCal
 
 type Event = "onOpen" | "onMessage" | "onDrained" | "onTimeout" | "onShutdown" | "onClose";
 
+/**
+ * A connection's outgoing-buffer limit (SPEC §5): past it, the connection is closed (a WebSocket
+ * with 1013) and logged. http/server.ts gives Bun the same number as `backpressureLimit` (a
+ * Bun-native app may set its own, which then counts for iodine's WebSockets too).
+ */
+export const OUTGOING_LIMIT = 16 * 1024 * 1024;
+
+/** A byte count for a log line: `16 MiB`, or `1000 bytes`. */
+export const mib = (n: number): string => (n % 1048576 === 0 ? `${n / 1048576} MiB` : `${n} bytes`);
+
 /** Every connection that is open in this process, for onShutdown on a graceful stop. */
 export const openConnections = new Set<BaseConnection>();
 
