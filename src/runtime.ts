@@ -16,7 +16,7 @@ import { fireState, stopIdleWatch, watchIdle } from "./state.ts";
 import { driveEngineHere } from "./pubsub/engine.ts";
 import { handlerMaker, listenRaw, type RawListener } from "./connections/raw-listener.ts";
 import { serverTls, TLS } from "./tls.ts";
-import type { HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions } from "./types.ts";
+import type { HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions, TLSSettings } from "./types.ts";
 
 /** What listeners inherit from the command line (or the defaults, in script mode). */
 export interface RunConfig {
@@ -250,7 +250,7 @@ async function probeIfFirst(i: number, a: Address): Promise<void> {
 }
 
 /** A TLS object without a certificate gets a self-signed one (as `--tls` does). */
-async function readyTls(tls: TLS | TLSOptions | undefined): Promise<TLS | TLSOptions | undefined> {
+async function readyTls(tls: TLSSettings | TLSOptions | undefined): Promise<TLSSettings | TLSOptions | undefined> {
   if (tls instanceof TLS) await tls.ensureCertificate();
   return tls;
 }

@@ -5,7 +5,7 @@
 import type { BunFile, TLSOptions as BunTLSOptions } from "bun";
 import { readFileSync } from "node:fs";
 import { CliError, IodineError } from "./errors.ts";
-import type { TLSOptions } from "./types.ts";
+import type { TLSOptions, TLSSettings } from "./types.ts";
 
 // --- DER ---
 
@@ -160,7 +160,7 @@ function alpnWire(protocols: readonly string[]): Uint8Array {
  * tls.trust(Bun.file("clients-ca.pem")); // only clients with a certificate signed by this CA get in
  * Iodine.listen({ port: 4433, tls, handler: () => new Echo() });
  */
-export class TLS {
+export class TLS implements TLSSettings {
   #cert: Pem | undefined;
   #key: Pem | undefined;
   #pass: string | undefined;
@@ -246,6 +246,6 @@ export class TLS {
 }
 
 /** A listener's TLS as Bun wants it, from either an `Iodine.TLS` or plain `{ cert, key }`. */
-export function serverTls(tls: TLS | TLSOptions): BunTLSOptions {
-  return tls instanceof TLS ? tls.serverOptions() : tls;
+export function serverTls(tls: TLSSettings | TLSOptions): BunTLSOptions {
+  return tls instanceof TLS ? tls.serverOptions() : (tls as TLSOptions);
 }

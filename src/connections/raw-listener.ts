@@ -4,7 +4,7 @@
 import type { Socket, SocketHandler, SocketListener } from "bun";
 import { log, logException } from "../log.ts";
 import { serverTls, TLS } from "../tls.ts";
-import type { Handler, RawListenOptions, SnakeHandler, TLSOptions } from "../types.ts";
+import type { Handler, RawListenOptions, SnakeHandler, TLSOptions, TLSSettings } from "../types.ts";
 import { describeTlsError, RawConnection, socketHandlers, startSweep } from "./raw.ts";
 
 /** A bound raw listener. */
@@ -37,7 +37,7 @@ export function listenRaw(o: {
   hostname: string | undefined;
   unix: string | undefined;
   handler: RawListenOptions["handler"];
-  tls: TLS | TLSOptions | undefined;
+  tls: TLSSettings | TLSOptions | undefined;
   timeout: number;
   /** share the port with the other workers of a cluster (SO_REUSEPORT) */
   reusePort: boolean;
