@@ -94,20 +94,19 @@ export abstract class BaseConnection implements Connection {
    */
   dispatch(event: Event, data?: Message): void {
     if (this.#busy !== undefined) {
-      const busy = this.#busy.then(() => this.#call(event, data));
-      this.#busy = busy;
-      busy.then(() => {
-        if (this.#busy === busy) this.#busy = undefined;
-      });
+      this.#waitFor(this.#busy.then(() => this.#call(event, data)));
       return;
     }
     const result = this.#call(event, data);
-    if (result !== undefined) {
-      this.#busy = result;
-      result.then(() => {
-        if (this.#busy === result) this.#busy = undefined;
-      });
-    }
+    if (result !== undefined) this.#waitFor(result);
+  }
+
+  /** Later events wait for `tail`; once it settles as the last link, the connection is idle again. */
+  #waitFor(tail: Promise<void>): void {
+    this.#busy = tail;
+    tail.then(() => {
+      if (this.#busy === tail) this.#busy = undefined;
+    });
   }
 
   /** A graceful stop: onShutdown (which may still write), then close once it has returned. */
