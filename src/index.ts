@@ -1,7 +1,7 @@
 // The public surface of iodine for Bun: the `Iodine` object and the public types.
 import pkg from "../package.json" with { type: "json" };
-import { connect, type ConnectOptions } from "./client.ts";
-import { defineHandler } from "./handler.ts";
+import { connect, type ConnectOptions } from "./connections/client.ts";
+import { defineHandler } from "./connections/handler.ts";
 import { CLUSTER, defaultEngine, PROCESS, setDefaultEngine, type PubSubEngine, type PubSubScope } from "./pubsub/engines.ts";
 import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/index.ts";
 import { RedisEngine } from "./pubsub/redis.ts";
@@ -12,7 +12,7 @@ import { run, runAfter, runEvery } from "./timers.ts";
 import { Mustache } from "./mustache.ts";
 import { TLS } from "./tls.ts";
 import type { Connection, ListenOptions, Message, SubscribeCallback, SubscribeOptions } from "./types.ts";
-import { upgrade, upgradeKind } from "./upgrade.ts";
+import { upgrade, upgradeKind } from "./connections/upgrade.ts";
 
 /**
  * The iodine API.
@@ -126,8 +126,8 @@ export { defineHandler };
 export type { AppModule, AppObject, FetchHandler, IodineServer } from "./types.ts";
 // Connections.
 export type { Connection, Handler, Message, Protocol, SnakeHandler } from "./types.ts";
-export type { UpgradeKind, UpgradeOptions } from "./upgrade.ts";
-export type { ConnectOptions } from "./client.ts";
+export type { UpgradeKind, UpgradeOptions } from "./connections/upgrade.ts";
+export type { ConnectOptions } from "./connections/client.ts";
 export type { SSEEvent } from "./types.ts";
 // Lifecycle.
 export type { StateEvent } from "./hooks.ts";
@@ -137,9 +137,9 @@ export type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
 export type { RedisEngine, RedisEngineOptions } from "./pubsub/redis.ts";
 export type { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 // Options.
-export type { HandlerFactory, HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions } from "./types.ts";
+export type { HandlerFactory, HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions, TLSSettings } from "./types.ts";
 export type { TLS } from "./tls.ts";
 export type { Mustache, MustacheOptions, MustacheRenderOptions } from "./mustache.ts";
-export type { RawConnection } from "./raw.ts";
+export type { RawConnection } from "./connections/raw.ts";
 // Errors.
 export { IodineError, ListenError } from "./errors.ts";

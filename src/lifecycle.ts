@@ -2,8 +2,8 @@
 // and the graceful stop on SIGINT/SIGTERM (in-flight requests finish, the access log is flushed).
 // Where the process runs (one process, a cluster's worker, a thread) is handed in by the entry point.
 import type { Server } from "bun";
-import { attachStandIn } from "./bun-serve.ts";
-import { closedCallbacksDone, openConnections } from "./connection.ts";
+import { attachStandIn } from "./http/bun-serve.ts";
+import { closedCallbacksDone, openConnections } from "./connections/connection.ts";
 import { IodineError } from "./errors.ts";
 import { fireState, stopIdleWatch, watchIdle } from "./hooks.ts";
 import { CALLBACKS_MS, DEFAULTS, HANDOVER_MS, PORT_VARIABLES, SAME_STOP_MS } from "./limits.ts";
@@ -11,11 +11,11 @@ import { bindListener, checkListenOptions, plannedAddress as planned, removeStal
 import { flushAccessLog, log, logException } from "./log.ts";
 import { SINGLE_PROCESS, type Placement } from "./placement.ts";
 import { driveEngineHere } from "./pubsub/engine.ts";
-import type { RawListener } from "./raw.ts";
-import { closeAfterEachResponse } from "./server.ts";
+import type { RawListener } from "./connections/raw-listener.ts";
+import { closeAfterEachResponse } from "./http/server.ts";
 import { stopAllTimers } from "./timers.ts";
 import type { ListenOptions, TLSOptions } from "./types.ts";
-import { nativeSockets } from "./websocket.ts";
+import { nativeSockets } from "./connections/websocket.ts";
 
 export type { Bound } from "./listeners.ts";
 

@@ -9,10 +9,10 @@ import { CliError } from "./errors.ts";
 import { DEFAULT_PORT } from "./limits.ts";
 import { log, logException } from "./log.ts";
 import type { Placement } from "./placement.ts";
-import { handlerMaker, listenRaw, type RawListener } from "./raw.ts";
-import { serveHttp, type HttpServiceOptions } from "./server.ts";
+import { handlerMaker, listenRaw, type RawListener } from "./connections/raw-listener.ts";
+import { serveHttp, type HttpServiceOptions } from "./http/server.ts";
 import { serverTls, TLS } from "./tls.ts";
-import type { HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions } from "./types.ts";
+import type { HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions, TLSSettings } from "./types.ts";
 
 /**
  * What listeners inherit: the command line's settings (the CLI passes its own object), or the
@@ -131,7 +131,7 @@ async function probeIfFirst(i: number, a: Address, placement: Placement): Promis
 }
 
 /** A TLS object without a certificate gets a self-signed one (as `--tls` does). */
-async function readyTls(tls: TLS | TLSOptions | undefined): Promise<TLS | TLSOptions | undefined> {
+async function readyTls(tls: TLSSettings | TLSOptions | undefined): Promise<TLSSettings | TLSOptions | undefined> {
   if (tls instanceof TLS) await tls.ensureCertificate();
   return tls;
 }

@@ -5,7 +5,7 @@
 import type { BunFile, TLSOptions as BunTLSOptions } from "bun";
 import { readFileSync } from "node:fs";
 import { CliError, IodineError } from "./errors.ts";
-import type { TLSOptions } from "./types.ts";
+import type { TLSOptions, TLSSettings } from "./types.ts";
 
 // --- DER ---
 
@@ -13,9 +13,12 @@ function der(tag: number, ...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
   const len = parts.reduce((n, p) => n + p.length, 0);
   const head =
     len < 0x80 ? [tag, len] : len < 0x100 ? [tag, 0x81, len] : [tag, 0x82, len >> 8, len & 0xff];
-  const out = new Uint8Array(head.length + len);
-  out.set(head);
-  let at = head.length;
+  return concat([new Uint8Array(head), ...parts]);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
   for (const p of parts) {
     out.set(p, at);
     at += p.length;
@@ -141,15 +144,7 @@ function checkPem(value: unknown, what: string): Pem {
 
 /** ALPN protocol names go on the wire as one length-prefixed list (RFC 7301 §3.1). */
 function alpnWire(protocols: readonly string[]): Uint8Array {
-  const parts = protocols.map((p) => new TextEncoder().encode(p));
-  const out = new Uint8Array(parts.reduce((n, p) => n + 1 + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out[at++] = p.length;
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concat(protocols.map(utf8).flatMap((p) => [bytes(p.length), p]));
 }
 
 /**
@@ -160,7 +155,7 @@ function alpnWire(protocols: readonly string[]): Uint8Array {
  * tls.trust(Bun.file("clients-ca.pem")); // only clients with a certificate signed by this CA get in
  * Iodine.listen({ port: 4433, tls, handler: () => new Echo() });
  */
-export class TLS {
+export class TLS implements TLSSettings {
   #cert: Pem | undefined;
   #key: Pem | undefined;
   #pass: string | undefined;
@@ -246,6 +241,6 @@ export class TLS {
 }
 
 /** A listener's TLS as Bun wants it, from either an `Iodine.TLS` or plain `{ cert, key }`. */
-export function serverTls(tls: TLS | TLSOptions): BunTLSOptions {
-  return tls instanceof TLS ? tls.serverOptions() : tls;
+export function serverTls(tls: TLSSettings | TLSOptions): BunTLSOptions {
+  return tls instanceof TLS ? tls.serverOptions() : (tls as TLSOptions);
 }

@@ -1,7 +1,6 @@
 // Public types of iodine for Bun. Everything here is re-exported from src/index.ts.
 import type { BunFile, Server, WebSocketHandler } from "bun";
 import type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
-import type { TLS } from "./tls.ts";
 
 /** The server an app's `fetch` receives: Bun's own, with `upgrade`, `publish`, `requestIP` … */
 export type IodineServer = Server<unknown>;
@@ -31,6 +30,23 @@ export interface TLSOptions {
 }
 
 /**
+ * An `Iodine.TLS` (src/tls.ts implements it): a certificate, the peers to trust and ALPN, for
+ * listeners and clients. Named here by its methods, so that this file imports no implementation.
+ */
+export interface TLSSettings {
+  /** The certificate (chain) and key this side presents: PEM text or `Bun.file`s. */
+  useCertificate(o: { cert: string | BunFile; key: string | BunFile; pass?: string }): this;
+  /** Trusts a certificate authority (or a self-signed certificate) for the peer. */
+  trust(ca: string | BunFile): this;
+  /** The application protocols offered or accepted by ALPN, most preferred first. */
+  alpn(...protocols: string[]): this;
+  /** True once `useCertificate` was called. */
+  readonly hasCertificate: boolean;
+  /** True when a listener with these settings asks clients for a certificate (`trust`). */
+  readonly verifiesPeer: boolean;
+}
+
+/**
  * Options of `Iodine.listen`: a raw service (the default, as in iodine) or an HTTP one. A listener
  * without `service` is raw unless its handler is an app object with `fetch`, or `public` is given
  * (SPEC §4); a fetch *function* needs `service: "http"`.
@@ -57,7 +73,7 @@ interface HttpListenFields {
   /** public folder served before the app (SPEC §6). @default the CLI's `--www` */
   public?: string;
   /** TLS for this listener: `{ cert, key }` or an `Iodine.TLS`. @default the CLI's `--tls*` options */
-  tls?: TLSOptions | TLS;
+  tls?: TLSOptions | TLSSettings;
 }
 
 /** Makes the handler of each new raw connection: a function, or a class (then `new`-ed). */
@@ -79,7 +95,7 @@ export interface RawListenOptions {
    */
   handler: HandlerFactory | Handler | SnakeHandler;
   /** TLS for this listener: an `Iodine.TLS` (client certificates, ALPN) or `{ cert, key }`. */
-  tls?: TLS | TLSOptions;
+  tls?: TLSSettings | TLSOptions;
   /** each connection's initial `client.timeout`, seconds. @default 0 (none) */
   timeout?: number;
 }

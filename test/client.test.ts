@@ -3,7 +3,7 @@
 // the cases that log (a connection that never opens) or stop the process run in a subprocess.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Server, ServerWebSocket } from "bun";
-import { connect, type ConnectOptions } from "../src/client.ts";
+import { connect, type ConnectOptions } from "../src/connections/client.ts";
 import { IodineError } from "../src/errors.ts";
 import { publish } from "../src/pubsub/index.ts";
 import { selfSigned } from "../src/tls.ts";

@@ -1,7 +1,7 @@
 // Handler resolution (SPEC §4, STYLE §C): camelCase and iodine's snake_case names, resolved once
 // into a frozen table of bound callbacks, and a clear TypeError for every malformed handler.
 import { describe, expect, test } from "bun:test";
-import { defineHandler, resolveHandler } from "../src/handler.ts";
+import { defineHandler, resolveHandler } from "../src/connections/handler.ts";
 import type { Connection, Handler, Message } from "../src/types.ts";
 import { errorOf } from "./harness.ts";
 

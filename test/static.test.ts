@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { brotliCompressSync } from "node:zlib";
 import type { Server } from "bun";
 import { log } from "../src/log.ts";
-import { StaticFiles } from "../src/static.ts";
+import { StaticFiles } from "../src/http/static.ts";
 import { rawRequest } from "./harness.ts";
 
 const SECRET = "TOP-SECRET-DO-NOT-SERVE";

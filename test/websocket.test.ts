@@ -3,7 +3,7 @@
 // permessage-deflate (RFC 7692) by the CLI's --deflate or the upgrade's `deflate`.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { constants, deflateRawSync, inflateRawSync } from "node:zlib";
-import { upgrade } from "../src/upgrade.ts";
+import { upgrade } from "../src/connections/upgrade.ts";
 import { errorOf, fixture, startCli, type CliProcess } from "./harness.ts";
 import { RawWs } from "./raw-ws.ts";
 

@@ -5,7 +5,7 @@ import { existsSync, statSync } from "node:fs";
 import { relative, resolve } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { normaliseApp } from "../app.ts";
-import { captureBunServe } from "../bun-serve.ts";
+import { captureBunServe } from "../http/bun-serve.ts";
 import { CliError } from "../errors.ts";
 import { addListener, isStarted, plannedAddress, ranAsScript, stopAll } from "../lifecycle.ts";
 import type { AppObject } from "../types.ts";

@@ -2,21 +2,14 @@
 // object, and the Bun `websocket` handlers that route each event either to an iodine connection
 // or to a Bun-native app's own handlers (both can live on one server).
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
-import { BaseConnection, openConnections } from "./connection.ts";
-import { log } from "./log.ts";
-import { bunTopicsMayEnd, watchBunSocket, type NativeTopics } from "./pubsub/index.ts";
-import type { Handler, Message, SnakeHandler, SubscribeOptions } from "./types.ts";
-
-/**
- * A connection's outgoing-buffer limit (SPEC §5): past it, the connection is closed with 1013 and
- * logged. server.ts gives Bun the same number as `backpressureLimit` (a Bun-native app may set its
- * own, which then counts for iodine's connections too).
- */
-export const OUTGOING_LIMIT = 16 * 1024 * 1024;
+import { BaseConnection, mib, openConnections, OUTGOING_LIMIT } from "./connection.ts";
+import { log } from "../log.ts";
+import { bunTopicsMayEnd, watchBunSocket, type NativeTopics } from "../pubsub/index.ts";
+import type { Handler, Message, SnakeHandler, SubscribeOptions } from "../types.ts";
 
 /**
  * On a permessage-deflate connection (RFC 7692), messages from this size up go compressed; shorter
- * ones go plain, for the subscribers of a publish too (server.ts hands this to the registry).
+ * ones go plain, for the subscribers of a publish too (http/server.ts hands this to the registry).
  * Bun compresses per connection, so a publish is compressed once per subscriber. Server CPU per
  * delivery, `server.publish(topic, text, false)` vs `(…, true)` on a raw Bun.serve with
  * perMessageDeflate, to 1,000 bench/pubsub-client.ts sockets that took it (bench/pubsub-routes.ts
@@ -30,7 +23,6 @@ export const OUTGOING_LIMIT = 16 * 1024 * 1024;
 export const DEFLATE_MIN = 1024;
 
 const encoder = new TextEncoder();
-const mib = (n: number) => (n % 1048576 === 0 ? `${n / 1048576} MiB` : `${n} bytes`);
 
 /** An iodine WebSocket connection; it is also the socket's `ws.data`, which is how events find it. */
 export class WsConnection extends BaseConnection implements NativeTopics {

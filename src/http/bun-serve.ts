@@ -3,11 +3,11 @@
 // every worker as if it had exported them, and the caller gets a stand-in for Bun's Server that
 // forwards to the real one once it listens (publish, upgrade, requestIP, url, port, stop, reload …).
 import type { Server } from "bun";
-import { normaliseApp } from "./app.ts";
-import { log } from "./log.ts";
-import { publishFromApp } from "./pubsub/index.ts";
+import { normaliseApp } from "../app.ts";
+import { log } from "../log.ts";
+import { publishFromApp } from "../pubsub/index.ts";
 import { bunServe, reloadHttp } from "./server.ts";
-import type { Message } from "./types.ts";
+import type { Message } from "../types.ts";
 
 /** What the stand-ins need from the process's listeners (lifecycle.ts, wired by the CLI). */
 export interface ServeHooks {

@@ -1,12 +1,12 @@
 // `Iodine.connect` (SPEC §4): outgoing WebSocket connections on Bun's client `WebSocket`, with the
-// same handler callbacks as the server side; raw `tcp://`, `tls://` and `unix:` ones go to src/raw.ts.
+// same handler callbacks as the server side; raw `tcp://`, `tls://` and `unix:` ones go to raw.ts.
 import { BaseConnection, openConnections } from "./connection.ts";
-import { IodineError } from "./errors.ts";
-import { log } from "./log.ts";
+import { IodineError } from "../errors.ts";
+import { log } from "../log.ts";
 import { connectRaw } from "./raw.ts";
-import { TLS } from "./tls.ts";
+import { TLS } from "../tls.ts";
 import type { TLSOptions as BunTLSOptions } from "bun";
-import type { Connection, Handler, Message, SnakeHandler, SubscribeOptions } from "./types.ts";
+import type { Connection, Handler, Message, SnakeHandler, SubscribeOptions } from "../types.ts";
 
 /** Options of `Iodine.connect`. */
 export interface ConnectOptions {

@@ -1,7 +1,7 @@
 // Handler resolution (SPEC §4, STYLE §C): a handler's callbacks are looked up once, when it is
 // attached (upgrade, listen, connect, `client.handler = x`), so the per-message path is one call
 // through a frozen table with no name lookups and no spelling fallbacks.
-import type { Connection, Handler, Message, SnakeHandler } from "./types.ts";
+import type { Connection, Handler, Message, SnakeHandler } from "../types.ts";
 
 /** The callbacks of a handler resolved once, when it is attached (STYLE §C rule 1). */
 export interface Callbacks {

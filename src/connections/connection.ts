@@ -1,12 +1,22 @@
 // The connection object shared by WebSocket, SSE and raw connections (SPEC §4): the handler and its
 // resolved callbacks, per-connection callback serialisation, exactly-once onClose, subscriptions.
-import type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
+import type { PubSubEngine, PubSubScope } from "../pubsub/engines.ts";
 import { resolveHandler, type Callbacks } from "./handler.ts";
-import { logException } from "./log.ts";
-import { publish, subscribeConnection, unsubscribeConnection, type Subscription } from "./pubsub/index.ts";
-import type { Connection, Handler, Message, Protocol, SnakeHandler, SubscribeCallback, SubscribeOptions } from "./types.ts";
+import { logException } from "../log.ts";
+import { publish, subscribeConnection, unsubscribeConnection, type Subscription } from "../pubsub/index.ts";
+import type { Connection, Handler, Message, Protocol, SnakeHandler, SubscribeCallback, SubscribeOptions } from "../types.ts";
 
 type Event = "onOpen" | "onMessage" | "onDrained" | "onTimeout" | "onShutdown" | "onClose";
+
+/**
+ * A connection's outgoing-buffer limit (SPEC §5): past it, the connection is closed (a WebSocket
+ * with 1013) and logged. http/server.ts gives Bun the same number as `backpressureLimit` (a
+ * Bun-native app may set its own, which then counts for iodine's WebSockets too).
+ */
+export const OUTGOING_LIMIT = 16 * 1024 * 1024;
+
+/** A byte count for a log line: `16 MiB`, or `1000 bytes`. */
+export const mib = (n: number): string => (n % 1048576 === 0 ? `${n / 1048576} MiB` : `${n} bytes`);
 
 /** Every connection that is open in this process, for onShutdown on a graceful stop. */
 export const openConnections = new Set<BaseConnection>();
@@ -84,20 +94,19 @@ export abstract class BaseConnection implements Connection {
    */
   dispatch(event: Event, data?: Message): void {
     if (this.#busy !== undefined) {
-      const busy = this.#busy.then(() => this.#call(event, data));
-      this.#busy = busy;
-      busy.then(() => {
-        if (this.#busy === busy) this.#busy = undefined;
-      });
+      this.#waitFor(this.#busy.then(() => this.#call(event, data)));
       return;
     }
     const result = this.#call(event, data);
-    if (result !== undefined) {
-      this.#busy = result;
-      result.then(() => {
-        if (this.#busy === result) this.#busy = undefined;
-      });
-    }
+    if (result !== undefined) this.#waitFor(result);
+  }
+
+  /** Later events wait for `tail`; once it settles as the last link, the connection is idle again. */
+  #waitFor(tail: Promise<void>): void {
+    this.#busy = tail;
+    tail.then(() => {
+      if (this.#busy === tail) this.#busy = undefined;
+    });
   }
 
   /** A graceful stop: onShutdown (which may still write), then close once it has returned. */

@@ -2,12 +2,9 @@
 // (no queue in JS: each write goes straight to the socket), with the WebSocket callbacks (SPEC §4).
 // Half-duplex: `write` sends a `data:` event, `writeEvent` the rest; comment pings keep proxies
 // from cutting an idle stream; the stream is exempt from the HTTP idle timeout.
-import { BaseConnection, openConnections } from "./connection.ts";
-import { log } from "./log.ts";
-import type { Handler, Message, SnakeHandler, SSEEvent, SubscribeOptions } from "./types.ts";
-
-/** Outgoing bytes a slow reader may leave queued before its stream is closed (SPEC §5). */
-export const SSE_PENDING_LIMIT = 16 * 1024 * 1024;
+import { BaseConnection, openConnections, OUTGOING_LIMIT } from "./connection.ts";
+import { log } from "../log.ts";
+import type { Handler, Message, SnakeHandler, SSEEvent, SubscribeOptions } from "../types.ts";
 
 const live = new Set<SseConnection>();
 let pingSeconds = 40;
@@ -126,8 +123,8 @@ export class SseConnection extends BaseConnection {
       () => (this.#pending -= size),
       () => (this.#pending -= size),
     );
-    if (this.#pending > SSE_PENDING_LIMIT) {
-      log.warn(`sse: closing a client that is ${this.#pending} bytes behind (limit ${SSE_PENDING_LIMIT}) on ${this.request?.url ?? "?"}`);
+    if (this.#pending > OUTGOING_LIMIT) {
+      log.warn(`sse: closing a client that is ${this.#pending} bytes behind (limit ${OUTGOING_LIMIT}) on ${this.request?.url ?? "?"}`);
       this.close();
       return false;
     }

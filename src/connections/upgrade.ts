@@ -4,7 +4,7 @@
 import { resolveHandler } from "./handler.ts";
 import { SseConnection } from "./sse.ts";
 import { WsConnection } from "./websocket.ts";
-import type { Handler, SnakeHandler } from "./types.ts";
+import type { Handler, SnakeHandler } from "../types.ts";
 
 /** What a request asks to become. */
 export type UpgradeKind = "websocket" | "sse";
