@@ -9,7 +9,7 @@ import { getVerbosity, log, setVerbosity } from "./src/log.ts";
 import { cittyArgs, readArgv, readConfigText, type RawOptions } from "./src/options.ts";
 import { enterMaster, runMaster, selfCommand, StartError } from "./src/cluster/master.ts";
 import { enterWorker, isWorkerProcess, reportStartFailure, startWorker } from "./src/cluster/worker.ts";
-import { setDefaultEngine } from "./src/pubsub/engines.ts";
+import { setDefaultEngine } from "./src/pubsub/engine-api.ts";
 import { RedisEngine } from "./src/pubsub/redis.ts";
 import { ShardedRedisEngine } from "./src/pubsub/redis-sharded.ts";
 import { addListener, driveFromCli, isStarted, listenerCount, plannedAddress, ranAsScript, role, startAll, stopAll } from "./src/runtime.ts";

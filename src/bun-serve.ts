@@ -5,7 +5,7 @@
 import type { Server } from "bun";
 import { normaliseApp } from "./app.ts";
 import { log } from "./log.ts";
-import { publishFromApp } from "./pubsub/index.ts";
+import { publishFromApp } from "./pubsub/registry.ts";
 import { bunServe, reloadHttp } from "./server.ts";
 import type { Message } from "./types.ts";
 

@@ -2,7 +2,7 @@
 // the app, X-Sendfile and HEAD completion after it, the access log (§7), and limits.
 import type { Server, TLSOptions, WebSocketHandler } from "bun";
 import { accessLog, clock, describeError, log, logException, startClock } from "./log.ts";
-import { attachServer } from "./pubsub/index.ts";
+import { attachServer } from "./pubsub/registry.ts";
 import { activity } from "./state.ts";
 import { setSsePing, SseConnection } from "./sse.ts";
 import { StaticFiles } from "./static.ts";

@@ -1,6 +1,6 @@
 // Public types of iodine for Bun. Everything here is re-exported from src/index.ts.
 import type { BunFile, Server, WebSocketHandler } from "bun";
-import type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
+import type { PubSubEngine, PubSubScope } from "./pubsub/engine-api.ts";
 import type { TLS } from "./tls.ts";
 
 /** The server an app's `fetch` receives: Bun's own, with `upgrade`, `publish`, `requestIP` … */

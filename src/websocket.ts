@@ -4,7 +4,7 @@
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
 import { BaseConnection, openConnections } from "./connection.ts";
 import { log } from "./log.ts";
-import { bunTopicsMayEnd, watchBunSocket, type NativeTopics } from "./pubsub/index.ts";
+import { bunTopicsMayEnd, watchBunSocket, type NativeTopics } from "./pubsub/registry.ts";
 import type { Handler, Message, SnakeHandler, SubscribeOptions } from "./types.ts";
 
 /**

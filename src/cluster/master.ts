@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { flushAccessLog, log, logException } from "../log.ts";
 import { Hub } from "../pubsub/engine.ts";
-import { defaultEngine } from "../pubsub/engines.ts";
+import { defaultEngine } from "../pubsub/engine-api.ts";
 import { RedisEngine } from "../pubsub/redis.ts";
 import { ShardedRedisEngine } from "../pubsub/redis-sharded.ts";
 import { HANDOVER_MS, role, StopRequests, type Bound, type StopMode } from "../runtime.ts";

@@ -7,11 +7,11 @@
 // the hub forwards in arrival order, so messages from one publisher on one channel stay in order.
 import { unlinkSync } from "node:fs";
 import type { Socket, UnixSocketListener } from "bun";
-import { BusError, FrameWriter, Link, messageOf, type FrameSink } from "../cluster/bus.ts";
+import { BusError, FrameWriter, Link, messageOf, type FrameSink } from "./bus.ts";
 import { log, logException } from "../log.ts";
 import type { Message } from "../types.ts";
-import { defaultEngine, PUBLISH_BYTES, watchDefaultEngine, type BytesEngine, type PubSubEngine } from "./engines.ts";
-import { deliverLocal, interests, setRemote } from "./index.ts";
+import { defaultEngine, PUBLISH_BYTES, watchDefaultEngine, type BytesEngine, type PubSubEngine } from "./engine-api.ts";
+import { deliverLocal, interests, setRemote } from "./registry.ts";
 import { compileGlob } from "./match.ts";
 
 // --- the worker side ---

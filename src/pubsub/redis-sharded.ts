@@ -29,10 +29,10 @@ import type { Cluster, ClusterNode, ClusterOptions, Redis } from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { relayCommand } from "./engine.ts";
-import { CLUSTER, defaultEngine, type PubSubEngine } from "./engines.ts";
+import { CLUSTER, defaultEngine, type PubSubEngine } from "./engine-api.ts";
 import { EchoLog, type Sent } from "./echoes.ts";
 import { ioredis } from "./ioredis.ts";
-import { publish } from "./index.ts";
+import { publish } from "./registry.ts";
 import { MAX_WAITING_BYTES, type RedisEngineOptions } from "./redis.ts";
 import { redactUrl, redisUrlProblem } from "./redis-url.ts";
 

@@ -7,7 +7,7 @@
 import type { Server } from "bun";
 import { logException } from "../log.ts";
 import type { Connection, Message, SubscribeCallback, SubscribeOptions } from "../types.ts";
-import { CLUSTER, defaultEngine, PROCESS, type PubSubEngine, type PubSubScope } from "./engines.ts";
+import { CLUSTER, defaultEngine, PROCESS, type PubSubEngine, type PubSubScope } from "./engine-api.ts";
 import { compileGlob } from "./match.ts";
 
 /** One subscription: of a connection or of the process (`Iodine.subscribe`). */
