@@ -80,7 +80,7 @@ class StandIn {
         return self.#real?.pendingWebSockets ?? 0;
       },
       publish(topic: string, data: Message | ArrayBuffer | ArrayBufferView, compress?: boolean) {
-        // The real server's publish is iodine's too (pubsub/index.ts attachServer).
+        // The real server's publish is iodine's too (pubsub/registry.ts attachServer).
         if (self.#real !== undefined) return self.#real.publish(topic, data as never, compress);
         return publishFromApp(topic, data, 0, undefined);
       },

@@ -13,7 +13,7 @@ import { closeAfterEachResponse, serveHttp } from "./server.ts";
 import { nativeSockets } from "./websocket.ts";
 import { DEFAULT_PORT, DEFAULTS, PORT_VARIABLES } from "./settings.ts";
 import { fireState, stopIdleWatch, watchIdle } from "./state.ts";
-import { driveEngineHere } from "./pubsub/engine.ts";
+import { driveEngineHere } from "./pubsub/single.ts";
 import { handlerMaker, listenRaw, type RawListener } from "./raw.ts";
 import { serverTls, TLS } from "./tls.ts";
 import type { HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions } from "./types.ts";

@@ -86,7 +86,7 @@ export class WsConnection extends BaseConnection implements NativeTopics {
     this.#send(options?.as === "binary" && typeof message === "string" ? encoder.encode(message) : message, channel);
   }
 
-  /** After a native publish on `channel` (see pubsub/index.ts): Bun queued it without asking us. */
+  /** After a native publish on `channel` (see pubsub/registry.ts): Bun queued it without asking us. */
   checkOutgoing(channel: string): void {
     const ws = this.#ws;
     if (ws !== undefined && this.isOpen && ws.getBufferedAmount() > this.#limit) this.#overLimit(ws, channel);

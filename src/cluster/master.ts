@@ -8,10 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { flushAccessLog, log, logException } from "../log.ts";
-import { Hub } from "../pubsub/engine.ts";
-import { defaultEngine } from "../pubsub/engine-api.ts";
-import { RedisEngine } from "../pubsub/redis.ts";
-import { ShardedRedisEngine } from "../pubsub/redis-sharded.ts";
+import { Hub } from "../pubsub/hub.ts";
+import { defaultEngine, engineLabel } from "../pubsub/engine-api.ts";
 import { HANDOVER_MS, role, StopRequests, type Bound, type StopMode } from "../runtime.ts";
 import { fireState } from "../state.ts";
 import { WORKER_ENV, type MasterOrder, type WorkerReport } from "./worker.ts";
@@ -252,7 +250,7 @@ export async function runMaster(o: MasterOptions): Promise<void> {
   await fireState("enter_master");
   const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
   const engine = defaultEngine();
-  const pubsub = engine === undefined ? "cluster pub/sub" : `cluster + ${engine instanceof RedisEngine ? "Redis" : engine instanceof ShardedRedisEngine ? "Redis Cluster" : "custom engine"} pub/sub`;
+  const pubsub = engine === undefined ? "cluster pub/sub" : `cluster + ${engineLabel(engine)} pub/sub`;
   for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, ${pubsub})`);
   await fireState("on_start");
 }

@@ -3,7 +3,7 @@
 // binds its listeners with reusePort, reports ready over IPC, and leaves within a second when the
 // master is gone.
 import { log, setLogPrefix } from "../log.ts";
-import { joinCluster, type ClusterMember } from "../pubsub/engine.ts";
+import { joinCluster, type ClusterMember } from "../pubsub/member.ts";
 import { beforeExit, bound, exitGracefully, onStopping, role, startAll, stopAll, type Bound, type StopMode } from "../runtime.ts";
 import { fireState } from "../state.ts";
 
