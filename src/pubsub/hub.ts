@@ -28,7 +28,6 @@ import { Link } from "./link.ts";
 import { compileGlob } from "./match.ts";
 import { attachRemote, deliverLocal, publish } from "./registry.ts";
 
-
 function newPeer(name: string): Peer {
   return { name, link: undefined, channels: new Set(), patterns: new Set(), toldChannels: new Set(), toldPatterns: new Set(), stamp: 0 };
 }

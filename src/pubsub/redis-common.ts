@@ -260,6 +260,11 @@ export class Backlog {
     }
   }
 
+  /** The connections are gone: nothing waits any more. */
+  clear(): void {
+    this.count = this.bytes = 0;
+  }
+
   /** Redis is (back) up: publish again. */
   resume(): void {
     this.#behind = false;

@@ -94,7 +94,7 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
     this.state.reset();
     this.#queue.length = 0;
     this.#queueBytes = 0;
-    this.#backlog.count = this.#backlog.bytes = 0;
+    this.#backlog.clear();
     this.#echoes.clear();
     this.#fencing = false;
     for (const c of conns) c?.disconnect();
