@@ -13,7 +13,7 @@ import { CliError, ListenError, StartError } from "./src/errors.ts";
 import { driveFromCli, listenerCount, startAll } from "./src/lifecycle.ts";
 import { log, setVerbosity, withCauseStack } from "./src/log.ts";
 import { CLUSTER_MASTER, SINGLE_PROCESS } from "./src/placement.ts";
-import { setDefaultEngine } from "./src/pubsub/engines.ts";
+import { setDefaultEngine } from "./src/pubsub/engine-api.ts";
 import pkg from "./package.json" with { type: "json" };
 
 async function main(argv: string[]): Promise<void> {

@@ -2,8 +2,8 @@
 import pkg from "../package.json" with { type: "json" };
 import { connect, type ConnectOptions } from "./connections/client.ts";
 import { defineHandler } from "./connections/handler.ts";
-import { CLUSTER, defaultEngine, PROCESS, setDefaultEngine, type PubSubEngine, type PubSubScope } from "./pubsub/engines.ts";
-import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/index.ts";
+import { CLUSTER, defaultEngine, PROCESS, setDefaultEngine, type PubSubEngine, type PubSubScope } from "./pubsub/engine-api.ts";
+import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/registry.ts";
 import { RedisEngine } from "./pubsub/redis.ts";
 import { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 import { onState, type StateEvent } from "./hooks.ts";
@@ -133,7 +133,7 @@ export type { SSEEvent } from "./types.ts";
 export type { StateEvent } from "./hooks.ts";
 // Pub/sub and timers.
 export type { SubscribeCallback, SubscribeOptions, TimerHandle } from "./types.ts";
-export type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
+export type { PubSubEngine, PubSubScope } from "./pubsub/engine-api.ts";
 export type { RedisEngine, RedisEngineOptions } from "./pubsub/redis.ts";
 export type { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 // Options.

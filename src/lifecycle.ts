@@ -10,7 +10,7 @@ import { CALLBACKS_MS, DEFAULTS, HANDOVER_MS, PORT_VARIABLES, SAME_STOP_MS } fro
 import { bindListener, checkListenOptions, plannedAddress as planned, removeStaleSocket, type BindContext, type Bound, type ListenDefaults } from "./listeners.ts";
 import { flushAccessLog, log, logException } from "./log.ts";
 import { SINGLE_PROCESS, type Placement } from "./placement.ts";
-import { driveEngineHere } from "./pubsub/engine.ts";
+import { driveEngineHere } from "./pubsub/single.ts";
 import type { RawListener } from "./connections/raw-listener.ts";
 import { closeAfterEachResponse } from "./http/server.ts";
 import { stopAllTimers } from "./timers.ts";

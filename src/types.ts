@@ -1,6 +1,5 @@
 // Public types of iodine for Bun. Everything here is re-exported from src/index.ts.
 import type { BunFile, Server, WebSocketHandler } from "bun";
-import type { PubSubEngine, PubSubScope } from "./pubsub/engines.ts";
 
 /** The server an app's `fetch` receives: Bun's own, with `upgrade`, `publish`, `requestIP` … */
 export type IodineServer = Server<unknown>;
@@ -178,6 +177,52 @@ export interface SubscribeOptions {
 
 /** Called for each message; on a connection subscription the connection is the third argument. */
 export type SubscribeCallback = (channel: string, message: Message, client?: Connection) => unknown;
+
+/**
+ * An external pub/sub engine, set as `Iodine.PubSub.default`. iodine calls it only in the process
+ * that holds the cluster's interest (the master, or the single process):
+ * - `subscribe`/`psubscribe` when the first process of the cluster starts wanting a channel or a
+ *   Redis glob pattern, `unsubscribe` when the last one stops (`pattern` says which kind);
+ * - `publish` with every message published in the cluster (except those published with
+ *   `Iodine.PubSub.CLUSTER` or `PROCESS`), after it was delivered inside the cluster.
+ * Messages the engine receives from elsewhere go to the cluster with `host.deliver(channel, message)`
+ * (the host `open` was given) or, from anywhere, `Iodine.publish(channel, message, Iodine.PubSub.CLUSTER)`.
+ * A method that throws is logged.
+ * @example
+ * Iodine.PubSub.default = {
+ *   open(host) { feed.on("message", (channel, text) => host.deliver(channel, text)); },
+ *   subscribe: (channel) => feed.follow(channel),
+ *   psubscribe: (pattern) => feed.followPattern(pattern),
+ *   unsubscribe: (key, pattern) => feed.stop(key, pattern),
+ *   publish: (channel, message) => feed.send(channel, message),
+ * };
+ */
+export interface PubSubEngine {
+  subscribe(channel: string): void;
+  psubscribe(pattern: string): void;
+  unsubscribe(channel: string, pattern: boolean): void;
+  publish(channel: string, message: Message): void;
+  /** Optional: iodine starts using the engine in this process (before the first subscribe). */
+  open?(host: PubSubEngineHost): void;
+  /** Optional: iodine stops using it (the process stops, or another engine became the default). */
+  close?(): void | Promise<void>;
+  /** Optional: a short name for the master's start-up line (`cluster + Redis pub/sub`). @default "custom engine" */
+  readonly label?: string;
+}
+
+/** What iodine hands an engine's `open(host)`: where the engine puts what it receives. */
+export interface PubSubEngineHost {
+  /**
+   * A message the engine received from elsewhere: delivered to every subscriber of this cluster,
+   * never handed back to the engine (as `Iodine.publish(channel, message, Iodine.PubSub.CLUSTER)`).
+   */
+  deliver(channel: string, message: Message): void;
+}
+
+/** `Iodine.PubSub.CLUSTER` / `PROCESS`: where a publish may go, when passed to `Iodine.publish`. */
+export interface PubSubScope {
+  readonly scope: "cluster" | "process";
+}
 
 // --- timers (SPEC §8) ---
 

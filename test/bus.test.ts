@@ -1,4 +1,4 @@
-// The cluster bus framing (src/cluster/bus.ts, SPEC §5, §8): FrameWriter → FrameReader round trips
+// The cluster bus framing (src/pubsub/bus.ts, SPEC §5, §8): FrameWriter → FrameReader round trips
 // under arbitrary chunking, truncated streams, garbage and corrupted streams checked against a
 // reference parser written from the format comment, each malformed frame's BusError, the writer's
 // size limit and the order of 10,000 frames. No sockets: the reader is fed chunks as a socket would.
@@ -19,7 +19,7 @@ import {
   MAX_FRAME,
   messageOf,
   type FrameSink,
-} from "../src/cluster/bus.ts";
+} from "../src/pubsub/bus.ts";
 
 type Frame =
   | { type: "pub"; channel: string; message: string | Uint8Array; clusterOnly?: true }

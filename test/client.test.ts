@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Server, ServerWebSocket } from "bun";
 import { connect, type ConnectOptions } from "../src/connections/client.ts";
 import { IodineError } from "../src/errors.ts";
-import { publish } from "../src/pubsub/index.ts";
+import { publish } from "../src/pubsub/registry.ts";
 import { selfSigned } from "../src/tls.ts";
 import type { Connection, Handler, Message } from "../src/types.ts";
 import { fixture, ROOT, runCli, runCommand, startCli, startCommand, type CliProcess } from "./harness.ts";

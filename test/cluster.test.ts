@@ -550,8 +550,8 @@ describe("single process and the CLI", () => {
 
 describe("a worker's bus link (in this process, against a hub written with the bus framing)", () => {
   test("it announces its interests, reconnects after a bad frame, replays them, and delivers what the hub sends", async () => {
-    const { FrameReader, FrameWriter, messageOf } = await import("../src/cluster/bus.ts");
-    const { joinCluster } = await import("../src/pubsub/engine.ts");
+    const { FrameReader, FrameWriter, messageOf } = await import("../src/pubsub/bus.ts");
+    const { joinCluster } = await import("../src/pubsub/member.ts");
     const { Iodine } = await import("../src/index.ts");
     using dir = tempDir();
     const path = join(dir.path, "hub.sock");

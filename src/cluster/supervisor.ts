@@ -12,10 +12,8 @@ import { fireState } from "../hooks.ts";
 import { StopRequests, type Bound, type StopMode } from "../lifecycle.ts";
 import { DEFAULTS, HANDOVER_MS, HEALTHY_AFTER_MS, MAX_BACKOFF_MS, READY_TIMEOUT_MS, RETIRE_GRACE_MS, START_TRIES } from "../limits.ts";
 import { flushAccessLog, log, logException } from "../log.ts";
-import { Hub } from "../pubsub/engine.ts";
-import { defaultEngine } from "../pubsub/engines.ts";
-import { RedisEngine } from "../pubsub/redis.ts";
-import { ShardedRedisEngine } from "../pubsub/redis-sharded.ts";
+import { Hub } from "../pubsub/hub.ts";
+import { defaultEngine, engineLabel } from "../pubsub/engine-api.ts";
 import { WORKER_ENV, type MasterOrder, type WorkerReport } from "./worker.ts";
 
 /** The cluster's shape: the CLI passes its settings. */
@@ -278,7 +276,7 @@ export class Supervisor {
     const o = this.#cluster;
     const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
     const engine = defaultEngine();
-    const pubsub = engine === undefined ? "cluster pub/sub" : `cluster + ${engine instanceof RedisEngine ? "Redis" : engine instanceof ShardedRedisEngine ? "Redis Cluster" : "custom engine"} pub/sub`;
+    const pubsub = engine === undefined ? "cluster pub/sub" : `cluster + ${engineLabel(engine)} pub/sub`;
     for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, ${pubsub})`);
   }
 }

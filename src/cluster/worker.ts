@@ -7,7 +7,7 @@ import { beforeExit, bound, exitGracefully, onStopping, startAll, stopAll, type 
 import { SYNC_MS } from "../limits.ts";
 import { log, setLogPrefix } from "../log.ts";
 import { clusterWorker, type Placement } from "../placement.ts";
-import { joinCluster, type ClusterMember } from "../pubsub/engine.ts";
+import { joinCluster, type ClusterMember } from "../pubsub/member.ts";
 
 /** What the master puts in a worker's environment. */
 export const WORKER_ENV = {

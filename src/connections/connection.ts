@@ -1,9 +1,9 @@
 // The connection object shared by WebSocket, SSE and raw connections (SPEC §4): the handler and its
 // resolved callbacks, per-connection callback serialisation, exactly-once onClose, subscriptions.
-import type { PubSubEngine, PubSubScope } from "../pubsub/engines.ts";
+import type { PubSubEngine, PubSubScope } from "../pubsub/engine-api.ts";
 import { resolveHandler, type Callbacks } from "./handler.ts";
 import { logException } from "../log.ts";
-import { publish, subscribeConnection, unsubscribeConnection, type Subscription } from "../pubsub/index.ts";
+import { publish, subscribeConnection, unsubscribeConnection, type Subscription } from "../pubsub/registry.ts";
 import type { Connection, Handler, Message, Protocol, SnakeHandler, SubscribeCallback, SubscribeOptions } from "../types.ts";
 
 type Event = "onOpen" | "onMessage" | "onDrained" | "onTimeout" | "onShutdown" | "onClose";

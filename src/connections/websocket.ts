@@ -4,7 +4,7 @@
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
 import { BaseConnection, mib, openConnections, OUTGOING_LIMIT } from "./connection.ts";
 import { log } from "../log.ts";
-import { bunTopicsMayEnd, watchBunSocket, type NativeTopics } from "../pubsub/index.ts";
+import { bunTopicsMayEnd, watchBunSocket, type NativeTopics } from "../pubsub/registry.ts";
 import type { Handler, Message, SnakeHandler, SubscribeOptions } from "../types.ts";
 
 /**
@@ -78,7 +78,7 @@ export class WsConnection extends BaseConnection implements NativeTopics {
     this.#send(options?.as === "binary" && typeof message === "string" ? encoder.encode(message) : message, channel);
   }
 
-  /** After a native publish on `channel` (see pubsub/index.ts): Bun queued it without asking us. */
+  /** After a native publish on `channel` (see pubsub/registry.ts): Bun queued it without asking us. */
   checkOutgoing(channel: string): void {
     const ws = this.#ws;
     if (ws !== undefined && this.isOpen && ws.getBufferedAmount() > this.#limit) this.#overLimit(ws, channel);

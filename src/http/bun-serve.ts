@@ -5,7 +5,7 @@
 import type { Server } from "bun";
 import { normaliseApp } from "../app.ts";
 import { log } from "../log.ts";
-import { publishFromApp } from "../pubsub/index.ts";
+import { publishFromApp } from "../pubsub/registry.ts";
 import { bunServe, reloadHttp } from "./server.ts";
 import type { Message } from "../types.ts";
 
@@ -80,7 +80,7 @@ class StandIn {
         return self.#real?.pendingWebSockets ?? 0;
       },
       publish(topic: string, data: Message | ArrayBuffer | ArrayBufferView, compress?: boolean) {
-        // The real server's publish is iodine's too (pubsub/index.ts attachServer).
+        // The real server's publish is iodine's too (pubsub/registry.ts attachServer).
         if (self.#real !== undefined) return self.#real.publish(topic, data as never, compress);
         return publishFromApp(topic, data, 0, undefined);
       },

@@ -6,7 +6,7 @@ import { OUTGOING_LIMIT } from "../connections/connection.ts";
 import { setSsePing } from "../connections/sse.ts";
 import { DEFLATE_MIN, websocketHandlers, WsConnection } from "../connections/websocket.ts";
 import { logException, startClock } from "../log.ts";
-import { attachServer } from "../pubsub/index.ts";
+import { attachServer } from "../pubsub/registry.ts";
 import type { FetchHandler } from "../types.ts";
 import { answerError, type AppErrorHandler } from "./app-errors.ts";
 import { bodyDeadline, noteAppTimeouts, type BodyDeadline } from "./body-deadline.ts";

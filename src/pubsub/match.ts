@@ -124,14 +124,6 @@ export function compileGlob(pattern: string): (channel: string) => boolean {
   };
 }
 
-/**
- * True when `pattern` contains a glob special character (`*`, `?`, `[` or `\`), so that a
- * `{ match: "redis" }` subscription without one can be treated as an exact channel.
- */
-export function hasGlob(pattern: string): boolean {
-  return /[*?[\\]/.test(pattern);
-}
-
 // --- internal ---
 
 /**

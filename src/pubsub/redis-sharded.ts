@@ -24,17 +24,12 @@
 //   subscription change that failed is retried every second. While a master is down, ioredis
 //   reconnects its sharded subscriber in a tight loop (hundreds of errors a second, about one CPU
 //   core): the engine logs one line per change of state, never per error.
-import { isUtf8 } from "node:buffer";
-import type { Cluster, ClusterNode, ClusterOptions, Redis } from "ioredis";
+import type { Cluster, ClusterNode, ClusterOptions } from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
-import { relayCommand } from "./engine.ts";
-import { CLUSTER, defaultEngine, type PubSubEngine } from "./engines.ts";
 import { EchoLog, type Sent } from "./echoes.ts";
-import { ioredis } from "./ioredis.ts";
-import { publish } from "./index.ts";
-import { MAX_WAITING_BYTES, type RedisEngineOptions } from "./redis.ts";
-import { redactUrl, redisUrlProblem } from "./redis-url.ts";
+import { Backlog, ioredis, plural, RedisEngineBase, secondsSince, type RedisEngineOptions } from "./redis-common.ts";
+import { redactUrl } from "./redis-url.ts";
 
 /**
  * Publishes waiting for an answer past which publishes stay in the cluster: fewer than the classic
@@ -44,21 +39,18 @@ const MAX_WAITING = 100_000;
 
 /** How long a remembered publish waits for its echo. */
 const ECHO_MS = 5_000;
-/** A subscription change not answered within this is retried; `cmd` waits this long for the cluster. */
+/** A subscription change not answered within this is retried. */
 const WAIT_MS = 5_000;
-
 
 /**
  * The Redis Cluster (sharded pub/sub) engine:
  * `Iodine.PubSub.default = new ShardedRedisEngine("redis://node-1:6379")` (any one node).
  * `rediss://` is TLS; a username and password go in the URL and are used for every node.
  */
-export class ShardedRedisEngine implements PubSubEngine {
-  readonly url: string;
+export class ShardedRedisEngine extends RedisEngineBase {
+  readonly label = "Redis Cluster";
   #node: ClusterNode;
   #options: ClusterOptions;
-  #ping: number;
-  #opened = false;
   /** replaced by a new one whenever it ends (see `#start`) */
   #cluster: Cluster | undefined;
   /** only `cmd` on an engine iodine does not use here */
@@ -71,35 +63,16 @@ export class ShardedRedisEngine implements PubSubEngine {
   #retry = new Set<string>();
   #inFlight = 0;
   #refused = new Set<string>();
-  // State, for one log line per change.
-  #up = false;
-  #everUp = false;
-  #downSince = 0;
-  #lastError = "";
   #nodesDown = new Map<string, { since: number; last: number; probing: boolean }>();
-  #pings = new Map<Redis, number>();
-  // Publishing.
-  #waiting = 0;
-  #waitingBytes = 0;
-  #behind = false;
+  #backlog = new Backlog("redis (sharded)", MAX_WAITING);
   // Echoes, per channel in publish order.
   #echoes = new EchoLog();
 
   constructor(url: string, options: RedisEngineOptions = {}) {
-    let parsed: URL | undefined;
-    try {
-      if (typeof url === "string" && /^rediss?:\/\//.test(url)) parsed = new URL(url);
-    } catch {
-      // refused below
-    }
-    if (parsed === undefined) {
-      throw new TypeError(`ShardedRedisEngine: the URL must be redis://host:port or rediss://host:port, got ${JSON.stringify(url)}`);
-    }
-    const problem = redisUrlProblem(url);
-    if (problem !== undefined) throw new TypeError(`ShardedRedisEngine: the URL ${problem}`);
-    this.url = url;
-    this.#ping = options.ping ?? 300;
-    if (!(this.#ping > 0)) throw new TypeError(`ShardedRedisEngine: "ping" must be a positive number of seconds`);
+    const node = parseUrl(url);
+    const names = { api: "ShardedRedisEngine", cmd: "sharded.cmd", log: "redis (sharded)" };
+    super(names, url, options, node ? undefined : "must be redis://host:port or rediss://host:port");
+    const parsed = node!; // any other URL was refused above
     this.#node = { host: parsed.hostname.replace(/^\[|\]$/g, ""), port: Number(parsed.port || 6379) };
     this.#options = {
       shardedSubscribers: true,
@@ -122,32 +95,23 @@ export class ShardedRedisEngine implements PubSubEngine {
     };
   }
 
-  /** True while the Redis Cluster is connected (some master may still be away). */
-  get connected(): boolean {
-    return this.#up;
-  }
-
   // --- PubSubEngine ---
 
-  open(): void {
-    if (this.#opened) return;
-    this.#opened = true;
+  protected openConnections(): void {
     this.#start();
-    this.#timers = [setInterval(() => this.#tick(), 1000), setInterval(() => this.#keepAlive(), this.#ping * 1000)];
+    this.#timers = [setInterval(() => this.#tick(), 1000), setInterval(() => this.#keepAlive(), this.pingSeconds * 1000)];
     for (const t of this.#timers) t.unref?.();
   }
 
-  close(): void {
-    if (!this.#opened) return;
-    this.#opened = false;
+  protected closeConnections(): void {
     const cluster = this.#cluster;
     this.#cluster = undefined;
     for (const t of this.#timers) clearInterval(t);
     clearTimeout(this.#restart);
-    this.#up = false;
+    this.state.up = false;
     this.#echoes.clear();
     this.#nodesDown.clear();
-    this.#pings.clear();
+    this.forgetPings();
     cluster?.disconnect();
   }
 
@@ -173,17 +137,7 @@ export class ShardedRedisEngine implements PubSubEngine {
   /** Sends a message published in the cluster to the master that owns its channel. */
   publish(channel: string, message: Message): void {
     const cluster = this.#cluster;
-    if (cluster === undefined || cluster.status !== "ready") return;
-    if (this.#waiting >= MAX_WAITING || this.#waitingBytes >= MAX_WAITING_BYTES) {
-      if (!this.#behind) {
-        this.#behind = true;
-        log.error(
-          `redis (sharded): ${this.#waiting} publishes (${this.#waitingBytes} bytes) wait for Redis to answer; ` +
-            `publishing inside this cluster only until it catches up`,
-        );
-      }
-      return;
-    }
+    if (cluster === undefined || cluster.status !== "ready" || !this.#backlog.hasRoom()) return;
     let data: string | Buffer;
     let sent: Sent | undefined;
     if (this.#mayEcho(channel)) {
@@ -194,41 +148,21 @@ export class ShardedRedisEngine implements PubSubEngine {
       data = typeof message === "string" ? message : Buffer.from(message);
     }
     const bytes = data.length;
-    this.#waiting++;
-    this.#waitingBytes += bytes;
+    this.#backlog.add(1, bytes);
     const answered = (receivers: unknown) => {
       // No subscriber on the shard (or no answer): our own subscription cannot echo it.
       if (sent !== undefined && receivers === 0) this.#echoes.drop(sent);
-      this.#waiting--;
-      this.#waitingBytes -= bytes;
-      if (this.#behind && this.#waiting < MAX_WAITING / 2 && this.#waitingBytes < MAX_WAITING_BYTES / 2) {
-        this.#behind = false;
-        log.info("redis (sharded): caught up; publishing through Redis again");
-      }
+      this.#backlog.answered(1, bytes);
     };
     cluster.spublish(channel, data).then(answered, () => answered(0));
   }
 
-  /**
-   * Runs any Redis command on the cluster (routed by its first key) and resolves to its reply, e.g.
-   * `await sharded.cmd("CLUSTER", "INFO")`. In a cluster worker it runs in the master.
-   */
-  async cmd(command: string, ...args: (string | number | Buffer)[]): Promise<unknown> {
-    if (typeof command !== "string") throw new TypeError(`sharded.cmd: the command must be a string, got ${typeof command}`);
-    let cluster = this.#cluster;
-    if (cluster === undefined) {
-      const relay = relayCommand();
-      if (relay !== undefined && defaultEngine() === this) return relay([command, ...args.map(String)]);
-      cluster = this.#cmdOnly ??= this.#newCluster(true);
-    }
-    if (cluster.status !== "ready") {
-      const ready = new Promise((resolve) => cluster.once("ready", resolve));
-      const timeout = Bun.sleep(WAIT_MS).then(() => "timeout");
-      if ((await Promise.race([ready, timeout])) === "timeout") {
-        throw new Error(`redis (sharded): not connected to ${redactUrl(this.url)}${this.#lastError ? ` (${this.#lastError})` : ""}`);
-      }
-    }
-    return cluster.call(command, ...args);
+  protected commandConnection(): Cluster | undefined {
+    return this.#cluster;
+  }
+
+  protected ownConnection(): Cluster {
+    return (this.#cmdOnly ??= this.#newCluster(true));
   }
 
   // --- the cluster ---
@@ -237,7 +171,7 @@ export class ShardedRedisEngine implements PubSubEngine {
     const options = reconnect ? this.#options : { ...this.#options, clusterRetryStrategy: () => null };
     const cluster = new (ioredis().Cluster)([this.#node], options);
     // Always attached: a Cluster without an "error" listener throws on the first failed reconnection.
-    cluster.on("error", (err: Error) => void (this.#lastError = err.message));
+    cluster.on("error", (err: Error) => void (this.lastError = err.message));
     cluster.connect().catch(() => {});
     return cluster;
   }
@@ -255,7 +189,7 @@ export class ShardedRedisEngine implements PubSubEngine {
     cluster.on("end", () => {
       if (!mine()) return;
       this.#lost();
-      this.#restart = setTimeout(() => this.#opened && this.#start(), Math.min(++this.#attempts * 100, 1000));
+      this.#restart = setTimeout(() => this.isOpen && this.#start(), Math.min(++this.#attempts * 100, 1000));
     });
     const nodeError = (err: Error, key: string) => mine() && this.#nodeFailed(key, err);
     cluster.on("node error", nodeError);
@@ -264,18 +198,15 @@ export class ShardedRedisEngine implements PubSubEngine {
 
   /** One log line when the cluster connects, and every wanted channel subscribed. */
   #connected(cluster: Cluster): void {
-    this.#up = true;
+    const again = this.state.everUp;
+    const after = this.state.cameUp();
     this.#attempts = 0;
-    const after = this.#downSince === 0 ? "" : ` after ${((Date.now() - this.#downSince) / 1000).toFixed(1)} s`;
-    const n = this.#channels.size;
     log.info(
-      this.#everUp
-        ? `redis (sharded): connected to ${redactUrl(this.url)} again${after}; ${n} channel${n === 1 ? "" : "s"} subscribed again`
+      again
+        ? `redis (sharded): connected to ${redactUrl(this.url)} again${after}; ${plural(this.#channels.size, "channel")} subscribed again`
         : `redis (sharded): connected to the Redis Cluster at ${redactUrl(this.url)}${after} (${cluster.nodes("master").length} masters, sharded pub/sub)`,
     );
-    this.#everUp = true;
-    this.#downSince = 0;
-    this.#behind = false;
+    this.#backlog.resume();
     // A new Cluster holds no subscription: what failed on the old one is sent again with the rest.
     this.#retry.clear();
     for (const channel of this.#channels) this.#sync(channel);
@@ -284,21 +215,18 @@ export class ShardedRedisEngine implements PubSubEngine {
   /** One log line when the connection to the whole cluster goes away (or cannot be made at start-up). */
   #lost(): void {
     this.#nodesDown.clear();
-    this.#pings.clear();
-    if (this.#up) {
-      this.#up = false;
-      this.#downSince = Date.now();
-      log.error(`redis (sharded): connection to ${redactUrl(this.url)} lost (${this.#lastError || "closed"}); publishing inside this cluster only until it is back`);
-    } else if (!this.#everUp && this.#downSince === 0) {
-      this.#downSince = Date.now();
-      log.error(`redis (sharded): cannot connect to ${redactUrl(this.url)} (${this.#lastError || "no answer"}); publishing inside this cluster only, retrying`);
+    this.forgetPings();
+    if (this.state.wentDown()) {
+      log.error(`redis (sharded): connection to ${redactUrl(this.url)} lost (${this.lastError || "closed"}); publishing inside this cluster only until it is back`);
+    } else if (this.state.neverUp()) {
+      log.error(`redis (sharded): cannot connect to ${redactUrl(this.url)} (${this.lastError || "no answer"}); publishing inside this cluster only, retrying`);
     }
   }
 
   /** A node failed: one line when it starts failing; `#tick` notices when it is back. */
   #nodeFailed(key: string, err: Error): void {
-    this.#lastError = err.message;
-    if (!this.#up) return;
+    this.lastError = err.message;
+    if (!this.state.up) return;
     const down = this.#nodesDown.get(key);
     if (down !== undefined) {
       down.last = Date.now();
@@ -313,14 +241,14 @@ export class ShardedRedisEngine implements PubSubEngine {
     this.#echoes.forgetBefore(Date.now() - ECHO_MS);
     this.#resync();
     const cluster = this.#cluster;
-    if (cluster === undefined || !this.#up) return;
+    if (cluster === undefined || !this.state.up) return;
     for (const [key, down] of this.#nodesDown) {
       // Quiet for a second (a node that is away fails many times a second), then a PING through it.
       if (down.probing || Date.now() - down.last < 1000) continue;
       const node = cluster.nodes("all").find((n) => `${n.options.host}:${n.options.port}` === key);
       const back = (how: string) => {
         this.#nodesDown.delete(key);
-        log.info(`redis (sharded): node ${key} ${how} after ${((Date.now() - down.since) / 1000).toFixed(1)} s`);
+        log.info(`redis (sharded): node ${key} ${how} after ${secondsSince(down.since)}`);
       };
       if (node === undefined) {
         back("is no longer used");
@@ -338,19 +266,14 @@ export class ShardedRedisEngine implements PubSubEngine {
   /** Keep-alive: a PING per interval to each master; one unanswered for a whole interval means a hung node. */
   #keepAlive(): void {
     const cluster = this.#cluster;
-    if (cluster === undefined || !this.#up) return;
+    if (cluster === undefined || !this.state.up) return;
     for (const node of cluster.nodes("master")) {
-      if (node.status !== "ready") continue;
-      if (this.#pings.has(node)) {
-        this.#pings.clear();
-        this.#lastError = `no answer from ${node.options.host}:${node.options.port} for ${this.#ping} s`;
-        log.error(`redis (sharded): ${this.#lastError}; reconnecting`);
-        cluster.disconnect(true);
-        return;
-      }
-      this.#pings.set(node, Date.now());
-      const done = () => void this.#pings.delete(node);
-      node.ping().then(done, done);
+      if (node.status !== "ready" || !this.isHung(node)) continue;
+      this.forgetPings();
+      this.lastError = `no answer from ${node.options.host}:${node.options.port} for ${this.pingSeconds} s`;
+      log.error(`redis (sharded): ${this.lastError}; reconnecting`);
+      cluster.disconnect(true);
+      return;
     }
   }
 
@@ -406,8 +329,16 @@ export class ShardedRedisEngine implements PubSubEngine {
   #receive(channelBytes: Buffer, message: Buffer): void {
     const channel = channelBytes.toString();
     if (this.#echoes.size > 0 && this.#echoes.isEcho(channel, message)) return;
-    // Redis keeps bytes: text when they are UTF-8 (what `redis-cli SPUBLISH` sends), bytes otherwise.
-    const m = isUtf8(message) ? message.toString() : new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
-    publish(channel, m, CLUSTER);
+    this.deliver(channel, message);
   }
+}
+
+/** The URL as a URL when it is a redis:// or rediss:// one (the node to start from). */
+function parseUrl(url: string): URL | undefined {
+  try {
+    if (typeof url === "string" && /^rediss?:\/\//.test(url)) return new URL(url);
+  } catch {
+    // refused by the constructor
+  }
+  return undefined;
 }

@@ -2,13 +2,15 @@
 // topics (`ws.subscribe` + `server.publish`: the fan-out happens in C++); callbacks, patterns,
 // SSE and raw subscribers live in a JS registry that costs one Map lookup per exact-channel
 // publish when nobody matches, plus one test per pattern subscription. In a cluster the registry
-// also tells the engine (pubsub/engine.ts) which channels and patterns this process wants, and
-// hands it every local publish to forward; messages from other processes come in through deliverLocal.
+// also tells its remote link (remote-link.ts: the hub, the member or the single-process engine
+// driver) which channels and patterns this process wants, and hands it every local publish to
+// forward; messages from other processes come in through deliverLocal.
 import type { Server } from "bun";
 import { logException } from "../log.ts";
 import type { Connection, Message, SubscribeCallback, SubscribeOptions } from "../types.ts";
-import { CLUSTER, defaultEngine, PROCESS, type PubSubEngine, type PubSubScope } from "./engines.ts";
+import { CLUSTER, defaultEngine, PROCESS, type PubSubEngine, type PubSubScope } from "./engine-api.ts";
 import { compileGlob } from "./match.ts";
+import { RemoteLink, type Remote } from "./remote-link.ts";
 
 /** One subscription: of a connection or of the process (`Iodine.subscribe`). */
 export interface Subscription {
@@ -53,20 +55,8 @@ const servers = new Map<
 /** the process's own subscriptions (`Iodine.subscribe`), by key */
 const processSubs = new Map<string, Subscription>();
 
-/** How the registry reaches the other processes of a cluster (set by pubsub/engine.ts). */
-export interface Remote {
-  /**
-   * A message published in this process (already delivered here); `clusterOnly`: not for an
-   * external engine. True when it went anywhere (another process wants it, or an engine took it).
-   */
-  forward(channel: string, message: Message, clusterOnly: boolean): boolean;
-  /** this process starts or stops wanting a channel (or a pattern) */
-  interest(subscribe: boolean, key: string, pattern: boolean): void;
-}
-let remote: Remote | undefined;
-/** what the remote was told this process wants: channels, and patterns */
-const announced = new Set<string>();
-const announcedPatterns = new Set<string>();
+/** the rest of the cluster (or the engine of a single process), once its one owner attached it */
+const link = new RemoteLink();
 /** topics a Bun-native app subscribed its own sockets to (`ws.subscribe`), in cluster mode */
 const bunTopics = new Set<string>();
 let sweepTimer: ReturnType<typeof setTimeout> | undefined;
@@ -96,17 +86,13 @@ export function attachServer(server: Server<unknown>, bunApp: boolean, compressF
 export function publishFromApp(topic: string, data: Message | ArrayBuffer | ArrayBufferView, sentHere: number, covered: Server<unknown> | undefined): number {
   const message = toMessage(data);
   const local = deliverLocal(topic, message, covered);
-  const away = remote !== undefined && remote.forward(topic, message, false);
+  const away = link.remote !== undefined && link.remote.forward(topic, message, false);
   if (sentHere > 0) return sentHere;
   if (local > 0) return local;
   return away ? sizeOf(message) : 0;
 }
 
 const sizeOf = (m: Message) => (typeof m === "string" ? Buffer.byteLength(m) : m.byteLength);
-
-export function detachServer(server: Server<unknown>): void {
-  servers.delete(server);
-}
 
 /**
  * `Iodine.publish`: delivers to every subscriber in this process, in publish order, and hands the
@@ -126,7 +112,7 @@ export function publish(channel: string, message: Message, to?: PubSubEngine | P
     return true;
   }
   deliverLocal(channel, message);
-  if (remote !== undefined && to !== PROCESS) remote.forward(channel, message, to === CLUSTER);
+  if (link.remote !== undefined && to !== PROCESS) link.remote.forward(channel, message, to === CLUSTER);
   return true;
 }
 
@@ -164,40 +150,31 @@ export function deliverLocal(channel: string, message: Message, covered?: Server
 
 // --- cluster interest ---
 
-/** Connects the registry to the cluster: the remote hears every interest from now on (and the current ones). */
-export function setRemote(r: Remote | undefined): void {
-  remote = r;
-  announced.clear();
-  announcedPatterns.clear();
-  if (r === undefined) return;
+/**
+ * Connects the registry to the cluster: the remote hears every interest from now on (and the current
+ * ones). One owner at a time (another attach throws until it detaches); returns the detach.
+ */
+export function attachRemote(remote: Remote): () => void {
+  const detach = link.attach(remote);
   for (const ch of new Set([...exact.keys(), ...nativeSubs.keys(), ...bunTopics])) touch(ch);
   for (const p of patterns.keys()) touchPattern(p);
+  return detach;
 }
 
 /** Every channel and pattern this process wants, for a link that (re)connects. */
 export function interests(): { key: string; pattern: boolean }[] {
-  return [
-    ...[...announced].map((key) => ({ key, pattern: false })),
-    ...[...announcedPatterns].map((key) => ({ key, pattern: true })),
-  ];
+  return link.interests();
 }
 
 /** After a channel's subscribers changed: tells the remote if this process now wants it, or stopped. */
 function touch(channel: string): void {
-  if (remote === undefined) return;
-  announce(announced, channel, exact.has(channel) || nativeSubs.has(channel) || bunTopics.has(channel), false);
+  if (link.remote === undefined) return;
+  link.announce(channel, exact.has(channel) || nativeSubs.has(channel) || bunTopics.has(channel), false);
 }
 
 function touchPattern(pattern: string): void {
-  if (remote === undefined) return;
-  announce(announcedPatterns, pattern, patterns.has(pattern), true);
-}
-
-function announce(told: Set<string>, key: string, wanted: boolean, pattern: boolean): void {
-  if (wanted === told.has(key)) return;
-  if (wanted) told.add(key);
-  else told.delete(key);
-  remote!.interest(wanted, key, pattern);
+  if (link.remote === undefined) return;
+  link.announce(pattern, patterns.has(pattern), true);
 }
 
 /** The server of each open Bun-native socket, for its `ws.publish` (see watchBunSocket). */
@@ -232,7 +209,7 @@ const kPublishing = Symbol("iodine.publishing");
  * checked shortly after an unsubscribe or a close.
  */
 function watchBunTopics(proto: Record<string, unknown> & { [kWatched]?: true }): void {
-  if (remote === undefined) return;
+  if (link.remote === undefined) return;
   if (proto[kWatched]) return;
   proto[kWatched] = true;
   const sub = proto.subscribe as (this: unknown, topic: string) => unknown;

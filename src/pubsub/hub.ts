@@ -1,282 +1,32 @@
-// The cluster engine (the default, SPEC §5): pub/sub across the processes of one cluster over the
-// bus. Each worker (and thread) holds one link to the master's hub and tells it which channels and
-// patterns it wants; the hub forwards a publish only to the links that want it, byte for byte as
-// it came, and to the master's own subscribers. The hub in turn tells each worker which channels and
-// patterns the *other* processes want (SUB/UNSUB frames in the other direction, then a HELLO once
-// the first full picture is sent), so a publish nobody else wants never leaves its worker. Every publisher's frames travel one FIFO link and
-// the hub forwards in arrival order, so messages from one publisher on one channel stay in order.
+// The master's hub (the cluster engine, the default, SPEC §5): pub/sub across the processes of one
+// cluster over the bus. Each worker (and thread) holds one link to the hub (member.ts) and tells it
+// which channels and patterns it wants; the hub forwards a publish only to the links that want it,
+// byte for byte as it came, and to the master's own subscribers. The hub in turn tells each worker
+// which channels and patterns the *other* processes want (SUB/UNSUB frames in the other direction,
+// then a HELLO once the first full picture is sent), so a publish nobody else wants never leaves its
+// worker. Every publisher's frames travel one FIFO link and the hub forwards in arrival order, so
+// messages from one publisher on one channel stay in order. The external engine (Redis), if any, is
+// opened here with a host object: what it receives is routed as a publish from it.
 import { unlinkSync } from "node:fs";
 import type { Socket, UnixSocketListener } from "bun";
-import { BusError, FrameWriter, Link, messageOf, type FrameSink } from "../cluster/bus.ts";
 import { log, logException } from "../log.ts";
 import type { Message } from "../types.ts";
-import { defaultEngine, PUBLISH_BYTES, watchDefaultEngine, type BytesEngine, type PubSubEngine } from "./engines.ts";
-import { deliverLocal, interests, setRemote } from "./index.ts";
+import { BusError, FrameWriter, messageOf, type FrameSink } from "./bus.ts";
+import {
+  CLUSTER,
+  closeEngine,
+  defaultEngine,
+  openEngine,
+  PUBLISH_BYTES,
+  tellEngine,
+  watchDefaultEngine,
+  type BytesEngine,
+  type EngineHost,
+  type PubSubEngine,
+} from "./engine-api.ts";
+import { Link } from "./link.ts";
 import { compileGlob } from "./match.ts";
-
-// --- the worker side ---
-
-/** A worker's link to the hub; reconnects by itself until `leave()`. */
-export interface ClusterMember {
-  /**
-   * Resolves true once the hub has handled every frame this process sent before (so what it
-   * published is routed), false when the link is down or no answer came within `ms`.
-   */
-  sync(ms: number): Promise<boolean>;
-  leave(): void;
-}
-
-/**
- * Joins the cluster whose hub listens on `path`. `onLinkLost` runs when the link drops (the worker
- * checks whether its master is still alive); the link is re-established after `retryMs`.
- */
-export function joinCluster(path: string, name: string, onLinkLost: () => void, retryMs = 100): ClusterMember {
-  let leaving = false;
-  let everConnected = false;
-  // What the other processes want, as the hub says. Until its first full picture arrived (and
-  // while the link is down) every publish is forwarded: too much is safe, too little is not.
-  let knowsOthers = false;
-  // The master has an external engine (Redis): it takes every publish not meant for the cluster only.
-  let wantAll = false;
-  const othersWant = new Set<string>();
-  const othersMatch = new Map<string, (channel: string) => boolean>();
-  const wanted = (channel: string): boolean => {
-    if (!knowsOthers || othersWant.has(channel)) return true;
-    if (othersMatch.size > 0) for (const test of othersMatch.values()) if (test(channel)) return true;
-    return false;
-  };
-  const commands = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  let nextCommand = 0;
-  const sink: FrameSink = {
-    onPublish(channel, frame, at, binary) {
-      deliverLocal(channel, messageOf(frame, at, binary));
-    },
-    onWantAll(want) {
-      wantAll = want;
-    },
-    onCommand() {
-      throw new BusError("a command frame from the master");
-    },
-    onReply(id, ok, json) {
-      const waiting = commands.get(id);
-      if (waiting === undefined) return;
-      commands.delete(id);
-      const value = JSON.parse(json) as unknown;
-      if (ok) waiting.resolve(value);
-      else waiting.reject(new Error(String(value)));
-    },
-    onInterest(subscribe, key, pattern) {
-      if (pattern) {
-        if (subscribe) othersMatch.set(key, compileGlob(key));
-        else othersMatch.delete(key);
-      } else if (subscribe) othersWant.add(key);
-      else othersWant.delete(key);
-    },
-    onHello() {
-      knowsOthers = true;
-    },
-    onSync() {
-      throw new BusError("a SYNC frame from the master");
-    },
-  };
-  const link = new Link(sink, (bytes) => {
-    log.error(`cluster bus: the master is not reading (${bytes} bytes waiting); reconnecting`);
-    link.socket?.terminate();
-  });
-  // Everything this process wants goes first on every (re)connection, then the messages published
-  // while the link was down. Interest changes meanwhile are not queued: the replay has them.
-  const greet = () => {
-    const waiting = link.out.take().slice();
-    link.out.hello(name);
-    for (const i of interests()) link.out.interest(true, i.key, i.pattern);
-    link.out.raw(waiting);
-  };
-  setRemote({
-    forward(channel: string, message: Message, clusterOnly: boolean) {
-      if (!(wantAll && !clusterOnly) && !wanted(channel)) return false;
-      link.out.publish(channel, message, clusterOnly);
-      link.flushSoon();
-      return true;
-    },
-    interest(subscribe: boolean, key: string, pattern: boolean) {
-      if (link.socket === undefined) return;
-      link.out.interest(subscribe, key, pattern);
-      link.flushSoon();
-    },
-  });
-  const connect = () => {
-    Bun.connect({
-      unix: path,
-      socket: {
-        open(socket) {
-          if (everConnected) log.info("cluster bus: link to the master restored");
-          everConnected = true;
-          // The hub sends its picture afresh on every link.
-          knowsOthers = false;
-          wantAll = false;
-          othersWant.clear();
-          othersMatch.clear();
-          greet();
-          link.attach(socket as Socket<unknown>);
-        },
-        data(socket, data) {
-          try {
-            link.reader.push(data);
-          } catch (err) {
-            log.error(`cluster bus: bad frame from the master (${(err as Error).message}); reconnecting`);
-            socket.terminate();
-          }
-        },
-        drain() {
-          link.drain();
-        },
-        close() {
-          link.detach();
-          knowsOthers = false;
-          for (const c of commands.values()) c.reject(new Error("the link to the master was lost before it answered"));
-          commands.clear();
-          if (leaving) return;
-          onLinkLost();
-          setTimeout(connect, retryMs);
-        },
-        error() {},
-      },
-    }).catch((err: Error) => {
-      if (leaving) return;
-      if (!everConnected) log.debug(`cluster bus: cannot reach the master yet (${err.message})`);
-      onLinkLost();
-      setTimeout(connect, retryMs);
-    });
-  };
-  connect();
-  relay = (args) =>
-    new Promise((resolve, reject) => {
-      if (link.socket === undefined) return reject(new Error("the link to the master is down"));
-      const id = (nextCommand = (nextCommand + 1) >>> 0);
-      commands.set(id, { resolve, reject });
-      link.out.command(id, JSON.stringify(args));
-      link.flushSoon();
-    });
-  return {
-    sync(ms) {
-      if (link.socket === undefined) return Promise.resolve(false);
-      const id = (nextCommand = (nextCommand + 1) >>> 0);
-      const { promise, resolve } = Promise.withResolvers<boolean>();
-      const timer = setTimeout(() => {
-        commands.delete(id);
-        resolve(false);
-      }, ms);
-      const done = (ok: boolean) => {
-        clearTimeout(timer);
-        resolve(ok);
-      };
-      commands.set(id, { resolve: () => done(true), reject: () => done(false) });
-      link.out.sync(id);
-      link.flushSoon();
-      return promise;
-    },
-    leave() {
-      leaving = true;
-      relay = undefined;
-      setRemote(undefined);
-      link.socket?.end();
-    },
-  };
-}
-
-let relay: ((args: string[]) => Promise<unknown>) | undefined;
-let fromEngine: ((channel: string, bytes: Uint8Array, text: boolean) => void) | undefined;
-const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
-
-/**
- * For the Redis engine: a message received from elsewhere, as bytes (`text`: valid UTF-8), handed to
- * the cluster without decoding it in the master. False when iodine is not driving an engine here.
- */
-export function deliverFromEngine(channel: string, bytes: Uint8Array, text: boolean): boolean {
-  if (fromEngine === undefined) return false;
-  fromEngine(channel, bytes, text);
-  return true;
-}
-
-/**
- * In a worker: runs a command on the master's engine (`redis.cmd` in a worker goes this way, so the
- * cluster keeps its two Redis connections); undefined outside a cluster worker.
- */
-export function relayCommand(): ((args: string[]) => Promise<unknown>) | undefined {
-  return relay;
-}
-
-// --- a single process ---
-
-/**
- * A single process with an external engine: its registry talks to the engine directly (what this
- * process wants is what the cluster wants). Follows `Iodine.PubSub.default`; returns the stop.
- */
-export function driveEngineHere(): () => Promise<void> {
-  let engine: PubSubEngine | undefined;
-  const use = (next: PubSubEngine | undefined) => {
-    const old = engine;
-    engine = next;
-    setRemote(undefined);
-    fromEngine = next === undefined ? undefined : (channel, bytes, text) => deliverLocal(channel, text ? decoder.decode(bytes) : new Uint8Array(bytes));
-    void closeEngine(old);
-    if (next === undefined) return;
-    if (!openEngine(next)) return;
-    setRemote({
-      forward: (channel, message, clusterOnly) => {
-        if (clusterOnly) return false;
-        callEngine(next, "publish", () => next.publish(channel, message));
-        return true;
-      },
-      interest: (subscribe, key, pattern) => tellEngine(next, subscribe, key, pattern),
-    });
-  };
-  use(defaultEngine());
-  const unwatch = watchDefaultEngine((next) => use(next));
-  return async () => {
-    unwatch();
-    setRemote(undefined);
-    fromEngine = undefined;
-    const old = engine;
-    engine = undefined;
-    await closeEngine(old);
-  };
-}
-
-function openEngine(engine: PubSubEngine): boolean {
-  try {
-    engine.open?.();
-    return true;
-  } catch (err) {
-    logException("the pub/sub engine's open()", err);
-    return false;
-  }
-}
-
-async function closeEngine(engine: PubSubEngine | undefined): Promise<void> {
-  try {
-    await engine?.close?.();
-  } catch (err) {
-    logException("the pub/sub engine's close()", err);
-  }
-}
-
-function tellEngine(engine: PubSubEngine, subscribe: boolean, key: string, pattern: boolean): void {
-  if (!subscribe) callEngine(engine, "unsubscribe", () => engine.unsubscribe(key, pattern));
-  else if (pattern) callEngine(engine, "psubscribe", () => engine.psubscribe(key));
-  else callEngine(engine, "subscribe", () => engine.subscribe(key));
-}
-
-function callEngine(engine: PubSubEngine, what: string, fn: () => unknown): void {
-  try {
-    const r = fn();
-    if (r instanceof Promise) r.catch((err: unknown) => logException(`the pub/sub engine's ${what}()`, err));
-  } catch (err) {
-    logException(`the pub/sub engine's ${what}()`, err);
-  }
-}
-
-// --- the master side ---
+import { attachRemote, deliverLocal, publish } from "./registry.ts";
 
 function newPeer(name: string): Peer {
   return { name, link: undefined, channels: new Set(), patterns: new Set(), toldChannels: new Set(), toldPatterns: new Set(), stamp: 0 };
@@ -310,6 +60,15 @@ export class Hub {
   /** the engine as the sender of what it receives (so the hub never hands it back) */
   #enginePeer: Peer = newPeer("engine");
   #unwatch: (() => void) | undefined;
+  #detach: (() => void) | undefined;
+  /** what the engine is handed when it opens: what it receives goes to every process, not back to it */
+  #host: EngineHost = {
+    deliver: (channel, message) => void publish(channel, message, CLUSTER),
+    deliverBytes: (channel, bytes, text) => {
+      const at = this.#scratch.publish(channel, bytes, true, text);
+      this.#route(this.#enginePeer, channel, this.#scratch.take(), at, !text, true, undefined);
+    },
+  };
 
   constructor(path: string) {
     this.#path = path;
@@ -356,22 +115,18 @@ export class Hub {
         error() {},
       },
     });
-    setRemote({
+    this.#detach = attachRemote({
       forward: (channel, message, clusterOnly) => this.#routeLocal(channel, message, clusterOnly),
       interest: (subscribe, key, pattern) => this.#interest(this.#self, subscribe, key, pattern),
     });
     this.#useEngine(defaultEngine());
     this.#unwatch = watchDefaultEngine((engine) => this.#useEngine(engine));
-    fromEngine = (channel, bytes, text) => {
-      const at = this.#scratch.publish(channel, bytes, true, text);
-      this.#route(this.#enginePeer, channel, this.#scratch.take(), at, !text, true, undefined);
-    };
   }
 
   /** Stops listening; resolves once the external engine closed. */
   stop(): Promise<void> {
-    setRemote(undefined);
-    fromEngine = undefined;
+    this.#detach?.();
+    this.#detach = undefined;
     this.#unwatch?.();
     this.#unwatch = undefined;
     this.#listener?.stop(true);
@@ -392,7 +147,7 @@ export class Hub {
     const old = this.#engine;
     this.#engine = undefined;
     void closeEngine(old);
-    if (engine !== undefined && openEngine(engine)) {
+    if (engine !== undefined && openEngine(engine, this.#host)) {
       this.#engine = engine;
       for (const key of this.#byChannel.keys()) tellEngine(engine, true, key, false);
       for (const key of this.#byPattern.keys()) tellEngine(engine, true, key, true);

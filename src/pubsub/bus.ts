@@ -1,5 +1,6 @@
 // The cluster bus: frames between the master and its workers over a Unix socket (SPEC §5, §8).
-// Transport only: it knows frames and links, not channels' meaning (that is pubsub/engine.ts).
+// Transport only: it knows frames (here) and links (link.ts), not channels' meaning (that is the
+// hub's, hub.ts, and each worker's, member.ts).
 //
 // A frame is `u32 LE body length | u8 type | body`. Bodies:
 //   PUB    u8 flags (bit 0: the message is bytes, else UTF-8 text; bit 1: for this cluster only,
@@ -11,8 +12,7 @@
 //   CMD    u32 LE id | UTF-8 JSON array of strings (a worker's `redis.cmd(...)`)
 //   REPLY  u32 LE id | u8 ok (1) or error (0) | UTF-8 JSON (the reply, or the error message)
 //   SYNC   u32 LE id: answered by a REPLY with that id once every frame before it was handled
-// Writes are appended to one buffer per link and sent once per turn of the event loop.
-import type { Socket } from "bun";
+// Writes are appended to one buffer per link and sent once per turn of the event loop (link.ts).
 
 export const FRAME_PUB = 1;
 export const FRAME_SUB = 2;
@@ -29,8 +29,6 @@ const CLUSTER_ONLY = 2;
 
 /** The largest frame body; a longer length prefix is a broken link. Messages above it are refused by publish. */
 export const MAX_FRAME = 64 * 1024 * 1024;
-/** Bytes a link may hold unsent (its peer not reading) before it is closed and logged. */
-export const LINK_LIMIT = 256 * 1024 * 1024;
 
 const HEADER = 5;
 const encoder = new TextEncoder();
@@ -335,88 +333,4 @@ function writeU32(buf: Uint8Array, at: number, v: number): void {
   buf[at + 1] = (v >>> 8) & 255;
   buf[at + 2] = (v >>> 16) & 255;
   buf[at + 3] = (v >>> 24) & 255;
-}
-
-/**
- * One end of a bus connection: frames out through a FrameWriter flushed once per turn of the event
- * loop (setImmediate: every publish of that turn in one write), frames in through a FrameReader.
- * While the socket is away (connecting, reconnecting) frames wait in the writer.
- */
-export class Link {
-  readonly out = new FrameWriter();
-  reader: FrameReader;
-  #sink: FrameSink;
-  #socket: Socket<unknown> | undefined;
-  /** bytes the socket did not take yet */
-  #unsent: Uint8Array | undefined;
-  #flushQueued = false;
-  #onOverflow: (bytes: number) => void;
-
-  constructor(sink: FrameSink, onOverflow: (bytes: number) => void) {
-    this.#sink = sink;
-    this.reader = new FrameReader(sink);
-    this.#onOverflow = onOverflow;
-  }
-
-  get socket(): Socket<unknown> | undefined {
-    return this.#socket;
-  }
-
-  /** Binds the link to a (new) socket with a fresh reader; what was waiting is sent. */
-  attach(socket: Socket<unknown>): void {
-    this.#socket = socket;
-    this.reader = new FrameReader(this.#sink);
-    this.flushSoon();
-  }
-
-  detach(): void {
-    this.#socket = undefined;
-    this.#unsent = undefined;
-  }
-
-  /** Call after writing to `out`. */
-  flushSoon(): void {
-    if (this.#flushQueued) return;
-    this.#flushQueued = true;
-    setImmediate(this.#flush);
-  }
-
-  #flush = (): void => {
-    this.#flushQueued = false;
-    const socket = this.#socket;
-    if (socket === undefined) {
-      // No socket yet (or between reconnections): frames wait, within the same bound.
-      if (this.out.length > LINK_LIMIT) {
-        this.#onOverflow(this.out.length);
-        this.out.take();
-      }
-      return;
-    }
-    if (this.#unsent !== undefined) {
-      // Wait for drain; meanwhile frames gather in the writer (bounded below).
-      if (this.#unsent.length + this.out.length > LINK_LIMIT) this.#onOverflow(this.#unsent.length + this.out.length);
-      return;
-    }
-    if (this.out.length === 0) return;
-    // No copy of the rest: the writer leaves this buffer alone until the take after next, and
-    // there is no next take while something is unsent.
-    const bytes = this.out.take();
-    const n = socket.write(bytes);
-    if (n < bytes.length) this.#unsent = bytes.subarray(Math.max(n, 0));
-  };
-
-  /** The socket's drain event: send what it could not take, then what gathered since. */
-  drain(): void {
-    const socket = this.#socket;
-    if (socket === undefined) return;
-    while (this.#unsent !== undefined) {
-      const n = socket.write(this.#unsent);
-      if (n < this.#unsent.length) {
-        this.#unsent = this.#unsent.subarray(Math.max(n, 0));
-        return;
-      }
-      this.#unsent = undefined;
-    }
-    if (this.out.length > 0) this.flushSoon();
-  }
 }

@@ -1,0 +1,132 @@
+// Pub/sub engines (SPEC §5): what carries a publish beyond this cluster. The cluster itself (the
+// bus: hub.ts in the master, member.ts in each worker) is always there; an external engine — Redis
+// (redis.ts, redis-sharded.ts) or one an app writes — is attached by the process that holds the whole
+// cluster's interest: the master (hub.ts), or a single process (single.ts). That process opens the
+// engine with a host object, tells it which channels and patterns the cluster wants and hands it every
+// publish made in the cluster; the engine hands what it receives to `host.deliver`. An engine never
+// imports the process that holds it.
+import { logException } from "../log.ts";
+import type { PubSubEngine, PubSubEngineHost, PubSubScope } from "../types.ts";
+
+export type { PubSubEngine, PubSubEngineHost, PubSubScope };
+
+/** Every process of this cluster, not the external engine (the default when none is set). */
+export const CLUSTER: PubSubScope = Object.freeze({ scope: "cluster" });
+/** This process only. */
+export const PROCESS: PubSubScope = Object.freeze({ scope: "process" });
+
+// --- what iodine's own engines use besides the public interface ---
+
+/**
+ * Internal fast path an engine may implement (the Redis engine does): a publish of the cluster as its
+ * UTF-8 or raw bytes, valid only during the call, instead of a decoded message.
+ */
+export const PUBLISH_BYTES: unique symbol = Symbol("iodine.publishBytes");
+export interface BytesEngine extends PubSubEngine {
+  [PUBLISH_BYTES](channel: string, bytes: Uint8Array): void;
+}
+
+/** The host iodine hands every engine: `deliver`, and a fast path its own engines use. */
+export interface EngineHost extends PubSubEngineHost {
+  /** A message received as bytes (`text`: they are valid UTF-8), handed on without decoding them here. */
+  deliverBytes(channel: string, bytes: Uint8Array, text: boolean): void;
+}
+
+/** Runs a command (a `redis.cmd(...)` as strings) on the master's engine; resolves to its reply. */
+export type Relay = (args: string[]) => Promise<unknown>;
+
+/**
+ * In a cluster worker the default engine is never opened: a worker lends it, through this method,
+ * the way to run its `cmd` in the master (the cluster keeps its two Redis connections), and takes it
+ * back (undefined) when it leaves or another engine becomes the default.
+ */
+export const USE_RELAY: unique symbol = Symbol("iodine.useRelay");
+export interface RelayingEngine {
+  [USE_RELAY](relay: Relay | undefined): void;
+}
+
+// --- Iodine.PubSub.default ---
+
+let current: PubSubEngine | undefined;
+const watchers: ((engine: PubSubEngine | undefined, old: PubSubEngine | undefined) => void)[] = [];
+
+/** The external engine set as `Iodine.PubSub.default`, if any. */
+export function defaultEngine(): PubSubEngine | undefined {
+  return current;
+}
+
+/** `Iodine.PubSub.default = engine` (CLUSTER for no external engine). */
+export function setDefaultEngine(engine: PubSubEngine | PubSubScope | undefined): void {
+  const next = engine === undefined || engine === CLUSTER ? undefined : engine;
+  if (next === PROCESS || (next !== undefined && !isEngine(next))) {
+    throw new TypeError(
+      "Iodine.PubSub.default must be Iodine.PubSub.CLUSTER or an engine with subscribe, psubscribe, unsubscribe and publish methods",
+    );
+  }
+  if (next === current) return;
+  const old = current;
+  current = next as PubSubEngine | undefined;
+  for (const w of watchers) w(current, old);
+}
+
+/** Runs `fn` whenever `Iodine.PubSub.default` changes (the attaching process follows it). */
+export function watchDefaultEngine(fn: (engine: PubSubEngine | undefined, old: PubSubEngine | undefined) => void): () => void {
+  watchers.push(fn);
+  return () => {
+    const i = watchers.indexOf(fn);
+    if (i >= 0) watchers.splice(i, 1);
+  };
+}
+
+export function isEngine(x: unknown): x is PubSubEngine {
+  if (typeof x !== "object" || x === null) return false;
+  const e = x as Record<string, unknown>;
+  return ["subscribe", "psubscribe", "unsubscribe", "publish"].every((m) => typeof e[m] === "function");
+}
+
+/** How the engine names itself on a start-up line ("Redis", "Redis Cluster"). */
+export function engineLabel(engine: PubSubEngine): string {
+  return typeof engine.label === "string" && engine.label !== "" ? engine.label : "custom engine";
+}
+
+/** Lends (or takes back) a worker's relay to an engine that can use one. */
+export function lendRelay(engine: PubSubEngine | undefined, relay: Relay | undefined): void {
+  if (engine !== undefined && USE_RELAY in engine) (engine as PubSubEngine & RelayingEngine)[USE_RELAY](relay);
+}
+
+// --- calling an engine (a method that throws or rejects is logged, never thrown into iodine) ---
+
+/** True when the engine opened (or has no `open`). */
+export function openEngine(engine: PubSubEngine, host: EngineHost): boolean {
+  try {
+    engine.open?.(host);
+    return true;
+  } catch (err) {
+    logException("the pub/sub engine's open()", err);
+    return false;
+  }
+}
+
+export async function closeEngine(engine: PubSubEngine | undefined): Promise<void> {
+  try {
+    await engine?.close?.();
+  } catch (err) {
+    logException("the pub/sub engine's close()", err);
+  }
+}
+
+/** The cluster starts (`subscribe`) or stops wanting a channel or pattern. */
+export function tellEngine(engine: PubSubEngine, subscribe: boolean, key: string, pattern: boolean): void {
+  if (!subscribe) callEngine(engine, "unsubscribe", () => engine.unsubscribe(key, pattern));
+  else if (pattern) callEngine(engine, "psubscribe", () => engine.psubscribe(key));
+  else callEngine(engine, "subscribe", () => engine.subscribe(key));
+}
+
+export function callEngine(engine: PubSubEngine, what: string, fn: () => unknown): void {
+  try {
+    const r = fn();
+    if (r instanceof Promise) r.catch((err: unknown) => logException(`the pub/sub engine's ${what}()`, err));
+  } catch (err) {
+    logException(`the pub/sub engine's ${what}()`, err);
+  }
+}

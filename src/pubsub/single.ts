@@ -1,0 +1,56 @@
+// A single process (no cluster) with an external engine (SPEC §5): the process is master and worker,
+// so its registry talks to the engine directly — what this process wants is what the cluster wants.
+// Follows `Iodine.PubSub.default`; without an engine the registry has no remote link at all.
+import type { Message } from "../types.ts";
+import {
+  callEngine,
+  CLUSTER,
+  closeEngine,
+  defaultEngine,
+  openEngine,
+  tellEngine,
+  watchDefaultEngine,
+  type EngineHost,
+  type PubSubEngine,
+} from "./engine-api.ts";
+import { attachRemote, deliverLocal, publish } from "./registry.ts";
+
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
+/** What the engine receives goes to this process's subscribers (and never back to the engine). */
+const host: EngineHost = {
+  deliver: (channel: string, message: Message) => void publish(channel, message, CLUSTER),
+  deliverBytes: (channel, bytes, text) => void deliverLocal(channel, text ? decoder.decode(bytes) : new Uint8Array(bytes)),
+};
+
+/** Drives `Iodine.PubSub.default` in this process from now on; returns the stop. */
+export function driveEngineHere(): () => Promise<void> {
+  let engine: PubSubEngine | undefined;
+  let detach: (() => void) | undefined;
+  const use = (next: PubSubEngine | undefined) => {
+    const old = engine;
+    engine = next;
+    detach?.();
+    detach = undefined;
+    void closeEngine(old);
+    if (next === undefined || !openEngine(next, host)) return;
+    detach = attachRemote({
+      forward: (channel, message, clusterOnly) => {
+        if (clusterOnly) return false;
+        callEngine(next, "publish", () => next.publish(channel, message));
+        return true;
+      },
+      interest: (subscribe, key, pattern) => tellEngine(next, subscribe, key, pattern),
+    });
+  };
+  use(defaultEngine());
+  const unwatch = watchDefaultEngine((next) => use(next));
+  return async () => {
+    unwatch();
+    detach?.();
+    detach = undefined;
+    const old = engine;
+    engine = undefined;
+    await closeEngine(old);
+  };
+}
