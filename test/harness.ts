@@ -99,12 +99,15 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
   })();
   // Keep stdout too (an app's own console.log), which also keeps the pipe from filling.
   let out = "";
+  let outEnded = false;
   (async () => {
     const outDecoder = new TextDecoder();
     for await (const chunk of proc.stdout) {
       out += outDecoder.decode(chunk, { stream: true });
       for (const w of waiters) w();
     }
+    outEnded = true;
+    for (const w of waiters) w();
   })();
 
   const waitFor = (pattern: RegExp, ms = 10_000, stream: "stderr" | "stdout" | "any" = "stderr") =>
@@ -112,7 +115,8 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
       const check = () => {
         const m = stream === "any" ? (text.match(pattern) ?? out.match(pattern)) : (stream === "stdout" ? out : text).match(pattern);
         if (m) return done(() => res(m));
-        if (ended) return done(() => rej(new Error(`process ended before ${pattern}; stderr:\n${text}`)));
+        // Ended: the streams it reads are closed (stdout can lag behind stderr at an exit).
+        if (ended && (stream === "stderr" || outEnded)) return done(() => rej(new Error(`process ended before ${pattern}; stderr:\n${text}`)));
       };
       const timer = setTimeout(() => done(() => rej(new Error(`timed out waiting for ${pattern}; stderr:\n${text}`))), ms);
       const done = (f: () => void) => {

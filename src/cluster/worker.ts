@@ -79,6 +79,7 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): Placement {
  */
 function flushOnStop(link: ClusterMember): void {
   beforeExit(async () => {
+    if (orphaned) return; // no master left to confirm anything
     if (!(await link.sync(SYNC_MS))) log.warn(`stop: the master did not confirm this worker's last publishes within ${SYNC_MS} ms`);
   });
 }
