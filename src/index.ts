@@ -60,10 +60,13 @@ export const Iodine = {
     noteScriptUse();
     return connect(options);
   },
-  /** Subscribes the process: `callback(channel, message)` for each message (SPEC §5). */
-  subscribe(channel: string, options: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): void {
-    if (typeof options === "function") subscribeProcess(channel, undefined, options);
-    else subscribeProcess(channel, options, callback!);
+  /**
+   * Subscribes the process: `callback(channel, message)` for each message (SPEC §5). Resolves once
+   * the subscription is in effect everywhere (every worker, and Redis with an engine).
+   */
+  subscribe(channel: string, options: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): Promise<void> {
+    if (typeof options === "function") return subscribeProcess(channel, undefined, options);
+    return subscribeProcess(channel, options, callback!);
   },
   /** Cancels a process subscription; true when there was one. */
   unsubscribe(channel: string, options?: SubscribeOptions): boolean {

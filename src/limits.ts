@@ -46,6 +46,11 @@ export const CALLBACKS_MS = 2000;
 export const SAME_STOP_MS = 1000;
 /** How long a stopping worker waits for the master to confirm its last publishes, ms. */
 export const SYNC_MS = 2000;
+/**
+ * How long a subscription waits to be in effect everywhere (every worker told, Redis subscribed)
+ * before its promise resolves anyway: a worker that does not answer is stuck or going.
+ */
+export const SETTLE_MS = 2000;
 
 // --- supervising ---
 

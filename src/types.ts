@@ -126,9 +126,13 @@ export interface Connection {
   readonly request: Request | undefined;
   /** The handler; assigning another one switches protocol objects (iodine's handler swap). */
   handler: Handler | SnakeHandler;
-  /** Subscribes this connection; without a callback, each message is written to it. */
-  subscribe(channel: string, callback: SubscribeCallback): void;
-  subscribe(channel: string, options?: SubscribeOptions, callback?: SubscribeCallback): void;
+  /**
+   * Subscribes this connection; without a callback, each message is written to it. The promise
+   * resolves once the subscription is in effect everywhere (every worker, and Redis with an engine):
+   * a message published after that reaches it. Ignoring the promise is fine.
+   */
+  subscribe(channel: string, callback: SubscribeCallback): Promise<void>;
+  subscribe(channel: string, options?: SubscribeOptions, callback?: SubscribeCallback): Promise<void>;
   /** Cancels a subscription made by this connection; true when there was one. */
   unsubscribe(channel: string, options?: SubscribeOptions): boolean;
   /** Publishes to every subscriber of `channel` (`engine` as for `Iodine.publish`). */
@@ -187,7 +191,8 @@ export type SubscribeCallback = (channel: string, message: Message, client?: Con
  *   `Iodine.PubSub.CLUSTER` or `PROCESS`), after it was delivered inside the cluster.
  * Messages the engine receives from elsewhere go to the cluster with `host.deliver(channel, message)`
  * (the host `open` was given) or, from anywhere, `Iodine.publish(channel, message, Iodine.PubSub.CLUSTER)`.
- * A method that throws is logged.
+ * A method that throws is logged. `subscribe` and `psubscribe` may return a promise that resolves
+ * once the subscription is in place: a subscription in the cluster resolves only after it.
  * @example
  * Iodine.PubSub.default = {
  *   open(host) { feed.on("message", (channel, text) => host.deliver(channel, text)); },
@@ -198,8 +203,8 @@ export type SubscribeCallback = (channel: string, message: Message, client?: Con
  * };
  */
 export interface PubSubEngine {
-  subscribe(channel: string): void;
-  psubscribe(pattern: string): void;
+  subscribe(channel: string): void | Promise<void>;
+  psubscribe(pattern: string): void | Promise<void>;
   unsubscribe(channel: string, pattern: boolean): void;
   publish(channel: string, message: Message): void;
   /** Optional: iodine starts using the engine in this process (before the first subscribe). */

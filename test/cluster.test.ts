@@ -240,6 +240,30 @@ describe("pub/sub across workers", () => {
     b.ws.close();
   }, 40_000);
 
+  test("a subscription's promise resolves once it is in effect on the other worker: 100 publishes sent right after each arrive", async () => {
+    const srv = await cluster();
+    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=none&control=1`);
+    // a subscribes; the moment it says "subscribed", b (on the other worker) publishes once.
+    for (let i = 0; i < 100; i++) {
+      a.ws.send(`sub fresh${i}`);
+      await a.until(2 * i + 1);
+      expect(a.got[2 * i]).toBe(`subscribed fresh${i}`);
+      b.ws.send(`pub fresh${i} m${i}`);
+      await a.until(2 * i + 2, 3000);
+      expect(a.got[2 * i + 1]).toBe(`m${i}`);
+    }
+    a.ws.close();
+    b.ws.close();
+  }, 30_000);
+
+  for (const workers of ["1", "2"]) {
+    test(`-w ${workers}: a subscription resolves only once the engine confirmed it (an engine that takes 500 ms)`, async () => {
+      await using srv = await startCli(["-p", "0", "-w", workers, fixture("slow-engine-app.ts")], { timeout: 20_000 });
+      const took = Number(await (await fetch(`${srv.url}/sub?ch=slow`)).text());
+      expect(took).toBeGreaterThanOrEqual(450);
+    }, 30_000);
+  }
+
   test("Iodine.subscribe in the master receives what workers publish", async () => {
     const srv = await cluster();
     for (let i = 0; i < 4; i++) {
@@ -569,7 +593,13 @@ describe("a worker's bus link (in this process, against a hub written with the b
             onWantAll: (want) => void link.frames.push(`all ${want}`),
             onCommand: (id, args) => void link.frames.push(`cmd ${id} ${args}`),
             onReply: (id, ok, json) => void link.frames.push(`reply ${id} ${ok} ${json}`),
-            onSync: (id) => void link.frames.push(`sync ${id}`),
+            // A subscription waits for the hub's answer (SPEC §5: it resolves once in effect).
+            onSync: (id) => {
+              link.frames.push(`sync ${id}`);
+              const answer = new FrameWriter();
+              answer.reply(id, true, "null");
+              socket.write(answer.take());
+            },
           });
           (socket as unknown as { reader: typeof reader }).reader = reader;
           links.push(link);
@@ -585,10 +615,11 @@ describe("a worker's bus link (in this process, against a hub written with the b
     try {
       await waitUntil(() => (links[0]?.frames.length ?? 0) >= 2, 2000, "hello and the subscription");
       expect(links[0]!.frames.slice(0, 2)).toEqual(["hello test worker", "sub link-test"]);
-      Iodine.subscribe("news.*", { match: "redis" }, () => {});
+      const subscribed = Iodine.subscribe("news.*", { match: "redis" }, () => {});
       Iodine.publish("out", "from the worker");
-      await waitUntil(() => links[0]!.frames.length >= 4, 2000, "the pattern and the publish");
-      expect(links[0]!.frames.slice(2)).toEqual(["sub pattern news.*", "pub out from the worker"]);
+      await subscribed; // the hub answered the SYNC that followed the SUB
+      await waitUntil(() => links[0]!.frames.length >= 5, 2000, "the pattern and the publish");
+      expect(links[0]!.frames.slice(2)).toEqual(["sub pattern news.*", "sync 1", "pub out from the worker"]);
       // The hub sends garbage: the worker drops the link (logged) and comes back with its interests.
       links[0]!.socket.write(new Uint8Array([5, 0, 0, 0, 77, 0, 0, 0, 0]));
       await waitUntil(() => (links[1]?.frames.length ?? 0) >= 3, 2000, "the link to come back");

@@ -9,7 +9,7 @@ import IORedis from "ioredis";
 import { Iodine } from "../src/index.ts";
 import { errorOf, fixture, freePort, runCommand, startCli, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis, type RedisServer } from "./redis-server.ts";
-import { clientSet, linked, oneOnEach, waitUntil } from "./ws-clients.ts";
+import { clientSet, linked, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
 
 const APP = fixture("cluster-app.ts");
 const skip = skipRedis("test/redis.test.ts", "the Redis engine test");
@@ -106,6 +106,37 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     expect(a1.got).toEqual([]);
     closeClients();
   }, 30_000);
+
+  test("a subscription's promise resolves once Redis has it: 50 publishes from the other cluster sent right after each arrive", async () => {
+    const x = await sub(`${ws(a)}/ws?ch=none&control=1`);
+    const y = await sub(`${ws(b)}/ws?ch=none&control=1`);
+    await subscribedThroughRedis(x, y, "viaredis");
+    closeClients();
+  }, 30_000);
+
+  test("the same with two single processes on the Redis (nothing but Redis to wait for)", async () => {
+    const start = () => startCli(["-p", "0", "-r", redis.url, APP]);
+    await using one = await start();
+    await using two = await start();
+    // While Redis is away a subscription resolves at once (it is made when Redis is back): wait for it.
+    for (const p of [one, two]) await p.waitFor(/redis: connected/);
+    const x = await sub(`${ws(one)}/ws?ch=none&control=1`);
+    const y = await sub(`${ws(two)}/ws?ch=none&control=1`);
+    await subscribedThroughRedis(x, y, "single");
+    closeClients();
+  }, 30_000);
+
+  /** x subscribes to a fresh channel; the moment it says "subscribed", y publishes once on it; x must get it. */
+  async function subscribedThroughRedis(x: Client, y: Client, prefix: string): Promise<void> {
+    for (let i = 0; i < 50; i++) {
+      x.ws.send(`sub ${prefix}${i}`);
+      await x.until(2 * i + 1);
+      expect(x.got[2 * i]).toBe(`subscribed ${prefix}${i}`);
+      y.ws.send(`pub ${prefix}${i} r${i}`);
+      await x.until(2 * i + 2, 3000);
+      expect(x.got[2 * i + 1]).toBe(`r${i}`);
+    }
+  }
 
   test("patterns across clusters; a channel and a pattern that both match get one copy each", async () => {
     const exact = await sub(`${ws(a)}/ws?ch=news.sport`);

@@ -67,9 +67,9 @@ export abstract class BaseConnection implements Connection {
     this.#callbacks = resolveHandler(h, "client.handler");
   }
 
-  subscribe(channel: string, options?: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): void {
+  subscribe(channel: string, options?: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): Promise<void> {
     const [opts, cb] = typeof options === "function" ? [undefined, options] : [options, callback];
-    subscribeConnection(this, channel, opts, cb);
+    return subscribeConnection(this, channel, opts, cb);
   }
 
   unsubscribe(channel: string, options?: SubscribeOptions): boolean {

@@ -116,17 +116,40 @@ export async function closeEngine(engine: PubSubEngine | undefined): Promise<voi
 }
 
 /** The cluster starts (`subscribe`) or stops wanting a channel or pattern. */
-export function tellEngine(engine: PubSubEngine, subscribe: boolean, key: string, pattern: boolean): void {
-  if (!subscribe) callEngine(engine, "unsubscribe", () => engine.unsubscribe(key, pattern));
-  else if (pattern) callEngine(engine, "psubscribe", () => engine.psubscribe(key));
-  else callEngine(engine, "subscribe", () => engine.subscribe(key));
+/**
+ * Tells the engine what the cluster now wants; resolves once the engine says it is in place (an
+ * engine whose calls return nothing: at once), never rejects (a failure is logged).
+ */
+export function tellEngine(engine: PubSubEngine, subscribe: boolean, key: string, pattern: boolean): Promise<void> {
+  if (!subscribe) return callEngine(engine, "unsubscribe", () => engine.unsubscribe(key, pattern));
+  if (pattern) return callEngine(engine, "psubscribe", () => engine.psubscribe(key));
+  return callEngine(engine, "subscribe", () => engine.subscribe(key));
 }
 
-export function callEngine(engine: PubSubEngine, what: string, fn: () => unknown): void {
+export function callEngine(engine: PubSubEngine, what: string, fn: () => unknown): Promise<void> {
   try {
     const r = fn();
-    if (r instanceof Promise) r.catch((err: unknown) => logException(`the pub/sub engine's ${what}()`, err));
+    if (r instanceof Promise) return r.then(noop, (err: unknown) => logException(`the pub/sub engine's ${what}()`, err));
   } catch (err) {
     logException(`the pub/sub engine's ${what}()`, err);
+  }
+  return DONE;
+}
+const noop = () => {};
+const DONE = Promise.resolve();
+
+/** Engine calls still under way (subscriptions Redis has not confirmed yet), to wait for as a whole. */
+export class PendingCalls {
+  #calls = new Set<Promise<void>>();
+
+  add(call: Promise<void>): void {
+    if (call === DONE) return;
+    this.#calls.add(call);
+    void call.then(() => this.#calls.delete(call));
+  }
+
+  /** Resolves once every call added so far has settled. */
+  settled(): Promise<void> {
+    return this.#calls.size === 0 ? DONE : Promise.all(this.#calls).then(noop);
   }
 }

@@ -9,6 +9,7 @@
 // opened here with a host object: what it receives is routed as a publish from it.
 import { unlinkSync } from "node:fs";
 import type { Socket, UnixSocketListener } from "bun";
+import { SETTLE_MS } from "../limits.ts";
 import { log, logException } from "../log.ts";
 import type { Message } from "../types.ts";
 import { BusError, FrameWriter, messageOf, type FrameSink } from "./bus.ts";
@@ -17,6 +18,7 @@ import {
   closeEngine,
   defaultEngine,
   openEngine,
+  PendingCalls,
   PUBLISH_BYTES,
   tellEngine,
   watchDefaultEngine,
@@ -29,7 +31,16 @@ import { compileGlob } from "./match.ts";
 import { attachRemote, deliverLocal, publish } from "./registry.ts";
 
 function newPeer(name: string): Peer {
-  return { name, link: undefined, channels: new Set(), patterns: new Set(), toldChannels: new Set(), toldPatterns: new Set(), stamp: 0 };
+  return {
+    name,
+    link: undefined,
+    channels: new Set(),
+    patterns: new Set(),
+    toldChannels: new Set(),
+    toldPatterns: new Set(),
+    stamp: 0,
+    syncs: new Map(),
+  };
 }
 
 interface Peer {
@@ -43,6 +54,8 @@ interface Peer {
   toldPatterns: Set<string>;
   /** the publish that last reached this peer (dedupe without allocating) */
   stamp: number;
+  /** the hub's SYNCs this peer has not answered yet: id → done */
+  syncs: Map<number, () => void>;
 }
 
 /** The master's hub: routes every publish to the peers that want it, and to the external engine. */
@@ -61,6 +74,9 @@ export class Hub {
   #enginePeer: Peer = newPeer("engine");
   #unwatch: (() => void) | undefined;
   #detach: (() => void) | undefined;
+  /** the engine's subscribe calls not confirmed yet */
+  #pending = new PendingCalls();
+  #nextSync = 0;
   /** what the engine is handed when it opens: what it receives goes to every process, not back to it */
   #host: EngineHost = {
     deliver: (channel, message) => void publish(channel, message, CLUSTER),
@@ -118,6 +134,7 @@ export class Hub {
     this.#detach = attachRemote({
       forward: (channel, message, clusterOnly) => this.#routeLocal(channel, message, clusterOnly),
       interest: (subscribe, key, pattern) => this.#interest(this.#self, subscribe, key, pattern),
+      settled: () => this.#settled(this.#self),
     });
     this.#useEngine(defaultEngine());
     this.#unwatch = watchDefaultEngine((engine) => this.#useEngine(engine));
@@ -149,8 +166,8 @@ export class Hub {
     void closeEngine(old);
     if (engine !== undefined && openEngine(engine, this.#host)) {
       this.#engine = engine;
-      for (const key of this.#byChannel.keys()) tellEngine(engine, true, key, false);
-      for (const key of this.#byPattern.keys()) tellEngine(engine, true, key, true);
+      for (const key of this.#byChannel.keys()) this.#pending.add(tellEngine(engine, true, key, false));
+      for (const key of this.#byPattern.keys()) this.#pending.add(tellEngine(engine, true, key, true));
     }
     if ((old === undefined) === (this.#engine === undefined)) return;
     for (const p of this.#peers) {
@@ -175,13 +192,21 @@ export class Hub {
         throw new BusError("an ALL frame from a worker");
       },
       onCommand: (id, args) => this.#command(peer, id, args),
-      onReply: () => {
-        throw new BusError("a REPLY frame from a worker");
+      // A worker's answer to the hub's SYNC (see #settled).
+      onReply: (id) => {
+        const done = peer.syncs.get(id);
+        if (done === undefined) throw new BusError(`a REPLY frame from a worker to no SYNC of the hub (id ${id})`);
+        peer.syncs.delete(id);
+        done();
       },
+      // Frames are handled in arrival order: everything this worker sent before is routed. The
+      // answer waits until that is in effect everywhere: a subscription resolves then (SPEC §5).
       onSync: (id) => {
-        // Frames are handled in arrival order: everything this worker sent before is routed.
-        peer.link!.out.reply(id, true, "null");
-        peer.link!.flushSoon();
+        void this.#settled(peer).then(() => {
+          if (!this.#peers.has(peer)) return;
+          peer.link!.out.reply(id, true, "null");
+          peer.link!.flushSoon();
+        });
       },
     };
   }
@@ -254,7 +279,33 @@ export class Hub {
     const before = pattern ? this.#byPattern.has(key) : this.#byChannel.has(key);
     this.#changeInterest(peer, subscribe, key, pattern);
     const after = pattern ? this.#byPattern.has(key) : this.#byChannel.has(key);
-    if (before !== after && this.#engine !== undefined) tellEngine(this.#engine, after, key, pattern);
+    if (before !== after && this.#engine !== undefined) this.#pending.add(tellEngine(this.#engine, after, key, pattern));
+  }
+
+  /**
+   * Resolves once what the hub has sent so far is taken everywhere: every other worker answered a
+   * SYNC sent after it (so each knows who wants what), and the engine confirmed its subscribe calls.
+   * A worker that does not answer within SETTLE_MS is not waited for (stuck, or going away).
+   */
+  #settled(from: Peer): Promise<void> {
+    const others = [...this.#peers].filter((p) => p !== from && p.link?.socket !== undefined);
+    return Promise.all([...others.map((p) => this.#syncPeer(p)), this.#pending.settled()]).then(() => {});
+  }
+
+  #syncPeer(p: Peer): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const id = (this.#nextSync = (this.#nextSync + 1) >>> 0);
+      const timer = setTimeout(() => {
+        p.syncs.delete(id);
+        resolve();
+      }, SETTLE_MS);
+      p.syncs.set(id, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      p.link!.out.sync(id);
+      p.link!.flushSoon();
+    });
   }
 
   #changeInterest(peer: Peer, subscribe: boolean, key: string, pattern: boolean): void {
@@ -300,6 +351,8 @@ export class Hub {
 
   #drop(peer: Peer): void {
     this.#peers.delete(peer);
+    for (const done of peer.syncs.values()) done();
+    peer.syncs.clear();
     for (const key of [...peer.channels]) this.#interest(peer, false, key, false);
     for (const key of [...peer.patterns]) this.#interest(peer, false, key, true);
   }

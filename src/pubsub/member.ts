@@ -4,6 +4,7 @@
 // hub says which: SUB/UNSUB frames, then a HELLO once its first full picture is sent), delivers what
 // the hub forwards, and runs a worker's `redis.cmd` in the master.
 import type { Socket } from "bun";
+import { SETTLE_MS } from "../limits.ts";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { BusError, messageOf, type FrameSink } from "./bus.ts";
@@ -67,6 +68,8 @@ class Member implements ClusterMember {
         this.#link.out.interest(subscribe, key, pattern);
         this.#link.flushSoon();
       },
+      // The hub answers a SYNC once the other workers (and Redis) have taken what came before it.
+      settled: () => this.sync(SETTLE_MS).then(() => {}),
     });
     this.#connect();
     // The default engine's `cmd` runs in the master, whichever engine is the default.
@@ -155,8 +158,10 @@ class Member implements ClusterMember {
         else this.#othersWant.delete(key);
       },
       onHello: () => void (this.#knowsOthers = true),
-      onSync: () => {
-        throw new BusError("a SYNC frame from the master");
+      // The hub asks whether this worker has taken what it sent so far (frames are handled in order).
+      onSync: (id) => {
+        this.#link.out.reply(id, true, "null");
+        this.#link.flushSoon();
       },
     };
   }

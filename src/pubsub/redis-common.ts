@@ -72,8 +72,9 @@ export abstract class RedisEngineBase implements PubSubEngine, RelayingEngine {
     if (!(this.pingSeconds > 0)) throw new TypeError(`${api}: "ping" must be a positive number of seconds`);
   }
 
-  abstract subscribe(channel: string): void;
-  abstract psubscribe(pattern: string): void;
+  /** resolves once Redis confirmed it (at once while Redis is away: it subscribes when it is back) */
+  abstract subscribe(channel: string): Promise<void>;
+  abstract psubscribe(pattern: string): Promise<void>;
   abstract unsubscribe(key: string, pattern: boolean): void;
   abstract publish(channel: string, message: Message): void;
   /** the connections iodine uses, made when it opens the engine, dropped when it closes it */

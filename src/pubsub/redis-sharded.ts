@@ -31,6 +31,8 @@ import { EchoLog, type Sent } from "./echoes.ts";
 import { Backlog, ioredis, plural, RedisEngineBase, secondsSince, type RedisEngineOptions } from "./redis-common.ts";
 import { redactUrl } from "./redis-url.ts";
 
+const DONE = Promise.resolve();
+
 /**
  * Publishes waiting for an answer past which publishes stay in the cluster: fewer than the classic
  * engine's million, as each one here is an ioredis command (there, 512 share one script call).
@@ -115,23 +117,24 @@ export class ShardedRedisEngine extends RedisEngineBase {
     cluster?.disconnect();
   }
 
-  subscribe(channel: string): void {
-    if (this.#channels.has(channel)) return;
+  subscribe(channel: string): Promise<void> {
+    if (this.#channels.has(channel)) return DONE;
     this.#channels.add(channel);
-    this.#sync(channel);
+    return this.#sync(channel);
   }
 
-  psubscribe(pattern: string): void {
-    if (this.#refused.has(pattern)) return;
+  psubscribe(pattern: string): Promise<void> {
+    if (this.#refused.has(pattern)) return DONE;
     this.#refused.add(pattern);
     log.error(
       `redis (sharded): the pattern ${JSON.stringify(pattern)} is delivered inside this cluster only: Redis has no sharded pattern subscription`,
     );
+    return DONE;
   }
 
   unsubscribe(key: string, pattern: boolean): void {
     if (pattern || !this.#channels.delete(key)) return;
-    this.#sync(key);
+    void this.#sync(key);
   }
 
   /** Sends a message published in the cluster to the master that owns its channel. */
@@ -283,21 +286,23 @@ export class ShardedRedisEngine extends RedisEngineBase {
    * Sends SSUBSCRIBE or SUNSUBSCRIBE for one channel (one call per channel: one slot per call). A retried
    * SSUBSCRIBE goes after a SUNSUBSCRIBE: ioredis lists a channel again on each SSUBSCRIBE, even a failed one.
    */
-  #sync(channel: string, retry = false): void {
+  #sync(channel: string, retry = false): Promise<void> {
     const cluster = this.#cluster;
     if (cluster === undefined || cluster.status !== "ready") {
       this.#retry.add(channel);
-      return;
+      return DONE;
     }
     const want = this.#channels.has(channel);
     this.#inFlight++;
     let settled = false;
+    const { promise, resolve } = Promise.withResolvers<void>();
     const settle = (ok: boolean) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       this.#inFlight--;
       if (!ok) this.#retry.add(channel);
+      resolve();
     };
     // A change that never settles (ioredis drops an SSUBSCRIBE answered with MOVED) is retried too.
     const timer = setTimeout(() => settle(false), WAIT_MS);
@@ -309,6 +314,7 @@ export class ShardedRedisEngine extends RedisEngineBase {
         settle(false);
       },
     );
+    return promise;
   }
 
   #resync(): void {

@@ -30,6 +30,8 @@ import { BatchSender } from "./redis-batch.ts";
 import { Backlog, ioredis, plural, RedisEngineBase, type RedisEngineOptions } from "./redis-common.ts";
 import { redactUrl } from "./redis-url.ts";
 
+const DONE = Promise.resolve();
+
 export type { RedisEngineOptions };
 
 /** Publishes waiting for Redis's answer past which publishes stay in the cluster until it catches up (bytes: MAX_WAITING_BYTES). */
@@ -100,21 +102,21 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
     for (const c of conns) c?.disconnect();
   }
 
-  subscribe(channel: string): void {
-    if (this.#channels.has(channel)) return;
+  subscribe(channel: string): Promise<void> {
+    if (this.#channels.has(channel)) return DONE;
     this.#channels.add(channel);
-    this.#subCommand("subscribe", [channel]);
+    return this.#subCommand("subscribe", [channel]);
   }
 
-  psubscribe(pattern: string): void {
-    if (this.#patterns.has(pattern)) return;
+  psubscribe(pattern: string): Promise<void> {
+    if (this.#patterns.has(pattern)) return DONE;
     this.#patterns.set(pattern, compileGlob(pattern));
-    this.#subCommand("psubscribe", [pattern]);
+    return this.#subCommand("psubscribe", [pattern]);
   }
 
   unsubscribe(key: string, pattern: boolean): void {
     if (pattern ? !this.#patterns.delete(key) : !this.#channels.delete(key)) return;
-    this.#subCommand(pattern ? "punsubscribe" : "unsubscribe", [key]);
+    void this.#subCommand(pattern ? "punsubscribe" : "unsubscribe", [key]);
   }
 
   /**
@@ -232,13 +234,13 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
     if (this.#patterns.size > 0) this.#subCommand("psubscribe", [...this.#patterns.keys()]);
   }
 
-  #subCommand(kind: "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe", keys: string[]): void {
+  /** Resolves once Redis answered (or at once while it is away: "ready" subscribes to everything wanted then). */
+  #subCommand(kind: "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe", keys: string[]): Promise<void> {
     const sub = this.#sub;
-    // Not connected: "ready" subscribes to everything wanted then.
-    if (sub === undefined || sub.status !== "ready") return;
+    if (sub === undefined || sub.status !== "ready") return DONE;
     this.#subsInFlight++;
     const done = () => void this.#subsInFlight--;
-    sub[kind](...keys).then(done, (err: Error) => {
+    return sub[kind](...keys).then(done, (err: Error) => {
       done();
       log.debug(`redis: ${kind} failed: ${err.message}`);
     });

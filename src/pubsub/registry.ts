@@ -249,8 +249,17 @@ export function bunTopicsMayEnd(): void {
   sweepTimer.unref?.();
 }
 
-/** `Iodine.subscribe`: a process-level subscription; a callback is required. */
-export function subscribeProcess(channel: string, options: SubscribeOptions | undefined, callback: SubscribeCallback): void {
+/**
+ * Resolves once this process's interests told so far are in effect everywhere (every process of the
+ * cluster, and Redis when an engine is attached); at once in a process alone.
+ */
+function inEffect(): Promise<void> {
+  return link.remote === undefined ? DONE : link.remote.settled();
+}
+const DONE = Promise.resolve();
+
+/** `Iodine.subscribe`: a process-level subscription; a callback is required. Resolves once it is in effect everywhere. */
+export function subscribeProcess(channel: string, options: SubscribeOptions | undefined, callback: SubscribeCallback): Promise<void> {
   checkChannel("Iodine.subscribe", channel);
   if (typeof callback !== "function") throw new TypeError(`Iodine.subscribe: "callback" must be a function, got ${typeof callback}`);
   const key = keyOf(channel, options);
@@ -259,6 +268,7 @@ export function subscribeProcess(channel: string, options: SubscribeOptions | un
   const sub: Subscription = { key: channel, options, native: false, deliver: (ch, m) => callback(ch, m) };
   processSubs.set(key, sub);
   add(sub);
+  return inEffect();
 }
 
 export function unsubscribeProcess(channel: string, options?: SubscribeOptions): boolean {
@@ -270,18 +280,18 @@ export function unsubscribeProcess(channel: string, options?: SubscribeOptions):
   return true;
 }
 
-/** `client.subscribe`: written to the connection unless a callback is given (SPEC §5). */
+/** `client.subscribe`: written to the connection unless a callback is given (SPEC §5). Resolves once it is in effect everywhere. */
 export function subscribeConnection(
   conn: Connection & { readonly subscriptions: Map<string, Subscription> },
   channel: string,
   options: SubscribeOptions | undefined,
   callback: SubscribeCallback | undefined,
-): void {
+): Promise<void> {
   checkChannel("client.subscribe", channel);
   if (callback !== undefined && typeof callback !== "function") {
     throw new TypeError(`client.subscribe: "callback" must be a function, got ${typeof callback}`);
   }
-  if (!conn.isOpen) return;
+  if (!conn.isOpen) return DONE;
   const key = keyOf(channel, options);
   const old = conn.subscriptions.get(key);
   if (old) dropConnectionSub(conn, key, old);
@@ -302,6 +312,7 @@ export function subscribeConnection(
     set.add(conn as unknown as NativeTopics);
     touch(channel);
   } else add(sub);
+  return inEffect();
 }
 
 export function unsubscribeConnection(

@@ -13,6 +13,11 @@ export interface Remote {
   forward(channel: string, message: Message, clusterOnly: boolean): boolean;
   /** this process starts or stops wanting a channel (or a pattern) */
   interest(subscribe: boolean, key: string, pattern: boolean): void;
+  /**
+   * Resolves once every interest told so far is in effect everywhere it must be: every other
+   * process of the cluster knows it, and the external engine (Redis) is subscribed (SPEC §5).
+   */
+  settled(): Promise<void>;
 }
 
 export class RemoteLink {

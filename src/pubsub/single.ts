@@ -2,17 +2,7 @@
 // so its registry talks to the engine directly — what this process wants is what the cluster wants.
 // Follows `Iodine.PubSub.default`; without an engine the registry has no remote link at all.
 import type { Message } from "../types.ts";
-import {
-  callEngine,
-  CLUSTER,
-  closeEngine,
-  defaultEngine,
-  openEngine,
-  tellEngine,
-  watchDefaultEngine,
-  type EngineHost,
-  type PubSubEngine,
-} from "./engine-api.ts";
+import { callEngine, closeEngine, CLUSTER, defaultEngine, type EngineHost, openEngine, PendingCalls, type PubSubEngine, tellEngine, watchDefaultEngine } from "./engine-api.ts";
 import { attachRemote, deliverLocal, publish } from "./registry.ts";
 
 const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
@@ -34,13 +24,15 @@ export function driveEngineHere(): () => Promise<void> {
     detach = undefined;
     void closeEngine(old);
     if (next === undefined || !openEngine(next, host)) return;
+    const pending = new PendingCalls();
     detach = attachRemote({
       forward: (channel, message, clusterOnly) => {
         if (clusterOnly) return false;
-        callEngine(next, "publish", () => next.publish(channel, message));
+        void callEngine(next, "publish", () => next.publish(channel, message));
         return true;
       },
-      interest: (subscribe, key, pattern) => tellEngine(next, subscribe, key, pattern),
+      interest: (subscribe, key, pattern) => pending.add(tellEngine(next, subscribe, key, pattern)),
+      settled: () => pending.settled(),
     });
   };
   use(defaultEngine());
