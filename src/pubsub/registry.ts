@@ -10,6 +10,7 @@ import { logException } from "../log.ts";
 import type { Connection, Message, SubscribeCallback, SubscribeOptions } from "../types.ts";
 import { CLUSTER, defaultEngine, PROCESS, type PubSubEngine, type PubSubScope } from "./engine-api.ts";
 import { compileGlob } from "./match.ts";
+import { OutgoingCheck, type OutgoingChecked } from "./outgoing.ts";
 import { RemoteLink, type Remote } from "./remote-link.ts";
 
 /** One subscription: of a connection or of the process (`Iodine.subscribe`). */
@@ -23,11 +24,9 @@ export interface Subscription {
 }
 
 /** A connection that can use Bun's native topics (WebSocket). */
-export interface NativeTopics {
+export interface NativeTopics extends OutgoingChecked {
   nativeSubscribe(channel: string): void;
   nativeUnsubscribe(channel: string): void;
-  /** after a native publish on `channel`: closes the connection (and logs) if it is past its outgoing limit */
-  checkOutgoing(channel: string): void;
 }
 
 /** The connection side the registry needs: its subscription list and how to write to it. */
@@ -41,9 +40,8 @@ const exact = new Map<string, Set<Subscription>>();
 const patterns = new Map<string, { test: (channel: string) => boolean; subs: Set<Subscription> }>();
 /** channels with native (iodine) WebSocket subscribers, and who they are */
 const nativeSubs = new Map<string, Set<NativeTopics>>();
-/** native channels published to since the last outgoing-limit check (see `checkOutgoing`) */
-let toCheck = new Set<string>();
-let checkQueued = false;
+/** checks the native subscribers of what was published, once per burst (outgoing.ts) */
+const outgoing = new OutgoingCheck((channel) => nativeSubs.get(channel));
 /**
  * Each listening server with its own (unwrapped) `publish`, whether a Bun-native app runs on it, and
  * the size from which a message goes compressed to its permessage-deflate sockets.
@@ -132,7 +130,7 @@ export function deliverLocal(channel: string, message: Message, covered?: Server
     if (server === covered) continue;
     if (natives !== undefined || (bunApp && server.subscriberCount(channel) > 0)) sent = Math.max(sent, own(channel, message, size >= compressFrom));
   }
-  if (natives !== undefined) watchOutgoing(channel);
+  if (natives !== undefined) outgoing.watch(channel);
   const subs = exact.get(channel);
   if (subs !== undefined) {
     for (const s of subs) safely(s, channel, message);
@@ -337,31 +335,6 @@ function dropConnectionSub(conn: Connection & { readonly subscriptions: Map<stri
   if (set?.size === 0) nativeSubs.delete(sub.key);
   (conn as unknown as NativeTopics).nativeUnsubscribe(sub.key);
   touch(sub.key);
-}
-
-/**
- * SPEC §5 wants a subscriber past its outgoing limit closed and logged. Bun's native fan-out runs in
- * C++: past backpressureLimit it drops the message and (closeOnBackpressureLimit) ends the socket on
- * a later loop turn, where the close handler sees 1006 and an empty buffer, as for a client that
- * vanished, and nothing is logged. So once per burst of native publishes (a microtask: before that
- * close), the subscribers of the channels published to are checked: one getBufferedAmount() each.
- */
-function watchOutgoing(channel: string): void {
-  toCheck.add(channel);
-  if (checkQueued) return;
-  checkQueued = true;
-  queueMicrotask(checkOutgoing);
-}
-
-function checkOutgoing(): void {
-  checkQueued = false;
-  const channels = toCheck;
-  toCheck = new Set();
-  // A close may run onClose, which may subscribe or publish: Sets tolerate that during iteration.
-  for (const channel of channels) {
-    const set = nativeSubs.get(channel);
-    if (set !== undefined) for (const conn of set) conn.checkOutgoing(channel);
-  }
 }
 
 function add(sub: Subscription): void {
