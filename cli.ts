@@ -6,9 +6,20 @@ import { loadApp, defaultAppPath } from "./src/cli/load-app.ts";
 import { readArgv, usage } from "./src/cli/options.ts";
 import { leaveWhenOrphaned, relaunchForHeaderLimit } from "./src/cli/relaunch.ts";
 import { readConfig, resolveSettings } from "./src/cli/settings.ts";
-import { checkPublicFolder, redisEngine, tlsFor, tlsForWorkers, writePid } from "./src/cli/setup.ts";
+import {
+  checkPublicFolder,
+  redisEngine,
+  tlsFor,
+  tlsForWorkers,
+  writePid,
+} from "./src/cli/setup.ts";
 import { Supervisor } from "./src/cluster/supervisor.ts";
-import { enterWorker, isWorkerProcess, reportStartFailure, startWorker } from "./src/cluster/worker.ts";
+import {
+  enterWorker,
+  isWorkerProcess,
+  reportStartFailure,
+  startWorker,
+} from "./src/cluster/worker.ts";
 import { CliError, ListenError, StartError } from "./src/errors.ts";
 import { driveFromCli, listenerCount, startAll } from "./src/lifecycle.ts";
 import { log, setVerbosity, withCauseStack } from "./src/log.ts";
@@ -19,7 +30,8 @@ import pkg from "./package.json" with { type: "json" };
 async function main(argv: string[]): Promise<void> {
   const cli = readArgv(argv);
   if (cli.values.get("help") === true) return void process.stdout.write(await usage(pkg.version));
-  if (cli.values.get("version") === true) return void process.stdout.write(`iodine ${pkg.version} (bun ${Bun.version})\n`);
+  if (cli.values.get("version") === true)
+    return void process.stdout.write(`iodine ${pkg.version} (bun ${Bun.version})\n`);
 
   const settings = resolveSettings(cli, readConfig(cli), process.env);
   if (relaunchForHeaderLimit(settings.maxHeader)) return;
@@ -40,7 +52,8 @@ async function main(argv: string[]): Promise<void> {
   const placement = worker ? enterWorker() : cluster ? CLUSTER_MASTER : SINGLE_PROCESS;
   driveFromCli(settings, tls, placement);
   // Every process makes the engine (the app may replace it); only the master, or a single process, connects it.
-  if (settings.redis !== undefined) setDefaultEngine(redisEngine(settings.redis, settings.redisPing));
+  if (settings.redis !== undefined)
+    setDefaultEngine(redisEngine(settings.redis, settings.redisPing));
   await loadApp(appFile);
   if (worker) return startWorker(placement, settings.threads);
   writePid(settings.pid);
@@ -48,7 +61,9 @@ async function main(argv: string[]): Promise<void> {
   if (listenerCount() === 0) {
     // A client script (timers, clients, pub/sub, no listener): N copies would each connect and act
     // on their own, so it runs once, as the single process it would be with -w 1.
-    log.warn(`${appFile} opens no listener: it runs as one process (--workers and --threads apply to listeners)`);
+    log.warn(
+      `${appFile} opens no listener: it runs as one process (--workers and --threads apply to listeners)`,
+    );
     return startAll(SINGLE_PROCESS);
   }
   await new Supervisor(settings, tlsForWorkers(settings, tls)).start();
@@ -58,8 +73,11 @@ leaveWhenOrphaned();
 
 main(process.argv.slice(2)).catch((err: unknown) => {
   // What the user can fix is one line and exit code 2; anything else is a bug, shown with its stack.
-  const fixable = err instanceof CliError || err instanceof StartError || err instanceof ListenError;
-  const text = fixable ? withCauseStack(err.message, err.cause) : `failed to start: ${(err as Error)?.stack ?? String(err)}`;
+  const fixable =
+    err instanceof CliError || err instanceof StartError || err instanceof ListenError;
+  const text = fixable
+    ? withCauseStack(err.message, err.cause)
+    : `failed to start: ${(err as Error)?.stack ?? String(err)}`;
   const code = fixable ? 2 : 1;
   // A cluster worker tells its master, which says it once for every worker.
   if (reportStartFailure(text, code)) return;

@@ -13,7 +13,9 @@ const server = Bun.serve({
     "/api/hello/:name": (req) => Response.json({ hello: req.params.name }),
     "/room": (req, server) => {
       const name = new URL(req.url).searchParams.get("name") ?? "guest";
-      return server.upgrade(req, { data: { name } }) ? undefined : new Response("a WebSocket request, please", { status: 400 });
+      return server.upgrade(req, { data: { name } })
+        ? undefined
+        : new Response("a WebSocket request, please", { status: 400 });
     },
     "/say": {
       POST: async (req, server) => {

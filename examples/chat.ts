@@ -40,15 +40,20 @@ if (Iodine.isMaster) {
 
 /** A display name from the query string: short, printable, never empty. */
 function nameOf(url: URL): string {
-  const raw = (url.searchParams.get("name") ?? "").replace(/[^\p{L}\p{N} _.-]/gu, "").trim().slice(0, 24);
+  const raw = (url.searchParams.get("name") ?? "")
+    .replace(/[^\p{L}\p{N} _.-]/gu, "")
+    .trim()
+    .slice(0, 24);
   return raw || "guest";
 }
 
 export default {
   fetch(req: Request): Response {
     const url = new URL(req.url);
-    if (url.pathname === "/chat" && Iodine.upgradeKind(req)) return Iodine.upgrade(req, new Chatter(nameOf(url)));
-    if (url.pathname === "/") return new Response(page, { headers: { "content-type": "text/html;charset=utf-8" } });
+    if (url.pathname === "/chat" && Iodine.upgradeKind(req))
+      return Iodine.upgrade(req, new Chatter(nameOf(url)));
+    if (url.pathname === "/")
+      return new Response(page, { headers: { "content-type": "text/html;charset=utf-8" } });
     return new Response("Not found", { status: 404 });
   },
 };

@@ -28,9 +28,10 @@ class HttpPeers implements PubSubEngine {
   publish(channel: string, message: Message) {
     // A real engine would batch, retry and only send what the peers want; this one just forwards.
     for (const peer of this.peers) {
-      fetch(`${peer}/engine?ch=${encodeURIComponent(channel)}`, { method: "POST", body: message }).catch((err: Error) =>
-        console.error(`engine: ${peer} unreachable (${err.message})`),
-      );
+      fetch(`${peer}/engine?ch=${encodeURIComponent(channel)}`, {
+        method: "POST",
+        body: message,
+      }).catch((err: Error) => console.error(`engine: ${peer} unreachable (${err.message})`));
     }
   }
 }

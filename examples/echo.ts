@@ -25,7 +25,11 @@ class Echo implements Handler {
   onMessage(client: Connection, data: Uint8Array | string) {
     this.#letGo?.stop();
     // Only the start of a message can be "bye": no need to scan a large chunk.
-    if (typeof data !== "string" && data.byteLength <= 5 && BYE.test(new TextDecoder().decode(data))) {
+    if (
+      typeof data !== "string" &&
+      data.byteLength <= 5 &&
+      BYE.test(new TextDecoder().decode(data))
+    ) {
       client.write("Goodbye.\r\n");
       client.close();
       return;

@@ -15,7 +15,11 @@ const RESULTS = join(ROOT, "bench", "RESULTS.md");
 /** Each generated block: its name in the `<!-- NAME:begin -->` / `<!-- NAME:end -->` markers, and its text. */
 export function generatedBlocks(): Record<string, string> {
   const results = readFileSync(RESULTS, "utf8");
-  return { options: markdownOptionTable(), bench: benchTables(results), startup: startupTable(results) };
+  return {
+    options: markdownOptionTable(),
+    bench: benchTables(results),
+    startup: startupTable(results),
+  };
 }
 
 /**
@@ -24,11 +28,14 @@ export function generatedBlocks(): Record<string, string> {
  * Bun.serve script), then when, on which Bun and where they were measured.
  */
 export function startupTable(results: string): string {
-  const row = /^\| startup \| start-up, (.+?) \(lower is better\)<br><sub>spawn → first answered request: ([\d.]+) ms vs ([\d.]+) ms for a bare Bun\.serve script<\/sub> \| ([\d.]+) \|/gm;
+  const row =
+    /^\| startup \| start-up, (.+?) \(lower is better\)<br><sub>spawn → first answered request: ([\d.]+) ms vs ([\d.]+) ms for a bare Bun\.serve script<\/sub> \| ([\d.]+) \|/gm;
   const rows = [...results.matchAll(row)];
   if (rows.length === 0) throw new Error("bench/RESULTS.md has no start-up rows");
-  const fact = (name: string) => new RegExp(`^- \\*\\*${name}:\\*\\* (.+)$`, "m").exec(results)?.[1] ?? "?";
-  const command = (way: string) => `\`${way.replace(/^executable/, "dist/iodine")} examples/hello.ts\``;
+  const fact = (name: string) =>
+    new RegExp(`^- \\*\\*${name}:\\*\\* (.+)$`, "m").exec(results)?.[1] ?? "?";
+  const command = (way: string) =>
+    `\`${way.replace(/^executable/, "dist/iodine")} examples/hello.ts\``;
   return [
     `| started as (\`dist/iodine\`: the executable) | first answered request | ÷ a bare \`Bun.serve\` script (${rows[0]![3]} ms) |`,
     "|---|--:|--:|",
@@ -45,7 +52,8 @@ export function startupTable(results: string): string {
 export function benchTables(results: string): string {
   const facts = results.split("\n").filter((line) => /^- \*\*(Date|Machine|Bun):\*\*/.test(line));
   const chart = results.indexOf("![ratios](ratios.svg)");
-  if (facts.length !== 3 || chart === -1) throw new Error("bench/RESULTS.md lacks its date, machine, Bun lines or its chart");
+  if (facts.length !== 3 || chart === -1)
+    throw new Error("bench/RESULTS.md lacks its date, machine, Bun lines or its chart");
   const rest = results
     .slice(chart)
     .replace("![ratios](ratios.svg)", "![ratios](bench/ratios.svg)")
@@ -55,7 +63,8 @@ export function benchTables(results: string): string {
 }
 
 /** A block: its begin marker, its text and its end marker, as three groups. */
-const blockPattern = (name: string) => new RegExp(`(<!-- ${name}:begin[^>]*-->\\n)([\\s\\S]*?)(\\n<!-- ${name}:end -->)`);
+const blockPattern = (name: string) =>
+  new RegExp(`(<!-- ${name}:begin[^>]*-->\\n)([\\s\\S]*?)(\\n<!-- ${name}:end -->)`);
 
 /** The text between a block's markers, or undefined when the README lacks them. */
 export function blockOf(readme: string, name: string): string | undefined {
@@ -66,8 +75,12 @@ export function blockOf(readme: string, name: string): string | undefined {
 export function regenerate(readme: string): string {
   let out = readme;
   for (const [name, text] of Object.entries(generatedBlocks())) {
-    if (blockOf(out, name) === undefined) throw new Error(`README.md has no <!-- ${name}:begin --> … <!-- ${name}:end --> block`);
-    out = out.replace(blockPattern(name), (_m, begin: string, _old: string, end: string) => begin + text + end);
+    if (blockOf(out, name) === undefined)
+      throw new Error(`README.md has no <!-- ${name}:begin --> … <!-- ${name}:end --> block`);
+    out = out.replace(
+      blockPattern(name),
+      (_m, begin: string, _old: string, end: string) => begin + text + end,
+    );
   }
   return out;
 }

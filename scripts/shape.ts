@@ -46,12 +46,18 @@ function blocks(text: string): { head: string; from: number; to: number }[] {
       i = end + 1;
       continue;
     }
-    if (c === '"' || c === "'" || c === "`" || (c === "/" && /[(,=:[!&|?{};+\-*%<>~^]|^$|return$/.test(last))) {
+    if (
+      c === '"' ||
+      c === "'" ||
+      c === "`" ||
+      (c === "/" && /[(,=:[!&|?{};+\-*%<>~^]|^$|return$/.test(last))
+    ) {
       // A string, a template literal (its ${…} parts are skipped whole: good enough here) or a regex.
       for (i++; i < text.length && text[i] !== c; i++) {
         if (text[i] === "\\") i++;
         else if (text[i] === "\n") line++;
-        else if (c === "/" && text[i] === "[") while (i < text.length && text[i] !== "]") i += text[i] === "\\" ? 2 : 1;
+        else if (c === "/" && text[i] === "[")
+          while (i < text.length && text[i] !== "]") i += text[i] === "\\" ? 2 : 1;
       }
       last = "a";
       continue;
@@ -63,7 +69,11 @@ function blocks(text: string): { head: string; from: number; to: number }[] {
       if (b) out.push({ ...b, to: line });
     }
     if (c === "{" || c === "}" || c === ";") stmtStart = i + 1;
-    last = /\w/.test(c) ? (text.slice(Math.max(0, i - 5), i + 1).endsWith("return") ? "return" : "a") : c;
+    last = /\w/.test(c)
+      ? text.slice(Math.max(0, i - 5), i + 1).endsWith("return")
+        ? "return"
+        : "a"
+      : c;
   }
   return out;
 }
@@ -80,7 +90,8 @@ function headOf(raw: string): string {
 
 const FUNCTION_HEAD =
   /(\bfunction\b[^(]*\(.*\)|=>|^(async\s+|static\s+|get\s+|set\s+|private\s+|protected\s+|public\s+|override\s+|#)*[\w$#]+\s*(<.*>)?\(.*\))(\s*:\s*[^=]+?)?\s*$/;
-const NOT_A_FUNCTION = /^(if|for|while|switch|catch|else|do|try|return)\b|^\}?\s*(else|catch|finally)\b/;
+const NOT_A_FUNCTION =
+  /^(if|for|while|switch|catch|else|do|try|return)\b|^\}?\s*(else|catch|finally)\b/;
 
 const files = sources(SRC);
 const long: string[] = [];
@@ -100,10 +111,15 @@ for (const file of files) {
 const transpiler = new Bun.Transpiler({ loader: "ts" });
 const graph = new Map<string, string[]>();
 for (const file of files) {
-  const imports = transpiler.scanImports(readFileSync(file, "utf8").replace(/^import type /gm, "import "));
+  const imports = transpiler.scanImports(
+    readFileSync(file, "utf8").replace(/^import type /gm, "import "),
+  );
   graph.set(
     file,
-    imports.filter((i) => i.path.startsWith(".")).map((i) => resolve(dirname(file), i.path)).filter((p) => graph.has(p) || files.includes(p)),
+    imports
+      .filter((i) => i.path.startsWith("."))
+      .map((i) => resolve(dirname(file), i.path))
+      .filter((p) => graph.has(p) || files.includes(p)),
   );
 }
 const circles: string[] = [];
@@ -114,7 +130,9 @@ function walk(file: string): void {
   stack.push(file);
   for (const next of graph.get(file) ?? []) {
     if (state.get(next) === "open") {
-      circles.push([...stack.slice(stack.indexOf(next)), next].map((f) => relative(SRC, f)).join(" → "));
+      circles.push(
+        [...stack.slice(stack.indexOf(next)), next].map((f) => relative(SRC, f)).join(" → "),
+      );
     } else if (!state.has(next)) walk(next);
   }
   stack.pop();
@@ -122,12 +140,17 @@ function walk(file: string): void {
 }
 for (const file of files) if (!state.has(file)) walk(file);
 
-const longFunctions = functions.filter((f) => f.lines > MAX_FUNCTION).sort((a, b) => b.lines - a.lines);
+const longFunctions = functions
+  .filter((f) => f.lines > MAX_FUNCTION)
+  .sort((a, b) => b.lines - a.lines);
 console.log(`${files.length} files in src/`);
 console.log(`files over ${MAX_FILE} lines: ${long.length ? `\n  ${long.join("\n  ")}` : "none"}`);
-console.log(`functions over ${MAX_FUNCTION} lines: ${longFunctions.length ? `\n  ${longFunctions.map((f) => `${f.lines} ${f.where}`).join("\n  ")}` : "none"}`);
+console.log(
+  `functions over ${MAX_FUNCTION} lines: ${longFunctions.length ? `\n  ${longFunctions.map((f) => `${f.lines} ${f.where}`).join("\n  ")}` : "none"}`,
+);
 console.log(`import circles: ${circles.length ? `\n  ${circles.join("\n  ")}` : "none"}`);
 if (process.argv.includes("--list")) {
-  for (const f of functions.sort((a, b) => b.lines - a.lines)) console.log(`${String(f.lines).padStart(5)} ${f.where}`);
+  for (const f of functions.sort((a, b) => b.lines - a.lines))
+    console.log(`${String(f.lines).padStart(5)} ${f.where}`);
 }
 process.exit(long.length + longFunctions.length + circles.length > 0 ? 1 : 0);

@@ -41,7 +41,8 @@ export interface ServeExtras {
 function elysiaWithoutServer(obj: Record<string, unknown>): string | undefined {
   const routes = obj.routes;
   if (typeof obj.listen !== "function" || !Array.isArray(routes)) return undefined;
-  if (!routes.some((r: unknown) => (r as { method?: unknown } | null)?.method === "WS")) return undefined;
+  if (!routes.some((r: unknown) => (r as { method?: unknown } | null)?.method === "WS"))
+    return undefined;
   return (
     "this Elysia app has .ws() routes, which need the server its app.listen() makes: call app.listen(port) " +
     "in the app file instead of exporting the app (iodine then serves it on every worker, WebSockets included)"
@@ -86,7 +87,9 @@ function normalise(exp: unknown): LoadedApp | undefined {
   if (obj.port !== undefined) {
     const port = Number(obj.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
-      throw new CliError(`the app's exported port must be an integer 0–65535, got "${String(obj.port)}"`);
+      throw new CliError(
+        `the app's exported port must be an integer 0–65535, got "${String(obj.port)}"`,
+      );
     }
     app.port = port;
   }
@@ -98,10 +101,14 @@ const notFound: FetchHandler = () => new Response("Not Found", { status: 404 });
 
 /** The Bun.serve options of a plain-object export, checked as Bun.serve would (bad ones: exit 2). */
 function serveExtras(obj: Record<string, unknown>): ServeExtras {
-  const bad = (name: string, what: string) => new CliError(`the app's exported ${name} must be ${what}, got ${JSON.stringify(obj[name]) ?? typeof obj[name]}`);
+  const bad = (name: string, what: string) =>
+    new CliError(
+      `the app's exported ${name} must be ${what}, got ${JSON.stringify(obj[name]) ?? typeof obj[name]}`,
+    );
   const out: ServeExtras = { extra: {}, notes: [] };
   if (obj.routes !== undefined) {
-    if (obj.routes === null || typeof obj.routes !== "object" || Array.isArray(obj.routes)) throw bad("routes", "an object of path → route");
+    if (obj.routes === null || typeof obj.routes !== "object" || Array.isArray(obj.routes))
+      throw bad("routes", "an object of path → route");
     out.routes = obj.routes as Record<string, unknown>;
   }
   if (obj.error !== undefined) {
@@ -115,19 +122,22 @@ function serveExtras(obj: Record<string, unknown>): ServeExtras {
   if (obj.tls !== undefined && obj.tls !== null && obj.tls !== false) out.tls = obj.tls;
   if (obj.maxRequestBodySize !== undefined) {
     const n = obj.maxRequestBodySize;
-    if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 1) throw bad("maxRequestBodySize", "a number of bytes ≥ 1");
+    if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 1)
+      throw bad("maxRequestBodySize", "a number of bytes ≥ 1");
     out.maxRequestBodySize = n;
   }
   if (obj.idleTimeout !== undefined) {
     const n = obj.idleTimeout;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < 0 || n > 255) throw bad("idleTimeout", "seconds, an integer 0–255");
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 0 || n > 255)
+      throw bad("idleTimeout", "seconds, an integer 0–255");
     out.idleTimeout = n;
   }
   if (obj.development !== undefined) out.development = obj.development;
   for (const name of PASSED_ON) if (obj[name] !== undefined) out.extra[name] = obj[name];
   if (obj.reusePort !== undefined) {
-    out.notes.push(`the app's reusePort: ${String(obj.reusePort)} is iodine's to set (a cluster's workers share the port; one process does not)`);
+    out.notes.push(
+      `the app's reusePort: ${String(obj.reusePort)} is iodine's to set (a cluster's workers share the port; one process does not)`,
+    );
   }
   return out;
 }
-

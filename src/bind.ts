@@ -43,9 +43,12 @@ async function reason(a: Address, err: unknown): Promise<string> {
     if (code === "EACCES") return `permission denied (EACCES)`;
   } else {
     if (code === "EADDRINUSE") return `port ${a.port} is already in use (EADDRINUSE)`;
-    if (code === "EADDRNOTAVAIL") return `${a.hostname ?? "0.0.0.0"} is not an address of this host (EADDRNOTAVAIL)`;
+    if (code === "EADDRNOTAVAIL")
+      return `${a.hostname ?? "0.0.0.0"} is not an address of this host (EADDRNOTAVAIL)`;
     if (code === "EACCES") {
-      return a.port < 1024 ? `permission denied (EACCES): ports below 1024 need root or CAP_NET_BIND_SERVICE` : `permission denied (EACCES)`;
+      return a.port < 1024
+        ? `permission denied (EACCES): ports below 1024 need root or CAP_NET_BIND_SERVICE`
+        : `permission denied (EACCES)`;
     }
     // Bun says EINVAL (Bun.serve) or nothing (Bun.listen) for a name getaddrinfo cannot resolve.
     if (a.hostname !== undefined) {
@@ -53,7 +56,8 @@ async function reason(a: Address, err: unknown): Promise<string> {
         () => undefined,
         (lookup: NodeJS.ErrnoException) => String(lookup.code ?? "no address").replace(/^DNS_/, ""),
       );
-      if (unresolved !== undefined) return `"${a.hostname}" is neither an IP address nor a hostname that resolves (${unresolved})`;
+      if (unresolved !== undefined)
+        return `"${a.hostname}" is neither an IP address nor a hostname that resolves (${unresolved})`;
     }
   }
   const message = String(e?.message ?? err).split("\n")[0] ?? "";

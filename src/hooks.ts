@@ -3,8 +3,17 @@
 import { logException } from "./log.ts";
 
 const STATE_EVENTS = [
-  "pre_start", "before_fork", "after_fork", "enter_child", "enter_master", "on_start",
-  "on_idle", "on_finish", "on_parent_crush", "on_child_crush", "start_shutdown",
+  "pre_start",
+  "before_fork",
+  "after_fork",
+  "enter_child",
+  "enter_master",
+  "on_start",
+  "on_idle",
+  "on_finish",
+  "on_parent_crush",
+  "on_child_crush",
+  "start_shutdown",
 ] as const;
 
 /** The lifecycle events of `Iodine.onState`. */
@@ -17,9 +26,12 @@ export const activity = { count: 0 };
 
 export function onState(event: StateEvent, fn: () => unknown): void {
   if (!STATE_EVENTS.includes(event)) {
-    throw new TypeError(`Iodine.onState: unknown event ${JSON.stringify(event)}; one of ${STATE_EVENTS.join(", ")}`);
+    throw new TypeError(
+      `Iodine.onState: unknown event ${JSON.stringify(event)}; one of ${STATE_EVENTS.join(", ")}`,
+    );
   }
-  if (typeof fn !== "function") throw new TypeError(`Iodine.onState: "fn" must be a function, got ${typeof fn}`);
+  if (typeof fn !== "function")
+    throw new TypeError(`Iodine.onState: "fn" must be a function, got ${typeof fn}`);
   let list = hooks.get(event);
   if (!list) hooks.set(event, (list = []));
   list.push(fn);

@@ -2,7 +2,14 @@
 import pkg from "../package.json" with { type: "json" };
 import { connect, type ConnectOptions } from "./connections/client.ts";
 import { defineHandler } from "./connections/handler.ts";
-import { CLUSTER, defaultEngine, PROCESS, setDefaultEngine, type PubSubEngine, type PubSubScope } from "./pubsub/engine-api.ts";
+import {
+  CLUSTER,
+  defaultEngine,
+  PROCESS,
+  setDefaultEngine,
+  type PubSubEngine,
+  type PubSubScope,
+} from "./pubsub/engine-api.ts";
 import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/registry.ts";
 import { RedisEngine } from "./pubsub/redis.ts";
 import { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
@@ -11,7 +18,13 @@ import { addListener, noteScriptUse, placement, requestStart, stopAll } from "./
 import { run, runAfter, runEvery } from "./timers.ts";
 import { Mustache } from "./mustache.ts";
 import { TLS } from "./tls.ts";
-import type { Connection, ListenOptions, Message, SubscribeCallback, SubscribeOptions } from "./types.ts";
+import type {
+  Connection,
+  ListenOptions,
+  Message,
+  SubscribeCallback,
+  SubscribeOptions,
+} from "./types.ts";
 import { upgrade, upgradeKind } from "./connections/upgrade.ts";
 
 /**
@@ -64,7 +77,11 @@ export const Iodine = {
    * Subscribes the process: `callback(channel, message)` for each message (SPEC §5). Resolves once
    * the subscription is in effect everywhere (every worker, and Redis with an engine).
    */
-  subscribe(channel: string, options: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): Promise<void> {
+  subscribe(
+    channel: string,
+    options: SubscribeOptions | SubscribeCallback,
+    callback?: SubscribeCallback,
+  ): Promise<void> {
     if (typeof options === "function") return subscribeProcess(channel, undefined, options);
     return subscribeProcess(channel, options, callback!);
   },
@@ -140,7 +157,14 @@ export type { PubSubEngine, PubSubScope } from "./pubsub/engine-api.ts";
 export type { RedisEngine, RedisEngineOptions } from "./pubsub/redis.ts";
 export type { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 // Options.
-export type { HandlerFactory, HttpListenOptions, ListenOptions, RawListenOptions, TLSOptions, TLSSettings } from "./types.ts";
+export type {
+  HandlerFactory,
+  HttpListenOptions,
+  ListenOptions,
+  RawListenOptions,
+  TLSOptions,
+  TLSSettings,
+} from "./types.ts";
 export type { TLS } from "./tls.ts";
 export type { Mustache, MustacheOptions, MustacheRenderOptions } from "./mustache.ts";
 export type { RawConnection } from "./connections/raw.ts";

@@ -7,7 +7,15 @@ import { closedCallbacksDone, openConnections } from "./connections/connection.t
 import { IodineError } from "./errors.ts";
 import { fireState, stopIdleWatch, watchIdle } from "./hooks.ts";
 import { CALLBACKS_MS, DEFAULTS, HANDOVER_MS, PORT_VARIABLES, SAME_STOP_MS } from "./limits.ts";
-import { bindListener, checkListenOptions, plannedAddress as planned, removeStaleSocket, type BindContext, type Bound, type ListenDefaults } from "./listeners.ts";
+import {
+  bindListener,
+  checkListenOptions,
+  plannedAddress as planned,
+  removeStaleSocket,
+  type BindContext,
+  type Bound,
+  type ListenDefaults,
+} from "./listeners.ts";
 import { flushAccessLog, log, logException } from "./log.ts";
 import { SINGLE_PROCESS, type Placement } from "./placement.ts";
 import { driveEngineHere } from "./pubsub/single.ts";
@@ -29,7 +37,13 @@ const envPort = ((v) => (/^\d+$/.test(v) && Number(v) <= 65535 ? Number(v) : und
 );
 const SCRIPT_DEFAULTS: ListenDefaults = {
   ...DEFAULTS,
-  port: envPort, hostname: undefined, unix: undefined, www: undefined, verbose: false, warmup: false, given: new Set(),
+  port: envPort,
+  hostname: undefined,
+  unix: undefined,
+  www: undefined,
+  verbose: false,
+  warmup: false,
+  given: new Set(),
 };
 /** the defaults, the command line's TLS and where this process runs: script mode's until the CLI hands in its own */
 let context: BindContext = { defaults: SCRIPT_DEFAULTS, tls: undefined, placement: SINGLE_PROCESS };
@@ -64,7 +78,11 @@ export function beforeExit(fn: () => Promise<void>): void {
  * Called by the CLI before it imports the app, with its settings (by reference), its TLS and where
  * this process runs: `Iodine.start()` in the module then waits for the CLI.
  */
-export function driveFromCli(defaults: ListenDefaults, tls: TLSOptions | undefined, placement: Placement): void {
+export function driveFromCli(
+  defaults: ListenDefaults,
+  tls: TLSOptions | undefined,
+  placement: Placement,
+): void {
   cliDriven = true;
   context = { defaults, tls, placement };
 }
@@ -75,7 +93,11 @@ export function placement(): Placement {
 }
 
 export function addListener(o: ListenOptions): void {
-  if (state !== "idle") throw new IodineError("ELISTEN_LATE", "Iodine.listen: the server is already running; call listen before start");
+  if (state !== "idle")
+    throw new IodineError(
+      "ELISTEN_LATE",
+      "Iodine.listen: the server is already running; call listen before start",
+    );
   checkListenOptions(o);
   listeners.push(o);
 }
@@ -152,7 +174,9 @@ export async function startAll(runAs?: Placement): Promise<void> {
     // Timers, clients and pub/sub run until Iodine.stop() or a signal, as `Iodine.start` does in
     // iodine's client scripts, even when none of them holds the loop open by itself.
     keepAlive = setInterval(() => {}, 1 << 30);
-    log.info("running with no listener (timers, clients, pub/sub) until Iodine.stop(), SIGINT or SIGTERM");
+    log.info(
+      "running with no listener (timers, clients, pub/sub) until Iodine.stop(), SIGINT or SIGTERM",
+    );
   }
   watchIdle();
   await fireState("on_start");
@@ -176,8 +200,12 @@ export async function stopAll(mode: StopMode = "stop"): Promise<void> {
   keepAlive = undefined;
   await drain(others);
   // What the closed connections' callbacks still do (an async onClose publishing "ann left").
-  const settled = await Promise.race([closedCallbacksDone().then(() => true), Bun.sleep(CALLBACKS_MS).then(() => false)]);
-  if (!settled) log.warn(`stop: connection callbacks still running after ${CALLBACKS_MS} ms; leaving them`);
+  const settled = await Promise.race([
+    closedCallbacksDone().then(() => true),
+    Bun.sleep(CALLBACKS_MS).then(() => false),
+  ]);
+  if (!settled)
+    log.warn(`stop: connection callbacks still running after ${CALLBACKS_MS} ms; leaving them`);
   for (const fn of lastOnStop) await fn();
   for (const p of unixPaths) removeStaleSocket(p);
   await stopEngine?.();
@@ -191,7 +219,11 @@ async function drain(others: Promise<void>[]): Promise<void> {
   // Bun's server.stop() does not resolve while WebSockets stay open: tell them, then close them.
   for (const c of [...openConnections]) c.shutdown();
   for (const ws of [...nativeSockets]) ws.close(1001, "server going away");
-  const drained = Promise.all([...servers.map((s) => s.stop(false)), ...rawListeners.map((l) => l.stop()), ...others]);
+  const drained = Promise.all([
+    ...servers.map((s) => s.stop(false)),
+    ...rawListeners.map((l) => l.stop()),
+    ...others,
+  ]);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), DEFAULTS.drainMs)));
   if ((await Promise.race([drained, late])) === "late") {
@@ -224,7 +256,8 @@ const stops = new StopRequests();
 export function exitGracefully(why: string, mode: StopMode = "stop"): void {
   if (mode === "handover" && stops.taken) return; // a stop is under way already
   const kind = stops.take();
-  if (kind === "repeat") return log.debug(`${why}: already stopping (the same Ctrl-C, passed on again)`);
+  if (kind === "repeat")
+    return log.debug(`${why}: already stopping (the same Ctrl-C, passed on again)`);
   if (kind === "now") {
     log.warn(`${why} again: stopping at once`);
     flushAccessLog();
@@ -258,5 +291,7 @@ function installSignals(placement: Placement): void {
   process.on("SIGINT", () => onStop("SIGINT"));
   process.on("SIGTERM", () => onStop("SIGTERM"));
   // Without a listener SIGUSR1 would kill the process (Bun's default).
-  process.on("SIGUSR1", () => log.warn("SIGUSR1: hot restart needs cluster mode (--workers > 1); ignored"));
+  process.on("SIGUSR1", () =>
+    log.warn("SIGUSR1: hot restart needs cluster mode (--workers > 1); ignored"),
+  );
 }

@@ -85,10 +85,13 @@ export function startClock(): void {
   clockStarted = true;
   tick();
   // Align to the next second boundary so the string flips when the second does.
-  setTimeout(() => {
-    tick();
-    setInterval(tick, 1000).unref();
-  }, 1000 - (Date.now() % 1000)).unref();
+  setTimeout(
+    () => {
+      tick();
+      setInterval(tick, 1000).unref();
+    },
+    1000 - (Date.now() % 1000),
+  ).unref();
 }
 
 // --- access log ---
@@ -115,8 +118,22 @@ export function accessLog(
   const cs = Math.round(ms * 100);
   const frac = cs % 100;
   pending +=
-    ip + " - - " + clock.common + ' "' + method + " " + target + ' HTTP/1.1" ' + status + " " +
-    bytes + " " + ((cs - frac) / 100) + (frac < 10 ? ".0" : ".") + frac + "ms\n";
+    ip +
+    " - - " +
+    clock.common +
+    ' "' +
+    method +
+    " " +
+    target +
+    ' HTTP/1.1" ' +
+    status +
+    " " +
+    bytes +
+    " " +
+    (cs - frac) / 100 +
+    (frac < 10 ? ".0" : ".") +
+    frac +
+    "ms\n";
   if (pending.length >= FLUSH_BYTES) flushAccessLog();
   else if (flushTimer === undefined) flushTimer = setTimeout(flushAccessLog, FLUSH_MS);
 }

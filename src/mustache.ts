@@ -99,7 +99,12 @@ export class Mustache {
 
   /** Renders the template with `data`; `{{x}}` is HTML-escaped, `{{{x}}}` and `{{&x}}` are not. */
   render(data: object = {}): string {
-    return this.#writer.renderTokens(this.#tokens as string[][], new SpecContext(data) as unknown as Context, this.#root, this.#text);
+    return this.#writer.renderTokens(
+      this.#tokens as string[][],
+      new SpecContext(data) as unknown as Context,
+      this.#root,
+      this.#text,
+    );
   }
 
   /**
@@ -167,7 +172,11 @@ export class Mustache {
   #resolve(name: string, dirs: string[], here: Scope): Partial | undefined {
     if (this.#map && Object.hasOwn(this.#map, name)) {
       let source = this.#mapSources.get(name);
-      if (!source) this.#mapSources.set(name, (source = { path: name, text: this.#map[name]!, parsed: new Map() }));
+      if (!source)
+        this.#mapSources.set(
+          name,
+          (source = { path: name, text: this.#map[name]!, parsed: new Map() }),
+        );
       return { source, scope: here };
     }
     if (name === "") return undefined;
@@ -175,7 +184,10 @@ export class Mustache {
       const source = this.#findFile(join(dir, name));
       if (!source) continue;
       const at = dirname(source.path);
-      return { source, scope: at === dirs[0] ? here : this.#scope([at, ...dirs.filter((d) => d !== at)]) };
+      return {
+        source,
+        scope: at === dirs[0] ? here : this.#scope([at, ...dirs.filter((d) => d !== at)]),
+      };
     }
     return undefined;
   }
@@ -231,7 +243,8 @@ class PartialWriter extends mustache.Writer {
     partials?: PartialsOrLookupFn,
     config?: OpeningAndClosingTags | RenderOptions,
   ): string {
-    if (typeof partials !== "function" || !("enter" in partials)) return super.renderPartial(token, context, partials, config);
+    if (typeof partials !== "function" || !("enter" in partials))
+      return super.renderPartial(token, context, partials, config);
     const partial = (partials as Scope).enter(token[1]!);
     if (!partial) return "";
     const [, , , , indentation, tagIndex, lineHasNonSpace] = token as unknown as PartialToken;
@@ -240,11 +253,18 @@ class PartialWriter extends mustache.Writer {
     const { source } = partial;
     let parsed = source.parsed.get(key);
     if (!parsed) {
-      const text = key === "" ? source.text : this.indentPartial(source.text, indentation, lineHasNonSpace);
+      const text =
+        key === "" ? source.text : this.indentPartial(source.text, indentation, lineHasNonSpace);
       parsed = { text, tokens: parse(this, text, source.path) };
       source.parsed.set(key, parsed);
     }
-    return this.renderTokens(parsed.tokens as string[][], context, partial.scope, parsed.text, config as RenderOptions);
+    return this.renderTokens(
+      parsed.tokens as string[][],
+      context,
+      partial.scope,
+      parsed.text,
+      config as RenderOptions,
+    );
   }
 }
 
@@ -296,7 +316,8 @@ class SpecContext {
 }
 Object.setPrototypeOf(SpecContext.prototype, mustache.Context.prototype);
 
-const hasProperty = (view: unknown, name: string) => typeof view === "object" && view !== null && name in view;
+const hasProperty = (view: unknown, name: string) =>
+  typeof view === "object" && view !== null && name in view;
 
 /** Parses with the default delimiters; a syntax error names the template it is in. */
 function parse(writer: Writer, text: string, name: string): Tokens {
@@ -304,7 +325,9 @@ function parse(writer: Writer, text: string, name: string): Tokens {
     return writer.parse(text, ["{{", "}}"]) as Tokens;
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
-    throw new IodineError("EMUSTACHE_PARSE", `Iodine.Mustache: cannot parse "${name}": ${why}`, { cause: err });
+    throw new IodineError("EMUSTACHE_PARSE", `Iodine.Mustache: cannot parse "${name}": ${why}`, {
+      cause: err,
+    });
   }
 }
 
@@ -313,7 +336,9 @@ function read(path: string): string {
     return readFileSync(path, "utf8");
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
-    throw new IodineError("EMUSTACHE_FILE", `Iodine.Mustache: cannot read "${path}": ${why}`, { cause: err });
+    throw new IodineError("EMUSTACHE_FILE", `Iodine.Mustache: cannot read "${path}": ${why}`, {
+      cause: err,
+    });
   }
 }
 
@@ -336,22 +361,32 @@ const oneOffs = new (class extends Map<string, Mustache> {
 
 function checkOptions(options: MustacheOptions, where: string): MustacheOptions {
   if (typeof options !== "object" || options === null) {
-    throw new TypeError(`${where}: expected an options object ({ file } or { template }), got ${describe(options)}`);
+    throw new TypeError(
+      `${where}: expected an options object ({ file } or { template }), got ${describe(options)}`,
+    );
   }
   const { file, template, partials } = options;
   if (file === undefined && template === undefined) {
-    throw new TypeError(`${where}: pass "file" (a template path) or "template" (the template text); got neither`);
+    throw new TypeError(
+      `${where}: pass "file" (a template path) or "template" (the template text); got neither`,
+    );
   }
-  if (file !== undefined && typeof file !== "string") throw new TypeError(`${where}: "file" must be a string, got ${describe(file)}`);
+  if (file !== undefined && typeof file !== "string")
+    throw new TypeError(`${where}: "file" must be a string, got ${describe(file)}`);
   if (template !== undefined && typeof template !== "string") {
     throw new TypeError(`${where}: "template" must be a string, got ${describe(template)}`);
   }
   if (partials !== undefined) {
     if (typeof partials !== "object" || partials === null) {
-      throw new TypeError(`${where}: "partials" must be an object of name → template text, got ${describe(partials)}`);
+      throw new TypeError(
+        `${where}: "partials" must be an object of name → template text, got ${describe(partials)}`,
+      );
     }
     for (const [name, text] of Object.entries(partials)) {
-      if (typeof text !== "string") throw new TypeError(`${where}: partials["${name}"] must be a string, got ${describe(text)}`);
+      if (typeof text !== "string")
+        throw new TypeError(
+          `${where}: partials["${name}"] must be a string, got ${describe(text)}`,
+        );
     }
   }
   return { file, template, partials };

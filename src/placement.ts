@@ -16,12 +16,33 @@ export interface Placement {
 }
 
 /** One process, master and worker: script mode, `-w 1 -t 1`, or a master whose app opens no listener. */
-export const SINGLE_PROCESS: Placement = Object.freeze({ isMaster: true, isWorker: true, inCluster: false, isThread: false, ports: [] });
+export const SINGLE_PROCESS: Placement = Object.freeze({
+  isMaster: true,
+  isWorker: true,
+  inCluster: false,
+  isThread: false,
+  ports: [],
+});
 
 /** A cluster's master: it loads the app and binds nothing. */
-export const CLUSTER_MASTER: Placement = Object.freeze({ isMaster: true, isWorker: false, inCluster: false, isThread: false, ports: [] });
+export const CLUSTER_MASTER: Placement = Object.freeze({
+  isMaster: true,
+  isWorker: false,
+  inCluster: false,
+  isThread: false,
+  ports: [],
+});
 
 /** A worker of a cluster, or one of its extra threads, on the ports the cluster bound already. */
-export function clusterWorker(ports: readonly (number | undefined)[], isThread: boolean): Placement {
-  return Object.freeze({ isMaster: false, isWorker: true, inCluster: true, isThread, ports: Object.freeze([...ports]) });
+export function clusterWorker(
+  ports: readonly (number | undefined)[],
+  isThread: boolean,
+): Placement {
+  return Object.freeze({
+    isMaster: false,
+    isWorker: true,
+    inCluster: true,
+    isThread,
+    ports: Object.freeze([...ports]),
+  });
 }

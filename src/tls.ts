@@ -51,7 +51,8 @@ function uint(b: Uint8Array): Uint8Array {
 
 function utcTime(d: Date): Uint8Array {
   const p = (n: number) => String(n).padStart(2, "0");
-  const s = `${p(d.getUTCFullYear() % 100)}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}` +
+  const s =
+    `${p(d.getUTCFullYear() % 100)}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}` +
     `${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}Z`;
   return der(0x17, utf8(s));
 }
@@ -83,7 +84,9 @@ export async function selfSigned(commonName = "localhost"): Promise<{ cert: stri
     der(0xa3, seq(seq(oid("2.5.29.17"), der(0x04, san)))),
   );
   // WebCrypto signs as r‖s (IEEE P1363); X.509 wants SEQUENCE { INTEGER r, INTEGER s }.
-  const rs = new Uint8Array(await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, keys.privateKey, tbs));
+  const rs = new Uint8Array(
+    await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, keys.privateKey, tbs),
+  );
   const signature = seq(uint(rs.subarray(0, 32)), uint(rs.subarray(32)));
   const cert = seq(tbs, ecdsaSha256, der(0x03, bytes(0), signature));
   return { cert: pem("CERTIFICATE", cert), key: pem("PRIVATE KEY", pkcs8) };
@@ -95,22 +98,28 @@ export function tlsFromFiles(certFile: string, keyFile: string, passphrase?: str
     try {
       return readFileSync(file, "utf8");
     } catch (err) {
-      throw new CliError(`cannot read the TLS ${what} "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      throw new CliError(
+        `cannot read the TLS ${what} "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      );
     }
   };
   const cert = read(certFile, "certificate");
   const key = read(keyFile, "key");
-  if (!cert.includes("-----BEGIN")) throw new CliError(`the TLS certificate "${certFile}" is not PEM`);
+  if (!cert.includes("-----BEGIN"))
+    throw new CliError(`the TLS certificate "${certFile}" is not PEM`);
   if (!key.includes("-----BEGIN")) throw new CliError(`the TLS key "${keyFile}" is not PEM`);
   // Bun would fail later, in Bun.serve, with an OpenSSL code and a stack: check the pair here.
   // node:crypto is required only on this path: it costs about 5 ms of every start-up otherwise.
-  const { createPrivateKey, X509Certificate } = require("node:crypto") as typeof import("node:crypto");
+  const { createPrivateKey, X509Certificate } =
+    require("node:crypto") as typeof import("node:crypto");
   let privateKey: import("node:crypto").KeyObject;
   try {
     privateKey = createPrivateKey(passphrase === undefined ? key : { key, passphrase });
   } catch (err) {
     const why = /decrypt|passphrase|password/i.test(String((err as Error).message))
-      ? passphrase === undefined ? "it is encrypted: give --tls-pass" : "wrong --tls-pass"
+      ? passphrase === undefined
+        ? "it is encrypted: give --tls-pass"
+        : "wrong --tls-pass"
       : (err as Error).message;
     throw new CliError(`cannot use the TLS key "${keyFile}": ${why}`);
   }
@@ -133,13 +142,23 @@ type Pem = string | BunFile;
 /** PEM text (it must look like PEM) or a `Bun.file` (read by Bun when the listener starts). */
 function checkPem(value: unknown, what: string): Pem {
   if (typeof value === "string") {
-    if (!value.includes("-----BEGIN")) throw new TypeError(`Iodine.TLS: ${what} must be PEM text or a Bun.file, got text without "-----BEGIN"`);
+    if (!value.includes("-----BEGIN"))
+      throw new TypeError(
+        `Iodine.TLS: ${what} must be PEM text or a Bun.file, got text without "-----BEGIN"`,
+      );
     return value;
   }
-  if (value !== null && typeof value === "object" && typeof (value as BunFile).arrayBuffer === "function" && "name" in value) {
+  if (
+    value !== null &&
+    typeof value === "object" &&
+    typeof (value as BunFile).arrayBuffer === "function" &&
+    "name" in value
+  ) {
     return value as BunFile;
   }
-  throw new TypeError(`Iodine.TLS: ${what} must be PEM text or a Bun.file, got ${value === null ? "null" : typeof value}`);
+  throw new TypeError(
+    `Iodine.TLS: ${what} must be PEM text or a Bun.file, got ${value === null ? "null" : typeof value}`,
+  );
 }
 
 /** ALPN protocol names go on the wire as one length-prefixed list (RFC 7301 §3.1). */
@@ -164,10 +183,12 @@ export class TLS implements TLSSettings {
 
   /** The certificate (chain) and key this side presents: PEM text or `Bun.file`s. */
   useCertificate(o: { cert: Pem; key: Pem; pass?: string }): this {
-    if (o === null || typeof o !== "object") throw new TypeError("Iodine.TLS.useCertificate: expected { cert, key, pass? }");
+    if (o === null || typeof o !== "object")
+      throw new TypeError("Iodine.TLS.useCertificate: expected { cert, key, pass? }");
     this.#cert = checkPem(o.cert, "cert");
     this.#key = checkPem(o.key, "key");
-    if (o.pass !== undefined && typeof o.pass !== "string") throw new TypeError(`Iodine.TLS.useCertificate: "pass" must be a string`);
+    if (o.pass !== undefined && typeof o.pass !== "string")
+      throw new TypeError(`Iodine.TLS.useCertificate: "pass" must be a string`);
     this.#pass = o.pass;
     return this;
   }
@@ -190,7 +211,9 @@ export class TLS implements TLSSettings {
   alpn(...protocols: string[]): this {
     for (const p of protocols) {
       if (typeof p !== "string" || p.length === 0 || new TextEncoder().encode(p).length > 255) {
-        throw new TypeError(`Iodine.TLS.alpn: a protocol name must be 1–255 bytes, got ${JSON.stringify(p)}`);
+        throw new TypeError(
+          `Iodine.TLS.alpn: a protocol name must be 1–255 bytes, got ${JSON.stringify(p)}`,
+        );
       }
     }
     this.#alpn = protocols;
@@ -213,13 +236,18 @@ export class TLS implements TLSSettings {
   /** Bun's TLS options for a listener (Bun.serve, Bun.listen). */
   serverOptions(): BunTLSOptions {
     if (this.#cert === undefined || this.#key === undefined) {
-      throw new IodineError("ETLS_NO_CERT", "Iodine.TLS: a listener needs a certificate (useCertificate, or let start make a self-signed one)");
+      throw new IodineError(
+        "ETLS_NO_CERT",
+        "Iodine.TLS: a listener needs a certificate (useCertificate, or let start make a self-signed one)",
+      );
     }
     return {
       cert: this.#cert,
       key: this.#key,
       ...(this.#pass !== undefined ? { passphrase: this.#pass } : {}),
-      ...(this.#trusted.length > 0 ? { ca: this.#trusted, requestCert: true, rejectUnauthorized: true } : {}),
+      ...(this.#trusted.length > 0
+        ? { ca: this.#trusted, requestCert: true, rejectUnauthorized: true }
+        : {}),
       ...(this.#alpn.length > 0 ? { ALPNProtocols: alpnWire(this.#alpn) } : {}),
     };
   }
@@ -232,7 +260,9 @@ export class TLS implements TLSSettings {
   /** Bun's TLS options for a client (Bun.connect, WebSocket). */
   clientOptions(): BunTLSOptions {
     return {
-      ...(this.#cert !== undefined && this.#key !== undefined ? { cert: this.#cert, key: this.#key } : {}),
+      ...(this.#cert !== undefined && this.#key !== undefined
+        ? { cert: this.#cert, key: this.#key }
+        : {}),
       ...(this.#pass !== undefined ? { passphrase: this.#pass } : {}),
       ...(this.#trusted.length > 0 ? { ca: this.#trusted } : {}),
       ...(this.#alpn.length > 0 ? { ALPNProtocols: alpnWire(this.#alpn) } : {}),

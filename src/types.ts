@@ -56,7 +56,8 @@ export type ListenOptions = HttpListenOptions | RawListenOptions;
  * Options of `Iodine.listen` for an HTTP service (SPEC §3): `service: "http"`, or an app object
  * with `fetch`, or a `public` folder says so.
  */
-export type HttpListenOptions = HttpListenFields & ({ service: "http" } | { handler: AppObject } | { public: string });
+export type HttpListenOptions = HttpListenFields &
+  ({ service: "http" } | { handler: AppObject } | { public: string });
 
 interface HttpListenFields {
   /** `"http"`; may be left out when `handler` is an object with `fetch` or `public` is given */
@@ -99,7 +100,6 @@ export interface RawListenOptions {
   timeout?: number;
 }
 
-
 // --- connections (SPEC §4) ---
 
 /** What a message or a publish carries: text, or bytes. */
@@ -132,7 +132,11 @@ export interface Connection {
    * a message published after that reaches it. Ignoring the promise is fine.
    */
   subscribe(channel: string, callback: SubscribeCallback): Promise<void>;
-  subscribe(channel: string, options?: SubscribeOptions, callback?: SubscribeCallback): Promise<void>;
+  subscribe(
+    channel: string,
+    options?: SubscribeOptions,
+    callback?: SubscribeCallback,
+  ): Promise<void>;
   /** Cancels a subscription made by this connection; true when there was one. */
   unsubscribe(channel: string, options?: SubscribeOptions): boolean;
   /** Publishes to every subscriber of `channel` (`engine` as for `Iodine.publish`). */

@@ -37,7 +37,10 @@ function installResolver(): void {
       // Loaded when an app first imports iodine, not before: an app that never does (a plain
       // fetch handler) does not pay for the public surface (Mustache, the clients) at start-up.
       // `require`, not `import()`: an app may `require("iodine")`, which cannot wait.
-      const self = () => ({ exports: require("../index.ts") as Record<string, unknown>, loader: "object" as const });
+      const self = () => ({
+        exports: require("../index.ts") as Record<string, unknown>,
+        loader: "object" as const,
+      });
       for (const name of PACKAGE_NAMES) build.module(name, self);
     },
   });
@@ -81,7 +84,8 @@ function describeExport(exp: unknown): string {
   if (exp === undefined) return "no default export";
   if (exp === null) return "null";
   if (typeof exp === "function") return "a class";
-  if (typeof exp === "object") return `an object without a fetch function (keys: ${Object.keys(exp).join(", ") || "none"})`;
+  if (typeof exp === "object")
+    return `an object without a fetch function (keys: ${Object.keys(exp).join(", ") || "none"})`;
   return `a ${typeof exp}`;
 }
 
@@ -90,7 +94,11 @@ function describeExport(exp: unknown): string {
 /** Bun's own error classes for a syntax error and an import that does not resolve: their names say nothing. */
 const BUN_MESSAGES = new Set(["BuildMessage", "ResolveMessage"]);
 /** iodine's own sources (a frame there is not where the app went wrong) and the compiled executable's. */
-const OWN_SOURCES = [resolve(import.meta.dir, "..") + "/", resolve(import.meta.dir, "..", "..", "cli.ts"), "/$bunfs/"];
+const OWN_SOURCES = [
+  resolve(import.meta.dir, "..") + "/",
+  resolve(import.meta.dir, "..", "..", "cli.ts"),
+  "/$bunfs/",
+];
 
 /**
  * One line for what stopped `path` from loading: `Name: message (line L, column C)`, the place in the
@@ -100,12 +108,19 @@ const OWN_SOURCES = [resolve(import.meta.dir, "..") + "/", resolve(import.meta.d
 function loadFailure(err: unknown, path: string): string {
   // A syntax error arrives as an AggregateError of Bun BuildMessages, each with a position.
   const first = err instanceof AggregateError && err.errors.length > 0 ? err.errors[0] : err;
-  if (!(first instanceof Error || (typeof first === "object" && first !== null && "message" in first))) {
+  if (!(
+    first instanceof Error ||
+    (typeof first === "object" && first !== null && "message" in first)
+  )) {
     return firstLine(String(err));
   }
-  const e = first as Error & { position?: { file?: string; line?: number; column?: number } | null };
+  const e = first as Error & {
+    position?: { file?: string; line?: number; column?: number } | null;
+  };
   const name = e.name && !BUN_MESSAGES.has(e.name) ? `${e.name}: ` : "";
-  const place = e.position?.line ? { file: e.position.file ?? path, line: e.position.line, column: e.position.column } : throwSite(e.stack);
+  const place = e.position?.line
+    ? { file: e.position.file ?? path, line: e.position.line, column: e.position.column }
+    : throwSite(e.stack);
   return `${name}${firstLine(String(e.message))}${place ? ` (${describePlace(place, path)})` : ""}`;
 }
 
@@ -122,7 +137,11 @@ function throwSite(stack: string | undefined): Place | undefined {
     const m = /^\s+at (?:.*? \()?(\/.+?):(\d+):(\d+)\)?$/.exec(line);
     if (m === null) continue;
     const file = m[1]!;
-    if (OWN_SOURCES.some((own) => file === own || file.startsWith(own)) || file.includes("/node_modules/")) continue;
+    if (
+      OWN_SOURCES.some((own) => file === own || file.startsWith(own)) ||
+      file.includes("/node_modules/")
+    )
+      continue;
     return { file, line: Number(m[2]), column: Number(m[3]) };
   }
   return undefined;

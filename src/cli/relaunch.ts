@@ -13,7 +13,9 @@ export function relaunchForHeaderLimit(bytes: number): boolean {
   const maxHeaderSize = bunHeaderLimit();
   if (maxHeaderSize === bytes) return false;
   if (process.env.IODINE_RELAUNCHED === "1") {
-    throw new CliError(`cannot set Bun's maximum header size to ${bytes} bytes (it is ${maxHeaderSize})`);
+    throw new CliError(
+      `cannot set Bun's maximum header size to ${bytes} bytes (it is ${maxHeaderSize})`,
+    );
   }
   // Without bun's own flags: the header size comes from $BUN_OPTIONS, not a flag given before.
   const cmd = selfCommand(false);

@@ -45,7 +45,12 @@ export function resolveCount(n: number, cores = availableParallelism()): number 
 }
 
 /** Merges the command line over the config file over the environment, validating every value. */
-export function resolveSettings(cli: RawOptions, config: RawOptions | undefined, env: Env, cores = availableParallelism()): Settings {
+export function resolveSettings(
+  cli: RawOptions,
+  config: RawOptions | undefined,
+  env: Env,
+  cores = availableParallelism(),
+): Settings {
   const opt = new Sources(cli, config, env);
   // The variables Bun.serve reads, in its order.
   const portSrc = opt.fromEnv("port", PORT_VARIABLES);
@@ -66,7 +71,11 @@ export function resolveSettings(cli: RawOptions, config: RawOptions | undefined,
   const tlsCert = opt.str("tls-cert");
   const tlsKey = opt.str("tls-key");
   if ((tlsCert === undefined) !== (tlsKey === undefined)) {
-    throw new CliError(tlsCert === undefined ? `option "--tls-key" needs "--tls-cert" too` : `option "--tls-cert" needs "--tls-key" too`);
+    throw new CliError(
+      tlsCert === undefined
+        ? `option "--tls-key" needs "--tls-cert" too`
+        : `option "--tls-cert" needs "--tls-key" too`,
+    );
   }
 
   let pid = opt.str("pid");
@@ -113,10 +122,13 @@ export function readConfig(cli: RawOptions): RawOptions | undefined {
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    throw new CliError(`cannot read the config file "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new CliError(
+      `cannot read the config file "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
   }
   const config = readConfigText(text, file);
-  if (config.values.has("config")) throw new CliError(`${file}: a config file cannot name another config file`);
+  if (config.values.has("config"))
+    throw new CliError(`${file}: a config file cannot name another config file`);
   return config;
 }
 
@@ -176,13 +188,23 @@ function count(src: { value: string; source: string } | undefined, cores: number
 }
 
 /** `--bind`: a host name or address, or a Unix socket path (`unix:PATH`, `/…`, `./…`, `../…`, `….sock`). */
-function bindAddress(bind: string | undefined): { hostname: string | undefined; unix: string | undefined } {
+function bindAddress(bind: string | undefined): {
+  hostname: string | undefined;
+  unix: string | undefined;
+} {
   let hostname: string | undefined;
   let unix: string | undefined;
   if (bind !== undefined) {
-    if (bind === "") throw new CliError(`option "--bind" needs an address or a socket path, got ""`);
+    if (bind === "")
+      throw new CliError(`option "--bind" needs an address or a socket path, got ""`);
     if (bind.startsWith("unix:")) unix = bind.slice(5);
-    else if (bind.startsWith("/") || bind.startsWith("./") || bind.startsWith("../") || bind.endsWith(".sock")) unix = bind;
+    else if (
+      bind.startsWith("/") ||
+      bind.startsWith("./") ||
+      bind.startsWith("../") ||
+      bind.endsWith(".sock")
+    )
+      unix = bind;
     else hostname = bind;
     if (unix === "") throw new CliError(`option "--bind" needs a socket path after "unix:"`);
   }
@@ -192,7 +214,9 @@ function bindAddress(bind: string | undefined): { hostname: string | undefined; 
 function redisUrl(src: { value: string; source: string } | undefined): string | undefined {
   if (src === undefined) return undefined;
   if (!/^rediss?:\/\//.test(src.value)) {
-    throw new CliError(`${src.source} must be a redis:// or rediss:// URL, got "${redactUrl(src.value)}"`);
+    throw new CliError(
+      `${src.source} must be a redis:// or rediss:// URL, got "${redactUrl(src.value)}"`,
+    );
   }
   const problem = redisUrlProblem(src.value);
   if (problem) throw new CliError(`${src.source} ${problem}`);
@@ -210,7 +234,9 @@ function int(source: string, value: string, min: number, max: number): number {
 function nonZero(source: string, value: string): number {
   const n = /^[+-]?\d+$/.test(value.trim()) ? Number(value) : NaN;
   if (!Number.isSafeInteger(n) || n === 0 || Math.abs(n) > 4096) {
-    throw new CliError(`${source} must be a non-zero integer (negative: cores ÷ |N|), got "${value}"`);
+    throw new CliError(
+      `${source} must be a non-zero integer (negative: cores ÷ |N|), got "${value}"`,
+    );
   }
   return n;
 }

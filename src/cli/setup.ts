@@ -10,7 +10,8 @@ import type { Settings } from "./settings.ts";
 
 /** `--tls-cert`/`--tls-key`, else `--tls`: a self-signed certificate, made by the master and handed to its workers. */
 export async function tlsFor(s: Settings, inWorker: boolean): Promise<TLSOptions | undefined> {
-  if (s.tlsCert !== undefined && s.tlsKey !== undefined) return tlsFromFiles(s.tlsCert, s.tlsKey, s.tlsPass);
+  if (s.tlsCert !== undefined && s.tlsKey !== undefined)
+    return tlsFromFiles(s.tlsCert, s.tlsKey, s.tlsPass);
   const cert = process.env.IODINE_TLS_CERT_PEM;
   const key = process.env.IODINE_TLS_KEY_PEM;
   if (s.tls && inWorker && cert && key) return { cert, key };
@@ -20,14 +21,19 @@ export async function tlsFor(s: Settings, inWorker: boolean): Promise<TLSOptions
 
 /** The environment that hands a self-signed certificate, made once, to every worker. */
 export function tlsForWorkers(s: Settings, tls: TLSOptions | undefined): Record<string, string> {
-  return tls && s.tlsCert === undefined ? { IODINE_TLS_CERT_PEM: String(tls.cert), IODINE_TLS_KEY_PEM: String(tls.key) } : {};
+  return tls && s.tlsCert === undefined
+    ? { IODINE_TLS_CERT_PEM: String(tls.cert), IODINE_TLS_KEY_PEM: String(tls.key) }
+    : {};
 }
 
 /** `-r URL`: the Redis engine, or with `?sharded` in the URL the Redis Cluster (sharded pub/sub) engine. */
 export function redisEngine(url: string, ping: number): RedisEngine | ShardedRedisEngine {
   const sharded = /[?&]sharded(=(1|true|yes))?(?=&|$)/;
   if (!sharded.test(url)) return new RedisEngine(url, { ping });
-  const plain = url.replace(sharded, (m) => (m.startsWith("?") ? "?" : "")).replace(/\?&/, "?").replace(/\?$/, "");
+  const plain = url
+    .replace(sharded, (m) => (m.startsWith("?") ? "?" : ""))
+    .replace(/\?&/, "?")
+    .replace(/\?$/, "");
   return new ShardedRedisEngine(plain, { ping });
 }
 
@@ -50,7 +56,9 @@ export function writePid(file: string | undefined): void {
   try {
     writeFileSync(file, `${process.pid}\n`);
   } catch (err) {
-    throw new CliError(`cannot write the pid file "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new CliError(
+      `cannot write the pid file "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
   }
   process.on("exit", () => {
     if (existsSync(file)) unlinkSync(file);

@@ -10,7 +10,15 @@ import { readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { StartError } from "../errors.ts";
 import { fireState } from "../hooks.ts";
 import { StopRequests, type Bound, type StopMode } from "../lifecycle.ts";
-import { DEFAULTS, HANDOVER_MS, HEALTHY_AFTER_MS, MAX_BACKOFF_MS, READY_TIMEOUT_MS, RETIRE_GRACE_MS, START_TRIES } from "../limits.ts";
+import {
+  DEFAULTS,
+  HANDOVER_MS,
+  HEALTHY_AFTER_MS,
+  MAX_BACKOFF_MS,
+  READY_TIMEOUT_MS,
+  RETIRE_GRACE_MS,
+  START_TRIES,
+} from "../limits.ts";
 import { flushAccessLog, log, logException } from "../log.ts";
 import { Hub } from "../pubsub/hub.ts";
 import { defaultEngine, engineLabel } from "../pubsub/engine-api.ts";
@@ -51,7 +59,10 @@ export class Supervisor {
   readonly #cluster: ClusterOptions;
   /** extra environment for the workers (e.g. a self-signed certificate made once, here) */
   readonly #env: Record<string, string>;
-  readonly #busPath = join(tmpdir(), `iodine-${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`);
+  readonly #busPath = join(
+    tmpdir(),
+    `iodine-${process.pid}-${Math.random().toString(36).slice(2, 8)}.sock`,
+  );
   readonly #hub = new Hub(this.#busPath);
   readonly #command = selfCommand(true);
   readonly #workers = new Set<WorkerProcess>();
@@ -78,7 +89,10 @@ export class Supervisor {
   async start(): Promise<void> {
     process.on("SIGINT", () => void this.stop("SIGINT"));
     process.on("SIGTERM", () => void this.stop("SIGTERM"));
-    process.on("SIGUSR1", () => void this.hotRestart().catch((err) => logException("hot restart failed", err)));
+    process.on(
+      "SIGUSR1",
+      () => void this.hotRestart().catch((err) => logException("hot restart failed", err)),
+    );
     await fireState("pre_start");
     removeStaleBusSockets();
     this.#hub.start();
@@ -87,10 +101,13 @@ export class Supervisor {
       // The first worker binds (with `-p 0`, picks the port); the others and every replacement reuse it.
       listening = await this.#startSlot(0);
       this.#ports = listening.map((b) => b.port);
-      await Promise.all(Array.from({ length: this.#cluster.workers - 1 }, (_, i) => this.#startSlot(i + 1)));
+      await Promise.all(
+        Array.from({ length: this.#cluster.workers - 1 }, (_, i) => this.#startSlot(i + 1)),
+      );
       // A worker that listened and then died meanwhile is being re-spawned: the line below counts
       // only workers that are there.
-      while (!this.#everySlotListens()) await new Promise<void>((resolve) => this.#onListening.push(resolve));
+      while (!this.#everySlotListens())
+        await new Promise<void>((resolve) => this.#onListening.push(resolve));
     } catch (err) {
       for (const w of this.#workers) w.proc.kill("SIGKILL");
       this.#hub.stop();
@@ -127,20 +144,39 @@ export class Supervisor {
         for (const f of this.#onListening.splice(0)) f();
       },
     });
-    const w: WorkerProcess = { slot, proc, startedAt: Date.now(), state: "starting", origin, timedOut: false, ready, exited: proc.exited.then(() => {}) };
+    const w: WorkerProcess = {
+      slot,
+      proc,
+      startedAt: Date.now(),
+      state: "starting",
+      origin,
+      timedOut: false,
+      ready,
+      exited: proc.exited.then(() => {}),
+    };
     this.#workers.add(w);
     void fireState("after_fork");
     const timer = setTimeout(() => {
       if (w.state !== "starting") return;
       w.timedOut = true;
-      fail(new Error(`worker ${slot} (pid ${proc.pid}) was not listening after ${READY_TIMEOUT_MS / 1000} s`));
+      fail(
+        new Error(
+          `worker ${slot} (pid ${proc.pid}) was not listening after ${READY_TIMEOUT_MS / 1000} s`,
+        ),
+      );
       proc.kill("SIGKILL");
     }, READY_TIMEOUT_MS);
     proc.exited.then((code) => {
       clearTimeout(timer);
       this.#workers.delete(w);
       const how = proc.signalCode ? `signal ${proc.signalCode}` : `code ${code}`;
-      if (w.state === "starting") fail(new Error(w.failure ?? `worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`));
+      if (w.state === "starting")
+        fail(
+          new Error(
+            w.failure ??
+              `worker ${slot} (pid ${proc.pid}) exited with ${how} before it was listening`,
+          ),
+        );
       this.#exited(w, how);
     });
     return w;
@@ -174,7 +210,9 @@ export class Supervisor {
       return;
     }
     this.#restarting = true;
-    const old = [...this.#workers].filter((w) => w.state === "ready").sort((a, b) => a.slot - b.slot);
+    const old = [...this.#workers]
+      .filter((w) => w.state === "ready")
+      .sort((a, b) => a.slot - b.slot);
     log.info(`SIGUSR1: hot restart of ${old.length} worker${old.length === 1 ? "" : "s"}`);
     hintMigrateReq();
     let replaced = 0;
@@ -191,7 +229,8 @@ export class Supervisor {
       await this.retire(w, "handover");
       replaced++;
     }
-    if (replaced === old.length) log.info(`hot restart done: ${replaced} new worker${replaced === 1 ? "" : "s"}`);
+    if (replaced === old.length)
+      log.info(`hot restart done: ${replaced} new worker${replaced === 1 ? "" : "s"}`);
     this.#restarting = false;
     if (this.#restartAgain && !this.#stopping) {
       this.#restartAgain = false;
@@ -202,7 +241,8 @@ export class Supervisor {
   /** SIGINT/SIGTERM: retires every worker gracefully and exits 0; the same signal again after SAME_STOP_MS exits at once. */
   async stop(signal: string): Promise<void> {
     const kind = this.#stops.take();
-    if (kind === "repeat") return log.debug(`${signal}: already stopping (the same Ctrl-C, passed on again)`);
+    if (kind === "repeat")
+      return log.debug(`${signal}: already stopping (the same Ctrl-C, passed on again)`);
     if (kind === "now") {
       log.warn(`${signal} again: stopping at once`);
       for (const w of this.#workers) w.proc.kill("SIGKILL");
@@ -235,7 +275,9 @@ export class Supervisor {
     this.#failures.set(slot, n);
     const delay = n === 0 ? 0 : Math.min(100 * 2 ** (n - 1), MAX_BACKOFF_MS);
     const why = w.failure === undefined ? "" : ` (${w.failure})`;
-    log.error(`worker ${slot} (pid ${proc.pid}) exited with ${how}${why}; starting a new one${delay ? ` in ${delay} ms` : ""}`);
+    log.error(
+      `worker ${slot} (pid ${proc.pid}) exited with ${how}${why}; starting a new one${delay ? ` in ${delay} ms` : ""}`,
+    );
     setTimeout(() => {
       if (this.#stopping) return;
       const again = this.spawn(slot, "respawn");
@@ -260,7 +302,9 @@ export class Supervisor {
         const signal = w.proc.signalCode;
         if (this.#stopping || signal === null || w.timedOut || tries === START_TRIES) throw err;
         const delay = Math.min(100 * 2 ** (tries - 1), MAX_BACKOFF_MS);
-        log.error(`worker ${slot} (pid ${w.proc.pid}) was killed (${signal}) before it was listening; starting a new one in ${delay} ms`);
+        log.error(
+          `worker ${slot} (pid ${w.proc.pid}) was killed (${signal}) before it was listening; starting a new one in ${delay} ms`,
+        );
         await Bun.sleep(delay);
       }
     }
@@ -268,7 +312,9 @@ export class Supervisor {
 
   #everySlotListens(): boolean {
     const workers = [...this.#workers];
-    return Array.from({ length: this.#cluster.workers }, (_, slot) => slot).every((slot) => workers.some((w) => w.slot === slot && w.state === "ready"));
+    return Array.from({ length: this.#cluster.workers }, (_, slot) => slot).every((slot) =>
+      workers.some((w) => w.slot === slot && w.state === "ready"),
+    );
   }
 
   /** The start-up lines: one per listener, with the cluster's shape and its pub/sub. */
@@ -276,7 +322,8 @@ export class Supervisor {
     const o = this.#cluster;
     const shape = `${o.workers} worker${o.workers === 1 ? "" : "s"}${o.threads > 1 ? ` × ${o.threads} threads` : ""}`;
     const engine = defaultEngine();
-    const pubsub = engine === undefined ? "cluster pub/sub" : `cluster + ${engineLabel(engine)} pub/sub`;
+    const pubsub =
+      engine === undefined ? "cluster pub/sub" : `cluster + ${engineLabel(engine)} pub/sub`;
     for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, ${pubsub})`);
   }
 }
@@ -315,7 +362,12 @@ function alive(pid: number): boolean {
 export function selfCommand(runtimeFlags: boolean): string[] {
   const compiled = process.argv[1]?.startsWith("/$bunfs/") ?? false;
   if (compiled) return [process.execPath, ...process.argv.slice(2)];
-  return [process.execPath, ...(runtimeFlags ? process.execArgv : []), process.argv[1]!, ...process.argv.slice(2)];
+  return [
+    process.execPath,
+    ...(runtimeFlags ? process.execArgv : []),
+    process.argv[1]!,
+    ...process.argv.slice(2),
+  ];
 }
 
 let hinted = false;
@@ -328,7 +380,9 @@ function hintMigrateReq(): void {
   hinted = true;
   try {
     if (readFileSync("/proc/sys/net/ipv4/tcp_migrate_req", "utf8").trim() === "0") {
-      log.info("hint: set sysctl net.ipv4.tcp_migrate_req=1 so connections opened during a restart are never reset (see README)");
+      log.info(
+        "hint: set sysctl net.ipv4.tcp_migrate_req=1 so connections opened during a restart are never reset (see README)",
+      );
     }
   } catch {
     // not Linux, or no such setting

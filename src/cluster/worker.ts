@@ -3,7 +3,16 @@
 // binds its listeners with reusePort, reports ready over IPC, and leaves within a second when the
 // master is gone.
 import { fireState } from "../hooks.ts";
-import { beforeExit, bound, exitGracefully, onStopping, startAll, stopAll, type Bound, type StopMode } from "../lifecycle.ts";
+import {
+  beforeExit,
+  bound,
+  exitGracefully,
+  onStopping,
+  startAll,
+  stopAll,
+  type Bound,
+  type StopMode,
+} from "../lifecycle.ts";
 import { SYNC_MS } from "../limits.ts";
 import { log, setLogPrefix } from "../log.ts";
 import { clusterWorker, type Placement } from "../placement.ts";
@@ -24,7 +33,8 @@ export const WORKER_ENV = {
  * The IPC messages a worker sends its master (and a thread its worker, by postMessage). "failed": the
  * worker could not start (its app did not load, a listener could not bind); the one line saying why.
  */
-export type WorkerReport = { type: "ready"; bound: Bound[] } | { type: "stopped" } | { type: "failed"; message: string };
+export type WorkerReport =
+  { type: "ready"; bound: Bound[] } | { type: "stopped" } | { type: "failed"; message: string };
 /** What the master tells a worker over IPC: a hot restart's replacement listens; hand over and exit. */
 export type MasterOrder = { type: "handover" };
 
@@ -38,7 +48,12 @@ export function isWorkerProcess(env: NodeJS.ProcessEnv = process.env): boolean {
  * listens (not a worker process, or one of a worker's extra threads).
  */
 export function reportStartFailure(message: string, exitCode: number): boolean {
-  if (!isWorkerProcess() || process.env[WORKER_ENV.thread] !== undefined || process.send === undefined) return false;
+  if (
+    !isWorkerProcess() ||
+    process.env[WORKER_ENV.thread] !== undefined ||
+    process.send === undefined
+  )
+    return false;
   const exit = () => process.exit(exitCode);
   // The exit waits for the message to be written: a process that exits at once may lose it.
   setTimeout(exit, 1000);
@@ -52,7 +67,9 @@ export function reportStartFailure(message: string, exitCode: number): boolean {
  * the module makes at load time reach the hub.
  */
 export function enterWorker(env: NodeJS.ProcessEnv = process.env): Placement {
-  const ports = (env[WORKER_ENV.ports] ?? "").split(",").map((p) => (/^\d+$/.test(p) ? Number(p) : undefined));
+  const ports = (env[WORKER_ENV.ports] ?? "")
+    .split(",")
+    .map((p) => (/^\d+$/.test(p) ? Number(p) : undefined));
   const thread = env[WORKER_ENV.thread];
   const name = `worker ${env[WORKER_ENV.id] ?? "?"} (pid ${process.pid}${thread ? `, thread ${thread}` : ""})`;
   const bus = env[WORKER_ENV.bus];
@@ -80,7 +97,10 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): Placement {
 function flushOnStop(link: ClusterMember): void {
   beforeExit(async () => {
     if (orphaned) return; // no master left to confirm anything
-    if (!(await link.sync(SYNC_MS))) log.warn(`stop: the master did not confirm this worker's last publishes within ${SYNC_MS} ms`);
+    if (!(await link.sync(SYNC_MS)))
+      log.warn(
+        `stop: the master did not confirm this worker's last publishes within ${SYNC_MS} ms`,
+      );
   });
 }
 
@@ -95,7 +115,9 @@ export async function startWorker(placement: Placement, threads: number): Promis
   await fireState("enter_child");
   await startAll();
   if (placement.isThread) {
-    (globalThis as unknown as { onmessage: (e: MessageEvent) => void }).onmessage = (e: MessageEvent<StopMode>) => {
+    (globalThis as unknown as { onmessage: (e: MessageEvent) => void }).onmessage = (
+      e: MessageEvent<StopMode>,
+    ) => {
       if (e.data !== "stop" && e.data !== "handover") return;
       void stopAll(e.data).then(() => {
         member?.leave();
@@ -139,7 +161,9 @@ async function startThreads(n: number): Promise<void> {
       t.addEventListener("close", () => {
         if (stopping) return stopped();
         rej(new Error(`thread ${i + 1} ended`));
-        log.error(`thread ${i + 1} of this worker ended; the worker exits so the master can start a new one`);
+        log.error(
+          `thread ${i + 1} of this worker ended; the worker exits so the master can start a new one`,
+        );
         process.exit(1);
       });
     });

@@ -20,12 +20,14 @@ export interface ConnectOptions {
    * TLS for `wss://`, `tls://` and `tcp://` (which it turns into TLS): an `Iodine.TLS` (trusted CAs,
    * a client certificate, ALPN), or for WebSockets `{ rejectUnauthorized, ca }`.
    */
-  tls?: TLS | {
-    /** refuse a server whose certificate does not verify. @default true */
-    rejectUnauthorized?: boolean;
-    /** PEM of the certificate authority (or self-signed certificate) to trust. @default the system's CAs */
-    ca?: string;
-  };
+  tls?:
+    | TLS
+    | {
+        /** refuse a server whose certificate does not verify. @default true */
+        rejectUnauthorized?: boolean;
+        /** PEM of the certificate authority (or self-signed certificate) to trust. @default the system's CAs */
+        ca?: string;
+      };
   /** headers for the upgrade request (cookies, authorization …). @default none */
   headers?: Record<string, string>;
 }
@@ -49,19 +51,25 @@ const RAW_SCHEMES = new Set(["tcp:", "tls:", "unix:"]);
  */
 export function connect(options: ConnectOptions): Connection {
   if (options === null || typeof options !== "object") {
-    throw new TypeError(`Iodine.connect: options must be an object, got ${options === null ? "null" : typeof options}`);
+    throw new TypeError(
+      `Iodine.connect: options must be an object, got ${options === null ? "null" : typeof options}`,
+    );
   }
   const url = parseUrl(options.url);
   const ping = options.ping ?? DEFAULT_PING;
   if (typeof ping !== "number" || !(ping >= 0 && ping <= MAX_PING)) {
-    throw new RangeError(`Iodine.connect: "ping" must be a number of seconds 0–${MAX_PING}, got "${String(ping)}"`);
+    throw new RangeError(
+      `Iodine.connect: "ping" must be a number of seconds 0–${MAX_PING}, got "${String(ping)}"`,
+    );
   }
   if (RAW_SCHEMES.has(url.protocol)) {
     if (options.tls !== undefined && !(options.tls instanceof TLS)) {
       throw new TypeError(`Iodine.connect: "tls" for a raw connection must be an Iodine.TLS`);
     }
     if (options.tls !== undefined && url.protocol === "unix:") {
-      throw new TypeError(`Iodine.connect: "tls" over a Unix socket is not supported ("${url.href}")`);
+      throw new TypeError(
+        `Iodine.connect: "tls" over a Unix socket is not supported ("${url.href}")`,
+      );
     }
     const c = connectRaw(url, options.handler, options.tls);
     if (options.ping !== undefined) c.timeout = ping;
@@ -79,12 +87,17 @@ function parseUrl(raw: unknown): URL {
   try {
     url = new URL(String(raw));
   } catch (cause) {
-    throw new TypeError(`Iodine.connect: "url" must be a ws://, wss://, tcp://, tls:// or unix: URL, got "${String(raw)}"`, { cause });
+    throw new TypeError(
+      `Iodine.connect: "url" must be a ws://, wss://, tcp://, tls:// or unix: URL, got "${String(raw)}"`,
+      { cause },
+    );
   }
   if (url.protocol === "ws:" || url.protocol === "wss:" || url.protocol === "unix:") return url;
   if (url.protocol === "tcp:" || url.protocol === "tls:") {
     if (url.hostname === "" || url.port === "") {
-      throw new TypeError(`Iodine.connect: a ${url.protocol}// URL needs a host and a port, got "${url.href}"`);
+      throw new TypeError(
+        `Iodine.connect: a ${url.protocol}// URL needs a host and a port, got "${url.href}"`,
+      );
     }
     return url;
   }
@@ -109,18 +122,30 @@ export class WsClientConnection extends BaseConnection {
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #drainTimer: ReturnType<typeof setInterval> | undefined;
 
-  constructor(url: URL, handler: Handler | SnakeHandler, ping: number, tls: BunTLSOptions | undefined, headers: ConnectOptions["headers"]) {
+  constructor(
+    url: URL,
+    handler: Handler | SnakeHandler,
+    ping: number,
+    tls: BunTLSOptions | undefined,
+    headers: ConnectOptions["headers"],
+  ) {
     super(handler, undefined, "Iodine.connect");
     this.url = url.href;
     try {
-      this.#ws = new WebSocket(url.href, { ...(headers ? { headers } : {}), ...(tls ? { tls } : {}) });
+      this.#ws = new WebSocket(url.href, {
+        ...(headers ? { headers } : {}),
+        ...(tls ? { tls } : {}),
+      });
     } catch (cause) {
       throw new TypeError(`Iodine.connect: ${(cause as Error).message}`, { cause });
     }
     this.#ws.binaryType = "arraybuffer";
     this.#ws.onopen = () => this.#onOpen(ping);
     this.#ws.onmessage = (e) => {
-      this.dispatch("onMessage", typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer));
+      this.dispatch(
+        "onMessage",
+        typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer),
+      );
     };
     this.#ws.onerror = (e) => this.#onError(e as ErrorEvent);
     this.#ws.onclose = (e) => this.#onClose(e.code);
@@ -153,7 +178,11 @@ export class WsClientConnection extends BaseConnection {
   /** Writes a published message: text unless it is bytes or the subscription asked for binary. */
   deliver(message: Message, options: SubscribeOptions | undefined): void {
     if (!this.isOpen) return;
-    this.#ws.send(options?.as === "binary" && typeof message === "string" ? new TextEncoder().encode(message) : message);
+    this.#ws.send(
+      options?.as === "binary" && typeof message === "string"
+        ? new TextEncoder().encode(message)
+        : message,
+    );
     this.#watchDrain();
   }
 

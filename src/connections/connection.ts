@@ -3,8 +3,21 @@
 import type { PubSubEngine, PubSubScope } from "../pubsub/engine-api.ts";
 import { resolveHandler, type Callbacks } from "./handler.ts";
 import { logException } from "../log.ts";
-import { publish, subscribeConnection, unsubscribeConnection, type Subscription } from "../pubsub/registry.ts";
-import type { Connection, Handler, Message, Protocol, SnakeHandler, SubscribeCallback, SubscribeOptions } from "../types.ts";
+import {
+  publish,
+  subscribeConnection,
+  unsubscribeConnection,
+  type Subscription,
+} from "../pubsub/registry.ts";
+import type {
+  Connection,
+  Handler,
+  Message,
+  Protocol,
+  SnakeHandler,
+  SubscribeCallback,
+  SubscribeOptions,
+} from "../types.ts";
 
 type Event = "onOpen" | "onMessage" | "onDrained" | "onTimeout" | "onShutdown" | "onClose";
 
@@ -67,7 +80,11 @@ export abstract class BaseConnection implements Connection {
     this.#callbacks = resolveHandler(h, "client.handler");
   }
 
-  subscribe(channel: string, options?: SubscribeOptions | SubscribeCallback, callback?: SubscribeCallback): Promise<void> {
+  subscribe(
+    channel: string,
+    options?: SubscribeOptions | SubscribeCallback,
+    callback?: SubscribeCallback,
+  ): Promise<void> {
     const [opts, cb] = typeof options === "function" ? [undefined, options] : [options, callback];
     return subscribeConnection(this, channel, opts, cb);
   }
@@ -127,7 +144,8 @@ export abstract class BaseConnection implements Connection {
     this.#closed = true;
     if (this.#closeNotified) return;
     this.#closeNotified = true;
-    for (const sub of [...this.subscriptions.values()]) unsubscribeConnection(this, sub.key, sub.options);
+    for (const sub of [...this.subscriptions.values()])
+      unsubscribeConnection(this, sub.key, sub.options);
     this.dispatch("onClose");
     const busy = this.#busy;
     if (busy !== undefined) {
@@ -141,8 +159,15 @@ export abstract class BaseConnection implements Connection {
     const fn = this.#callbacks[event];
     if (fn === undefined) return undefined;
     try {
-      const r = event === "onMessage" ? (fn as (c: Connection, d: Message) => unknown)(this, data!) : (fn as (c: Connection) => unknown)(this);
-      if (r !== null && typeof r === "object" && typeof (r as PromiseLike<unknown>).then === "function") {
+      const r =
+        event === "onMessage"
+          ? (fn as (c: Connection, d: Message) => unknown)(this, data!)
+          : (fn as (c: Connection) => unknown)(this);
+      if (
+        r !== null &&
+        typeof r === "object" &&
+        typeof (r as PromiseLike<unknown>).then === "function"
+      ) {
         return Promise.resolve(r as PromiseLike<unknown>).then(
           () => undefined,
           (err) => logException(`${this.protocol} ${event} callback`, err),

@@ -17,7 +17,10 @@ export interface RawListener {
 }
 
 /** Turns the listen option into "make the next connection's handler". */
-export function handlerMaker(handler: RawListenOptions["handler"], where: string): () => Handler | SnakeHandler {
+export function handlerMaker(
+  handler: RawListenOptions["handler"],
+  where: string,
+): () => Handler | SnakeHandler {
   if (typeof handler === "function") {
     if (/^class[\s{]/.test(Function.prototype.toString.call(handler))) {
       const C = handler as new () => Handler | SnakeHandler;
@@ -26,7 +29,9 @@ export function handlerMaker(handler: RawListenOptions["handler"], where: string
     return handler as () => Handler | SnakeHandler;
   }
   if (handler === null || typeof handler !== "object") {
-    throw new TypeError(`${where}: "handler" must be a function returning a handler, a class or a handler object, got ${handler === null ? "null" : typeof handler}`);
+    throw new TypeError(
+      `${where}: "handler" must be a function returning a handler, a class or a handler object, got ${handler === null ? "null" : typeof handler}`,
+    );
   }
   return () => handler;
 }
@@ -72,10 +77,13 @@ export function listenRaw(o: {
           if (!toldHttp) {
             toldHttp = true;
             const http = `a listener without "service" is raw: for HTTP write Iodine.listen({ service: "http", handler, … })`;
-            const what = handler instanceof Response
-              ? `a Response, not a connection handler; ${http}`
-              : `a Promise: a factory returns the connection handler itself (${http})`;
-            log.error(`raw listener on ${o.unix ?? `port ${listener.port}`}: the handler returned ${what}`);
+            const what =
+              handler instanceof Response
+                ? `a Response, not a connection handler; ${http}`
+                : `a Promise: a factory returns the connection handler itself (${http})`;
+            log.error(
+              `raw listener on ${o.unix ?? `port ${listener.port}`}: the handler returned ${what}`,
+            );
           }
           s.terminate();
           return;
@@ -101,7 +109,12 @@ export function listenRaw(o: {
   };
   const tls = o.tls === undefined ? {} : { tls: serverTls(o.tls) };
   /** undefined without TLS; else whether clients must present a trusted certificate */
-  const verifying = o.tls === undefined ? undefined : o.tls instanceof TLS ? o.tls.verifiesPeer : (o.tls as { requestCert?: boolean }).requestCert === true;
+  const verifying =
+    o.tls === undefined
+      ? undefined
+      : o.tls instanceof TLS
+        ? o.tls.verifiesPeer
+        : (o.tls as { requestCert?: boolean }).requestCert === true;
   // Bun's types tie binaryType to the handler's second type parameter, which listen() does not pass on.
   const handlers = socket as unknown as SocketHandler<RawConnection>;
   const listener: SocketListener<RawConnection> & { port?: number } =
@@ -130,9 +143,11 @@ export function listenRaw(o: {
 
 /** Why Bun's TLS handshake failed for this peer, or undefined when it did not. */
 function tlsRefusal(s: Socket<RawConnection>, verifyingPeer: boolean): string | undefined {
-  if (verifyingPeer && !s.authorized) return describeTlsError(s.getAuthorizationError()) ?? "no trusted certificate";
+  if (verifyingPeer && !s.authorized)
+    return describeTlsError(s.getAuthorizationError()) ?? "no trusted certificate";
   const err = s.getAuthorizationError();
   // Without client certificates only a failed handshake (EPROTO: e.g. no common ALPN protocol) counts.
-  if (err !== null && (err as NodeJS.ErrnoException).code === "EPROTO") return describeTlsError(err);
+  if (err !== null && (err as NodeJS.ErrnoException).code === "EPROTO")
+    return describeTlsError(err);
   return undefined;
 }

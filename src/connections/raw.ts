@@ -36,7 +36,12 @@ export class RawConnection extends BaseConnection {
   /** the callback to call on drain: only after a write had to wait */
   #backedUp = false;
 
-  constructor(handler: Handler | SnakeHandler, where: string, peer: string, limit = OUTGOING_LIMIT) {
+  constructor(
+    handler: Handler | SnakeHandler,
+    where: string,
+    peer: string,
+    limit = OUTGOING_LIMIT,
+  ) {
     super(handler, undefined, where);
     this.peer = peer;
     this.#limit = limit;
@@ -101,7 +106,8 @@ export class RawConnection extends BaseConnection {
 
   /** Writes a published message: the bytes, or the text as UTF-8. */
   deliver(message: Message, _options: SubscribeOptions | undefined, channel?: string): void {
-    if (!this.write(message) && this.isOpen) log.debug(`raw ${this.peer}: a message on ${JSON.stringify(channel)} was not written`);
+    if (!this.write(message) && this.isOpen)
+      log.debug(`raw ${this.peer}: a message on ${JSON.stringify(channel)} was not written`);
   }
 
   // --- for the socket handlers ---
@@ -163,7 +169,8 @@ export class RawConnection extends BaseConnection {
   /** Called by the sweep: the idle timeout, and closes stuck behind a peer that stopped reading. */
   tick(): void {
     if (this.#closing) {
-      if (this.#pending > 0 && now - this.#closingSince > CLOSE_DEADLINE_MS) this.#socket?.terminate();
+      if (this.#pending > 0 && now - this.#closingSince > CLOSE_DEADLINE_MS)
+        this.#socket?.terminate();
       return;
     }
     if (this.timeout > 0 && now - this.#lastActivity >= this.timeout * 1000) {
@@ -232,7 +239,11 @@ export function socketHandlers(): SocketHandler<RawConnection, "uint8array"> {
 // --- clients ---
 
 /** Opens a raw client connection (`tcp://host:port`, `tls://host:port` or `unix:/path`). */
-export function connectRaw(url: URL, handler: Handler | SnakeHandler, tls: TLS | undefined): RawConnection {
+export function connectRaw(
+  url: URL,
+  handler: Handler | SnakeHandler,
+  tls: TLS | undefined,
+): RawConnection {
   startSweep();
   const peer = url.protocol === "unix:" ? unixPath(url) : url.host;
   const c = new RawConnection(handler, "Iodine.connect", peer);
@@ -242,7 +253,9 @@ export function connectRaw(url: URL, handler: Handler | SnakeHandler, tls: TLS |
     open(s) {
       // A server whose certificate does not verify: Bun opens, then closes. Not an open for us.
       if (secure && !s.authorized) {
-        log.error(`Iodine.connect: ${url.href} failed to open: TLS handshake failed: ${describeTlsError(s.getAuthorizationError()) ?? "the server's certificate is not trusted"}`);
+        log.error(
+          `Iodine.connect: ${url.href} failed to open: TLS handshake failed: ${describeTlsError(s.getAuthorizationError()) ?? "the server's certificate is not trusted"}`,
+        );
         s.terminate();
         c.ended();
         return;
@@ -256,12 +269,20 @@ export function connectRaw(url: URL, handler: Handler | SnakeHandler, tls: TLS |
   };
   // Bun.connect reads an empty `tls: {}` as "no TLS": say `true` (system CAs) then.
   const options = tls?.clientOptions();
-  const tlsOption = secure ? { tls: options !== undefined && Object.keys(options).length > 0 ? options : true } : {};
+  const tlsOption = secure
+    ? { tls: options !== undefined && Object.keys(options).length > 0 ? options : true }
+    : {};
   const handlers = socket as unknown as SocketHandler<RawConnection>;
   const opened =
     url.protocol === "unix:"
       ? Bun.connect<RawConnection>({ unix: peer, socket: handlers, data: c, ...tlsOption })
-      : Bun.connect<RawConnection>({ hostname: url.hostname.replace(/^\[|\]$/g, ""), port: Number(url.port), socket: handlers, data: c, ...tlsOption });
+      : Bun.connect<RawConnection>({
+          hostname: url.hostname.replace(/^\[|\]$/g, ""),
+          port: Number(url.port),
+          socket: handlers,
+          data: c,
+          ...tlsOption,
+        });
   // connectError reports the failure; the promise's rejection is the same news.
   opened.catch(() => {});
   return c;
@@ -270,7 +291,11 @@ export function connectRaw(url: URL, handler: Handler | SnakeHandler, tls: TLS |
 /** `unix:/tmp/x.sock` and `unix:///tmp/x.sock` both name /tmp/x.sock. */
 function unixPath(url: URL): string {
   const path = decodeURIComponent(url.pathname);
-  if (!path.startsWith("/")) throw new IodineError("ECONNECT_URL", `Iodine.connect: a unix: URL needs an absolute path, got "${url.href}"`);
+  if (!path.startsWith("/"))
+    throw new IodineError(
+      "ECONNECT_URL",
+      `Iodine.connect: a unix: URL needs an absolute path, got "${url.href}"`,
+    );
   return path;
 }
 
@@ -278,5 +303,7 @@ function unixPath(url: URL): string {
 export function describeTlsError(err: Error | null): string | undefined {
   if (err === null) return undefined;
   const code = (err as NodeJS.ErrnoException).code;
-  return code !== undefined && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+  return code !== undefined && !err.message.includes(code)
+    ? `${err.message} (${code})`
+    : err.message;
 }

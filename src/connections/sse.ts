@@ -64,7 +64,9 @@ export class SseConnection extends BaseConnection {
     if (e.id !== undefined) out += `id: ${field("id", e.id)}\n`;
     if (e.retry !== undefined) {
       if (!Number.isInteger(e.retry) || e.retry < 0) {
-        throw new RangeError(`client.writeEvent: "retry" must be an integer ≥ 0, got ${String(e.retry)}`);
+        throw new RangeError(
+          `client.writeEvent: "retry" must be an integer ≥ 0, got ${String(e.retry)}`,
+        );
       }
       out += `retry: ${e.retry}\n`;
     }
@@ -124,7 +126,9 @@ export class SseConnection extends BaseConnection {
       () => (this.#pending -= size),
     );
     if (this.#pending > OUTGOING_LIMIT) {
-      log.warn(`sse: closing a client that is ${this.#pending} bytes behind (limit ${OUTGOING_LIMIT}) on ${this.request?.url ?? "?"}`);
+      log.warn(
+        `sse: closing a client that is ${this.#pending} bytes behind (limit ${OUTGOING_LIMIT}) on ${this.request?.url ?? "?"}`,
+      );
       this.close();
       return false;
     }
@@ -164,6 +168,7 @@ function dataLines(text: string): string {
 }
 
 function field(name: string, value: string): string {
-  if (/[\r\n]/.test(value)) throw new TypeError(`client.writeEvent: "${name}" must not contain CR or LF`);
+  if (/[\r\n]/.test(value))
+    throw new TypeError(`client.writeEvent: "${name}" must not contain CR or LF`);
   return value;
 }

@@ -49,13 +49,20 @@ export function upgradeKind(req: Request): UpgradeKind | undefined {
  * @example
  * if (Iodine.upgradeKind(req)) return Iodine.upgrade(req, new ChatHandler(), { headers: { "set-cookie": "a=b" } });
  */
-export function upgrade(req: Request, handler: Handler | SnakeHandler, options: UpgradeOptions = {}): Response {
+export function upgrade(
+  req: Request,
+  handler: Handler | SnakeHandler,
+  options: UpgradeOptions = {},
+): Response {
   const kind = upgradeKind(req);
   const deflate = options.deflate;
   if (deflate !== undefined && typeof deflate !== "boolean") {
-    throw new TypeError(`Iodine.upgrade: "deflate" must be a boolean, got ${JSON.stringify(deflate) ?? typeof deflate}`);
+    throw new TypeError(
+      `Iodine.upgrade: "deflate" must be a boolean, got ${JSON.stringify(deflate) ?? typeof deflate}`,
+    );
   }
-  if (kind === "websocket") return new UpgradeResponse(new WsConnection(handler, req, deflate), options.headers);
+  if (kind === "websocket")
+    return new UpgradeResponse(new WsConnection(handler, req, deflate), options.headers);
   if (kind === "sse") return new UpgradeResponse(new SseConnection(handler, req), options.headers);
   // 400: the request asks for no upgrade we know (SPEC §10); a bad handler still throws.
   resolveHandler(handler, "Iodine.upgrade");

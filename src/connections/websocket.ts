@@ -75,13 +75,17 @@ export class WsConnection extends BaseConnection implements NativeTopics {
 
   /** Writes a published message: text unless it is bytes or the subscription asked for binary. */
   deliver(message: Message, options: SubscribeOptions | undefined, channel?: string): void {
-    this.#send(options?.as === "binary" && typeof message === "string" ? encoder.encode(message) : message, channel);
+    this.#send(
+      options?.as === "binary" && typeof message === "string" ? encoder.encode(message) : message,
+      channel,
+    );
   }
 
   /** After a native publish on `channel` (see pubsub/registry.ts): Bun queued it without asking us. */
   checkOutgoing(channel: string): void {
     const ws = this.#ws;
-    if (ws !== undefined && this.isOpen && ws.getBufferedAmount() > this.#limit) this.#overLimit(ws, channel);
+    if (ws !== undefined && this.isOpen && ws.getBufferedAmount() > this.#limit)
+      this.#overLimit(ws, channel);
   }
 
   /**
@@ -112,7 +116,9 @@ export class WsConnection extends BaseConnection implements NativeTopics {
   /** SPEC §5: a connection that cannot keep up is closed with 1013 (Try Again Later, RFC 6455 §7.4.1) and logged once. */
   #overLimit(ws: ServerWebSocket<WsConnection>, channel: string | undefined): void {
     const path = this.request ? new URL(this.request.url).pathname : "";
-    const ip = ws.remoteAddress.startsWith("::ffff:") ? ws.remoteAddress.slice(7) : ws.remoteAddress;
+    const ip = ws.remoteAddress.startsWith("::ffff:")
+      ? ws.remoteAddress.slice(7)
+      : ws.remoteAddress;
     const on = channel === undefined ? "" : ` on channel ${JSON.stringify(channel)}`;
     log.warn(
       `WebSocket ${ip} ${path} closed (1013): too slow${on}, ${ws.getBufferedAmount()} bytes still ` +
@@ -141,7 +147,10 @@ export const nativeSockets = new Set<ServerWebSocket<unknown>>();
  * The `websocket` option of Bun.serve: iodine's connections carry a WsConnection as `ws.data`;
  * any other socket was upgraded by a Bun-native app and goes to its own handlers.
  */
-export function websocketHandlers(native: WebSocketHandler<unknown> | undefined, server: () => Server<unknown>): WebSocketHandler<unknown> {
+export function websocketHandlers(
+  native: WebSocketHandler<unknown> | undefined,
+  server: () => Server<unknown>,
+): WebSocketHandler<unknown> {
   const limit = native?.backpressureLimit ?? OUTGOING_LIMIT;
   return {
     open(ws) {

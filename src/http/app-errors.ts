@@ -12,7 +12,11 @@ export type AppErrorHandler = (this: Server<unknown>, error: Error) => unknown;
  * The app's `error(err)` answers (SPEC §3, as Bun.serve): its Response, or, when it returns none
  * or throws itself, the plain 500 with both logged.
  */
-export function answerError(server: Server<unknown>, err: unknown, onError: AppErrorHandler): Response | Promise<Response> {
+export function answerError(
+  server: Server<unknown>,
+  err: unknown,
+  onError: AppErrorHandler,
+): Response | Promise<Response> {
   const fallback = (why: unknown) => {
     logException("app error", err);
     if (why !== err) logException("the app's error handler failed", why);
@@ -28,7 +32,12 @@ export function answerError(server: Server<unknown>, err: unknown, onError: AppE
 }
 
 /** The app's `fetch` (or a route) threw or rejected. */
-export function appFailed(req: Request, server: Server<unknown>, err: unknown, onError: AppErrorHandler | undefined): Response | Promise<Response> {
+export function appFailed(
+  req: Request,
+  server: Server<unknown>,
+  err: unknown,
+  onError: AppErrorHandler | undefined,
+): Response | Promise<Response> {
   // SPEC §10: a client that went away mid-request (the app's body read rejects with an AbortError)
   // is not an app error. The signal is only looked at here, on the failure path.
   if (req.signal.aborted) {
@@ -52,8 +61,12 @@ function describe(v: unknown): string {
     // A protocol factory given as an HTTP app (`export default () => new Protocol()`, or
     // `Iodine.listen({ service: "http", handler: () => new Protocol() })`) lands here.
     const o = v as Record<string, unknown>;
-    const handler = ["onOpen", "onMessage", "on_open", "on_message"].some((k) => typeof o[k] === "function");
-    const hint = handler ? `: a connection handler; a raw TCP service is Iodine.listen({ port, handler }) without service "http"` : "";
+    const handler = ["onOpen", "onMessage", "on_open", "on_message"].some(
+      (k) => typeof o[k] === "function",
+    );
+    const hint = handler
+      ? `: a connection handler; a raw TCP service is Iodine.listen({ port, handler }) without service "http"`
+      : "";
     return `an object (${v.constructor?.name ?? "Object"})${hint}`;
   }
   return typeof v === "undefined" ? "undefined" : `a ${typeof v}`;

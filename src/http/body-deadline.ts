@@ -24,7 +24,11 @@ const timedByApp = new WeakSet<Request>();
  */
 export function bodyDeadline(bodyTimeout: number, keepAlive: number): BodyDeadline | undefined {
   if (bodyTimeout <= 0 || (keepAlive > 0 && bodyTimeout >= keepAlive)) return undefined;
-  const answered = (req: Request, server: Server<unknown>, res: Response | undefined): Response | undefined => {
+  const answered = (
+    req: Request,
+    server: Server<unknown>,
+    res: Response | undefined,
+  ): Response | undefined => {
     if (res !== undefined && req.bodyUsed && !timedByApp.has(req)) server.timeout(req, keepAlive);
     return res;
   };

@@ -71,7 +71,9 @@ class StandIn {
       get url() {
         if (self.#real !== undefined) return self.#real.url;
         const { port, hostname } = planned();
-        return new URL(`http://${hostname === undefined || hostname === "0.0.0.0" ? "localhost" : hostname}:${port}/`);
+        return new URL(
+          `http://${hostname === undefined || hostname === "0.0.0.0" ? "localhost" : hostname}:${port}/`,
+        );
       },
       get pendingRequests() {
         return self.#real?.pendingRequests ?? 0;
@@ -114,7 +116,9 @@ class StandIn {
         const real = self.#real;
         if (real === undefined) return undefined;
         const value = Reflect.get(real, key) as unknown;
-        return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(real) : value;
+        return typeof value === "function"
+          ? (value as (...a: unknown[]) => unknown).bind(real)
+          : value;
       },
     }) as unknown as Server<unknown>;
   }
@@ -128,7 +132,8 @@ class StandIn {
 
 function reload(server: Server<unknown>, next: object): void {
   const app = normaliseApp(next);
-  if (app === undefined) throw new TypeError("server.reload: options need a fetch function or routes");
+  if (app === undefined)
+    throw new TypeError("server.reload: options need a fetch function or routes");
   reloadHttp(server, {
     fetch: app.fetch,
     ...(app.serve?.routes !== undefined ? { routes: app.serve.routes } : {}),

@@ -26,10 +26,19 @@ export function unusualHost(
   next: (req: Request) => Answer,
   onBad?: (res: Response) => void,
 ): Answer {
-  if (req.headers.get("host") === null && req.url.startsWith("/") && req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+  if (
+    req.headers.get("host") === null &&
+    req.url.startsWith("/") &&
+    req.headers.get("upgrade")?.toLowerCase() !== "websocket"
+  ) {
     const authority = `${server.hostname && server.hostname !== "0.0.0.0" ? server.hostname : "localhost"}:${server.port}`;
     const body = req.method === "GET" || req.method === "HEAD" ? null : req.body;
-    const copy = new Request(`${server.url.protocol}//${authority}${req.url}`, { method: req.method, headers: req.headers, body, signal: req.signal });
+    const copy = new Request(`${server.url.protocol}//${authority}${req.url}`, {
+      method: req.method,
+      headers: req.headers,
+      body,
+      signal: req.signal,
+    });
     return next(copy);
   }
   const bad = badRequest();

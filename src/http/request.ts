@@ -40,7 +40,8 @@ export function makeFetch(
 ): Fetch {
   const handle: Handle = (req, server, method) => {
     // Bun hands the app no body for GET and HEAD, so those never wait for one.
-    if (deadline !== undefined && method !== "GET" && method !== "HEAD" && hasBody(req)) return deadline.run(req, server, method, call);
+    if (deadline !== undefined && method !== "GET" && method !== "HEAD" && hasBody(req))
+      return deadline.run(req, server, method, call);
     return call(req, server, method);
   };
 
@@ -52,7 +53,11 @@ export function makeFetch(
     } catch (err) {
       return appFailed(req, server, err, onError);
     }
-    if (res instanceof Promise) return res.then((r) => finish(req, server, method, r), (err) => appFailed(req, server, err, onError));
+    if (res instanceof Promise)
+      return res.then(
+        (r) => finish(req, server, method, r),
+        (err) => appFailed(req, server, err, onError),
+      );
     return finish(req, server, method, res);
   };
 
@@ -69,18 +74,25 @@ export function makeFetch(
   if (verbose) return withAccessLog(respond);
   if (statics === undefined) {
     return (req, server) => {
-      if (!validHost(req.headers.get("host"))) return unusualHost(req, server, (r) => handle(r, server, r.method));
+      if (!validHost(req.headers.get("host")))
+        return unusualHost(req, server, (r) => handle(r, server, r.method));
       return handle(req, server, req.method);
     };
   }
   return (req, server) => {
-    if (!validHost(req.headers.get("host"))) return unusualHost(req, server, (r) => respond(r, server, r.url, r.method));
+    if (!validHost(req.headers.get("host")))
+      return unusualHost(req, server, (r) => respond(r, server, r.url, r.method));
     return respond(req, server, req.url, req.method);
   };
 }
 
 /** What the app's answer asks for: an upgrade (Iodine.upgrade), X-Sendfile, a complete HEAD. */
-function finish(req: Request, server: Server<unknown>, method: string, res: unknown): Response | undefined | Promise<Response> {
+function finish(
+  req: Request,
+  server: Server<unknown>,
+  method: string,
+  res: unknown,
+): Response | undefined | Promise<Response> {
   if (res instanceof UpgradeResponse) {
     const c = res.connection;
     if (c instanceof SseConnection) {
@@ -95,7 +107,8 @@ function finish(req: Request, server: Server<unknown>, method: string, res: unkn
     return notAResponse(req, method, res);
   }
   const sendfile = res.headers.get("x-sendfile");
-  if (sendfile !== null) return (sendfiler ??= new StaticFiles({ root: "/" })).sendfile(req, res, sendfile);
+  if (sendfile !== null)
+    return (sendfiler ??= new StaticFiles({ root: "/" })).sendfile(req, res, sendfile);
   if (method === "HEAD") return completeHead(res);
   return res;
 }
@@ -139,16 +152,36 @@ function withAccessLog(respond: Respond): Fetch {
   };
   return (req, server) => {
     if (!validHost(req.headers.get("host"))) {
-      return unusualHost(req, server, (r) => logged(r, server), (bad) => writeLog(server, req, req.method, req.url, bad, performance.now()));
+      return unusualHost(
+        req,
+        server,
+        (r) => logged(r, server),
+        (bad) => writeLog(server, req, req.method, req.url, bad, performance.now()),
+      );
     }
     return logged(req, server);
   };
 }
 
-function writeLog(server: Server<unknown>, req: Request, method: string, target: string, res: Response | undefined, t0: number): void {
+function writeLog(
+  server: Server<unknown>,
+  req: Request,
+  method: string,
+  target: string,
+  res: Response | undefined,
+  t0: number,
+): void {
   let ip = server.requestIP(req)?.address ?? "-";
   if (ip.startsWith("::ffff:")) ip = ip.slice(7); // IPv4-mapped IPv6, as on a dual-stack socket
   // An upgraded request has no Response: 101 Switching Protocols is what went out.
   if (res === undefined) accessLog(ip, method, target, 101, "-", performance.now() - t0);
-  else accessLog(ip, method, target, res.status, res.headers.get("content-length") ?? "-", performance.now() - t0);
+  else
+    accessLog(
+      ip,
+      method,
+      target,
+      res.status,
+      res.headers.get("content-length") ?? "-",
+      performance.now() - t0,
+    );
 }

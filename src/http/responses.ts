@@ -6,6 +6,8 @@ export type Answer = Response | undefined | Promise<Response | undefined>;
 
 const TEXT = { "content-type": "text/plain;charset=utf-8" };
 
-export const badRequest = (): Response => new Response("Bad Request", { status: 400, headers: TEXT });
+export const badRequest = (): Response =>
+  new Response("Bad Request", { status: 400, headers: TEXT });
 export const notFound = (): Response => new Response("Not Found", { status: 404, headers: TEXT });
-export const internalError = (): Response => new Response("Internal Server Error", { status: 500, headers: TEXT });
+export const internalError = (): Response =>
+  new Response("Internal Server Error", { status: 500, headers: TEXT });

@@ -91,8 +91,14 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
   const where =
     o.unix !== undefined
       ? { unix: o.unix }
-      : { port: o.port, ...(o.hostname ? { hostname: o.hostname } : {}), reusePort: o.reusePort === true };
-  const server: Server<unknown> = bunServe({ ...common, ...where } as Parameters<typeof Bun.serve>[0]);
+      : {
+          port: o.port,
+          ...(o.hostname ? { hostname: o.hostname } : {}),
+          reusePort: o.reusePort === true,
+        };
+  const server: Server<unknown> = bunServe({ ...common, ...where } as Parameters<
+    typeof Bun.serve
+  >[0]);
   fetchOf.set(server, built);
   attachServer(server, o.websocket !== undefined, DEFLATE_MIN);
   noteAppTimeouts(server);
@@ -114,14 +120,24 @@ export function reloadHttp(server: Server<unknown>, next: HttpHandlers): void {
   const rebuilt = build(next, built.statics, built.verbose, built.deadline);
   fetchOf.set(server, rebuilt);
   const { fetch, routes } = rebuilt;
-  server.reload({ fetch, ...(routes !== undefined ? { routes } : {}) } as Parameters<Server<unknown>["reload"]>[0]);
+  server.reload({ fetch, ...(routes !== undefined ? { routes } : {}) } as Parameters<
+    Server<unknown>["reload"]
+  >[0]);
 }
 
 /** The request function and routes of a listener from its handlers. */
-function build(h: HttpHandlers, statics: StaticFiles | undefined, verbose: boolean, deadline: BodyDeadline | undefined): Built {
+function build(
+  h: HttpHandlers,
+  statics: StaticFiles | undefined,
+  verbose: boolean,
+  deadline: BodyDeadline | undefined,
+): Built {
   const fetch = makeFetch(h.fetch, statics, verbose, deadline, h.error);
   // Route handlers go through the same request path as fetch; static answers stay Bun's own.
-  const routes = h.routes === undefined ? undefined : bunRoutes(h.routes, (r) => makeFetch(r, undefined, verbose, deadline, h.error), verbose);
+  const routes =
+    h.routes === undefined
+      ? undefined
+      : bunRoutes(h.routes, (r) => makeFetch(r, undefined, verbose, deadline, h.error), verbose);
   return { fetch, routes, statics, verbose, deadline };
 }
 
@@ -151,7 +167,10 @@ export function closeAfterEachResponse(server: Server<unknown>): void {
 }
 
 /** Bun's `websocket` option: the CLI's limits, a Bun-native app's own settings over them, and the handlers. */
-function websocketOptions(o: HttpServiceOptions, server: () => Server<unknown>): WebSocketHandler<unknown> {
+function websocketOptions(
+  o: HttpServiceOptions,
+  server: () => Server<unknown>,
+): WebSocketHandler<unknown> {
   return {
     maxPayloadLength: o.maxMsg,
     idleTimeout: o.ping,
@@ -208,7 +227,9 @@ function lastOnConnection(res: Response | undefined): Response | undefined {
 }
 
 /** A Bun-native app's own WebSocket settings (limits, compression) win over the CLI's. */
-function nativeOptions(ws: WebSocketHandler<unknown> | undefined): Partial<WebSocketHandler<unknown>> {
+function nativeOptions(
+  ws: WebSocketHandler<unknown> | undefined,
+): Partial<WebSocketHandler<unknown>> {
   if (!ws) return {};
   const { open: _o, message: _m, drain: _d, close: _c, ping: _p, pong: _q, ...settings } = ws;
   return settings;

@@ -6,7 +6,13 @@ import { clock } from "../log.ts";
 const MAX_ENCODINGS = 256;
 
 // What describes the app's own (discarded) body, or the sendfile request itself.
-const APP_FRAMING = ["x-sendfile", "content-length", "content-encoding", "content-range", "transfer-encoding"];
+const APP_FRAMING = [
+  "x-sendfile",
+  "content-length",
+  "content-encoding",
+  "content-range",
+  "transfer-encoding",
+];
 
 // --- types ---
 
@@ -49,7 +55,13 @@ export type Accepts = { br: number; gzip: number };
  * Builds the response for a file: 200, 206, 304 or 416. `app` is set for X-Sendfile; `accepts` is
  * the caller's cache of parsed Accept-Encoding values.
  */
-export function reply(req: Request, head: boolean, f: FileEntry, app: Response | undefined, accepts: Map<string, Accepts>): Response {
+export function reply(
+  req: Request,
+  head: boolean,
+  f: FileEntry,
+  app: Response | undefined,
+  accepts: Map<string, Accepts>,
+): Response {
   const h = req.headers;
   const id = f.identity;
   // The app chose a status other than 200 (e.g. 403 with a page): send the file as it is.
@@ -62,12 +74,17 @@ export function reply(req: Request, head: boolean, f: FileEntry, app: Response |
     const r = h.get("range");
     if (r !== null && ifRangeHolds(h.get("if-range"), id)) range = parseRange(r, id.size);
   }
-  const v = range === undefined && (f.br !== undefined || f.gzip !== undefined) ? pick(f, h.get("accept-encoding"), accepts) : id;
+  const v =
+    range === undefined && (f.br !== undefined || f.gzip !== undefined)
+      ? pick(f, h.get("accept-encoding"), accepts)
+      : id;
 
   // RFC 9110 §13.2.2: If-None-Match, and only without it If-Modified-Since.
   if (!plain) {
     const inm = h.get("if-none-match");
-    if (inm !== null ? etagMatches(inm, v.etag) : isNotModifiedSince(h.get("if-modified-since"), v)) {
+    if (
+      inm !== null ? etagMatches(inm, v.etag) : isNotModifiedSince(h.get("if-modified-since"), v)
+    ) {
       return build(app, 304, null, v.notModified);
     }
   }
@@ -80,7 +97,10 @@ export function reply(req: Request, head: boolean, f: FileEntry, app: Response |
     const headers = new Headers(id.headers);
     headers.set("content-range", `bytes ${start}-${end}/${id.size}`);
     headers.set("content-length", String(end - start + 1));
-    const body = id.bytes !== undefined ? id.bytes.subarray(start, end + 1) : Bun.file(id.path).slice(start, end + 1);
+    const body =
+      id.bytes !== undefined
+        ? id.bytes.subarray(start, end + 1)
+        : Bun.file(id.path).slice(start, end + 1);
     return build(app, 206, body, headers);
   }
   if (head) {
@@ -119,7 +139,12 @@ function pick(f: FileEntry, ae: string | null, accepts: Map<string, Accepts>): V
  * Attaches a body and headers to the app's response for X-Sendfile (its other headers kept,
  * X-Sendfile and the old body's framing dropped), or makes a fresh response for the public folder.
  */
-function build(app: Response | undefined, status: number, body: Uint8Array | Blob | null, ours: Headers): Response {
+function build(
+  app: Response | undefined,
+  status: number,
+  body: Uint8Array | Blob | null,
+  ours: Headers,
+): Response {
   if (app === undefined) return new Response(body, { status, headers: ours });
   const headers = new Headers(app.headers);
   for (const name of APP_FRAMING) headers.delete(name);
@@ -131,7 +156,8 @@ function build(app: Response | undefined, status: number, body: Uint8Array | Blo
     if (name === "content-type" && keepType) continue;
     if (name === "vary") {
       const vary = headers.get("vary");
-      if (vary !== null && !/accept-encoding|\*/i.test(vary)) headers.set("vary", `${vary}, ${value}`);
+      if (vary !== null && !/accept-encoding|\*/i.test(vary))
+        headers.set("vary", `${vary}, ${value}`);
       else if (vary === null) headers.set("vary", value);
       continue;
     }

@@ -63,10 +63,17 @@ export class StaticFiles {
     try {
       root = realpathSync(resolve(opts.root));
     } catch (cause) {
-      throw new IodineError("ESTATIC_ROOT", `static: the public folder "${opts.root}" does not exist`, { cause });
+      throw new IodineError(
+        "ESTATIC_ROOT",
+        `static: the public folder "${opts.root}" does not exist`,
+        { cause },
+      );
     }
     if (!statSync(root).isDirectory()) {
-      throw new IodineError("ESTATIC_ROOT", `static: the public folder "${opts.root}" is not a directory`);
+      throw new IodineError(
+        "ESTATIC_ROOT",
+        `static: the public folder "${opts.root}" is not a directory`,
+      );
     }
     this.#root = root === "/" ? "" : root;
     this.#prefix = this.#root + "/";
@@ -86,7 +93,11 @@ export class StaticFiles {
     const now = performance.now(); // monotonic: a wall-clock step back must not freeze revalidation
     let entry = this.#paths.get(pathname);
     const t = entry?.target;
-    if (entry === undefined || now - entry.checkedAt >= REVALIDATE_MS || (typeof t === "object" && t.evicted)) {
+    if (
+      entry === undefined ||
+      now - entry.checkedAt >= REVALIDATE_MS ||
+      (typeof t === "object" && t.evicted)
+    ) {
       const target = this.#lookPublic(pathname, now);
       // Refusals are not cached: they are rare in honest traffic, and each one is logged.
       if (target === "bad") return badRequest();
@@ -145,7 +156,8 @@ export class StaticFiles {
       // Dotfiles (.env, .git/, .htpasswd) are left to the app, as serve-static's default does:
       // a deploy that copies them into the public folder should not publish them. The one
       // exception is /.well-known/ (RFC 8615), which exists to be served.
-      if (s.charCodeAt(0) === 46 && s !== "." && !(i === 1 && s === ".well-known")) return "missing";
+      if (s.charCodeAt(0) === 46 && s !== "." && !(i === 1 && s === ".well-known"))
+        return "missing";
     }
     let full = this.#root + rel;
     let st = statFile(full);
@@ -158,7 +170,9 @@ export class StaticFiles {
     const real = realPath(full);
     if (real === undefined) return "missing";
     if (!real.startsWith(this.#prefix)) {
-      log.warn(`static: ${JSON.stringify(pathname)} leads outside the public folder (to ${JSON.stringify(real)})`);
+      log.warn(
+        `static: ${JSON.stringify(pathname)} leads outside the public folder (to ${JSON.stringify(real)})`,
+      );
       return "outside";
     }
     return this.#load(real, st, true, now);
@@ -183,7 +197,12 @@ export class StaticFiles {
     const br = this.#sibling(path + ".br", confine);
     const gz = this.#sibling(path + ".gz", confine);
     const old = this.#files.get(path);
-    if (old !== undefined && isSame(old.identity, st) && isSame(old.br, br?.st) && isSame(old.gzip, gz?.st)) {
+    if (
+      old !== undefined &&
+      isSame(old.identity, st) &&
+      isSame(old.br, br?.st) &&
+      isSame(old.gzip, gz?.st)
+    ) {
       old.checkedAt = now;
       return old;
     }
@@ -224,7 +243,13 @@ export class StaticFiles {
     return real !== undefined && real.startsWith(this.#prefix) ? { path: real, st } : undefined;
   }
 
-  #variant(path: string, st: Stats, type: string, encoding: "" | "br" | "gzip", vary: boolean): Variant {
+  #variant(
+    path: string,
+    st: Stats,
+    type: string,
+    encoding: "" | "br" | "gzip",
+    vary: boolean,
+  ): Variant {
     let bytes: Uint8Array | undefined;
     if (st.size <= this.#maxCachedFile) {
       try {
@@ -239,7 +264,12 @@ export class StaticFiles {
     const tag = Math.trunc(st.mtimeMs).toString(16) + "-" + size.toString(16);
     const etag = encoding === "" ? `"${tag}"` : `"${tag}-${encoding === "br" ? "br" : "gz"}"`;
     const lastModified = new Date(st.mtimeMs).toUTCString();
-    const headers = new Headers({ "content-type": type, "content-length": String(size), etag, "last-modified": lastModified });
+    const headers = new Headers({
+      "content-type": type,
+      "content-length": String(size),
+      etag,
+      "last-modified": lastModified,
+    });
     // Only the identity variant takes ranges (they are served from it). Not advertising them on a
     // compressed body keeps a naive resumer from splicing identity bytes onto a br download.
     if (encoding === "") headers.set("accept-ranges", "bytes");
@@ -248,8 +278,16 @@ export class StaticFiles {
     const notModified = new Headers({ etag, "last-modified": lastModified });
     if (vary) notModified.set("vary", "Accept-Encoding");
     return {
-      path, size, mtimeMs: st.mtimeMs, ino: st.ino, etag, lastModified,
-      lastModifiedS: Math.floor(st.mtimeMs / 1000), bytes, headers, notModified,
+      path,
+      size,
+      mtimeMs: st.mtimeMs,
+      ino: st.ino,
+      etag,
+      lastModified,
+      lastModifiedS: Math.floor(st.mtimeMs / 1000),
+      bytes,
+      headers,
+      notModified,
     };
   }
 }
@@ -258,7 +296,9 @@ export class StaticFiles {
 
 function checkSize(name: string, value: number): void {
   if (!Number.isSafeInteger(value) || value < 0) {
-    throw new RangeError(`StaticFiles: "${name}" must be a non-negative integer, got ${String(value)}`);
+    throw new RangeError(
+      `StaticFiles: "${name}" must be a non-negative integer, got ${String(value)}`,
+    );
   }
 }
 

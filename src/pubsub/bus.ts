@@ -48,7 +48,13 @@ export interface FrameSink {
    * byte; `messageOf(frame, at, binary)` decodes the message when this process needs it.
    * `clusterOnly`: not for an external engine (published with `Iodine.PubSub.CLUSTER`).
    */
-  onPublish(channel: string, frame: Uint8Array, at: number, binary: boolean, clusterOnly: boolean): void;
+  onPublish(
+    channel: string,
+    frame: Uint8Array,
+    at: number,
+    binary: boolean,
+    clusterOnly: boolean,
+  ): void;
   /** `pattern` is true for a Redis glob subscription */
   onInterest(subscribe: boolean, key: string, pattern: boolean): void;
   onHello(text: string): void;
@@ -104,7 +110,8 @@ export class FrameReader {
     }
     let at = 0;
     while (buf.length - at >= 4) {
-      const size = (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16)) + buf[at + 3]! * 0x1000000;
+      const size =
+        (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16)) + buf[at + 3]! * 0x1000000;
       if (size < 1 || size > MAX_FRAME) throw new BusError(`frame length ${size} out of range`);
       if (buf.length - at - 4 < size) break;
       this.#frame(buf, at, at + 4 + size);
@@ -116,7 +123,10 @@ export class FrameReader {
       this.#rest = [tail];
       this.#restLength = tail.length;
       // The loop checked the length prefix when it is here: the frame's full size is known.
-      this.#need = tail.length >= 4 ? 4 + (tail[0]! | (tail[1]! << 8) | (tail[2]! << 16)) + tail[3]! * 0x1000000 : 0;
+      this.#need =
+        tail.length >= 4
+          ? 4 + (tail[0]! | (tail[1]! << 8) | (tail[2]! << 16)) + tail[3]! * 0x1000000
+          : 0;
     }
   }
 
@@ -126,19 +136,31 @@ export class FrameReader {
     if (type === FRAME_PUB) {
       if (end - body < 5) throw new BusError("PUB frame too short");
       const flags = buf[body]!;
-      if (flags > (BYTES | CLUSTER_ONLY)) throw new BusError(`PUB frame with unknown flags ${flags}`);
+      if (flags > (BYTES | CLUSTER_ONLY))
+        throw new BusError(`PUB frame with unknown flags ${flags}`);
       const chLen = readU32(buf, body + 1);
       const chStart = body + 5;
-      if (chStart + chLen > end) throw new BusError(`PUB frame channel length ${chLen} past the frame`);
+      if (chStart + chLen > end)
+        throw new BusError(`PUB frame channel length ${chLen} past the frame`);
       const channel = this.#channel(buf, chStart, chStart + chLen);
-      this.#sink.onPublish(channel, buf.subarray(start, end), chStart + chLen - start, (flags & BYTES) !== 0, (flags & CLUSTER_ONLY) !== 0);
+      this.#sink.onPublish(
+        channel,
+        buf.subarray(start, end),
+        chStart + chLen - start,
+        (flags & BYTES) !== 0,
+        (flags & CLUSTER_ONLY) !== 0,
+      );
       return;
     }
     if (type === FRAME_SUB || type === FRAME_UNSUB) {
       if (end - body < 1) throw new BusError("SUB frame too short");
       const kind = buf[body]!;
       if (kind > 1) throw new BusError(`SUB frame with unknown kind ${kind}`);
-      this.#sink.onInterest(type === FRAME_SUB, utf8(buf.subarray(body + 1, end), "a subscription key"), kind === 1);
+      this.#sink.onInterest(
+        type === FRAME_SUB,
+        utf8(buf.subarray(body + 1, end), "a subscription key"),
+        kind === 1,
+      );
       return;
     }
     if (type === FRAME_HELLO) {
@@ -146,7 +168,8 @@ export class FrameReader {
       return;
     }
     if (type === FRAME_ALL) {
-      if (end - body !== 1 || buf[body]! > 1) throw new BusError("ALL frame must hold one byte, 0 or 1");
+      if (end - body !== 1 || buf[body]! > 1)
+        throw new BusError("ALL frame must hold one byte, 0 or 1");
       this.#sink.onWantAll(buf[body] === 1);
       return;
     }
@@ -156,8 +179,13 @@ export class FrameReader {
       return;
     }
     if (type === FRAME_REPLY) {
-      if (end - body < 5 || buf[body + 4]! > 1) throw new BusError("REPLY frame too short or with a bad status");
-      this.#sink.onReply(readU32(buf, body), buf[body + 4] === 1, utf8(buf.subarray(body + 5, end), "a reply"));
+      if (end - body < 5 || buf[body + 4]! > 1)
+        throw new BusError("REPLY frame too short or with a bad status");
+      this.#sink.onReply(
+        readU32(buf, body),
+        buf[body + 4] === 1,
+        utf8(buf.subarray(body + 5, end), "a reply"),
+      );
       return;
     }
     if (type === FRAME_SYNC) {
@@ -216,7 +244,12 @@ export class FrameWriter {
    * `clusterOnly`: not for an external engine. `textBytes`: `message` is bytes known to be UTF-8
    * text (from Redis), sent as text without decoding it here.
    */
-  publish(channel: string, message: string | Uint8Array, clusterOnly = false, textBytes = false): number {
+  publish(
+    channel: string,
+    message: string | Uint8Array,
+    clusterOnly = false,
+    textBytes = false,
+  ): number {
     const text = typeof message === "string";
     if (channel.length + message.length > MAX_FRAME) throw tooBig();
     // Worst case of UTF-8 is 3 bytes per UTF-16 unit.
@@ -322,7 +355,9 @@ export class FrameWriter {
 }
 
 const tooBig = () =>
-  new RangeError(`a frame on the cluster bus may be at most ${MAX_FRAME} bytes (a message with its channel name: ${MAX_FRAME - 6})`);
+  new RangeError(
+    `a frame on the cluster bus may be at most ${MAX_FRAME} bytes (a message with its channel name: ${MAX_FRAME - 6})`,
+  );
 
 function readU32(buf: Uint8Array, at: number): number {
   return (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0;

@@ -54,7 +54,8 @@ export class EchoLog {
 
   /** Is a publish marked before `limit` still waiting? */
   hasBefore(limit: number): boolean {
-    for (const q of this.#byChannel.values()) if (q.head < q.items.length && q.items[q.head]!.mark < limit) return true;
+    for (const q of this.#byChannel.values())
+      if (q.head < q.items.length && q.items[q.head]!.mark < limit) return true;
     return false;
   }
 
@@ -71,7 +72,10 @@ export class EchoLog {
   /** Drops the matched and the forgotten publishes at the head of a channel's queue. */
   #trim(channel: string, q: { items: Sent[]; head: number }, limit: number): void {
     const { items } = q;
-    while (q.head < items.length && (items[q.head]!.bytes === undefined || items[q.head]!.mark < limit)) {
+    while (
+      q.head < items.length &&
+      (items[q.head]!.bytes === undefined || items[q.head]!.mark < limit)
+    ) {
       this.drop(items[q.head]!);
       q.head++;
     }

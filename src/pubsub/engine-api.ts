@@ -70,7 +70,9 @@ export function setDefaultEngine(engine: PubSubEngine | PubSubScope | undefined)
 }
 
 /** Runs `fn` whenever `Iodine.PubSub.default` changes (the attaching process follows it). */
-export function watchDefaultEngine(fn: (engine: PubSubEngine | undefined, old: PubSubEngine | undefined) => void): () => void {
+export function watchDefaultEngine(
+  fn: (engine: PubSubEngine | undefined, old: PubSubEngine | undefined) => void,
+): () => void {
   watchers.push(fn);
   return () => {
     const i = watchers.indexOf(fn);
@@ -81,7 +83,9 @@ export function watchDefaultEngine(fn: (engine: PubSubEngine | undefined, old: P
 export function isEngine(x: unknown): x is PubSubEngine {
   if (typeof x !== "object" || x === null) return false;
   const e = x as Record<string, unknown>;
-  return ["subscribe", "psubscribe", "unsubscribe", "publish"].every((m) => typeof e[m] === "function");
+  return ["subscribe", "psubscribe", "unsubscribe", "publish"].every(
+    (m) => typeof e[m] === "function",
+  );
 }
 
 /** How the engine names itself on a start-up line ("Redis", "Redis Cluster"). */
@@ -91,7 +95,8 @@ export function engineLabel(engine: PubSubEngine): string {
 
 /** Lends (or takes back) a worker's relay to an engine that can use one. */
 export function lendRelay(engine: PubSubEngine | undefined, relay: Relay | undefined): void {
-  if (engine !== undefined && USE_RELAY in engine) (engine as PubSubEngine & RelayingEngine)[USE_RELAY](relay);
+  if (engine !== undefined && USE_RELAY in engine)
+    (engine as PubSubEngine & RelayingEngine)[USE_RELAY](relay);
 }
 
 // --- calling an engine (a method that throws or rejects is logged, never thrown into iodine) ---
@@ -120,7 +125,12 @@ export async function closeEngine(engine: PubSubEngine | undefined): Promise<voi
  * Tells the engine what the cluster now wants; resolves once the engine says it is in place (an
  * engine whose calls return nothing: at once), never rejects (a failure is logged).
  */
-export function tellEngine(engine: PubSubEngine, subscribe: boolean, key: string, pattern: boolean): Promise<void> {
+export function tellEngine(
+  engine: PubSubEngine,
+  subscribe: boolean,
+  key: string,
+  pattern: boolean,
+): Promise<void> {
   if (!subscribe) return callEngine(engine, "unsubscribe", () => engine.unsubscribe(key, pattern));
   if (pattern) return callEngine(engine, "psubscribe", () => engine.psubscribe(key));
   return callEngine(engine, "subscribe", () => engine.subscribe(key));
@@ -129,7 +139,8 @@ export function tellEngine(engine: PubSubEngine, subscribe: boolean, key: string
 export function callEngine(engine: PubSubEngine, what: string, fn: () => unknown): Promise<void> {
   try {
     const r = fn();
-    if (r instanceof Promise) return r.then(noop, (err: unknown) => logException(`the pub/sub engine's ${what}()`, err));
+    if (r instanceof Promise)
+      return r.then(noop, (err: unknown) => logException(`the pub/sub engine's ${what}()`, err));
   } catch (err) {
     logException(`the pub/sub engine's ${what}()`, err);
   }

@@ -26,37 +26,10 @@ import {
   type EngineHost,
   type PubSubEngine,
 } from "./engine-api.ts";
+import { newPeer, plain, type Peer } from "./hub-peer.ts";
 import { Link } from "./link.ts";
 import { compileGlob } from "./match.ts";
 import { attachRemote, deliverLocal, publish } from "./registry.ts";
-
-function newPeer(name: string): Peer {
-  return {
-    name,
-    link: undefined,
-    channels: new Set(),
-    patterns: new Set(),
-    toldChannels: new Set(),
-    toldPatterns: new Set(),
-    stamp: 0,
-    syncs: new Map(),
-  };
-}
-
-interface Peer {
-  name: string;
-  /** undefined for the master's own subscribers */
-  link: Link | undefined;
-  channels: Set<string>;
-  patterns: Set<string>;
-  /** what this peer was told the others want (see `#tell`) */
-  toldChannels: Set<string>;
-  toldPatterns: Set<string>;
-  /** the publish that last reached this peer (dedupe without allocating) */
-  stamp: number;
-  /** the hub's SYNCs this peer has not answered yet: id → done */
-  syncs: Map<number, () => void>;
-}
 
 /** The master's hub: routes every publish to the peers that want it, and to the external engine. */
 export class Hub {
@@ -99,7 +72,9 @@ export class Hub {
         open(socket) {
           const peer = newPeer("a worker");
           peer.link = new Link(hub.#sinkFor(peer), (bytes) => {
-            log.error(`cluster bus: ${peer.name} is not reading (${bytes} bytes waiting); closing its link`);
+            log.error(
+              `cluster bus: ${peer.name} is not reading (${bytes} bytes waiting); closing its link`,
+            );
             socket.terminate();
           });
           socket.data = peer;
@@ -115,7 +90,9 @@ export class Hub {
           try {
             socket.data.link!.reader.push(data);
           } catch (err) {
-            log.error(`cluster bus: bad frame from ${socket.data.name} (${(err as Error).message}); closing its link`);
+            log.error(
+              `cluster bus: bad frame from ${socket.data.name} (${(err as Error).message}); closing its link`,
+            );
             socket.terminate();
           }
         },
@@ -166,8 +143,10 @@ export class Hub {
     void closeEngine(old);
     if (engine !== undefined && openEngine(engine, this.#host)) {
       this.#engine = engine;
-      for (const key of this.#byChannel.keys()) this.#pending.add(tellEngine(engine, true, key, false));
-      for (const key of this.#byPattern.keys()) this.#pending.add(tellEngine(engine, true, key, true));
+      for (const key of this.#byChannel.keys())
+        this.#pending.add(tellEngine(engine, true, key, false));
+      for (const key of this.#byPattern.keys())
+        this.#pending.add(tellEngine(engine, true, key, true));
     }
     if ((old === undefined) === (this.#engine === undefined)) return;
     for (const p of this.#peers) {
@@ -183,7 +162,8 @@ export class Hub {
 
   #sinkFor(peer: Peer): FrameSink {
     return {
-      onPublish: (channel, frame, at, binary, clusterOnly) => this.#route(peer, channel, frame, at, binary, clusterOnly, undefined),
+      onPublish: (channel, frame, at, binary, clusterOnly) =>
+        this.#route(peer, channel, frame, at, binary, clusterOnly, undefined),
       onInterest: (subscribe, key, pattern) => this.#interest(peer, subscribe, key, pattern),
       onHello: (text) => {
         peer.name = text;
@@ -195,7 +175,8 @@ export class Hub {
       // A worker's answer to the hub's SYNC (see #settled).
       onReply: (id) => {
         const done = peer.syncs.get(id);
-        if (done === undefined) throw new BusError(`a REPLY frame from a worker to no SYNC of the hub (id ${id})`);
+        if (done === undefined)
+          throw new BusError(`a REPLY frame from a worker to no SYNC of the hub (id ${id})`);
         peer.syncs.delete(id);
         done();
       },
@@ -215,21 +196,32 @@ export class Hub {
    * A publish from a worker (or the master: `message` given): to every other peer that wants it,
    * once, and to the external engine unless it was for the cluster only.
    */
-  #route(from: Peer, channel: string, frame: Uint8Array, at: number, binary: boolean, clusterOnly: boolean, message: Message | undefined): void {
+  #route(
+    from: Peer,
+    channel: string,
+    frame: Uint8Array,
+    at: number,
+    binary: boolean,
+    clusterOnly: boolean,
+    message: Message | undefined,
+  ): void {
     const stamp = ++this.#stamp;
     from.stamp = stamp;
     const direct = this.#byChannel.get(channel);
-    if (direct !== undefined) for (const p of direct) this.#send(p, stamp, channel, frame, at, binary);
+    if (direct !== undefined)
+      for (const p of direct) this.#send(p, stamp, channel, frame, at, binary);
     if (this.#byPattern.size > 0) {
       for (const entry of this.#byPattern.values()) {
-        if (entry.test(channel)) for (const p of entry.peers) this.#send(p, stamp, channel, frame, at, binary);
+        if (entry.test(channel))
+          for (const p of entry.peers) this.#send(p, stamp, channel, frame, at, binary);
       }
     }
     const engine = this.#engine;
     if (engine === undefined || clusterOnly) return;
     try {
       if (message !== undefined) engine.publish(channel, message);
-      else if (PUBLISH_BYTES in engine) (engine as BytesEngine)[PUBLISH_BYTES](channel, frame.subarray(at));
+      else if (PUBLISH_BYTES in engine)
+        (engine as BytesEngine)[PUBLISH_BYTES](channel, frame.subarray(at));
       else engine.publish(channel, messageOf(frame, at, binary));
     } catch (err) {
       logException("the pub/sub engine's publish()", err);
@@ -243,8 +235,10 @@ export class Hub {
       peer.link!.out.reply(id, ok, JSON.stringify(value));
       peer.link!.flushSoon();
     };
-    const engine = this.#engine as (PubSubEngine & { cmd?: (...args: string[]) => Promise<unknown> }) | undefined;
-    if (typeof engine?.cmd !== "function") return answer(false, "the master's pub/sub engine has no cmd()");
+    const engine = this.#engine as
+      (PubSubEngine & { cmd?: (...args: string[]) => Promise<unknown> }) | undefined;
+    if (typeof engine?.cmd !== "function")
+      return answer(false, "the master's pub/sub engine has no cmd()");
     let args: unknown;
     try {
       args = JSON.parse(json);
@@ -258,7 +252,14 @@ export class Hub {
     );
   }
 
-  #send(p: Peer, stamp: number, channel: string, frame: Uint8Array, at: number, binary: boolean): void {
+  #send(
+    p: Peer,
+    stamp: number,
+    channel: string,
+    frame: Uint8Array,
+    at: number,
+    binary: boolean,
+  ): void {
     if (p.stamp === stamp) return;
     p.stamp = stamp;
     if (p.link === undefined) deliverLocal(channel, messageOf(frame, at, binary));
@@ -271,7 +272,15 @@ export class Hub {
   /** A publish in the master itself (already delivered to its own subscribers). */
   #routeLocal(channel: string, message: Message, clusterOnly: boolean): boolean {
     const at = this.#scratch.publish(channel, message, clusterOnly);
-    this.#route(this.#self, channel, this.#scratch.take(), at, typeof message !== "string", clusterOnly, message);
+    this.#route(
+      this.#self,
+      channel,
+      this.#scratch.take(),
+      at,
+      typeof message !== "string",
+      clusterOnly,
+      message,
+    );
     return true;
   }
 
@@ -279,7 +288,8 @@ export class Hub {
     const before = pattern ? this.#byPattern.has(key) : this.#byChannel.has(key);
     this.#changeInterest(peer, subscribe, key, pattern);
     const after = pattern ? this.#byPattern.has(key) : this.#byChannel.has(key);
-    if (before !== after && this.#engine !== undefined) this.#pending.add(tellEngine(this.#engine, after, key, pattern));
+    if (before !== after && this.#engine !== undefined)
+      this.#pending.add(tellEngine(this.#engine, after, key, pattern));
   }
 
   /**
@@ -289,7 +299,9 @@ export class Hub {
    */
   #settled(from: Peer): Promise<void> {
     const others = [...this.#peers].filter((p) => p !== from && p.link?.socket !== undefined);
-    return Promise.all([...others.map((p) => this.#syncPeer(p)), this.#pending.settled()]).then(() => {});
+    return Promise.all([...others.map((p) => this.#syncPeer(p)), this.#pending.settled()]).then(
+      () => {},
+    );
   }
 
   #syncPeer(p: Peer): Promise<void> {
@@ -314,7 +326,8 @@ export class Hub {
       let entry = this.#byPattern.get(key);
       if (subscribe) {
         peer.patterns.add(key);
-        if (entry === undefined) this.#byPattern.set(key, (entry = { test: compileGlob(key), peers: new Set() }));
+        if (entry === undefined)
+          this.#byPattern.set(key, (entry = { test: compileGlob(key), peers: new Set() }));
         entry.peers.add(peer);
       } else {
         peer.patterns.delete(key);
@@ -356,12 +369,4 @@ export class Hub {
     for (const key of [...peer.channels]) this.#interest(peer, false, key, false);
     for (const key of [...peer.patterns]) this.#interest(peer, false, key, true);
   }
-}
-
-/** A command's reply as JSON can carry it: bytes as UTF-8 text, errors inside replies as their message. */
-function plain(v: unknown): unknown {
-  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString();
-  if (Array.isArray(v)) return v.map(plain);
-  if (v instanceof Error) return v.message;
-  return v;
 }

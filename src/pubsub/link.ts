@@ -63,7 +63,8 @@ export class Link {
     }
     if (this.#unsent !== undefined) {
       // Wait for drain; meanwhile frames gather in the writer (bounded below).
-      if (this.#unsent.length + this.out.length > LINK_LIMIT) this.#onOverflow(this.#unsent.length + this.out.length);
+      if (this.#unsent.length + this.out.length > LINK_LIMIT)
+        this.#onOverflow(this.#unsent.length + this.out.length);
       return;
     }
     if (this.out.length === 0) return;

@@ -119,7 +119,8 @@ export function compileGlob(pattern: string): (channel: string) => boolean {
       const bytes = encode(channel, new Uint8Array(bound));
       return run(bytes, bytes.length);
     }
-    if (scratch.length < bound) scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(bound, scratch.length * 2)));
+    if (scratch.length < bound)
+      scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(bound, scratch.length * 2)));
     return run(scratch, encodeLength(channel, scratch));
   };
 }

@@ -27,7 +27,12 @@ export interface ClusterMember {
  * Joins the cluster whose hub listens on `path`. `onLinkLost` runs when the link drops (the worker
  * checks whether its master is still alive); the link is re-established after `retryMs`.
  */
-export function joinCluster(path: string, name: string, onLinkLost: () => void, retryMs = 100): ClusterMember {
+export function joinCluster(
+  path: string,
+  name: string,
+  onLinkLost: () => void,
+  retryMs = 100,
+): ClusterMember {
   return new Member(path, name, onLinkLost, retryMs);
 }
 
@@ -116,13 +121,15 @@ class Member implements ClusterMember {
 
   #othersMayWant(channel: string): boolean {
     if (!this.#knowsOthers || this.#othersWant.has(channel)) return true;
-    if (this.#othersMatch.size > 0) for (const test of this.#othersMatch.values()) if (test(channel)) return true;
+    if (this.#othersMatch.size > 0)
+      for (const test of this.#othersMatch.values()) if (test(channel)) return true;
     return false;
   }
 
   #relay: Relay = (args) =>
     new Promise((resolve, reject) => {
-      if (this.#link.socket === undefined) return reject(new Error("the link to the master is down"));
+      if (this.#link.socket === undefined)
+        return reject(new Error("the link to the master is down"));
       const id = this.#newId();
       this.#waiting.set(id, { resolve, reject });
       this.#link.out.command(id, JSON.stringify(args));
@@ -137,7 +144,8 @@ class Member implements ClusterMember {
 
   #sink(): FrameSink {
     return {
-      onPublish: (channel, frame, at, binary) => void deliverLocal(channel, messageOf(frame, at, binary)),
+      onPublish: (channel, frame, at, binary) =>
+        void deliverLocal(channel, messageOf(frame, at, binary)),
       onWantAll: (want) => void (this.#wantAll = want),
       onCommand: () => {
         throw new BusError("a command frame from the master");
@@ -175,7 +183,9 @@ class Member implements ClusterMember {
           try {
             this.#link.reader.push(data);
           } catch (err) {
-            log.error(`cluster bus: bad frame from the master (${(err as Error).message}); reconnecting`);
+            log.error(
+              `cluster bus: bad frame from the master (${(err as Error).message}); reconnecting`,
+            );
             socket.terminate();
           }
         },
@@ -185,7 +195,8 @@ class Member implements ClusterMember {
       },
     }).catch((err: Error) => {
       if (this.#leaving) return;
-      if (!this.#everConnected) log.debug(`cluster bus: cannot reach the master yet (${err.message})`);
+      if (!this.#everConnected)
+        log.debug(`cluster bus: cannot reach the master yet (${err.message})`);
       this.#onLinkLost();
       setTimeout(this.#connect, this.#retryMs);
     });
@@ -214,7 +225,8 @@ class Member implements ClusterMember {
   #closed(): void {
     this.#link.detach();
     this.#knowsOthers = false;
-    for (const c of this.#waiting.values()) c.reject(new Error("the link to the master was lost before it answered"));
+    for (const c of this.#waiting.values())
+      c.reject(new Error("the link to the master was lost before it answered"));
     this.#waiting.clear();
     if (this.#leaving) return;
     this.#onLinkLost();

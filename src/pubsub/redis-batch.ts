@@ -8,7 +8,8 @@ import { log } from "../log.ts";
 /** Messages per EVALSHA of the publishing script (bounded so Redis serves others in between). */
 const SCRIPT_BATCH = 512;
 /** Publishes channel/message pairs in order: `PUBLISH` for each, in one command. */
-const PUBLISH_SCRIPT = "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end return #ARGV / 2";
+const PUBLISH_SCRIPT =
+  "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end return #ARGV / 2";
 type ScriptConn = IORedis & { iodinePublish(...args: (string | Buffer)[]): Promise<unknown> };
 
 export class BatchSender {
@@ -56,7 +57,9 @@ export class BatchSender {
     this.#script = false;
     if (this.#refused) return;
     this.#refused = true;
-    log.warn(`redis: cannot publish through a script (${err.message}); using one PUBLISH per message`);
+    log.warn(
+      `redis: cannot publish through a script (${err.message}); using one PUBLISH per message`,
+    );
   }
 }
 

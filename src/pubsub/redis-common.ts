@@ -5,7 +5,15 @@ import { isUtf8 } from "node:buffer";
 import type * as IORedisModule from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
-import { CLUSTER, USE_RELAY, type EngineHost, type PubSubEngine, type PubSubEngineHost, type Relay, type RelayingEngine } from "./engine-api.ts";
+import {
+  CLUSTER,
+  USE_RELAY,
+  type EngineHost,
+  type PubSubEngine,
+  type PubSubEngineHost,
+  type Relay,
+  type RelayingEngine,
+} from "./engine-api.ts";
 import { publish } from "./registry.ts";
 import { redactUrl, redisUrlProblem } from "./redis-url.ts";
 
@@ -39,7 +47,9 @@ export interface EngineNames {
 }
 
 /** Where a message goes when the engine was opened by hand, without a host. */
-const byHand: PubSubEngineHost = { deliver: (channel, message) => void publish(channel, message, CLUSTER) };
+const byHand: PubSubEngineHost = {
+  deliver: (channel, message) => void publish(channel, message, CLUSTER),
+};
 
 /**
  * What both Redis engines are: an engine with a URL, opened once with a host while iodine uses it,
@@ -61,15 +71,22 @@ export abstract class RedisEngineBase implements PubSubEngine, RelayingEngine {
   #pinging = new Set<object>();
 
   /** `wrongForm`: what is wrong with the URL's form as the engine checks it (undefined: nothing). */
-  protected constructor(names: EngineNames, url: string, options: RedisEngineOptions, wrongForm: string | undefined) {
+  protected constructor(
+    names: EngineNames,
+    url: string,
+    options: RedisEngineOptions,
+    wrongForm: string | undefined,
+  ) {
     const { api } = names;
-    if (wrongForm !== undefined) throw new TypeError(`${api}: the URL ${wrongForm}, got ${JSON.stringify(url)}`);
+    if (wrongForm !== undefined)
+      throw new TypeError(`${api}: the URL ${wrongForm}, got ${JSON.stringify(url)}`);
     const problem = redisUrlProblem(url);
     if (problem !== undefined) throw new TypeError(`${api}: the URL ${problem}`);
     this.url = url;
     this.#names = names;
     this.pingSeconds = options.ping ?? 300;
-    if (!(this.pingSeconds > 0)) throw new TypeError(`${api}: "ping" must be a positive number of seconds`);
+    if (!(this.pingSeconds > 0))
+      throw new TypeError(`${api}: "ping" must be a positive number of seconds`);
   }
 
   /** resolves once Redis confirmed it (at once while Redis is away: it subscribes when it is back) */
@@ -120,7 +137,10 @@ export abstract class RedisEngineBase implements PubSubEngine, RelayingEngine {
    * connection of its own.
    */
   async cmd(command: string, ...args: (string | number | Buffer)[]): Promise<unknown> {
-    if (typeof command !== "string") throw new TypeError(`${this.#names.cmd}: the command must be a string, got ${typeof command}`);
+    if (typeof command !== "string")
+      throw new TypeError(
+        `${this.#names.cmd}: the command must be a string, got ${typeof command}`,
+      );
     let conn = this.commandConnection();
     if (conn === undefined) {
       const relayed = this.#relay?.([command, ...args.map(String)]);
@@ -135,7 +155,8 @@ export abstract class RedisEngineBase implements PubSubEngine, RelayingEngine {
   protected deliver(channel: string, message: Buffer): void {
     const text = isUtf8(message);
     const host = this.#host;
-    if (host !== undefined && "deliverBytes" in host) (host as EngineHost).deliverBytes(channel, message, text);
+    if (host !== undefined && "deliverBytes" in host)
+      (host as EngineHost).deliverBytes(channel, message, text);
     else (host ?? byHand).deliver(channel, text ? message.toString() : new Uint8Array(message));
   }
 
@@ -161,7 +182,11 @@ export abstract class RedisEngineBase implements PubSubEngine, RelayingEngine {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         conn.off("ready", onReady);
-        reject(new Error(`${this.#names.log}: not connected to ${redactUrl(this.url)}${this.lastError ? ` (${this.lastError})` : ""}`));
+        reject(
+          new Error(
+            `${this.#names.log}: not connected to ${redactUrl(this.url)}${this.lastError ? ` (${this.lastError})` : ""}`,
+          ),
+        );
       }, CMD_WAIT_MS);
       const onReady = () => {
         clearTimeout(timer);
@@ -294,14 +319,25 @@ export function ioredis(): typeof IORedisModule {
  * wrapper promise (about 1 µs of CPU per publish). Node's definition, where it is missing.
  */
 function traceCheaply(): void {
-  const diagnostics = require("node:diagnostics_channel") as typeof import("node:diagnostics_channel");
+  const diagnostics =
+    require("node:diagnostics_channel") as typeof import("node:diagnostics_channel");
   const proto = Object.getPrototypeOf(diagnostics.tracingChannel("iodine:probe")) as object;
   if ("hasSubscribers" in proto) return;
   Object.defineProperty(proto, "hasSubscribers", {
     configurable: true,
-    get(this: Record<"start" | "end" | "asyncStart" | "asyncEnd" | "error", { hasSubscribers: boolean }>) {
-      return this.start.hasSubscribers || this.end.hasSubscribers || this.asyncStart.hasSubscribers ||
-        this.asyncEnd.hasSubscribers || this.error.hasSubscribers;
+    get(
+      this: Record<
+        "start" | "end" | "asyncStart" | "asyncEnd" | "error",
+        { hasSubscribers: boolean }
+      >,
+    ) {
+      return (
+        this.start.hasSubscribers ||
+        this.end.hasSubscribers ||
+        this.asyncStart.hasSubscribers ||
+        this.asyncEnd.hasSubscribers ||
+        this.error.hasSubscribers
+      );
     },
   });
 }

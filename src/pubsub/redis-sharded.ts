@@ -28,7 +28,14 @@ import type { Cluster, ClusterNode, ClusterOptions } from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { EchoLog, type Sent } from "./echoes.ts";
-import { Backlog, ioredis, plural, RedisEngineBase, secondsSince, type RedisEngineOptions } from "./redis-common.ts";
+import {
+  Backlog,
+  ioredis,
+  plural,
+  RedisEngineBase,
+  secondsSince,
+  type RedisEngineOptions,
+} from "./redis-common.ts";
 import { redactUrl } from "./redis-url.ts";
 
 const DONE = Promise.resolve();
@@ -73,9 +80,17 @@ export class ShardedRedisEngine extends RedisEngineBase {
   constructor(url: string, options: RedisEngineOptions = {}) {
     const node = parseUrl(url);
     const names = { api: "ShardedRedisEngine", cmd: "sharded.cmd", log: "redis (sharded)" };
-    super(names, url, options, node ? undefined : "must be redis://host:port or rediss://host:port");
+    super(
+      names,
+      url,
+      options,
+      node ? undefined : "must be redis://host:port or rediss://host:port",
+    );
     const parsed = node!; // any other URL was refused above
-    this.#node = { host: parsed.hostname.replace(/^\[|\]$/g, ""), port: Number(parsed.port || 6379) };
+    this.#node = {
+      host: parsed.hostname.replace(/^\[|\]$/g, ""),
+      port: Number(parsed.port || 6379),
+    };
     this.#options = {
       shardedSubscribers: true,
       lazyConnect: true,
@@ -101,7 +116,10 @@ export class ShardedRedisEngine extends RedisEngineBase {
 
   protected openConnections(): void {
     this.#start();
-    this.#timers = [setInterval(() => this.#tick(), 1000), setInterval(() => this.#keepAlive(), this.pingSeconds * 1000)];
+    this.#timers = [
+      setInterval(() => this.#tick(), 1000),
+      setInterval(() => this.#keepAlive(), this.pingSeconds * 1000),
+    ];
     for (const t of this.#timers) t.unref?.();
   }
 
@@ -171,7 +189,9 @@ export class ShardedRedisEngine extends RedisEngineBase {
   // --- the cluster ---
 
   #newCluster(reconnect: boolean): Cluster {
-    const options = reconnect ? this.#options : { ...this.#options, clusterRetryStrategy: () => null };
+    const options = reconnect
+      ? this.#options
+      : { ...this.#options, clusterRetryStrategy: () => null };
     const cluster = new (ioredis().Cluster)([this.#node], options);
     // Always attached: a Cluster without an "error" listener throws on the first failed reconnection.
     cluster.on("error", (err: Error) => void (this.lastError = err.message));
@@ -187,12 +207,18 @@ export class ShardedRedisEngine extends RedisEngineBase {
   #start(): void {
     const cluster = (this.#cluster = this.#newCluster(false));
     const mine = () => this.#cluster === cluster;
-    cluster.on("smessageBuffer", (channel: Buffer, message: Buffer) => mine() && this.#receive(channel, message));
+    cluster.on(
+      "smessageBuffer",
+      (channel: Buffer, message: Buffer) => mine() && this.#receive(channel, message),
+    );
     cluster.on("ready", () => mine() && this.#connected(cluster));
     cluster.on("end", () => {
       if (!mine()) return;
       this.#lost();
-      this.#restart = setTimeout(() => this.isOpen && this.#start(), Math.min(++this.#attempts * 100, 1000));
+      this.#restart = setTimeout(
+        () => this.isOpen && this.#start(),
+        Math.min(++this.#attempts * 100, 1000),
+      );
     });
     const nodeError = (err: Error, key: string) => mine() && this.#nodeFailed(key, err);
     cluster.on("node error", nodeError);
@@ -220,9 +246,13 @@ export class ShardedRedisEngine extends RedisEngineBase {
     this.#nodesDown.clear();
     this.forgetPings();
     if (this.state.wentDown()) {
-      log.error(`redis (sharded): connection to ${redactUrl(this.url)} lost (${this.lastError || "closed"}); publishing inside this cluster only until it is back`);
+      log.error(
+        `redis (sharded): connection to ${redactUrl(this.url)} lost (${this.lastError || "closed"}); publishing inside this cluster only until it is back`,
+      );
     } else if (this.state.neverUp()) {
-      log.error(`redis (sharded): cannot connect to ${redactUrl(this.url)} (${this.lastError || "no answer"}); publishing inside this cluster only, retrying`);
+      log.error(
+        `redis (sharded): cannot connect to ${redactUrl(this.url)} (${this.lastError || "no answer"}); publishing inside this cluster only, retrying`,
+      );
     }
   }
 
@@ -236,7 +266,9 @@ export class ShardedRedisEngine extends RedisEngineBase {
       return;
     }
     this.#nodesDown.set(key, { since: Date.now(), last: Date.now(), probing: false });
-    log.error(`redis (sharded): node ${key} is unreachable (${err.message}); its channels reach this cluster only until it is back`);
+    log.error(
+      `redis (sharded): node ${key} is unreachable (${err.message}); its channels reach this cluster only until it is back`,
+    );
   }
 
   /** Once a second: forget old echoes, retry failed subscription changes, probe failing nodes. */
@@ -260,9 +292,13 @@ export class ShardedRedisEngine extends RedisEngineBase {
       down.probing = true;
       const probed = (ok: boolean) => {
         down.probing = false;
-        if (ok && Date.now() - down.last >= 1000 && this.#nodesDown.get(key) === down) back("is back");
+        if (ok && Date.now() - down.last >= 1000 && this.#nodesDown.get(key) === down)
+          back("is back");
       };
-      node.ping().then(() => probed(true), () => probed(false));
+      node.ping().then(
+        () => probed(true),
+        () => probed(false),
+      );
     }
   }
 
@@ -310,7 +346,9 @@ export class ShardedRedisEngine extends RedisEngineBase {
     (want ? cluster.ssubscribe(channel) : cluster.sunsubscribe(channel)).then(
       () => settle(true),
       (err: Error) => {
-        log.debug(`redis (sharded): ${want ? "ssubscribe" : "sunsubscribe"} ${JSON.stringify(channel)} failed: ${err.message}`);
+        log.debug(
+          `redis (sharded): ${want ? "ssubscribe" : "sunsubscribe"} ${JSON.stringify(channel)} failed: ${err.message}`,
+        );
         settle(false);
       },
     );

@@ -39,5 +39,8 @@ export function redisUrlProblem(url: string): string | undefined {
 
 /** The URL with its password (or lone user name) replaced by `***`, for log lines. */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, (_, auth: string) => `//${auth.includes(":") ? auth.replace(/:.*/, ":***") : "***"}@`);
+  return url.replace(
+    /\/\/([^@/]*)@/,
+    (_, auth: string) => `//${auth.includes(":") ? auth.replace(/:.*/, ":***") : "***"}@`,
+  );
 }

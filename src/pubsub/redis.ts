@@ -27,7 +27,13 @@ import { EchoLog } from "./echoes.ts";
 import { PUBLISH_BYTES, type BytesEngine } from "./engine-api.ts";
 import { compileGlob } from "./match.ts";
 import { BatchSender } from "./redis-batch.ts";
-import { Backlog, ioredis, plural, RedisEngineBase, type RedisEngineOptions } from "./redis-common.ts";
+import {
+  Backlog,
+  ioredis,
+  plural,
+  RedisEngineBase,
+  type RedisEngineOptions,
+} from "./redis-common.ts";
 import { redactUrl } from "./redis-url.ts";
 
 const DONE = Promise.resolve();
@@ -72,7 +78,10 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
   #lastChannel = "";
 
   constructor(url: string, options: RedisEngineOptions = {}) {
-    const form = typeof url === "string" && /^rediss?:\/\//.test(url) ? undefined : "must start with redis:// or rediss://";
+    const form =
+      typeof url === "string" && /^rediss?:\/\//.test(url)
+        ? undefined
+        : "must start with redis:// or rediss://";
     super({ api: "Iodine.PubSub.Redis", cmd: "redis.cmd", log: "redis" }, url, options, form);
   }
 
@@ -81,8 +90,12 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
   protected openConnections(): void {
     this.#pub = this.#connect("pub");
     this.#sub = this.#connect("sub");
-    this.#sub.on("messageBuffer", (channel: Buffer, message: Buffer) => this.#receive("", channel, message));
-    this.#sub.on("pmessageBuffer", (pattern: string, channel: Buffer, message: Buffer) => this.#receive(pattern, channel, message));
+    this.#sub.on("messageBuffer", (channel: Buffer, message: Buffer) =>
+      this.#receive("", channel, message),
+    );
+    this.#sub.on("pmessageBuffer", (pattern: string, channel: Buffer, message: Buffer) =>
+      this.#receive(pattern, channel, message),
+    );
     this.#sub.on("ready", () => this.#resubscribe());
     this.#pingTimer = setInterval(() => this.#keepAlive(), this.pingSeconds * 1000);
     this.#pingTimer.unref?.();
@@ -125,8 +138,14 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
    */
   publish(channel: string, message: Message): void {
     if (!this.isOpen) {
-      this.cmd("PUBLISH", channel, typeof message === "string" ? message : Buffer.from(message)).catch((err: Error) =>
-        log.error(`redis: cannot publish to ${JSON.stringify(channel)} on ${redactUrl(this.url)} (${err.message})`),
+      this.cmd(
+        "PUBLISH",
+        channel,
+        typeof message === "string" ? message : Buffer.from(message),
+      ).catch((err: Error) =>
+        log.error(
+          `redis: cannot publish to ${JSON.stringify(channel)} on ${redactUrl(this.url)} (${err.message})`,
+        ),
       );
       return;
     }
@@ -209,7 +228,9 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
     const up = this.#pub?.status === "ready" && this.#sub?.status === "ready";
     if (up === this.state.up) {
       if (!up && this.lastError !== "" && this.state.neverUp()) {
-        log.error(`redis: cannot connect to ${redactUrl(this.url)} (${this.lastError}); publishing inside this cluster only, retrying`);
+        log.error(
+          `redis: cannot connect to ${redactUrl(this.url)} (${this.lastError}); publishing inside this cluster only, retrying`,
+        );
       }
       return;
     }
@@ -218,8 +239,14 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
       const after = this.state.cameUp();
       this.#backlog.resume();
       const subs = `${plural(this.#channels.size, "channel")} and ${plural(this.#patterns.size, "pattern")}`;
-      if (!again) log.info(`redis: connected to ${redactUrl(this.url)}${after} (publish and subscribe connections)`);
-      else log.info(`redis: connected to ${redactUrl(this.url)} again${after}; ${subs} subscribed again`);
+      if (!again)
+        log.info(
+          `redis: connected to ${redactUrl(this.url)}${after} (publish and subscribe connections)`,
+        );
+      else
+        log.info(
+          `redis: connected to ${redactUrl(this.url)} again${after}; ${subs} subscribed again`,
+        );
       this.#startFence();
       return;
     }
@@ -235,7 +262,10 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
   }
 
   /** Resolves once Redis answered (or at once while it is away: "ready" subscribes to everything wanted then). */
-  #subCommand(kind: "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe", keys: string[]): Promise<void> {
+  #subCommand(
+    kind: "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe",
+    keys: string[],
+  ): Promise<void> {
     const sub = this.#sub;
     if (sub === undefined || sub.status !== "ready") return DONE;
     this.#subsInFlight++;
@@ -248,9 +278,14 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
 
   /** Keep-alive: a PING per interval on each connection; one still unanswered after an interval means Redis is gone. */
   #keepAlive(): void {
-    for (const [name, conn] of [["publishing", this.#pub], ["subscribing", this.#sub]] as const) {
+    for (const [name, conn] of [
+      ["publishing", this.#pub],
+      ["subscribing", this.#sub],
+    ] as const) {
       if (conn === undefined || conn.status !== "ready" || !this.isHung(conn)) continue;
-      log.error(`redis: no answer on the ${name} connection for ${this.pingSeconds} s; reconnecting`);
+      log.error(
+        `redis: no answer on the ${name} connection for ${this.pingSeconds} s; reconnecting`,
+      );
       this.lastError = `no answer for ${this.pingSeconds} s`;
       conn.disconnect(true);
     }
@@ -285,7 +320,8 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
   /** Could Redis send this publish back to the subscribing connection? */
   #mayEcho(channel: string): boolean {
     if (this.#subsInFlight > 0 || this.#channels.has(channel)) return true;
-    if (this.#patterns.size > 0) for (const test of this.#patterns.values()) if (test(channel)) return true;
+    if (this.#patterns.size > 0)
+      for (const test of this.#patterns.values()) if (test(channel)) return true;
     return false;
   }
 

@@ -8,7 +8,13 @@
 import type { Server } from "bun";
 import { logException } from "../log.ts";
 import type { Connection, Message, SubscribeCallback, SubscribeOptions } from "../types.ts";
-import { CLUSTER, defaultEngine, PROCESS, type PubSubEngine, type PubSubScope } from "./engine-api.ts";
+import {
+  CLUSTER,
+  defaultEngine,
+  PROCESS,
+  type PubSubEngine,
+  type PubSubScope,
+} from "./engine-api.ts";
 import { compileGlob } from "./match.ts";
 import { OutgoingCheck, type OutgoingChecked } from "./outgoing.ts";
 import { RemoteLink, type Remote } from "./remote-link.ts";
@@ -48,7 +54,11 @@ const outgoing = new OutgoingCheck((channel) => nativeSubs.get(channel));
  */
 const servers = new Map<
   Server<unknown>,
-  { own: (topic: string, data: Message, compress: boolean) => number; bunApp: boolean; compressFrom: number }
+  {
+    own: (topic: string, data: Message, compress: boolean) => number;
+    bunApp: boolean;
+    compressFrom: number;
+  }
 >();
 /** the process's own subscriptions (`Iodine.subscribe`), by key */
 const processSubs = new Map<string, Subscription>();
@@ -60,18 +70,24 @@ const bunTopics = new Set<string>();
 let sweepTimer: ReturnType<typeof setTimeout> | undefined;
 
 const isPattern = (o: SubscribeOptions | undefined) => o?.match === "redis";
-const keyOf = (channel: string, o: SubscribeOptions | undefined) => (isPattern(o) ? "\u0000p:" + channel : channel);
+const keyOf = (channel: string, o: SubscribeOptions | undefined) =>
+  isPattern(o) ? "\u0000p:" + channel : channel;
 
 /**
  * Makes `server.publish` an iodine publish (SPEC §3: a Bun-native app's publish reaches every
  * subscriber), keeping Bun's own for the native fan-out.
  */
 export function attachServer(server: Server<unknown>, bunApp: boolean, compressFrom: number): void {
-  const own = server.publish.bind(server) as (topic: string, data: Message, compress: boolean) => number;
+  const own = server.publish.bind(server) as (
+    topic: string,
+    data: Message,
+    compress: boolean,
+  ) => number;
   servers.set(server, { own, bunApp, compressFrom });
   Object.defineProperty(server, "publish", {
     configurable: true,
-    value: (topic: string, data: Message | ArrayBuffer | ArrayBufferView) => publishFromApp(topic, data, 0, undefined),
+    value: (topic: string, data: Message | ArrayBuffer | ArrayBufferView) =>
+      publishFromApp(topic, data, 0, undefined),
   });
 }
 
@@ -81,7 +97,12 @@ export function attachServer(server: Server<unknown>, bunApp: boolean, compressF
  * (SPEC §3). `sentHere` is what Bun's own `ws.publish` already sent on `covered`, the sender's
  * server (Bun leaves the sender out). Returns as Bun does: the bytes sent, or 0 when nobody wants it.
  */
-export function publishFromApp(topic: string, data: Message | ArrayBuffer | ArrayBufferView, sentHere: number, covered: Server<unknown> | undefined): number {
+export function publishFromApp(
+  topic: string,
+  data: Message | ArrayBuffer | ArrayBufferView,
+  sentHere: number,
+  covered: Server<unknown> | undefined,
+): number {
   const message = toMessage(data);
   const local = deliverLocal(topic, message, covered);
   const away = link.remote !== undefined && link.remote.forward(topic, message, false);
@@ -97,20 +118,29 @@ const sizeOf = (m: Message) => (typeof m === "string" ? Buffer.byteLength(m) : m
  * message to the rest of the cluster and the external engine (`to` narrows that: CLUSTER, PROCESS;
  * an engine other than the default gets the message itself and nothing is delivered here).
  */
-export function publish(channel: string, message: Message, to?: PubSubEngine | PubSubScope): boolean {
+export function publish(
+  channel: string,
+  message: Message,
+  to?: PubSubEngine | PubSubScope,
+): boolean {
   checkChannel("Iodine.publish", channel);
   if (typeof message !== "string" && !(message instanceof Uint8Array)) {
-    throw new TypeError(`Iodine.publish: "message" must be a string or a Uint8Array, got ${typeof message}`);
+    throw new TypeError(
+      `Iodine.publish: "message" must be a string or a Uint8Array, got ${typeof message}`,
+    );
   }
   if (to !== undefined && to !== CLUSTER && to !== PROCESS && to !== defaultEngine()) {
     if (typeof (to as PubSubEngine).publish !== "function") {
-      throw new TypeError("Iodine.publish: the engine must be Iodine.PubSub.CLUSTER, PROCESS or an engine with a publish method");
+      throw new TypeError(
+        "Iodine.publish: the engine must be Iodine.PubSub.CLUSTER, PROCESS or an engine with a publish method",
+      );
     }
     (to as PubSubEngine).publish(channel, message);
     return true;
   }
   deliverLocal(channel, message);
-  if (link.remote !== undefined && to !== PROCESS) link.remote.forward(channel, message, to === CLUSTER);
+  if (link.remote !== undefined && to !== PROCESS)
+    link.remote.forward(channel, message, to === CLUSTER);
   return true;
 }
 
@@ -128,7 +158,8 @@ export function deliverLocal(channel: string, message: Message, covered?: Server
   const size = typeof message === "string" ? message.length : message.byteLength;
   for (const [server, { own, bunApp, compressFrom }] of servers) {
     if (server === covered) continue;
-    if (natives !== undefined || (bunApp && server.subscriberCount(channel) > 0)) sent = Math.max(sent, own(channel, message, size >= compressFrom));
+    if (natives !== undefined || (bunApp && server.subscriberCount(channel) > 0))
+      sent = Math.max(sent, own(channel, message, size >= compressFrom));
   }
   if (natives !== undefined) outgoing.watch(channel);
   const subs = exact.get(channel);
@@ -167,7 +198,11 @@ export function interests(): { key: string; pattern: boolean }[] {
 /** After a channel's subscribers changed: tells the remote if this process now wants it, or stopped. */
 function touch(channel: string): void {
   if (link.remote === undefined) return;
-  link.announce(channel, exact.has(channel) || nativeSubs.has(channel) || bunTopics.has(channel), false);
+  link.announce(
+    channel,
+    exact.has(channel) || nativeSubs.has(channel) || bunTopics.has(channel),
+    false,
+  );
 }
 
 function touchPattern(pattern: string): void {
@@ -189,8 +224,18 @@ export function watchBunSocket(ws: object, server: Server<unknown>): void {
   if (!proto[kPublishing]) {
     proto[kPublishing] = true;
     for (const name of ["publish", "publishText", "publishBinary"] as const) {
-      const own = proto[name] as (this: object, topic: string, data: Message | ArrayBuffer | ArrayBufferView, compress?: boolean) => number;
-      proto[name] = function (this: object, topic: string, data: Message | ArrayBuffer | ArrayBufferView, compress?: boolean) {
+      const own = proto[name] as (
+        this: object,
+        topic: string,
+        data: Message | ArrayBuffer | ArrayBufferView,
+        compress?: boolean,
+      ) => number;
+      proto[name] = function (
+        this: object,
+        topic: string,
+        data: Message | ArrayBuffer | ArrayBufferView,
+        compress?: boolean,
+      ) {
         const sent = own.call(this, topic, data, compress);
         return publishFromApp(topic, data, sent, serverOf.get(this));
       };
@@ -257,13 +302,23 @@ function inEffect(): Promise<void> {
 const DONE = Promise.resolve();
 
 /** `Iodine.subscribe`: a process-level subscription; a callback is required. Resolves once it is in effect everywhere. */
-export function subscribeProcess(channel: string, options: SubscribeOptions | undefined, callback: SubscribeCallback): Promise<void> {
+export function subscribeProcess(
+  channel: string,
+  options: SubscribeOptions | undefined,
+  callback: SubscribeCallback,
+): Promise<void> {
   checkChannel("Iodine.subscribe", channel);
-  if (typeof callback !== "function") throw new TypeError(`Iodine.subscribe: "callback" must be a function, got ${typeof callback}`);
+  if (typeof callback !== "function")
+    throw new TypeError(`Iodine.subscribe: "callback" must be a function, got ${typeof callback}`);
   const key = keyOf(channel, options);
   const old = processSubs.get(key);
   if (old) remove(old);
-  const sub: Subscription = { key: channel, options, native: false, deliver: (ch, m) => callback(ch, m) };
+  const sub: Subscription = {
+    key: channel,
+    options,
+    native: false,
+    deliver: (ch, m) => callback(ch, m),
+  };
   processSubs.set(key, sub);
   add(sub);
   return inEffect();
@@ -293,7 +348,11 @@ export function subscribeConnection(
   const key = keyOf(channel, options);
   const old = conn.subscriptions.get(key);
   if (old) dropConnectionSub(conn, key, old);
-  const native = callback === undefined && !isPattern(options) && options?.as !== "binary" && "nativeSubscribe" in conn;
+  const native =
+    callback === undefined &&
+    !isPattern(options) &&
+    options?.as !== "binary" &&
+    "nativeSubscribe" in conn;
   const sub: Subscription = {
     key: channel,
     options,
@@ -327,7 +386,11 @@ export function unsubscribeConnection(
 
 // --- internal ---
 
-function dropConnectionSub(conn: Connection & { readonly subscriptions: Map<string, Subscription> }, key: string, sub: Subscription): void {
+function dropConnectionSub(
+  conn: Connection & { readonly subscriptions: Map<string, Subscription> },
+  key: string,
+  sub: Subscription,
+): void {
   conn.subscriptions.delete(key);
   if (!sub.native) return remove(sub);
   const set = nativeSubs.get(sub.key);
@@ -364,14 +427,16 @@ function remove(sub: Subscription): void {
 function safely(sub: Subscription, channel: string, message: Message): void {
   try {
     const r = sub.deliver(channel, message) as unknown;
-    if (r instanceof Promise) r.catch((err) => logException(`subscription to ${JSON.stringify(sub.key)}`, err));
+    if (r instanceof Promise)
+      r.catch((err) => logException(`subscription to ${JSON.stringify(sub.key)}`, err));
   } catch (err) {
     logException(`subscription to ${JSON.stringify(sub.key)}`, err);
   }
 }
 
 function checkChannel(where: string, channel: unknown): asserts channel is string {
-  if (typeof channel !== "string") throw new TypeError(`${where}: "channel" must be a string, got ${typeof channel}`);
+  if (typeof channel !== "string")
+    throw new TypeError(`${where}: "channel" must be a string, got ${typeof channel}`);
 }
 
 function toMessage(data: Message | ArrayBuffer | ArrayBufferView): Message {

@@ -32,7 +32,10 @@ export class RemoteLink {
 
   /** Links `remote` (it has been told nothing yet); returns its detach, which does nothing once another took over. */
   attach(remote: Remote): () => void {
-    if (this.#remote !== undefined) throw new Error("pub/sub: the registry is linked to the cluster already (one hub, member or engine driver per process)");
+    if (this.#remote !== undefined)
+      throw new Error(
+        "pub/sub: the registry is linked to the cluster already (one hub, member or engine driver per process)",
+      );
     this.#remote = remote;
     return () => {
       if (this.#remote !== remote) return;

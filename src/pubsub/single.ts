@@ -2,7 +2,18 @@
 // so its registry talks to the engine directly — what this process wants is what the cluster wants.
 // Follows `Iodine.PubSub.default`; without an engine the registry has no remote link at all.
 import type { Message } from "../types.ts";
-import { callEngine, closeEngine, CLUSTER, defaultEngine, type EngineHost, openEngine, PendingCalls, type PubSubEngine, tellEngine, watchDefaultEngine } from "./engine-api.ts";
+import {
+  callEngine,
+  closeEngine,
+  CLUSTER,
+  defaultEngine,
+  type EngineHost,
+  openEngine,
+  PendingCalls,
+  type PubSubEngine,
+  tellEngine,
+  watchDefaultEngine,
+} from "./engine-api.ts";
 import { attachRemote, deliverLocal, publish } from "./registry.ts";
 
 const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
@@ -10,7 +21,8 @@ const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 /** What the engine receives goes to this process's subscribers (and never back to the engine). */
 const host: EngineHost = {
   deliver: (channel: string, message: Message) => void publish(channel, message, CLUSTER),
-  deliverBytes: (channel, bytes, text) => void deliverLocal(channel, text ? decoder.decode(bytes) : new Uint8Array(bytes)),
+  deliverBytes: (channel, bytes, text) =>
+    void deliverLocal(channel, text ? decoder.decode(bytes) : new Uint8Array(bytes)),
 };
 
 /** Drives `Iodine.PubSub.default` in this process from now on; returns the stop. */
