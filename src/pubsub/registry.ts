@@ -17,6 +17,7 @@ import {
 } from "./engine-api.ts";
 import { compileGlob } from "./match.ts";
 import { OutgoingCheck, type OutgoingChecked } from "./outgoing.ts";
+import { BunApps, sizeOf } from "./bun-apps.ts";
 import { RemoteLink, type Remote } from "./remote-link.ts";
 
 /** One subscription: of a connection or of the process (`Iodine.subscribe`). */
@@ -48,70 +49,27 @@ const patterns = new Map<string, { test: (channel: string) => boolean; subs: Set
 const nativeSubs = new Map<string, Set<NativeTopics>>();
 /** checks the native subscribers of what was published, once per burst (outgoing.ts) */
 const outgoing = new OutgoingCheck((channel) => nativeSubs.get(channel));
-/**
- * Each listening server with its own (unwrapped) `publish`, whether a Bun-native app runs on it, and
- * the size from which a message goes compressed to its permessage-deflate sockets.
- */
-const servers = new Map<
-  Server<unknown>,
-  {
-    own: (topic: string, data: Message, compress: boolean) => number;
-    bunApp: boolean;
-    compressFrom: number;
-  }
->();
 /** the process's own subscriptions (`Iodine.subscribe`), by key */
 const processSubs = new Map<string, Subscription>();
 
 /** the rest of the cluster (or the engine of a single process), once its one owner attached it */
 const link = new RemoteLink();
-/** topics a Bun-native app subscribed its own sockets to (`ws.subscribe`), in cluster mode */
-const bunTopics = new Set<string>();
-let sweepTimer: ReturnType<typeof setTimeout> | undefined;
+/** Bun-native apps' servers, sockets and topics (bun-apps.ts), which reach the registry through this port */
+const bunApps = new BunApps({
+  deliverLocal: (channel, message, covered) => deliverLocal(channel, message, covered),
+  forward: (channel, message) =>
+    link.remote !== undefined && link.remote.forward(channel, message, false),
+  touch: (channel) => touch(channel),
+  linked: () => link.remote !== undefined,
+});
+export const attachServer = bunApps.attachServer;
+export const publishFromApp = bunApps.publishFromApp;
+export const watchBunSocket = bunApps.watchSocket;
+export const bunTopicsMayEnd = bunApps.topicsMayEnd;
 
 const isPattern = (o: SubscribeOptions | undefined) => o?.match === "redis";
 const keyOf = (channel: string, o: SubscribeOptions | undefined) =>
   isPattern(o) ? "\u0000p:" + channel : channel;
-
-/**
- * Makes `server.publish` an iodine publish (SPEC §3: a Bun-native app's publish reaches every
- * subscriber), keeping Bun's own for the native fan-out.
- */
-export function attachServer(server: Server<unknown>, bunApp: boolean, compressFrom: number): void {
-  const own = server.publish.bind(server) as (
-    topic: string,
-    data: Message,
-    compress: boolean,
-  ) => number;
-  servers.set(server, { own, bunApp, compressFrom });
-  Object.defineProperty(server, "publish", {
-    configurable: true,
-    value: (topic: string, data: Message | ArrayBuffer | ArrayBufferView) =>
-      publishFromApp(topic, data, 0, undefined),
-  });
-}
-
-/**
- * A publish by a Bun-native app (`server.publish`, `ws.publish`, `publishText`, `publishBinary`):
- * to every subscriber in this process and, as any publish, to the rest of the cluster and Redis
- * (SPEC §3). `sentHere` is what Bun's own `ws.publish` already sent on `covered`, the sender's
- * server (Bun leaves the sender out). Returns as Bun does: the bytes sent, or 0 when nobody wants it.
- */
-export function publishFromApp(
-  topic: string,
-  data: Message | ArrayBuffer | ArrayBufferView,
-  sentHere: number,
-  covered: Server<unknown> | undefined,
-): number {
-  const message = toMessage(data);
-  const local = deliverLocal(topic, message, covered);
-  const away = link.remote !== undefined && link.remote.forward(topic, message, false);
-  if (sentHere > 0) return sentHere;
-  if (local > 0) return local;
-  return away ? sizeOf(message) : 0;
-}
-
-const sizeOf = (m: Message) => (typeof m === "string" ? Buffer.byteLength(m) : m.byteLength);
 
 /**
  * `Iodine.publish`: delivers to every subscriber in this process, in publish order, and hands the
@@ -152,15 +110,7 @@ export function publish(
 export function deliverLocal(channel: string, message: Message, covered?: Server<unknown>): number {
   let sent = 0;
   const natives = nativeSubs.get(channel);
-  // A Bun-native app's own sockets (`ws.subscribe`) are not in nativeSubs: ask Bun about them
-  // (only where such an app runs: the call is native and shows in a publish-heavy profile).
-  // Bun's publish compresses for every permessage-deflate subscriber unless told not to.
-  const size = typeof message === "string" ? message.length : message.byteLength;
-  for (const [server, { own, bunApp, compressFrom }] of servers) {
-    if (server === covered) continue;
-    if (natives !== undefined || (bunApp && server.subscriberCount(channel) > 0))
-      sent = Math.max(sent, own(channel, message, size >= compressFrom));
-  }
+  if (bunApps.hasServers) sent = bunApps.deliver(channel, message, natives !== undefined, covered);
   if (natives !== undefined) outgoing.watch(channel);
   const subs = exact.get(channel);
   if (subs !== undefined) {
@@ -185,7 +135,7 @@ export function deliverLocal(channel: string, message: Message, covered?: Server
  */
 export function attachRemote(remote: Remote): () => void {
   const detach = link.attach(remote);
-  for (const ch of new Set([...exact.keys(), ...nativeSubs.keys(), ...bunTopics])) touch(ch);
+  for (const ch of new Set([...exact.keys(), ...nativeSubs.keys(), ...bunApps.topics])) touch(ch);
   for (const p of patterns.keys()) touchPattern(p);
   return detach;
 }
@@ -200,7 +150,7 @@ function touch(channel: string): void {
   if (link.remote === undefined) return;
   link.announce(
     channel,
-    exact.has(channel) || nativeSubs.has(channel) || bunTopics.has(channel),
+    exact.has(channel) || nativeSubs.has(channel) || bunApps.topics.has(channel),
     false,
   );
 }
@@ -208,88 +158,6 @@ function touch(channel: string): void {
 function touchPattern(pattern: string): void {
   if (link.remote === undefined) return;
   link.announce(pattern, patterns.has(pattern), true);
-}
-
-/** The server of each open Bun-native socket, for its `ws.publish` (see watchBunSocket). */
-const serverOf = new WeakMap<object, Server<unknown>>();
-
-/**
- * A Bun-native app's socket opened on `server`. Its `ws.publish`, `publishText` and
- * `publishBinary` become iodine publishes (SPEC §3: they reach every worker and Redis, exactly once,
- * the sender left out as Bun does): ServerWebSocket's methods are wrapped once, on the prototype.
- */
-export function watchBunSocket(ws: object, server: Server<unknown>): void {
-  serverOf.set(ws, server);
-  const proto = Object.getPrototypeOf(ws) as Record<string, unknown> & { [kPublishing]?: true };
-  if (!proto[kPublishing]) {
-    proto[kPublishing] = true;
-    for (const name of ["publish", "publishText", "publishBinary"] as const) {
-      const own = proto[name] as (
-        this: object,
-        topic: string,
-        data: Message | ArrayBuffer | ArrayBufferView,
-        compress?: boolean,
-      ) => number;
-      proto[name] = function (
-        this: object,
-        topic: string,
-        data: Message | ArrayBuffer | ArrayBufferView,
-        compress?: boolean,
-      ) {
-        const sent = own.call(this, topic, data, compress);
-        return publishFromApp(topic, data, sent, serverOf.get(this));
-      };
-    }
-  }
-  watchBunTopics(proto);
-}
-const kPublishing = Symbol("iodine.publishing");
-
-/**
- * A Bun-native app subscribes its sockets itself (`ws.subscribe`), out of iodine's sight. In a
- * cluster, ServerWebSocket's subscribe/unsubscribe are wrapped once (on the prototype, so no cost
- * per socket) to learn its topics; a topic is given up when Bun counts no subscriber for it any more,
- * checked shortly after an unsubscribe or a close.
- */
-function watchBunTopics(proto: Record<string, unknown> & { [kWatched]?: true }): void {
-  if (link.remote === undefined) return;
-  if (proto[kWatched]) return;
-  proto[kWatched] = true;
-  const sub = proto.subscribe as (this: unknown, topic: string) => unknown;
-  const unsub = proto.unsubscribe as (this: unknown, topic: string) => unknown;
-  proto.subscribe = function (this: object, topic: string) {
-    const r = sub.call(this, topic);
-    // iodine's own WebSockets share the prototype; their topics are in nativeSubs already.
-    if (!serverOf.has(this)) return r;
-    if (typeof topic === "string" && !bunTopics.has(topic)) {
-      bunTopics.add(topic);
-      touch(topic);
-    }
-    return r;
-  };
-  proto.unsubscribe = function (this: unknown, topic: string) {
-    const r = unsub.call(this, topic);
-    bunTopicsMayEnd();
-    return r;
-  };
-}
-const kWatched = Symbol("iodine.watched");
-
-/** After a Bun-native socket unsubscribed or closed: drop the topics nobody holds any more (batched). */
-export function bunTopicsMayEnd(): void {
-  if (bunTopics.size === 0 || sweepTimer !== undefined) return;
-  sweepTimer = setTimeout(() => {
-    sweepTimer = undefined;
-    for (const topic of bunTopics) {
-      let held = false;
-      for (const server of servers.keys()) if ((held = server.subscriberCount(topic) > 0)) break;
-      if (!held) {
-        bunTopics.delete(topic);
-        touch(topic);
-      }
-    }
-  }, 50);
-  sweepTimer.unref?.();
 }
 
 /**
@@ -437,10 +305,4 @@ function safely(sub: Subscription, channel: string, message: Message): void {
 function checkChannel(where: string, channel: unknown): asserts channel is string {
   if (typeof channel !== "string")
     throw new TypeError(`${where}: "channel" must be a string, got ${typeof channel}`);
-}
-
-function toMessage(data: Message | ArrayBuffer | ArrayBufferView): Message {
-  if (typeof data === "string" || data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
