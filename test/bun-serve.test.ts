@@ -123,7 +123,7 @@ describe("the same Bun.serve options object under plain Bun and under iodine -w 
     } finally {
       for (const c of all) c.ws.close();
     }
-  });
+  }, 15_000);
 
   test("a body over the limit with Expect: 100-continue: both refuse it", async () => {
     const head = (port: number) =>
@@ -320,5 +320,5 @@ describe("a script that calls Bun.serve itself (examples/bun-serve.ts) under pla
     const expected = await roomTranscript(bun, undefined);
     expect(expected).toEqual({ ann: ["(announcement) all hands", "bob left", "bob: yo"], bob: ["(announcement) all hands", "ann: hi"] });
     expect(await roomTranscript(iodine, childrenOf(iodine.proc.pid))).toEqual(expected);
-  });
+  }, 20_000);
 });
