@@ -76,7 +76,26 @@ export function startCommand(cmd: string[], o: StartOptions = {}): Promise<CliPr
   return watch(spawnCommand(cmd, o), o);
 }
 
+/**
+ * Every process `startCli`/`startCommand` started and that still runs. Disposal stops each; this is
+ * the net under it: a test that times out never reaches its `await using` cleanup, and a cluster
+ * master outlives the test runner, so whatever is left is killed when the runner exits.
+ */
+const running = new Map<Subprocess, boolean>();
+process.once("exit", () => {
+  for (const [proc, group] of running) {
+    try {
+      if (group) process.kill(-proc.pid, "SIGKILL");
+      else proc.kill("SIGKILL");
+    } catch {
+      // gone meanwhile
+    }
+  }
+});
+
 async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions): Promise<CliProcess> {
+  running.set(proc, o.group === true);
+  void proc.exited.then(() => running.delete(proc));
   const signalGroup = (signal: NodeJS.Signals) => {
     if (o.group !== true) throw new Error("signalGroup needs a process started with { group: true }");
     try {
@@ -235,6 +254,18 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]);
 }
 
+/**
+ * Polls `ok` (every `every` ms) until it is true, for a state no event announces (/proc, a Redis
+ * counter, a process list); rejects after `ms` saying what was awaited. Prefer an event where there is one.
+ */
+export async function waitUntil(ok: () => boolean | Promise<boolean>, ms: number, what: string, every = 20): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await Bun.sleep(every);
+  }
+}
+
 /** Resolves on `wake()` (new data arrived) or after `ms`, whichever comes first. */
 export function nap(ms: number): { wake: () => void; done: Promise<void> } {
   const woke = Promise.withResolvers<void>();
@@ -291,12 +322,28 @@ export function tempDir(prefix = "iodine-test-"): Disposable & { path: string } 
   return { path, [Symbol.dispose]: () => rmSync(path, { recursive: true, force: true }) };
 }
 
-/** A TCP port free right now on 127.0.0.1 (for a server that must know its port before it starts). */
+// --- ports ---
+
+/**
+ * A TCP port free right now on 127.0.0.1, for a server that must know its port before it starts (a
+ * Redis, nginx, two servers that name each other); anything that can listen on port 0 should.
+ * bench/ uses this one too.
+ */
 export function freePort(): number {
   const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   const port = listener.port;
   listener.stop(true);
   return port;
+}
+
+/** Whether `port` can be bound on 127.0.0.1 right now. */
+export function portIsFree(port: number): boolean {
+  try {
+    Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } }).stop(true);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The pids of the running (not zombie) children of `pid`, from /proc. */
