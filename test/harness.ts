@@ -5,6 +5,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { afterAll, beforeAll } from "bun:test";
 
 export const ROOT = resolve(import.meta.dir, "..");
 export const CLI = join(ROOT, "cli.ts");
@@ -105,16 +106,16 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     }
   };
   let text = "";
-  let waiters: (() => void)[] = [];
+  const waiters = new Waiters();
   let ended = false;
   const decoder = new TextDecoder();
   (async () => {
     for await (const chunk of proc.stderr) {
       text += decoder.decode(chunk, { stream: true });
-      for (const w of waiters) w();
+      waiters.wake();
     }
     ended = true;
-    for (const w of waiters) w();
+    waiters.wake();
   })();
   // Keep stdout too (an app's own console.log), which also keeps the pipe from filling.
   let out = "";
@@ -122,26 +123,15 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     const outDecoder = new TextDecoder();
     for await (const chunk of proc.stdout) {
       out += outDecoder.decode(chunk, { stream: true });
-      for (const w of waiters) w();
+      waiters.wake();
     }
   })();
 
   const waitFor = (pattern: RegExp, ms = 10_000, stream: "stderr" | "stdout" | "any" = "stderr") =>
-    new Promise<RegExpMatchArray>((res, rej) => {
-      const check = () => {
-        const m = stream === "any" ? (text.match(pattern) ?? out.match(pattern)) : (stream === "stdout" ? out : text).match(pattern);
-        if (m) return done(() => res(m));
-        if (ended) return done(() => rej(new Error(`process ended before ${pattern}; stderr:\n${text}`)));
-      };
-      const timer = setTimeout(() => done(() => rej(new Error(`timed out waiting for ${pattern}; stderr:\n${text}`))), ms);
-      const done = (f: () => void) => {
-        clearTimeout(timer);
-        waiters = waiters.filter((w) => w !== check);
-        f();
-      };
-      waiters.push(check);
-      check();
-    });
+    waiters.until(
+      () => (stream === "any" ? (text.match(pattern) ?? out.match(pattern)) : (stream === "stdout" ? out : text).match(pattern)) ?? undefined,
+      { ended: () => ended, ms, fail: (why) => new Error(`${why === "ended" ? "process ended before" : "timed out waiting for"} ${pattern}; stderr:\n${text}`) },
+    );
 
   const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
@@ -266,6 +256,37 @@ export async function waitUntil(ok: () => boolean | Promise<boolean>, ms: number
   }
 }
 
+/**
+ * Conditions re-checked whenever `wake()` is called (data arrived, the source ended): `until` resolves
+ * with the first value `check()` gives that is not undefined, and fails once `ended()` is true first,
+ * or after `ms`. The one waiting loop of the CLI's output, RawClient and WsClient.
+ */
+export class Waiters {
+  #all = new Set<() => void>();
+
+  wake(): void {
+    for (const w of [...this.#all]) w();
+  }
+
+  until<T>(check: () => T | undefined, o: { ended: () => boolean; ms: number; fail: (why: "ended" | "timeout") => Error }): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const done = (f: () => void) => {
+        clearTimeout(timer);
+        this.#all.delete(poll);
+        f();
+      };
+      const poll = () => {
+        const v = check();
+        if (v !== undefined) done(() => resolve(v));
+        else if (o.ended()) done(() => reject(o.fail("ended")));
+      };
+      const timer = setTimeout(() => done(() => reject(o.fail("timeout"))), o.ms);
+      this.#all.add(poll);
+      poll();
+    });
+  }
+}
+
 /** Resolves on `wake()` (new data arrived) or after `ms`, whichever comes first. */
 export function nap(ms: number): { wake: () => void; done: Promise<void> } {
   const woke = Promise.withResolvers<void>();
@@ -314,6 +335,24 @@ export function skipWithout(tool: string, present: boolean, file: string, what: 
   if (present || process.env.CI === "true") return false;
   console.warn(`\n*** ${file}: ${tool} is not installed, so ${what} is SKIPPED (it runs, and must pass, when CI=true) ***\n`);
   return true;
+}
+
+/**
+ * What every test of a file shares (a Redis, a Redis Cluster): started before the file's first test
+ * unless `skip`, disposed after its last. The getter throws when it is not there.
+ */
+export function sharedByFile<T extends AsyncDisposable>(start: () => Promise<T>, o: { skip?: boolean; timeout?: number } = {}): () => T {
+  let it: T | undefined;
+  beforeAll(async () => {
+    if (!o.skip) it = await start();
+  }, o.timeout);
+  afterAll(async () => {
+    await it?.[Symbol.asyncDispose]();
+  });
+  return () => {
+    if (it === undefined) throw new Error("sharedByFile: not started (skipped, or its start failed)");
+    return it;
+  };
 }
 
 /** A temp directory removed on dispose. */

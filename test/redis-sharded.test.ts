@@ -6,8 +6,8 @@
 // inside the cluster, at most two connections per node per cluster, `cmd` from a worker, raw payloads
 // from any Redis client, a master killed and restarted mid-stream, and then the whole Redis Cluster.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { fixture, startCli, waitUntil, type CliProcess } from "./harness.ts";
-import { skipRedisCluster, startRedisCluster, type RedisCluster } from "./redis-cluster.ts";
+import { fixture, sharedByFile, startCli, waitUntil, type CliProcess } from "./harness.ts";
+import { skipRedisCluster, startRedisCluster } from "./redis-cluster.ts";
 import { pubsubSuite, twoClustersSharded } from "./suites/pubsub.ts";
 import { Clients, fenced, linked, untilHeard, type WorkerClient } from "./ws.ts";
 
@@ -25,15 +25,9 @@ const ws = (srv: CliProcess) => srv.url.replace("http", "ws");
 /** Fences from each client (cluster-app publishes what a socket sends on its channel). */
 const fencesFrom = (...clients: WorkerClient[]) => clients.map((c) => ({ client: c, send: (t: string) => c.send(t) }));
 
-let redis: RedisCluster | undefined;
-beforeAll(async () => {
-  if (!skip) redis = await startRedisCluster();
-}, 30_000);
-afterAll(async () => {
-  await redis?.[Symbol.asyncDispose]();
-});
+const redis = sharedByFile(() => startRedisCluster(), { skip, timeout: 30_000 });
 
-pubsubSuite(twoClustersSharded(() => redis!.url, { fanOut: [{ subscribers: 4, messages: 2000 }], stream: 1000 }, skip));
+pubsubSuite(twoClustersSharded(() => redis().url, { fanOut: [{ subscribers: 4, messages: 2000 }], stream: 1000 }, skip));
 
 describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)", () => {
   let a: CliProcess;
@@ -43,7 +37,7 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
 
   /** PUBSUB SHARDNUMSUB on node i */
   const shardSubs = async (i: number, channel: string) =>
-    Number(((await redis!.admin[i]!.call("PUBSUB", "SHARDNUMSUB", channel)) as [string, number])[1]);
+    Number(((await redis().admin[i]!.call("PUBSUB", "SHARDNUMSUB", channel)) as [string, number])[1]);
   /** Redis's counters change with no event to await: polled until node i's SHARDNUMSUB is n. */
   const settled = (i: number, channel: string, n: number) =>
     waitUntil(async () => (await shardSubs(i, channel)) === n, 2000, `SHARDNUMSUB ${channel} = ${n} on node ${i}`);
@@ -54,7 +48,7 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
    */
   const expectBoundedConnections = async (everywhere: boolean) => {
     const pids = [a.proc.pid, b.proc.pid].map(String).sort();
-    for (const node of redis!.admin) {
+    for (const node of redis().admin) {
       const names = ((await node.call("CLIENT", "LIST")) as string).match(/\bname=\S*iodine-sharded-\d+/g) ?? [];
       const all = new Map<string, number>();
       const subscribers = new Map<string, number>();
@@ -72,9 +66,9 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
   };
 
   beforeAll(async () => {
-    for (let i = 0; channels.filter(Boolean).length < 3; i++) channels[await redis!.ownerOf(`room-${i}`)] ??= `room-${i}`;
+    for (let i = 0; channels.filter(Boolean).length < 3; i++) channels[await redis().ownerOf(`room-${i}`)] ??= `room-${i}`;
     const env = { REDIS_URL: undefined, IODINE_REDIS_URL: undefined };
-    const start = () => startCli(["-p", "0", "-w", "2", "-r", `${redis!.url}?sharded`, APP], { env, timeout: 20_000 });
+    const start = () => startCli(["-p", "0", "-w", "2", "-r", `${redis().url}?sharded`, APP], { env, timeout: 20_000 });
     [a, b] = await Promise.all([start(), start()]);
     await Promise.all([a, b].map((s) => s.waitFor(/redis \(sharded\): connected to the Redis Cluster at redis:\/\/127\.0\.0\.1:\d+ \(3 masters/)));
   }, 30_000);
@@ -133,7 +127,7 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
     expect(await pattern.next()).toBe("inside");
     // Published on B: Redis cannot route it to a pattern (no shard subscription exists for it).
     await post(b, "news.sport", "from B");
-    expect(await shardSubs(await redis!.ownerOf("news.sport"), "news.sport")).toBe(0);
+    expect(await shardSubs(await redis().ownerOf("news.sport"), "news.sport")).toBe(0);
     await post(a, "news.tech", "inside again");
     expect(await pattern.next()).toBe("inside again");
     expect(await fenced([{ send: (t: string) => post(a, "news.sport", t) }], [pattern])).toEqual([[]]);
@@ -147,7 +141,7 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
     // take the engine's 5 s retry.)
     const fresh = "after-the-pattern";
     await clients.onWorker(`${ws(a)}/ws?ch=${fresh}`, first);
-    await settled(await redis!.ownerOf(fresh), fresh, 1);
+    await settled(await redis().ownerOf(fresh), fresh, 1);
     expect(lines(a, line)).toHaveLength(1);
     expect(lines(b, line)).toHaveLength(0);
   }, 20_000);
@@ -167,7 +161,7 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
     await using clients = new Clients();
     const text = await clients.worker(`${ws(a)}/ws?ch=${ch}`);
     const binary = await clients.worker(`${ws(a)}/ws?ch=${bin}`);
-    const admin = redis!.admin;
+    const admin = redis().admin;
     await untilHeard((probe) => admin[2]!.call("SPUBLISH", ch, probe), [text]);
     await untilHeard((probe) => admin[0]!.call("SPUBLISH", bin, probe), [binary]);
     await admin[2]!.call("SPUBLISH", ch, "héllo from redis-cli");
@@ -191,7 +185,7 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
     await linked(b1, [b2, a1]);
     await linked(h1, [h2]);
 
-    await redis!.kill(victim);
+    await redis().kill(victim);
     const unreachable = /redis \(sharded\): node 127\.0\.0\.1:\d+ is unreachable/;
     await Promise.all([a, b].map((s) => s.waitFor(unreachable, 5000)));
     // The master is away: B still delivers its own publishes on that channel to both its workers,
@@ -203,7 +197,7 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
     }
     for (const c of [b1, b2, h1, h2]) expect(await c.take(50)).toEqual(local);
 
-    await redis!.restart(victim);
+    await redis().restart(victim);
     const restarted = Date.now();
     await linked(b1, [a1]);
     expect(Date.now() - restarted).toBeLessThan(5000);
@@ -228,15 +222,15 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
     const a1 = await clients.worker(`${ws(a)}/ws?ch=${ch}`);
     await linked(b1, [b2, a1]);
 
-    await Promise.all([0, 1, 2].map((i) => redis!.kill(i)));
+    await Promise.all([0, 1, 2].map((i) => redis().kill(i)));
     const lost = /redis \(sharded\): connection to redis:\/\/127\.0\.0\.1:\d+ lost/;
     await Promise.all([a, b].map((s) => s.waitFor(lost, 5000)));
     const local = numbered("local", 50);
     for (const m of local) b1.send(m);
     for (const c of [b1, b2]) expect(await c.take(50)).toEqual(local);
 
-    await Promise.all([0, 1, 2].map((i) => redis!.restart(i)));
-    await redis!.waitOk();
+    await Promise.all([0, 1, 2].map((i) => redis().restart(i)));
+    await redis().waitOk();
     const again = /redis \(sharded\): connected to redis:\/\/127\.0\.0\.1:\d+ again after [\d.]+ s; \d+ channels? subscribed again/;
     await Promise.all([a, b].map((s) => s.waitFor(again, 8000)));
     await linked(b1, [b2, a1]);

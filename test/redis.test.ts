@@ -7,8 +7,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import IORedis from "ioredis";
 import { Iodine } from "../src/index.ts";
-import { errorOf, fixture, freePort, runCommand, startCli, waitUntil, type CliProcess } from "./harness.ts";
-import { skipRedis, startRedis, type RedisServer } from "./redis-server.ts";
+import { errorOf, fixture, freePort, runCommand, sharedByFile, startCli, waitUntil, type CliProcess } from "./harness.ts";
+import { skipRedis, startRedis } from "./redis-server.ts";
 import { pubsubSuite, twoClustersOnRedis } from "./suites/pubsub.ts";
 import { Clients, fenced, linked, untilHeard } from "./ws.ts";
 
@@ -55,15 +55,9 @@ const ws = (srv: CliProcess) => srv.url.replace("http", "ws");
 /** A fence published by an HTTP request to `srv` on `channel`. */
 const httpFence = (srv: CliProcess, channel: string) => ({ send: (t: string) => post(srv, channel, t) });
 
-let redis: RedisServer | undefined;
-beforeAll(async () => {
-  if (!skip) redis = await startRedis();
-});
-afterAll(async () => {
-  await redis?.[Symbol.asyncDispose]();
-});
+const redis = sharedByFile(() => startRedis(), { skip });
 
-pubsubSuite(twoClustersOnRedis(() => redis!.url, { fanOut: [{ subscribers: 4, messages: 5000 }], stream: 2000 }, skip));
+pubsubSuite(twoClustersOnRedis(() => redis().url, { fanOut: [{ subscribers: 4, messages: 5000 }], stream: 2000 }, skip));
 
 describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
   let admin: IORedis;
@@ -71,10 +65,10 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
   let b: CliProcess;
 
   beforeAll(async () => {
-    admin = new IORedis(redis!.port, "127.0.0.1", { connectionName: "test-admin", lazyConnect: true });
+    admin = new IORedis(redis().port, "127.0.0.1", { connectionName: "test-admin", lazyConnect: true });
     admin.on("error", () => {});
     await admin.connect();
-    const start = () => startCli(["-p", "0", "-w", "2", "-r", redis!.url, APP], { timeout: 20_000 });
+    const start = () => startCli(["-p", "0", "-w", "2", "-r", redis().url, APP], { timeout: 20_000 });
     [a, b] = await Promise.all([start(), start()]);
   });
   afterAll(async () => {
@@ -86,7 +80,7 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     await using clients = new Clients();
     const exact = await clients.worker(`${ws(a)}/ws?ch=news.sport`);
     const pattern = await clients.worker(`${ws(a)}/ws?ch=news.*&match=redis`);
-    using raw = await rawSubscriber(redis!.port, ["news.*"], { patterns: true });
+    using raw = await rawSubscriber(redis().port, ["news.*"], { patterns: true });
     await untilHeard((probe) => post(b, "news.sport", probe), [exact, pattern]);
     await waitUntil(() => raw.got.length > 0, 2000, "the raw subscriber's probe");
     raw.got.length = 0;
@@ -194,7 +188,7 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     const a1 = await clients.worker(`${ws(a)}/ws?ch=live`);
     await linked(b1, [a1, b2]);
 
-    await redis!.kill();
+    await redis().kill();
     await Promise.all([a, b].map((s) => s.waitFor(/redis: connection to redis:\/\/127\.0\.0\.1:\d+ lost/, 5000)));
     // Redis is away: the cluster still delivers its own publishes, to both of its workers.
     const local = numbered("local", 50);
@@ -202,7 +196,7 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     expect(await b1.take(50)).toEqual(local);
     expect(await b2.take(50)).toEqual(local);
 
-    await redis!.restart();
+    await redis().restart();
     const restarted = Date.now();
     await linked(b1, [a1]);
     expect(Date.now() - restarted).toBeLessThan(5000);

@@ -5,7 +5,7 @@
 // that stops reading).
 import { expect } from "bun:test";
 import { connect, type Socket } from "node:net";
-import { nap, within } from "./harness.ts";
+import { nap, Waiters, within } from "./harness.ts";
 
 export type Msg = string | Uint8Array;
 
@@ -49,7 +49,7 @@ export class WsClient implements Disposable, AsyncDisposable {
   readonly closed: Promise<CloseEvent>;
   #queue: Msg[] = [];
   #head = 0;
-  #waiters = new Set<() => void>();
+  #waiters = new Waiters();
   #isClosed = false;
   #ignore: (m: Msg) => boolean;
 
@@ -71,13 +71,13 @@ export class WsClient implements Disposable, AsyncDisposable {
       open.reject(new Error(`${url} closed before it opened (${e.code})`));
       this.#isClosed = true;
       closed.resolve(e);
-      this.#wake();
+      this.#waiters.wake();
     };
     this.ws.onmessage = (e) => {
       const m = typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer);
       this.received.push(m);
       if (!this.#ignore(m)) this.#queue.push(m);
-      this.#wake();
+      this.#waiters.wake();
     };
   }
 
@@ -172,25 +172,11 @@ export class WsClient implements Disposable, AsyncDisposable {
     return out;
   }
 
-  #wake(): void {
-    for (const w of [...this.#waiters]) w();
-  }
-
   #wait<T>(check: () => T | undefined, what: () => string, ms: number): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const done = (f: () => void) => {
-        clearTimeout(timer);
-        this.#waiters.delete(poll);
-        f();
-      };
-      const poll = () => {
-        const v = check();
-        if (v !== undefined) return done(() => resolve(v));
-        if (this.#isClosed) done(() => reject(new Error(`${this.url} closed while waiting for ${what()}`)));
-      };
-      const timer = setTimeout(() => done(() => reject(new Error(`timed out after ${ms} ms waiting for ${what()} on ${this.url}`))), ms);
-      this.#waiters.add(poll);
-      poll();
+    return this.#waiters.until(check, {
+      ended: () => this.#isClosed,
+      ms,
+      fail: (why) => new Error(`${why === "ended" ? `${this.url} closed while waiting for` : `timed out after ${ms} ms waiting for`} ${what()}`),
     });
   }
 

@@ -297,21 +297,29 @@ export const twoWorkers = (scale: PubSubMode["scale"]): PubSubMode => ({
   scale,
 });
 
-/** Two `-w 2` clusters on one Redis (`url()` read when a test starts): places 0–1 are cluster A's workers, 2–3 B's. */
-export const twoClustersOnRedis = (url: () => string, scale: PubSubMode["scale"], skip: boolean): PubSubMode => ({
-  name: "two -w 2 clusters on one Redis",
-  workers: 2,
-  start: (app) => {
+/**
+ * Two `-w 2` clusters on `url()` (read when a test starts), each started once its engine says
+ * `connected` (as test/redis-sharded.test.ts always waited): places 0–1 are cluster A's workers, 2–3 B's.
+ */
+function twoClusters(url: () => string, connected: RegExp) {
+  return (app: string) => {
     const one = async () => {
       const srv = await startCli(["-p", "0", "-w", "2", ...BIG_MESSAGES, "-r", url(), app], { env: NO_REDIS_ENV, timeout: 20_000 });
-      await srv.waitFor(/redis: connected to /).catch(async (err) => {
+      await srv.waitFor(connected).catch(async (err) => {
         await srv[Symbol.asyncDispose]();
         throw err;
       });
       return srv;
     };
     return startAll([one, one]);
-  },
+  };
+}
+
+/** Two `-w 2` clusters on one Redis. */
+export const twoClustersOnRedis = (url: () => string, scale: PubSubMode["scale"], skip: boolean): PubSubMode => ({
+  name: "two -w 2 clusters on one Redis",
+  workers: 2,
+  start: twoClusters(url, /redis: connected to /),
   across: "utf8",
   scale,
   skip,
@@ -326,20 +334,7 @@ export const twoClustersOnRedis = (url: () => string, scale: PubSubMode["scale"]
 export const twoClustersSharded = (url: () => string, scale: PubSubMode["scale"], skip: boolean): PubSubMode => ({
   name: "two -w 2 clusters on a Redis Cluster (sharded)",
   workers: 2,
-  start: (app) => {
-    // Tests start once the engine is connected, as test/redis-sharded.test.ts always did: channels
-    // subscribed while it connects are subscribed again in one burst when it does, and there some
-    // were seen lost for good (the node's ssubscriber showed ssub=1 of 4 after 30 s).
-    const one = async () => {
-      const srv = await startCli(["-p", "0", "-w", "2", ...BIG_MESSAGES, "-r", `${url()}?sharded`, app], { env: NO_REDIS_ENV, timeout: 20_000 });
-      await srv.waitFor(/redis \(sharded\): connected to the Redis Cluster/).catch(async (err) => {
-        await srv[Symbol.asyncDispose]();
-        throw err;
-      });
-      return srv;
-    };
-    return startAll([one, one]);
-  },
+  start: twoClusters(() => `${url()}?sharded`, /redis \(sharded\): connected to the Redis Cluster/),
   patternFrom: 1,
   across: "utf8",
   channel: (name) => `{s}${name}`,
