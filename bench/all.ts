@@ -16,7 +16,8 @@
 // a whole one.
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import { BENCHES, parseFlags, positive, ROOT, writeResults, type SuiteRun } from "./lib.ts";
+import { ROOT } from "./lib/tools.ts";
+import { BENCHES, parseFlags, positive, writeResults, type SuiteRun } from "./lib/run.ts";
 
 const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 

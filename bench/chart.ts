@@ -7,7 +7,7 @@
 // ½× and 2× sit equally far from 1.0, and start-up's several × do not flatten the ratios near 1.
 // The whisker spans the per-round min–max; a black tick marks the target. Green: meets its target,
 // red: misses it, blue: no target.
-import { fmtRatio, meetsTarget, nameWithDirection, type Ratio } from "./lib.ts";
+import { fmtRatio, meetsTarget, nameWithDirection, type Ratio } from "./lib/stats.ts";
 
 const FONT = `font-family="-apple-system, 'Segoe UI', Helvetica, Arial, sans-serif"`;
 const COLOR = { pass: "#1a7f37", miss: "#cf222e", none: "#0969da", ink: "#1f2328", muted: "#57606a", grid: "#d8dee4" };

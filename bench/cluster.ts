@@ -28,39 +28,12 @@
 // msg/s and req/s far more than it moves the CPU spent per message or request.
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import {
-  absoluteEntry,
-  assertAlive,
-  childPids,
-  cpuMicros,
-  cpuSeconds,
-  cpuTicks,
-  ensureWrk,
-  fmtRatio,
-  fmtRps,
-  inRounds,
-  iodineCmd,
-  LoadClient,
-  machineFacts,
-  median,
-  notesText,
-  parseFlags,
-  positive,
-  printMachine,
-  ratioEntry,
-  ROOT,
-  runBench,
-  runWrk,
-  spread,
-  startServer,
-  stopServer,
-  writeResults,
-  wrkNote,
-  type Absolute,
-  type Ratio,
-  type Server,
-  type WrkResult,
-} from "./lib.ts";
+import { ROOT, wrkVersion } from "./lib/tools.ts";
+import { assertAlive, iodineCmd, LoadClient, startServer, stopServer, type Server } from "./lib/processes.ts";
+import { runWrk, wrkNote, type WrkResult } from "./lib/wrk.ts";
+import { childPids, cpuMicros, cpuSeconds, cpuTicks, machineFacts, printMachine } from "./lib/machine.ts";
+import { absoluteEntry, fmtRatio, fmtRps, inRounds, median, notesText, ratioEntry, spread, type Absolute, type Ratio } from "./lib/stats.ts";
+import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
 
 const THREADS = 2;
 const CONNECTIONS = 200;
@@ -195,7 +168,7 @@ type HttpRun = WrkResult & { cpuMicrosPerRequest: number; cpuShares: number[] };
 
 async function main(): Promise<void> {
   const facts = { ...machineFacts(), wrk: "" };
-  if (wants("http")) facts.wrk = await ensureWrk();
+  if (wants("http")) facts.wrk = await wrkVersion();
   printMachine(facts, `bun ${facts.bun}${facts.wrk ? `, ${facts.wrk}` : ""}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
   console.log("");
 

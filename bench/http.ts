@@ -13,40 +13,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import {
-  aptInstall,
-  assertAlive,
-  cpuMicros,
-  cpuTicks,
-  ensureWrk,
-  findTool,
-  fmtRatio,
-  fmtRps,
-  freePort,
-  indent,
-  inRounds,
-  iodineCmd,
-  machineFacts,
-  median,
-  parseFlags,
-  positive,
-  printMachine,
-  ratioEntry,
-  ROOT,
-  runBench,
-  runWrk,
-  spread,
-  startServer,
-  stopServer,
-  versionLine,
-  waitReachable,
-  writeResults,
-  wrkNote,
-  type Ratio,
-  type Server,
-  type Spread,
-  type WrkResult,
-} from "./lib.ts";
+import { findTool, missingTool, ROOT, versionLine, wrkVersion } from "./lib/tools.ts";
+import { assertAlive, freePort, indent, iodineCmd, startServer, stopServer, waitReachable, type Server } from "./lib/processes.ts";
+import { runWrk, wrkNote, type WrkResult } from "./lib/wrk.ts";
+import { cpuMicros, cpuTicks, machineFacts, printMachine } from "./lib/machine.ts";
+import { fmtRatio, fmtRps, inRounds, median, ratioEntry, spread, type Ratio, type Spread } from "./lib/stats.ts";
+import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
 
 const THREADS = 2;
 const CONNECTIONS = 200;
@@ -102,14 +74,10 @@ async function main(): Promise<void> {
   const facts = { ...machineFacts(), wrk: "", nginx: "" };
 
   // --- tools ---
-  facts.wrk = await ensureWrk();
-  let nginx = findTool("nginx");
+  facts.wrk = await wrkVersion();
+  const nginx = findTool("nginx");
   if (!nginx) {
-    console.error("bench: nginx not found; installing nginx-light");
-    if (await aptInstall("nginx-light")) nginx = findTool("nginx");
-  }
-  if (!nginx) {
-    console.error("\n!!!!! bench: NGINX COULD NOT BE INSTALLED — the nginx baselines are SKIPPED !!!!!\n");
+    console.error(`\n!!!!! bench: ${missingTool("nginx", "nginx-light")} — the nginx baselines are SKIPPED !!!!!\n`);
   }
   if (nginx) facts.nginx = await versionLine([nginx, "-v"]);
 

@@ -19,7 +19,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mustache from "mustache";
 import { Mustache } from "../src/mustache.ts";
-import { fmtRatio, fmtRps, machineFacts, parseFlags, positive, printMachine, ratioEntry, runBench, spread, writeResults } from "./lib.ts";
+import { machineFacts, printMachine } from "./lib/machine.ts";
+import { fmtRatio, fmtRps, ratioEntry, spread } from "./lib/stats.ts";
+import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
 
 const TARGET = 1.0;
 

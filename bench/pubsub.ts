@@ -24,34 +24,11 @@
 // Messages are words (bench/pubsub-routes.ts `text`), which deflate shrinks as it would chat or JSON;
 // the load client counts compressed frames and never inflates them.
 import { join } from "node:path";
-import {
-  assertAlive,
-  childPids,
-  cpuTicks,
-  cpuSeconds,
-  fmtRps,
-  inRounds,
-  iodineCmd,
-  LoadClient,
-  machineFacts,
-  median,
-  notesText,
-  openFilesLimit,
-  parseFlags,
-  positive,
-  printMachine,
-  ratioEntry,
-  ROOT,
-  rssBytes,
-  runBench,
-  spread,
-  startServer,
-  stopServer,
-  writeResults,
-  type Ratio,
-  type Server,
-  type Spread,
-} from "./lib.ts";
+import { ROOT } from "./lib/tools.ts";
+import { assertAlive, iodineCmd, LoadClient, startServer, stopServer, type Server } from "./lib/processes.ts";
+import { childPids, cpuSeconds, cpuTicks, machineFacts, openFilesLimit, printMachine, rssBytes } from "./lib/machine.ts";
+import { fmtRps, inRounds, median, notesText, ratioEntry, spread, type Ratio, type Spread } from "./lib/stats.ts";
+import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
 
 const WS_COUNTS = [1_000, 10_000] as const;
 /** subscribers and the larger message size of the permessage-deflate phase */

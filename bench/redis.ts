@@ -35,35 +35,11 @@
 // master: ioredis encoding, most of it; A's workers: the WebSocket frames).
 import { resolve } from "node:path";
 import IORedis from "ioredis";
-import {
-  assertAlive,
-  childPids,
-  cpuSeconds,
-  cpuTicks,
-  findTool,
-  fmtRatio,
-  fmtRps,
-  freePort,
-  inRounds,
-  iodineCmd,
-  LoadClient,
-  machineFacts,
-  median,
-  notesText,
-  parseFlags,
-  positive,
-  printMachine,
-  ratioEntry,
-  ROOT,
-  runBench,
-  spread,
-  startServer,
-  stopServer,
-  versionLine,
-  writeResults,
-  type Ratio,
-  type Server,
-} from "./lib.ts";
+import { requireTool, ROOT, versionLine } from "./lib/tools.ts";
+import { assertAlive, freePort, iodineCmd, LoadClient, startServer, stopServer, type Server } from "./lib/processes.ts";
+import { childPids, cpuSeconds, cpuTicks, machineFacts, printMachine } from "./lib/machine.ts";
+import { fmtRatio, fmtRps, inRounds, median, notesText, ratioEntry, spread, type Ratio } from "./lib/stats.ts";
+import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
 
 const BATCH = 1_000;
 const LATENCY_RATE = 5_000;
@@ -183,8 +159,7 @@ type RateRun = NonNullable<WaitAnswer["delays"]> & {
 };
 
 async function main(): Promise<void> {
-  const redisServer = findTool("redis-server");
-  if (!redisServer) throw new Error("redis-server not found (apt-get install redis-server)");
+  const redisServer = requireTool("redis-server", "redis-server");
   const facts = { ...machineFacts(), redis: await versionLine([redisServer, "--version"]) };
   printMachine(facts, `bun ${facts.bun}, ${facts.redis}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
   console.log("");

@@ -8,7 +8,7 @@
 //        --partial, RESULTS.md and ratios.svg are written in bench/results/ and the README is left
 //        alone, so a quick look never replaces the numbers of a full run.
 //
-// It reads every bench/results/*.json with a `ratios` list (see Ratio in bench/lib.ts), so a bench
+// It reads every bench/results/*.json with a `ratios` list (see Ratio in bench/lib/stats.ts), so a bench
 // added later needs no change here. bench/results/run.json, written by bench/all.ts, gives the command,
 // the run order and which benches failed; a results file older than that run is left out and named,
 // so a failed bench never shows the numbers of an earlier run. Nothing depends on the clock: the
@@ -17,7 +17,10 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { README, regenerate } from "../scripts/readme.ts";
 import { ratioChart } from "./chart.ts";
-import { BENCHES, fmtRatio, fmtRps, machineFacts, meetsTarget, nameWithDirection, RESULTS_DIR, ROOT, type Absolute, type Ratio, type SuiteRun } from "./lib.ts";
+import { ROOT } from "./lib/tools.ts";
+import { machineFacts } from "./lib/machine.ts";
+import { fmtRatio, fmtRps, meetsTarget, nameWithDirection, type Absolute, type Ratio } from "./lib/stats.ts";
+import { BENCHES, RESULTS_DIR, type SuiteRun } from "./lib/run.ts";
 
 const partial = process.argv.includes("--partial");
 const OUT_DIR = partial ? RESULTS_DIR : import.meta.dir;

@@ -15,7 +15,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildExecutable } from "../scripts/build.ts";
-import { freePort, inRounds, machineFacts, parseFlags, positive, printMachine, ratioEntry, ROOT, runBench, spread, writeResults } from "./lib.ts";
+import { ROOT } from "./lib/tools.ts";
+import { freePort } from "./lib/processes.ts";
+import { machineFacts, printMachine } from "./lib/machine.ts";
+import { inRounds, ratioEntry, spread } from "./lib/stats.ts";
+import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
 
 const flags = parseFlags("usage: bun bench/startup.ts [--rounds N (15)]", ["rounds"]);
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "15", "rounds", true);

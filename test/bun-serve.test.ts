@@ -8,7 +8,7 @@ import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
 import { selfSigned } from "../src/tls.ts";
 import { childrenOf, connectionsHeld, fixture, freePort, rawRequest, ROOT, runCli, startCli, startCommand, tempDir, type CliProcess } from "./harness.ts";
-import { client, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
+import { Clients, FENCE, fenced, untilHeard, WsClient, type Msg } from "./ws.ts";
 
 const ROUTES_APP = fixture("bun-serve/routes-app.ts");
 
@@ -81,48 +81,37 @@ describe("the same Bun.serve options object under plain Bun and under iodine -w 
   }
 
   test("ws.publish, publishText, publishBinary with no other subscriber: both return 0", async () => {
-    const [a, b] = await Promise.all([client(`${ws(bun)}/ws?topic=alone-${Math.random()}`), client(`${ws(iodine)}/ws?topic=alone-${Math.random()}`)]);
-    try {
-      for (const how of ["publish", "publishText", "publishBinary"]) {
-        a.ws.send(`${how} hi`);
-        b.ws.send(`${how} hi`);
-      }
-      await Promise.all([a.until(3), b.until(3)]);
-      expect(b.got).toEqual(a.got);
-      expect(a.got).toEqual(["publish returned 0", "publishText returned 0", "publishBinary returned 0"]);
-    } finally {
-      a.ws.close();
-      b.ws.close();
+    await using clients = new Clients();
+    const [a, b] = await Promise.all([clients.worker(`${ws(bun)}/ws?topic=alone-${Math.random()}`), clients.worker(`${ws(iodine)}/ws?topic=alone-${Math.random()}`)]);
+    for (const how of ["publish", "publishText", "publishBinary"]) {
+      a.send(`${how} hi`);
+      b.send(`${how} hi`);
     }
+    const [ga, gb] = await Promise.all([a.take(3), b.take(3)]);
+    expect(gb).toEqual(ga);
+    expect(ga).toEqual(["publish returned 0 for hi", "publishText returned 0 for hi", "publishBinary returned 0 for hi"]);
   });
 
   test("with a subscriber elsewhere (under iodine: on the other worker) they return the bytes, and it gets each once", async () => {
     const topic = `pair-${Math.random()}`;
-    const [x, y] = await Promise.all([client(`${ws(bun)}/ws?topic=${topic}`), client(`${ws(bun)}/ws?topic=${topic}`)]);
-    const [p, q] = await oneOnEach(`${ws(iodine)}/ws?topic=${topic}`);
-    const all: Client[] = [x, y, p, q];
-    try {
-      // Under iodine, q's worker hears of the topic through the bus: probe until a publish arrives.
-      for (let i = 0; i < 100 && q.got.length === 0; i++) {
-        p.ws.send(`publish probe`);
-        await Bun.sleep(20);
-      }
-      await waitUntil(() => q.got.length > 0, 3000, "a probe across workers");
-      await Bun.sleep(50);
-      for (const c of all) c.got.length = 0;
-      for (const how of ["publish", "publishText", "publishBinary"]) {
-        x.ws.send(`${how} héllo`);
-        p.ws.send(`${how} héllo`);
-      }
-      await Promise.all([x, y, p, q].map((c) => c.until(3)));
-      await Bun.sleep(100); // a second copy would be here by now
-      expect(p.got).toEqual(x.got);
-      expect(q.got).toEqual(y.got);
-      expect(x.got).toEqual(["publish returned 6", "publishText returned 6", "publishBinary returned 6"]);
-      expect(y.got).toEqual(["héllo", "héllo", "héllo"]);
-    } finally {
-      for (const c of all) c.ws.close();
+    await using clients = new Clients();
+    const [x, y] = await Promise.all([clients.worker(`${ws(bun)}/ws?topic=${topic}`), clients.worker(`${ws(bun)}/ws?topic=${topic}`)]);
+    const [p, q] = await clients.oneOnEach(`${ws(iodine)}/ws?topic=${topic}`);
+    // Under iodine, q's worker hears of the topic through the bus: probe until a publish arrives.
+    await untilHeard((probe) => p.send(`publish ${probe}`), [q]);
+    for (const how of ["publish", "publishText", "publishBinary"]) {
+      x.send(`${how} héllo`);
+      p.send(`${how} héllo`);
     }
+    const [gx, gy, gp, gq] = await Promise.all([x, y, p, q].map((c) => c.take(3)));
+    expect(gp).toEqual(gx!);
+    expect(gq).toEqual(gy!);
+    expect(gx).toEqual(["publish returned 6 for héllo", "publishText returned 6 for héllo", "publishBinary returned 6 for héllo"]);
+    expect(gy).toEqual(["héllo", "héllo", new TextEncoder().encode("héllo")]);
+    // A second copy would come before a fence published after it the same way.
+    const fence = (c: WsClient) => ({ client: c, send: (t: string) => c.send(`publish ${t}`) });
+    expect(await fenced([fence(x)], [y])).toEqual([[]]);
+    expect(await fenced([fence(p)], [q])).toEqual([[]]);
   }, 15_000);
 
   test("a body over the limit with Expect: 100-continue: both refuse it", async () => {
@@ -219,69 +208,54 @@ describe("the export's own options, and the command line over them", () => {
   });
 });
 
-/** A room member of examples/bun-serve.ts: what it heard, in order. */
-async function member(base: string, name: string): Promise<{ ws: WebSocket; heard: string[] }> {
-  const ws = new WebSocket(`${base.replace("http", "ws")}/room?name=${name}`);
-  const heard: string[] = [];
-  ws.onmessage = (e) => void heard.push(String(e.data));
-  await new Promise((resolve, reject) => {
-    ws.onopen = resolve;
-    ws.onerror = () => reject(new Error(`${name} could not join`));
-  });
-  return { ws, heard };
-}
-
 /**
- * ann and bob in the room (under iodine: on different workers, told apart by which worker's count of
- * connections went up); each speaks, the server announces, bob leaves. Returns what ann and bob heard.
+ * ann and bob in the room of examples/bun-serve.ts (under iodine: on different workers, told apart by
+ * which worker's count of connections went up); each speaks, the server announces, bob leaves. Returns
+ * what ann and bob heard, in order of arrival sorted (two workers may interleave the room's lines).
  */
-async function roomTranscript(srv: CliProcess, workers: number[] | undefined): Promise<{ ann: string[]; bob: string[] }> {
+async function roomTranscript(srv: CliProcess, workers: number[] | undefined): Promise<{ ann: Msg[]; bob: Msg[] }> {
+  await using clients = new Clients();
+  // Join lines depend on who is there when, and candidates that sat on the wrong worker leave again:
+  // their lines are left out.
+  const gone = new Set<string>();
+  const ignore = (m: Msg) => typeof m === "string" && (/ joined$/.test(m) || gone.has(m.split(/[ :]/)[0]!));
   // Which worker took a new connection: the one whose count of connections on the port went up.
   const join = async (name: string) => {
     const before = connectionsHeld(workers ?? [], srv.port);
-    const m = await member(srv.url, name);
+    const c = clients.add(await WsClient.open(`${ws(srv)}/room?name=${name}`, { ignore }));
     const after = connectionsHeld(workers ?? [], srv.port);
-    return { ...m, on: workers?.find((w) => after.get(w)! > before.get(w)!) };
+    return Object.assign(c, { name, on: workers?.find((w) => after.get(w)! > before.get(w)!) });
+  };
+  /** `prefix`0, `prefix`1 … join until one sits on a worker other than `not`'s (under plain Bun: the first). */
+  const joinElsewhere = async (prefix: string, not: number | undefined) => {
+    for (let i = 0; i < 40; i++) {
+      const c = await join(`${prefix}${i}`);
+      if (workers === undefined || (c.on !== undefined && c.on !== not)) return c;
+      gone.add(c.name);
+      c.close();
+      await c.closed;
+    }
+    throw new Error(`no ${prefix}N joined on the other worker`);
   };
   const ann = await join("ann");
-  // Under iodine, bob must sit on the worker ann is not on: candidates b0, b1 … join until one does
-  // (the others leave again, and their lines are left out of the transcript).
-  const extras: WebSocket[] = [];
-  let bobName = "b0";
-  let bob = await join(bobName);
-  for (let i = 1; workers !== undefined && bob.on === ann.on && i < 40; i++) {
-    extras.push(bob.ws);
-    bob.ws.close();
-    await waitUntil(() => bob.ws.readyState === WebSocket.CLOSED, 2000, "a candidate to leave");
-    bobName = `b${i}`;
-    bob = await join(bobName);
-  }
-  if (workers !== undefined) expect(bob.on !== undefined && ann.on !== undefined && bob.on !== ann.on).toBe(true);
-  const settle = async (ok: () => boolean, what: string) => waitUntil(ok, 5000, what);
-  // Interest in the room crosses to the other worker with bob's subscription: ann speaks until bob hears.
-  for (let i = 0; i < 100 && !bob.heard.some((m) => m.startsWith("ann: probe")); i++) {
-    ann.ws.send(`probe ${i}`);
-    await Bun.sleep(20);
-  }
-  await settle(() => bob.heard.some((m) => m.startsWith("ann: probe")), "bob to hear ann");
-  await Bun.sleep(50);
-  ann.heard.length = 0;
-  bob.heard.length = 0;
-  ann.ws.send("hi");
-  bob.ws.send("yo");
+  if (workers !== undefined) expect(ann.on).toBeDefined();
+  const bob = await joinElsewhere("b", ann.on);
+  // f0 (or f1 …) on bob's side only sends a fence at the end.
+  const fence = await joinElsewhere("f", ann.on);
+  // Interest in the room crosses to the other worker with each subscription: probes until heard.
+  await untilHeard((probe) => ann.send(probe), [bob]);
+  await untilHeard((probe) => fence.send(probe), [ann]);
+  ann.send("hi");
+  bob.send("yo");
   await fetch(`${srv.url}/say`, { method: "POST", body: "all hands" });
-  await settle(() => ann.heard.length >= 2 && bob.heard.length >= 2, "the room to talk");
-  bob.ws.close();
-  await settle(() => ann.heard.includes(`${bobName} left`), "ann to hear bob leave");
-  await Bun.sleep(100); // a duplicate would be here by now
-  ann.ws.close();
-  for (const ws of extras) ws.close();
-  const transcript = (heard: string[]) =>
-    heard
-      .map((m) => m.replace(new RegExp(`^${bobName}\\b`), "bob"))
-      .filter((m) => !/^b\d+\b/.test(m))
-      .sort();
-  return { ann: transcript(ann.heard), bob: transcript(bob.heard) };
+  const heard = { ann: await ann.take(2), bob: await bob.take(2) };
+  bob.close();
+  heard.ann.push(...(await ann.until(`${bob.name} left`)), `${bob.name} left`);
+  // Anything else (a second copy) would come before the fence from bob's side.
+  fence.send(`${FENCE} room`);
+  heard.ann.push(...(await ann.until((m) => String(m).endsWith(`${FENCE} room`))));
+  const transcript = (lines: Msg[]) => lines.map((m) => String(m).replace(new RegExp(`^${bob.name}\\b`), "bob")).sort();
+  return { ann: transcript(heard.ann), bob: transcript(heard.bob) };
 }
 
 describe("a script that calls Bun.serve itself (examples/bun-serve.ts) under plain Bun and under iodine -w 2", () => {

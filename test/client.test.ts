@@ -8,7 +8,7 @@ import { IodineError } from "../src/errors.ts";
 import { publish } from "../src/pubsub/registry.ts";
 import { selfSigned } from "../src/tls.ts";
 import type { Connection, Handler, Message } from "../src/types.ts";
-import { fixture, ROOT, runCli, runCommand, startCli, startCommand, type CliProcess } from "./harness.ts";
+import { fixture, freePort, ROOT, runCli, runCommand, startCli, startCommand, type CliProcess } from "./harness.ts";
 
 /** A handler that records every callback and queues messages for `next()`. */
 class Recorder implements Handler {
@@ -96,13 +96,6 @@ function echoServer(tls?: { cert: string; key: string }) {
 /** Runs a fixture to completion and returns its exit code, stdout and stderr. */
 const runFixture = (args: string[]) => runCommand([process.execPath, ...args]);
 
-/** A port where nothing listens: bound by us, then released. */
-function freePort(): number {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = l.port;
-  l.stop(true);
-  return port;
-}
 
 const EVERY_BYTE = new Uint8Array(256).map((_, i) => i);
 

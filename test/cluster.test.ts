@@ -1,26 +1,18 @@
 // Cluster mode (SPEC §8 and the cluster half of §5), always through the real CLI: a master and
 // two workers sharing a port, WebSocket clients held on each worker, pub/sub across them, hot
 // restart under load, re-spawn, orphan exit, graceful stop and the lifecycle hooks.
-import { afterAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { childrenOf, fixture, runCli, startCli, tempDir, type CliProcess } from "./harness.ts";
-import { client, linked, oneOnEach, waitUntil, type Client } from "./ws-clients.ts";
+import { childrenOf, fixture, runCli, startCli, tempDir, waitUntil, within, type CliProcess } from "./harness.ts";
+import { pubsubSuite, twoWorkers } from "./suites/pubsub.ts";
+import { Clients, fenced, linked } from "./ws.ts";
 
 const APP = fixture("cluster-app.ts");
-const open: CliProcess[] = [];
-afterAll(async () => {
-  // SIGTERM, so each master removes its bus socket; SIGKILL for one that does not stop in time.
-  await Promise.all(
-    open.map(async (p) => {
-      const timer = setTimeout(() => p.proc.kill("SIGKILL"), 5000);
-      await p.stop("SIGTERM");
-      clearTimeout(timer);
-    }),
-  );
-});
+
+pubsubSuite(twoWorkers({ fanOut: [{ subscribers: 2, messages: 10_000 }, { subscribers: 1000, messages: 100 }], stream: 10_000 }));
 
 /** The master's bus socket in the temp folder. */
 function busSocket(masterPid: number): string | undefined {
@@ -28,10 +20,15 @@ function busSocket(masterPid: number): string | undefined {
   return name === undefined ? undefined : join(tmpdir(), name);
 }
 
-async function cluster(args: string[] = [], app = APP): Promise<CliProcess> {
-  const p = await startCli(["-p", "0", "-w", "2", ...args, app], { timeout: 20_000 });
-  open.push(p);
-  return p;
+/** A -w 2 cluster of `app`, for `await using`: disposal sends SIGTERM, so the master removes its bus socket. */
+function cluster(args: string[] = [], app = APP): Promise<CliProcess> {
+  return startCli(["-p", "0", "-w", "2", ...args, app], { timeout: 20_000 });
+}
+
+/** Resolves once `count()` has grown by `n` from now (requests answered under load, say). */
+async function more(count: () => number, n: number, what: string): Promise<void> {
+  const from = count();
+  await waitUntil(() => count() >= from + n, 10_000, what);
 }
 
 /** Steady HTTP load from `concurrency` keep-alive loops until `stop()`: counts, failures, pids seen. */
@@ -53,6 +50,8 @@ function load(url: string, concurrency = 4) {
   });
   return {
     result: r,
+    /** resolves once `n` more requests were answered */
+    answered: (n: number) => more(() => r.ok, n, `${n} more answered requests`),
     async stop() {
       running = false;
       await Promise.all(loops);
@@ -114,6 +113,8 @@ function keepAliveLoad(port: number, connections = 16) {
     while (running) await connection();
   });
   return {
+    /** resolves once `n` more requests were answered */
+    answered: (n: number) => more(() => r.ok, n, `${n} more answered requests`),
     async stop() {
       running = false;
       await Promise.all(loops);
@@ -125,10 +126,10 @@ function keepAliveLoad(port: number, connections = 16) {
 /** One hot restart of a -w 2 cluster inside `keepAliveLoad`: what the load saw. */
 async function restartUnderKeepAliveLoad(srv: CliProcess) {
   const traffic = keepAliveLoad(srv.port);
-  await Bun.sleep(300);
+  await traffic.answered(200);
   srv.proc.kill("SIGUSR1");
   await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
-  await Bun.sleep(200);
+  await traffic.answered(200); // by the new workers
   return traffic.stop();
 }
 
@@ -149,111 +150,18 @@ async function pidsServing(url: string, n = 40): Promise<Set<string>> {
 }
 
 
-describe("pub/sub across workers", () => {
-  test("a client on each worker receives 10,000 messages published on the other, exactly once and in order", async () => {
-    const srv = await cluster();
-    const ws = srv.url.replace("http", "ws");
-    const [a, b] = await oneOnEach(`${ws}/ws?ch=orders`);
-    await linked(a, b);
-    const N = 10_000;
-    for (let i = 0; i < N; i++) a.ws.send(`m${i}`);
-    await Promise.all([a.until(N), b.until(N)]);
-    await Bun.sleep(200); // nothing more may arrive
-    const expected = Array.from({ length: N }, (_, i) => `m${i}`);
-    expect(b.got).toEqual(expected);
-    expect(a.got).toEqual(expected);
-    a.ws.close();
-    b.ws.close();
-  }, 30_000);
-
-  test("pattern subscriptions reach across workers; other channels do not", async () => {
-    const srv = await cluster();
-    const ws = srv.url.replace("http", "ws");
-    // a publishes on news.sports (its own channel); b follows news.* by pattern.
-    let a: Client | undefined;
-    let b: Client | undefined;
-    const extra: Client[] = [];
-    for (let i = 0; i < 100 && (!a || !b); i++) {
-      const pub = await client(`${ws}/ws?ch=news.sports`);
-      const sub = await client(`${ws}/ws?ch=news.*&match=redis`);
-      if (pub.pid !== sub.pid) [a, b] = [pub, sub];
-      else extra.push(pub, sub);
-    }
-    for (const c of extra) c.ws.close();
-    expect(a && b).toBeTruthy();
-    await linked(a!, b!);
-    const other = await client(`${ws}/ws?ch=weather`);
-    for (let i = 0; i < 100; i++) {
-      a!.ws.send(`n${i}`);
-      other.ws.send(`w${i}`);
-    }
-    await b!.until(100);
-    await Bun.sleep(200);
-    expect(b!.got).toEqual(Array.from({ length: 100 }, (_, i) => `n${i}`));
-    for (const c of [a!, b!, other]) c.ws.close();
-  }, 30_000);
-
-  test("a Bun-native app's server.publish reaches its sockets on every worker, once each", async () => {
-    const srv = await cluster();
-    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/native`);
-    // Native subscriptions are learnt from ws.subscribe; give the hub a moment, then probe.
-    const seen = () => a.got.length > 0 && b.got.length > 0;
-    for (let i = 0; i < 100 && !seen(); i++) {
-      await fetch(`${srv.url}/native-publish`, { method: "POST", body: `probe ${i}` });
-      await Bun.sleep(20);
-    }
-    await waitUntil(seen, 3000, "a native probe on both workers");
-    await Bun.sleep(100);
-    a.got.length = 0;
-    b.got.length = 0;
-    const N = 200;
-    for (let i = 0; i < N; i++) await fetch(`${srv.url}/native-publish`, { method: "POST", body: `n${i}` });
-    await Promise.all([a.until(N), b.until(N)]);
-    await Bun.sleep(200);
-    const expected = Array.from({ length: N }, (_, i) => `n${i}`);
-    // Requests land on either worker: one publisher each, so only the set (and count) is fixed.
-    expect([...a.got].sort()).toEqual([...expected].sort());
-    expect([...b.got].sort()).toEqual([...expected].sort());
-    a.ws.close();
-    b.ws.close();
-  }, 30_000);
-
-  test("a Bun-native socket's ws.publish, publishText and publishBinary reach the other worker: 10,000 exactly once, in order, never the sender", async () => {
-    const srv = await cluster();
-    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/native`);
-    // b's worker learns of the topic when b subscribes; probe until the route is there.
-    for (let i = 0; i < 100 && b.got.length === 0; i++) {
-      a.ws.send(`publish probe ${i}`);
-      await Bun.sleep(20);
-    }
-    await waitUntil(() => b.got.length > 0, 3000, "a probe across workers");
-    await Bun.sleep(100);
-    b.got.length = 0;
-    const N = 10_000;
-    const calls = ["publish", "publishText", "publishBinary"];
-    for (let i = 0; i < N; i++) a.ws.send(`${calls[i % 3]} m${i}`);
-    await b.until(N, 20_000);
-    await Bun.sleep(200);
-    expect(b.got).toEqual(Array.from({ length: N }, (_, i) => `m${i}`));
-    expect(a.got.filter((m) => !m.startsWith("probe"))).toEqual([]);
-    a.ws.close();
-    b.ws.close();
-  }, 40_000);
-
-  test("a subscription's promise resolves once it is in effect on the other worker: 100 publishes sent right after each arrive", async () => {
-    const srv = await cluster();
-    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=none&control=1`);
+describe("subscribe resolves once it is in effect everywhere", () => {
+  test("100 publishes from the other worker, each sent the moment a subscription resolved, all arrive", async () => {
+    await using srv = await cluster();
+    await using clients = new Clients();
+    const [a, b] = await clients.oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=none&control=1`);
     // a subscribes; the moment it says "subscribed", b (on the other worker) publishes once.
     for (let i = 0; i < 100; i++) {
-      a.ws.send(`sub fresh${i}`);
-      await a.until(2 * i + 1);
-      expect(a.got[2 * i]).toBe(`subscribed fresh${i}`);
-      b.ws.send(`pub fresh${i} m${i}`);
-      await a.until(2 * i + 2, 3000);
-      expect(a.got[2 * i + 1]).toBe(`m${i}`);
+      a.send(`sub fresh${i}`);
+      expect(await a.next()).toBe(`subscribed fresh${i}`);
+      b.send(`pub fresh${i} m${i}`);
+      expect(await a.next(3000)).toBe(`m${i}`);
     }
-    a.ws.close();
-    b.ws.close();
   }, 30_000);
 
   for (const workers of ["1", "2"]) {
@@ -263,9 +171,11 @@ describe("pub/sub across workers", () => {
       expect(took).toBeGreaterThanOrEqual(450);
     }, 30_000);
   }
+});
 
+describe("pub/sub across workers: the master", () => {
   test("Iodine.subscribe in the master receives what workers publish", async () => {
-    const srv = await cluster();
+    await using srv = await cluster();
     for (let i = 0; i < 4; i++) {
       expect(await (await fetch(`${srv.url}/publish?ch=to-master`, { method: "POST", body: `hello ${i}` })).text()).toBe("ok");
     }
@@ -274,40 +184,41 @@ describe("pub/sub across workers", () => {
   }, 30_000);
 
   test("a garbage frame on the bus closes only that link, with one log line; the cluster keeps routing", async () => {
-    const srv = await cluster();
+    await using srv = await cluster();
     const bus = busSocket(srv.proc.pid);
     expect(bus).toBeDefined();
-    let closed = false;
+    const closed = Promise.withResolvers<void>();
     const rogue = await Bun.connect({
       unix: bus!,
-      socket: { data() {}, close: () => void (closed = true) },
+      socket: { data() {}, close: () => closed.resolve() },
     });
     rogue.write(new Uint8Array([5, 0, 0, 0, 99, 1, 2, 3, 4])); // type 99
     await srv.waitFor(/cluster bus: bad frame from a worker \(unknown frame type 99/);
-    await waitUntil(() => closed, 2000, "the rogue link to close");
-    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=after`);
-    await linked(a, b);
-    a.ws.send("still here");
-    await b.until(1);
-    expect(b.got).toEqual(["still here"]);
-    a.ws.close();
-    b.ws.close();
+    await within(closed.promise, 2000, "the rogue link to close");
+    await using clients = new Clients();
+    const [a, b] = await clients.oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=after`);
+    await linked(a, [b]);
+    a.send("still here");
+    expect(await b.next()).toBe("still here");
   }, 30_000);
 });
 
 describe("--threads", () => {
   test("-w 1 -t 2: two event loops in one worker share the port and the bus; SIGTERM stops both", async () => {
-    const srv = await cluster(["-w", "1", "-t", "2"]);
+    await using srv = await cluster(["-w", "1", "-t", "2"]);
     await srv.waitFor(/\(1 worker × 2 threads, cluster pub\/sub\)/);
-    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=threads`);
-    expect(a.pid.split(".")[0]).toBe(b.pid.split(".")[0]); // one process
-    await linked(a, b);
-    for (let i = 0; i < 1000; i++) a.ws.send(`t${i}`);
-    await b.until(1000);
-    await Bun.sleep(100);
-    expect(b.got).toEqual(Array.from({ length: 1000 }, (_, i) => `t${i}`));
-    a.ws.close();
-    b.ws.close();
+    {
+      await using clients = new Clients();
+      const [a, b] = await clients.oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=threads`);
+      expect(a.pid.split(".")[0]).toBe(b.pid.split(".")[0]); // one process
+      await linked(a, [b]);
+      const sent = Array.from({ length: 1000 }, (_, i) => `t${i}`);
+      for (const m of sent) a.send(m);
+      expect(await b.take(1000)).toEqual(sent);
+      expect(await a.take(1000)).toEqual(sent);
+      // A fence from each thread: a copy delivered twice would come before the other thread's.
+      expect(await fenced([a, b].map((c) => ({ client: c, send: (t: string) => c.send(t) })), [a, b])).toEqual([[], []]);
+    }
     const [worker] = childrenOf(srv.proc.pid);
     srv.proc.kill("SIGTERM");
     expect(await srv.proc.exited).toBe(0);
@@ -317,14 +228,14 @@ describe("--threads", () => {
 
 describe("hot restart (SIGUSR1)", () => {
   test("two restarts under steady load fail zero requests and replace every worker", async () => {
-    const srv = await cluster();
+    await using srv = await cluster();
     const before = await pidsServing(srv.url);
     const traffic = load(srv.url);
-    await Bun.sleep(300);
+    await traffic.answered(50);
     for (let round = 1; round <= 2; round++) {
       srv.proc.kill("SIGUSR1");
       await waitUntil(() => (srv.stderr().match(/hot restart done: 2 new workers/g) ?? []).length >= round, 20_000, `restart ${round}`);
-      await Bun.sleep(300);
+      await traffic.answered(50); // by the new workers
     }
     const r = await traffic.stop();
     expect(r.failed).toEqual([]);
@@ -337,7 +248,8 @@ describe("hot restart (SIGUSR1)", () => {
 
   for (const args of [[], ["-t", "2"]]) {
     test(`keep-alive clients that never retry (as wrk) lose no request: the old worker answers with Connection: close before it stops${args.length ? ` (${args.join(" ")})` : ""}`, async () => {
-      const r = await restartUnderKeepAliveLoad(await cluster(args));
+      await using srv = await cluster(args);
+      const r = await restartUnderKeepAliveLoad(srv);
       // Bun's server.stop() closes idle keep-alive connections at once: without the hand-over, each
       // connection caught between two requests lost the second one.
       expect(r.failed).toEqual([]);
@@ -357,35 +269,38 @@ describe("hot restart (SIGUSR1)", () => {
         `Iodine.onState("start_shutdown", () => { poolOpen = false; });\n` +
         `export default () => (poolOpen ? new Response("ok") : new Response("pool closed", { status: 503 }));\n`,
     );
-    const r = await restartUnderKeepAliveLoad(await cluster([], app));
+    await using srv = await cluster([], app);
+    const r = await restartUnderKeepAliveLoad(srv);
     expect(r.failed).toEqual([]);
     expect(r.toldToClose).toBeGreaterThanOrEqual(1);
   }, 30_000);
 
   test("WebSocket clients of the old workers get onShutdown and a close; the restart does not wait for them", async () => {
-    const srv = await cluster();
+    await using srv = await cluster();
     const ws = srv.url.replace("http", "ws");
-    const [a, b] = await oneOnEach(`${ws}/ws?ch=bye`);
-    const [na, nb] = await oneOnEach(`${ws}/native`);
-    const codes = [a, b, na, nb].map((c) => new Promise<number>((res) => c.ws.addEventListener("close", (e) => res(e.code))));
+    await using clients = new Clients();
+    const [a, b] = await clients.oneOnEach(`${ws}/ws?ch=bye`);
+    const [na, nb] = await clients.oneOnEach(`${ws}/native`);
+    const codes = [a, b, na, nb].map(async (c) => (await c.closed).code);
     const t0 = Date.now();
     srv.proc.kill("SIGUSR1");
     await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
     expect(Date.now() - t0).toBeLessThan(8000); // well inside the 10 s drain deadline per worker
     expect(await Promise.all(codes)).toEqual([1001, 1001, 1001, 1001]); // 1001: going away
-    expect(a.got.at(-1)).toBe("shutting down");
-    expect(b.got.at(-1)).toBe("shutting down");
+    expect(a.received.at(-1)).toBe("shutting down");
+    expect(b.received.at(-1)).toBe("shutting down");
   }, 30_000);
 
   test("what a retiring worker publishes as it closes its sockets (a chat's \"ann left\") reaches the master", async () => {
-    const srv = await cluster();
+    await using srv = await cluster();
     const ws = srv.url.replace("http", "ws");
     // Two named chatters on each worker (the kernel picks the worker; extras are closed at once).
+    await using clients = new Clients();
     const kept = new Map<string, string[]>();
     for (let i = 0; i < 100 && [...kept.values()].filter((n) => n.length === 2).length < 2; i++) {
-      const c = await client(`${ws}/ws?ch=room&bye=c${i}`);
+      const c = await clients.worker(`${ws}/ws?ch=room&bye=c${i}`);
       const names = kept.get(c.pid) ?? [];
-      if (names.length === 2) c.ws.close();
+      if (names.length === 2) c.close();
       else kept.set(c.pid, [...names, `c${i}`]);
     }
     const chatters = [...kept.values()].flat();
@@ -401,13 +316,14 @@ describe("hot restart (SIGUSR1)", () => {
     using dir = tempDir();
     const app = join(dir.path, "app.ts");
     writeFileSync(app, `export default () => new Response("v1");\n`);
-    const srv = await cluster([], app);
+    await using srv = await cluster([], app);
     const traffic = load(srv.url);
-    await Bun.sleep(200);
+    await traffic.answered(50);
     writeFileSync(app, `export default () => new Response("v2");\n`);
     srv.proc.kill("SIGUSR1");
     await srv.waitFor(/hot restart done/, 20_000);
-    await Bun.sleep(200);
+    await waitUntil(() => traffic.result.bodies.includes("v2"), 5000, "the edited app to answer");
+    await traffic.answered(50);
     const r = await traffic.stop();
     expect(r.failed).toEqual([]);
     expect(r.bodies.filter((b) => b !== "v1" && b !== "v2")).toEqual([]);
@@ -419,38 +335,42 @@ describe("hot restart (SIGUSR1)", () => {
     using dir = tempDir();
     const app = join(dir.path, "app.ts");
     writeFileSync(app, `export default () => new Response("pid " + process.pid);\n`);
-    const srv = await cluster([], app);
+    await using srv = await cluster([], app);
     const before = await pidsServing(srv.url);
+    const workers = childrenOf(srv.proc.pid);
     writeFileSync(app, `export default () => new Response("oops";\n`);
     const traffic = load(srv.url, 2);
     srv.proc.kill("SIGUSR1");
     // The replacement reports why it could not start; the master says it once, in its own line.
     await srv.waitFor(/hot restart stopped: cannot load .*app\.ts: .*(Expected|Unexpected).*\(line 1, column \d+\); the old workers keep serving/, 20_000);
     expect(srv.stderr().match(/cannot load/g)).toHaveLength(1);
-    await Bun.sleep(200);
+    // The replacement has gone and the master has reaped it, which is when a re-spawn would start.
+    await waitUntil(() => childrenOf(srv.proc.pid).filter(running).sort().join() === [...workers].sort().join(), 5000, "only the old workers left");
+    await traffic.answered(100);
     const r = await traffic.stop();
     expect(r.failed).toEqual([]);
     expect(await pidsServing(srv.url)).toEqual(before);
     // No re-spawn loop of the broken replacement.
-    await Bun.sleep(500);
     expect(srv.stderr()).not.toMatch(/starting a new one/);
+    expect(childrenOf(srv.proc.pid).filter(running).sort()).toEqual([...workers].sort());
   }, 60_000);
 });
 
 describe("supervision", () => {
   test("kill -9 of a worker: a new pid serves within 2 s", async () => {
-    const srv = await cluster();
+    await using srv = await cluster();
     const [victim, survivor] = childrenOf(srv.proc.pid);
-    const deadline = Date.now() + 2000;
     process.kill(victim!, "SIGKILL");
     let fresh: number | undefined;
-    let served = false;
-    while (!served && Date.now() < deadline) {
-      fresh ??= childrenOf(srv.proc.pid).find((p) => p !== victim && p !== survivor);
-      if (fresh !== undefined) served = (await pidsServing(srv.url, 10)).has(`pid ${fresh}`);
-      else await Bun.sleep(20);
-    }
-    expect(served).toBe(true);
+    // No event says a worker was started: /proc and HTTP are polled.
+    await waitUntil(
+      async () => {
+        fresh ??= childrenOf(srv.proc.pid).find((p) => p !== victim && p !== survivor);
+        return fresh !== undefined && (await pidsServing(srv.url, 10)).has(`pid ${fresh}`);
+      },
+      2000,
+      "a new worker to serve",
+    );
     expect(srv.stderr()).toMatch(new RegExp(`worker \\d \\(pid ${victim}\\) exited with signal SIGKILL; starting a new one`));
     await srv.waitFor(new RegExp(`hook on_child_crush master ${srv.proc.pid}`), 2000, "stdout");
   }, 30_000);
@@ -490,7 +410,7 @@ describe("supervision", () => {
   }, 60_000);
 
   test("kill -9 of the master: no worker is left after 2 s", async () => {
-    const srv = await cluster();
+    await using srv = await cluster();
     const workers = childrenOf(srv.proc.pid);
     expect(workers).toHaveLength(2);
     const bus = busSocket(srv.proc.pid);
@@ -500,15 +420,15 @@ describe("supervision", () => {
     await waitUntil(() => workers.every((p) => !running(p)), 2000, "the workers to exit");
     // A killed master cannot remove its bus socket: the next master that starts does.
     expect(existsSync(bus!)).toBe(true);
-    await cluster();
+    await using _next = await cluster();
     expect(existsSync(bus!)).toBe(false);
   }, 30_000);
 
   test("SIGTERM: in-flight requests complete, every process runs its hooks, exit 0", async () => {
-    const srv = await cluster();
+    await using srv = await cluster();
     const workers = childrenOf(srv.proc.pid);
     const slow = Promise.all([1, 2, 3, 4].map(() => fetch(`${srv.url}/slow`).then((r) => r.text())));
-    await Bun.sleep(150);
+    await srv.waitFor(/(slow request started pid \d+\n[^]*){4}/, 5000, "stdout");
     srv.proc.kill("SIGTERM");
     expect(await srv.proc.exited).toBe(0);
     for (const body of await slow) expect(body).toMatch(/^slow pid \d+$/);
@@ -528,7 +448,7 @@ describe("supervision", () => {
   }, 30_000);
 
   test("the master dying fires on_parent_crush in the workers", async () => {
-    const srv = await cluster();
+    await using srv = await cluster();
     const workers = childrenOf(srv.proc.pid);
     srv.proc.kill("SIGKILL");
     for (const w of workers) await srv.waitFor(new RegExp(`hook on_parent_crush worker ${w}`), 2000, "stdout");
@@ -537,8 +457,7 @@ describe("supervision", () => {
 
 describe("single process and the CLI", () => {
   test("one process is master and worker: its hooks run, on_idle after a quiet second", async () => {
-    const srv = await startCli(["-p", "0", APP]);
-    open.push(srv);
+    await using srv = await startCli(["-p", "0", APP]);
     const pid = srv.proc.pid;
     await fetch(srv.url);
     await srv.waitFor(new RegExp(`hook on_idle single ${pid}`), 4000, "stdout");
@@ -630,21 +549,29 @@ describe("a worker's bus link (in this process, against a hub written with the b
       links[1]!.socket.write(w.take());
       await waitUntil(() => got.length > 0, 2000, "delivery");
       expect(got).toEqual(["link-test from the hub"]);
+      // The hub's frames are read in order: once a publish the hub sends after them is delivered
+      // here, the member has taken in the frames before it.
+      let barriers = 0;
+      const taken = async () => {
+        const text = `barrier ${++barriers}`;
+        w.publish("link-test", text);
+        links[1]!.socket.write(w.take());
+        await waitUntil(() => got.includes(`link-test ${text}`), 2000, "the member to read the hub's frames");
+      };
       // Once the hub has said what the others want (then HELLO), nothing else leaves this process.
       w.interest(true, "wanted", false);
       w.interest(true, "room.*", true);
       w.hello("hub");
-      links[1]!.socket.write(w.take());
-      await Bun.sleep(50);
+      await taken();
       for (const ch of ["unwanted", "wanted", "room.1", "roomy", "wanted"]) Iodine.publish(ch, ch);
       w.interest(false, "wanted", false);
-      links[1]!.socket.write(w.take());
-      await Bun.sleep(50);
+      await taken();
       Iodine.publish("wanted", "after the unsubscribe");
       Iodine.publish("room.2", "room.2");
-      await waitUntil(() => links[1]!.frames.length >= 7, 2000, "the wanted publishes");
-      await Bun.sleep(50);
-      expect(links[1]!.frames.slice(3)).toEqual(["pub wanted wanted", "pub room.1 room.1", "pub wanted wanted", "pub room.2 room.2"]);
+      // The last publish, wanted: anything sent in between would have reached the hub before it.
+      Iodine.publish("room.3", "last");
+      await waitUntil(() => links[1]!.frames.includes("pub room.3 last"), 2000, "the wanted publishes");
+      expect(links[1]!.frames.slice(3)).toEqual(["pub wanted wanted", "pub room.1 room.1", "pub wanted wanted", "pub room.2 room.2", "pub room.3 last"]);
     } finally {
       member.leave();
       Iodine.unsubscribe("link-test");

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { Iodine } from "../src/index.ts";
 import { freePort, openStream, runCli, runCommand, startCli, startCommand, tempDir, ROOT } from "./harness.ts";
 import { rawClient, type RawClient } from "./raw-client.ts";
+import { fenced, WsClient } from "./ws.ts";
 
 const example = (name: string) => join(ROOT, "examples", name);
 
@@ -42,22 +43,15 @@ describe("examples", () => {
 
     const sse = await openStream(srv.url + "/chat?name=bob");
     await sse.until("data: bob joined (sse)\n\n");
-    const ws = new WebSocket(srv.url.replace("http", "ws") + "/chat?name=ann");
-    const got: string[] = [];
-    const echoed = Promise.withResolvers<void>();
-    ws.onmessage = (e) => {
-      got.push(String(e.data));
-      if (got.length === 1) ws.send("hi all");
-      if (String(e.data) === "ann: hi all") echoed.resolve();
-    };
     try {
-      await echoed.promise;
+      await using ws = await WsClient.open(srv.url.replace("http", "ws") + "/chat?name=ann");
+      expect(await ws.next()).toBe("ann joined (websocket)");
+      ws.send("hi all");
+      expect(await ws.next()).toBe("ann: hi all");
       await sse.until("data: ann: hi all\n\n");
     } finally {
-      ws.close();
       sse.close();
     }
-    expect(got).toEqual(["ann joined (websocket)", "ann: hi all"]);
     await srv.waitFor(/\[chat\] bob joined \(sse\)\n\[chat\] ann joined \(websocket\)\n\[chat\] ann: hi all\n/, 5000, "stdout");
     await srv.waitFor(/\[chat\] ann left\n/, 5000, "stdout");
   });
@@ -73,23 +67,17 @@ describe("examples", () => {
     const peer = (p: number) => ({ env: { PEERS: `http://127.0.0.1:${p}` } });
     await using one = await startCli(["-p", String(p1), "-w", "2", example("custom-engine.ts")], { ...peer(p2), timeout: 20_000 });
     await using two = await startCli(["-p", String(p2), example("custom-engine.ts")], peer(p1));
-    const got: string[] = [];
-    const ws = new WebSocket(`ws://127.0.0.1:${p1}/room/lobby`);
-    ws.onmessage = (e) => got.push(String(e.data));
-    await new Promise((r) => (ws.onopen = r));
-    try {
+    {
+      await using ws = await WsClient.open(`ws://127.0.0.1:${p1}/room/lobby`);
       // The engine hears the cluster's interest (in the master)...
       await one.waitFor(/engine: the cluster wants lobby\n/, 5000, "stdout");
       // ...and carries publishes between the servers, once each, in both directions.
       const say = (port: number, text: string) => fetch(`http://127.0.0.1:${port}/room/lobby`, { method: "POST", body: text });
       await say(p2, "from two");
       await say(p1, "from one");
-      const end = Date.now() + 5000;
-      while (got.length < 2 && Date.now() < end) await Bun.sleep(20);
-      await Bun.sleep(200);
-      expect(got.sort()).toEqual(["from one", "from two"]);
-    } finally {
-      ws.close();
+      expect((await ws.take(2)).sort()).toEqual(["from one", "from two"]);
+      // A second copy would come before a fence said on each server after it.
+      expect(await fenced([p2, p1].map((p) => ({ send: (t: string) => say(p, t) })), [ws])).toEqual([[]]);
     }
     await one.waitFor(/engine: the cluster no longer wants lobby\n/, 5000, "stdout");
     expect(await two.stop("SIGTERM")).toBe(0);
@@ -210,7 +198,7 @@ describe("examples", () => {
       await ann.waitFor(/Nickname error, try again\.\n.*\n.*Nickname error, try again\.\n/s);
       // A line typed in pieces, and a chat line typed ahead of the welcome.
       ann.write("an");
-      await Bun.sleep(20);
+      await Bun.sleep(20); // the stimulus itself: the rest of the line typed 20 ms later
       ann.write("n\nearly bird\n");
       await ann.waitFor("Welcome ann\n");
       await ann.waitFor("ann: early bird\n");
@@ -254,9 +242,10 @@ describe("examples", () => {
       try {
         // A subscription reaches the other worker one bus hop after the Welcome: d4 speaks until
         // everyone heard it once, then everyone hears its next line.
-        for (let i = 0; i < 100 && !people.every((p) => p.text().includes("d4: probe")); i++) {
+        for (let i = 0; !people.every((p) => p.text().includes("d4: probe")); i++) {
+          if (i === 50) throw new Error("d4's probe not heard by everyone");
           people[3]!.write(`probe ${i}\n`);
-          await Bun.sleep(20);
+          await Promise.all(people.map((p) => p.waitFor("d4: probe", 100).catch(() => {})));
         }
         people[3]!.write("hi from d4\n");
         for (const p of people) await p.waitFor("d4: hi from d4\n");

@@ -11,10 +11,9 @@ import { cpSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { buildExecutable } from "../scripts/build.ts";
-import { chatter, untilHeard, type Chatter } from "./chat-clients.ts";
-import { childrenOf, connectionsHeld, ctrlCDuringRequest, fixture, freePort, openStream, rawRequest, ROOT, skipWithout, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
+import { childrenOf, connectionsHeld, ctrlCDuringRequest, fixture, freePort, openStream, rawRequest, ROOT, skipWithout, startCommand, statusLines, tempDir, waitUntil, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
-import { oneOnEach, waitUntil } from "./ws-clients.ts";
+import { chatLinked, chatter, Clients, type Chatter } from "./ws.ts";
 
 const dir = tempDir("iodine-exe-");
 const exe = join(dir.path, "iodine");
@@ -52,11 +51,12 @@ async function oneOnEachWorker(srv: CliProcess, workers: number[], prefix: strin
 
 /** `a` and `b` (on different workers or machines) each say something; both hear both, in the room's words. */
 async function talkAcross(a: Chatter, b: Chatter): Promise<void> {
-  await untilHeard(a, b);
-  a.ws.send("hello from a");
-  b.ws.send("hello from b");
+  await chatLinked(a, b);
+  a.send("hello from a");
+  b.send("hello from b");
   for (const c of [a, b]) {
-    await waitUntil(() => c.got.includes(`${a.name}: hello from a`) && c.got.includes(`${b.name}: hello from b`), 5000, `${c.name} to hear both`);
+    await c.waitFor(`${a.name}: hello from a`);
+    await c.waitFor(`${b.name}: hello from b`);
   }
 }
 
@@ -95,7 +95,7 @@ describe("the executable (bun run build)", () => {
       // An EventSource follower (on whichever worker) hears the room too.
       const eve = await follower(srv.url, "eve");
       try {
-        a.ws.send("to everyone");
+        a.send("to everyone");
         await eve.until(`data: ${a.name}: to everyone\n\n`);
       } finally {
         eve.close();
@@ -104,28 +104,24 @@ describe("the executable (bun run build)", () => {
       srv.proc.kill("SIGUSR1");
       await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
       // The old workers closed their WebSockets on the way out; two new pids serve.
-      for (const c of opened) expect(await c.closed).toBe(1001); // going away
+      for (const c of opened) expect((await c.closed).code).toBe(1001); // going away
       const fresh = childrenOf(srv.proc.pid);
       expect(fresh).toHaveLength(2);
       for (const pid of fresh) expect(workers).not.toContain(pid);
       const [c, d] = await oneOnEachWorker(srv, fresh, "c", opened);
       await talkAcross(c, d);
     } finally {
-      for (const c of opened) c.ws.close();
+      for (const c of opened) c.close();
     }
     expect(await srv.stop()).toBe(0);
   }, 45_000);
 
   test("-t 2: both event-loop threads of a worker serve (Bun Workers started from inside the executable)", async () => {
     await using srv = await startCommand([exe, "-p", "0", "-t", "2", fixture("cluster-app.ts")], { cwd: apps });
-    const [a, b] = await oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=threads`);
-    try {
-      expect(a.pid.split(".")[0]).toBe(b.pid.split(".")[0]); // one process, two threads
-      expect(a.pid).not.toBe(b.pid);
-    } finally {
-      a.ws.close();
-      b.ws.close();
-    }
+    await using clients = new Clients();
+    const [a, b] = await clients.oneOnEach(`${srv.url.replace("http", "ws")}/ws?ch=threads`);
+    expect(a.pid.split(".")[0]).toBe(b.pid.split(".")[0]); // one process, two threads
+    expect(a.pid).not.toBe(b.pid);
   }, 20_000);
 
   test("static files and TLS: --www with pre-compressed assets over https, the app behind them", async () => {
@@ -184,7 +180,7 @@ describe("the executable (bun run build)", () => {
         opened.push(b);
         await talkAcross(a, b);
       } finally {
-        for (const c of opened) c.ws.close();
+        for (const c of opened) c.close();
       }
     }, 30_000);
   });
@@ -262,12 +258,17 @@ describe("examples/deploy", () => {
     const opened: Chatter[] = [];
     try {
       const url = `http://127.0.0.1:${port}`;
+      // nginx says nothing when it listens: polled.
       let page: Response | undefined;
-      for (let i = 0; i < 250 && !page; i++) {
-        if (proc.exitCode !== null) throw new Error(`nginx exited with ${proc.exitCode}: ${await new Response(proc.stderr).text()}`);
-        page = await fetch(url + "/").catch(() => undefined);
-        if (!page) await Bun.sleep(20);
-      }
+      await waitUntil(
+        async () => {
+          if (proc.exitCode !== null) throw new Error(`nginx exited with ${proc.exitCode}: ${await new Response(proc.stderr).text()}`);
+          page = await fetch(url + "/").catch(() => undefined);
+          return page !== undefined;
+        },
+        5000,
+        "nginx to answer",
+      );
       expect(page?.status).toBe(200);
       expect(await page!.text()).toContain("<title>iodine chat</title>");
 
@@ -275,15 +276,15 @@ describe("examples/deploy", () => {
       try {
         const ann = await chatter(url, "ann");
         opened.push(ann);
-        ann.ws.send("through nginx");
+        ann.send("through nginx");
         // Event by event, not held in nginx's buffer until it fills.
         await eve.until("data: ann: through nginx\n\n");
-        await waitUntil(() => ann.got.includes("ann: through nginx"), 5000, "ann's own message over the proxied WebSocket");
+        await ann.waitFor("ann: through nginx"); // its own message over the proxied WebSocket
       } finally {
         eve.close();
       }
     } finally {
-      for (const c of opened) c.ws.close();
+      for (const c of opened) c.close();
       proc.kill("SIGTERM");
       await proc.exited;
     }

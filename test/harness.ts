@@ -5,6 +5,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { afterAll, beforeAll } from "bun:test";
 
 export const ROOT = resolve(import.meta.dir, "..");
 export const CLI = join(ROOT, "cli.ts");
@@ -76,7 +77,26 @@ export function startCommand(cmd: string[], o: StartOptions = {}): Promise<CliPr
   return watch(spawnCommand(cmd, o), o);
 }
 
+/**
+ * Every process `startCli`/`startCommand` started and that still runs. Disposal stops each; this is
+ * the net under it: a test that times out never reaches its `await using` cleanup, and a cluster
+ * master outlives the test runner, so whatever is left is killed when the runner exits.
+ */
+const running = new Map<Subprocess, boolean>();
+process.once("exit", () => {
+  for (const [proc, group] of running) {
+    try {
+      if (group) process.kill(-proc.pid, "SIGKILL");
+      else proc.kill("SIGKILL");
+    } catch {
+      // gone meanwhile
+    }
+  }
+});
+
 async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions): Promise<CliProcess> {
+  running.set(proc, o.group === true);
+  void proc.exited.then(() => running.delete(proc));
   const signalGroup = (signal: NodeJS.Signals) => {
     if (o.group !== true) throw new Error("signalGroup needs a process started with { group: true }");
     try {
@@ -86,16 +106,16 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     }
   };
   let text = "";
-  let waiters: (() => void)[] = [];
+  const waiters = new Waiters();
   let ended = false;
   const decoder = new TextDecoder();
   (async () => {
     for await (const chunk of proc.stderr) {
       text += decoder.decode(chunk, { stream: true });
-      for (const w of waiters) w();
+      waiters.wake();
     }
     ended = true;
-    for (const w of waiters) w();
+    waiters.wake();
   })();
   // Keep stdout too (an app's own console.log), which also keeps the pipe from filling.
   let out = "";
@@ -104,29 +124,17 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     const outDecoder = new TextDecoder();
     for await (const chunk of proc.stdout) {
       out += outDecoder.decode(chunk, { stream: true });
-      for (const w of waiters) w();
+      waiters.wake();
     }
     outEnded = true;
-    for (const w of waiters) w();
+    waiters.wake();
   })();
 
   const waitFor = (pattern: RegExp, ms = 10_000, stream: "stderr" | "stdout" | "any" = "stderr") =>
-    new Promise<RegExpMatchArray>((res, rej) => {
-      const check = () => {
-        const m = stream === "any" ? (text.match(pattern) ?? out.match(pattern)) : (stream === "stdout" ? out : text).match(pattern);
-        if (m) return done(() => res(m));
-        // Ended: the streams it reads are closed (stdout can lag behind stderr at an exit).
-        if (ended && (stream === "stderr" || outEnded)) return done(() => rej(new Error(`process ended before ${pattern}; stderr:\n${text}`)));
-      };
-      const timer = setTimeout(() => done(() => rej(new Error(`timed out waiting for ${pattern}; stderr:\n${text}`))), ms);
-      const done = (f: () => void) => {
-        clearTimeout(timer);
-        waiters = waiters.filter((w) => w !== check);
-        f();
-      };
-      waiters.push(check);
-      check();
-    });
+    waiters.until(
+      () => (stream === "any" ? (text.match(pattern) ?? out.match(pattern)) : (stream === "stdout" ? out : text).match(pattern)) ?? undefined,
+      { ended: () => ended && (stream === "stderr" || outEnded), ms, fail: (why) => new Error(`${why === "ended" ? "process ended before" : "timed out waiting for"} ${pattern}; stderr:\n${text}`) },
+    );
 
   const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
@@ -239,6 +247,49 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]);
 }
 
+/**
+ * Polls `ok` (every `every` ms) until it is true, for a state no event announces (/proc, a Redis
+ * counter, a process list); rejects after `ms` saying what was awaited. Prefer an event where there is one.
+ */
+export async function waitUntil(ok: () => boolean | Promise<boolean>, ms: number, what: string, every = 20): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await Bun.sleep(every);
+  }
+}
+
+/**
+ * Conditions re-checked whenever `wake()` is called (data arrived, the source ended): `until` resolves
+ * with the first value `check()` gives that is not undefined, and fails once `ended()` is true first,
+ * or after `ms`. The one waiting loop of the CLI's output, RawClient and WsClient.
+ */
+export class Waiters {
+  #all = new Set<() => void>();
+
+  wake(): void {
+    for (const w of [...this.#all]) w();
+  }
+
+  until<T>(check: () => T | undefined, o: { ended: () => boolean; ms: number; fail: (why: "ended" | "timeout") => Error }): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const done = (f: () => void) => {
+        clearTimeout(timer);
+        this.#all.delete(poll);
+        f();
+      };
+      const poll = () => {
+        const v = check();
+        if (v !== undefined) done(() => resolve(v));
+        else if (o.ended()) done(() => reject(o.fail("ended")));
+      };
+      const timer = setTimeout(() => done(() => reject(o.fail("timeout"))), o.ms);
+      this.#all.add(poll);
+      poll();
+    });
+  }
+}
+
 /** Resolves on `wake()` (new data arrived) or after `ms`, whichever comes first. */
 export function nap(ms: number): { wake: () => void; done: Promise<void> } {
   const woke = Promise.withResolvers<void>();
@@ -289,18 +340,52 @@ export function skipWithout(tool: string, present: boolean, file: string, what: 
   return true;
 }
 
+/**
+ * What every test of a file shares (a Redis, a Redis Cluster): started before the file's first test
+ * unless `skip`, disposed after its last. The getter throws when it is not there.
+ */
+export function sharedByFile<T extends AsyncDisposable>(start: () => Promise<T>, o: { skip?: boolean; timeout?: number } = {}): () => T {
+  let it: T | undefined;
+  beforeAll(async () => {
+    if (!o.skip) it = await start();
+  }, o.timeout);
+  afterAll(async () => {
+    await it?.[Symbol.asyncDispose]();
+  });
+  return () => {
+    if (it === undefined) throw new Error("sharedByFile: not started (skipped, or its start failed)");
+    return it;
+  };
+}
+
 /** A temp directory removed on dispose. */
 export function tempDir(prefix = "iodine-test-"): Disposable & { path: string } {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, [Symbol.dispose]: () => rmSync(path, { recursive: true, force: true }) };
 }
 
-/** A TCP port free right now on 127.0.0.1 (for a server that must know its port before it starts). */
+// --- ports ---
+
+/**
+ * A TCP port free right now on 127.0.0.1, for a server that must know its port before it starts (a
+ * Redis, nginx, two servers that name each other); anything that can listen on port 0 should.
+ * bench/ uses this one too.
+ */
 export function freePort(): number {
   const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   const port = listener.port;
   listener.stop(true);
   return port;
+}
+
+/** Whether `port` can be bound on 127.0.0.1 right now. */
+export function portIsFree(port: number): boolean {
+  try {
+    Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } }).stop(true);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The pids of the running (not zombie) children of `pid`, from /proc. */

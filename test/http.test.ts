@@ -6,6 +6,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { selfSigned } from "../src/tls.ts";
 import { fixture, rawRequest, startCli, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
+import { WsClient } from "./ws.ts";
 
 describe("app shapes", () => {
   test("a bare function receives the real Request and the server", async () => {
@@ -37,26 +38,15 @@ describe("app shapes", () => {
   test("a Hono app with Hono's own WebSocket helper (hono/bun's upgradeWebSocket and websocket) runs unchanged", async () => {
     await using srv = await startCli(["-p", "0", fixture("hono-ws-app.ts")]);
     expect(await (await fetch(srv.url + "/")).text()).toBe("hono root");
-    const ws = new WebSocket(srv.url.replace("http", "ws") + "/ws");
-    try {
-      const reply = await new Promise<string>((res, rej) => {
-        ws.onopen = () => ws.send("hi");
-        ws.onmessage = (e) => res(String(e.data));
-        ws.onerror = () => rej(new Error("websocket error"));
-      });
-      expect(reply).toBe("hono echo: hi");
-    } finally {
-      ws.close();
-    }
+    await using ws = await WsClient.open(srv.url.replace("http", "ws") + "/ws");
+    ws.send("hi");
+    expect(await ws.next()).toBe("hono echo: hi");
   });
 
   test("server.upgrade in an app without `websocket` handlers is a 500 naming the fix, as Bun.serve throws", async () => {
     await using srv = await startCli(["-p", "0", fixture("upgrade-no-websocket-app.ts")]);
-    const code = await new Promise<number>((res) => {
-      const ws = new WebSocket(srv.url.replace("http", "ws") + "/");
-      ws.onclose = (e) => res(e.code);
-    });
-    expect(code).toBe(1006); // the handshake failed (a 500): no socket is left open with nobody listening
+    const ws = new WsClient(srv.url.replace("http", "ws") + "/");
+    expect((await ws.closed).code).toBe(1006); // the handshake failed (a 500): no socket is left open with nobody listening
     await srv.waitFor(/app error on GET .*: TypeError: server\.upgrade: this app exports no `websocket` handlers/);
     expect(await (await fetch(srv.url + "/")).text()).toBe("plain");
   });
@@ -75,13 +65,9 @@ describe("app shapes", () => {
     expect(await (await fetch(srv.url + "/")).text()).toBe("elysia listening");
     const pids = new Set<string>();
     for (let i = 0; i < 20 && pids.size < 2; i++) {
-      const ws = new WebSocket(srv.url.replace("http", "ws") + "/echo");
-      const reply = await new Promise<string>((resolve, reject) => {
-        ws.onopen = () => ws.send("hi");
-        ws.onmessage = (e) => resolve(String(e.data));
-        ws.onclose = (e) => reject(new Error(`closed with ${e.code}`));
-      });
-      ws.close();
+      await using ws = await WsClient.open(srv.url.replace("http", "ws") + "/echo");
+      ws.send("hi");
+      const reply = String(await ws.next());
       const m = /^echo hi from (\d+)$/.exec(reply);
       expect(m).not.toBeNull();
       pids.add(m![1]!);
@@ -97,21 +83,12 @@ describe("app shapes", () => {
 
   test("a Bun-native { fetch, websocket } app runs unchanged", async () => {
     await using srv = await startCli(["-p", "0", fixture("websocket-app.ts")]);
-    const ws = new WebSocket(srv.url.replace("http", "ws"));
-    const messages: string[] = [];
-    const got = Promise.withResolvers<void>();
-    ws.onmessage = (e) => {
-      messages.push(String(e.data));
-      if (messages.length === 1) ws.send("hi");
-      if (messages.length === 2) got.resolve();
-    };
-    ws.onerror = () => got.reject(new Error("websocket error"));
-    try {
-      await got.promise;
-    } finally {
-      ws.close();
+    {
+      await using ws = await WsClient.open(srv.url.replace("http", "ws"));
+      expect(await ws.next()).toBe("welcome");
+      ws.send("hi");
+      expect(await ws.next()).toBe("echo:hi");
     }
-    expect(messages).toEqual(["welcome", "echo:hi"]);
     expect((await fetch(srv.url)).status).toBe(426);
   });
 

@@ -4,6 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { fixture, rawRequest, startCli, statusLines } from "./harness.ts";
 import { rawClient } from "./raw-client.ts";
+import { WsClient } from "./ws.ts";
 
 /** A request whose header block (request line … final CRLF CRLF) is exactly `size` bytes. */
 function headerBlockOf(size: number): string {
@@ -106,21 +107,12 @@ describe("request bodies (SPEC §10)", () => {
 describe("--max-msg: WebSocket close 1009 above the message limit", () => {
   test("--max-msg 1: 1024 bytes echo, 1025 close the socket with 1009", async () => {
     await using srv = await startCli(["--max-msg", "1", "-p", "0", fixture("websocket-app.ts")]);
-    const ws = new WebSocket(srv.url.replace("http", "ws"));
-    const received: string[] = [];
-    const closed = Promise.withResolvers<number>();
-    const echoed = Promise.withResolvers<void>();
-    ws.onmessage = (e) => {
-      received.push(String(e.data));
-      if (received.length === 1) ws.send("x".repeat(1024));
-      if (received.length === 2) {
-        echoed.resolve();
-        ws.send("y".repeat(1025));
-      }
-    };
-    ws.onclose = (e) => closed.resolve(e.code);
-    await echoed.promise;
-    expect(received).toEqual(["welcome", `echo:${"x".repeat(1024)}`]);
-    expect(await closed.promise).toBe(1009);
+    await using ws = await WsClient.open(srv.url.replace("http", "ws"));
+    expect(await ws.next()).toBe("welcome");
+    ws.send("x".repeat(1024));
+    expect(await ws.next()).toBe(`echo:${"x".repeat(1024)}`);
+    ws.send("y".repeat(1025));
+    expect((await ws.closed).code).toBe(1009);
+    expect(ws.received).toEqual(["welcome", `echo:${"x".repeat(1024)}`]);
   });
 });

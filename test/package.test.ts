@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { CLI, openStream, ROOT, runCommand, startCommand, tempDir, type CliProcess } from "./harness.ts";
+import { WsClient } from "./ws.ts";
 
 const readme = readFileSync(join(ROOT, "README.md"), "utf8");
 const section = readme.slice(readme.indexOf("## Use it in your project"), readme.indexOf("\n## ", readme.indexOf("## Use it in your project") + 1));
@@ -67,7 +68,7 @@ describe("the package, installed into a user's project as the README says", () =
   async function servesTheApp(srv: CliProcess): Promise<void> {
     expect(await (await fetch(srv.url + "/")).text()).toBe("Hello from iodine-bun");
     const sse = await openStream(srv.url + "/news");
-    const ws = wsReader(srv.url.replace("http", "ws") + "/news");
+    const ws = new WsClient(srv.url.replace("http", "ws") + "/news");
     try {
       await sse.until("data: welcome to the news\n\n");
       expect(await ws.next()).toBe("welcome to the news");
@@ -127,28 +128,3 @@ describe("the package, installed into a user's project as the README says", () =
   }, 20_000);
 });
 
-/** A WebSocket read one message at a time: `next()` waits for the next one, and throws if it closes first. */
-function wsReader(url: string): { next(): Promise<string>; close(): void } {
-  const ws = new WebSocket(url);
-  const queue: string[] = [];
-  let closed = false;
-  let wake = () => {};
-  ws.onmessage = (e) => {
-    queue.push(String(e.data));
-    wake();
-  };
-  ws.onclose = () => {
-    closed = true;
-    wake();
-  };
-  return {
-    async next() {
-      while (queue.length === 0) {
-        if (closed) throw new Error(`${url} closed before the next message`);
-        await new Promise<void>((res) => (wake = res));
-      }
-      return queue.shift()!;
-    },
-    close: () => ws.close(),
-  };
-}

@@ -1,6 +1,7 @@
 // A raw TCP/Unix test client on Bun.connect: collects every byte and waits for text, a byte count
 // or the close. Shared by the raw-connection and example tests.
 import type { Socket } from "bun";
+import { Waiters } from "./harness.ts";
 
 export interface RawClient extends AsyncDisposable {
   socket: Socket<undefined>;
@@ -23,12 +24,9 @@ export async function rawClient(where: { port: number; hostname?: string } | { u
   const chunks: Uint8Array[] = [];
   let size = 0;
   let joined: Uint8Array | undefined;
-  let wakers: (() => void)[] = [];
+  const waiters = new Waiters();
   let isClosed = false;
   const closed = Promise.withResolvers<void>();
-  const wake = () => {
-    for (const w of [...wakers]) w();
-  };
   const bytes = () => {
     if (joined === undefined || joined.byteLength !== size) {
       joined = new Uint8Array(size);
@@ -51,7 +49,7 @@ export async function rawClient(where: { port: number; hostname?: string } | { u
       chunks.push(new Uint8Array(data));
       size += data.byteLength;
       decoded += decoder.decode(data, { stream: true });
-      wake();
+      waiters.wake();
     },
     drain(s: Socket<undefined>) {
       while (queue.length > 0) {
@@ -67,7 +65,7 @@ export async function rawClient(where: { port: number; hostname?: string } | { u
     close() {
       isClosed = true;
       closed.resolve();
-      wake();
+      waiters.wake();
     },
     error() {},
   };
@@ -76,19 +74,10 @@ export async function rawClient(where: { port: number; hostname?: string } | { u
       ? await Bun.connect({ unix: where.unix, socket: handlers })
       : await Bun.connect({ hostname: where.hostname ?? "127.0.0.1", port: where.port, socket: handlers });
   const until = (done: () => boolean, what: () => string, ms: number) =>
-    new Promise<void>((resolve, reject) => {
-      const check = () => {
-        if (done()) return finish(resolve);
-        if (isClosed) return finish(() => reject(new Error(`closed before ${what()}; got ${JSON.stringify(text().slice(-500))}`)));
-      };
-      const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for ${what()}; got ${JSON.stringify(text().slice(-500))}`))), ms);
-      const finish = (f: () => void) => {
-        clearTimeout(timer);
-        wakers = wakers.filter((w) => w !== check);
-        f();
-      };
-      wakers.push(check);
-      check();
+    waiters.until(() => (done() ? true : undefined), {
+      ended: () => isClosed,
+      ms,
+      fail: (why) => new Error(`${why === "ended" ? "closed before" : "timed out waiting for"} ${what()}; got ${JSON.stringify(text().slice(-500))}`),
     });
   return {
     socket,
@@ -108,8 +97,8 @@ export async function rawClient(where: { port: number; hostname?: string } | { u
       await until(test, () => String(pattern), ms);
       return text();
     },
-    waitForBytes: (n, ms = 5000) => until(() => size >= n, () => `${n} bytes (have ${size})`, ms),
-    waitForClose: (ms = 5000) => until(() => isClosed, () => "the server to close the connection", ms),
+    waitForBytes: async (n, ms = 5000) => void (await until(() => size >= n, () => `${n} bytes (have ${size})`, ms)),
+    waitForClose: async (ms = 5000) => void (await until(() => isClosed, () => "the server to close the connection", ms)),
     write(data) {
       const b = typeof data === "string" ? new TextEncoder().encode(data) : data;
       if (queue.length > 0) {

@@ -27,7 +27,7 @@ describe("raw service", () => {
     await using c = await rawClient({ port: srv.port });
     await c.waitFor(/^hello \d+\n/);
     c.write("ec");
-    await Bun.sleep(20);
+    await Bun.sleep(20); // the stimulus itself: the rest of the line written 20 ms later
     c.write("ho me\nsecond\n");
     await c.waitFor("echo me\nsecond\n");
   });
@@ -147,9 +147,10 @@ describe("raw service in a cluster", () => {
       await a!.waitFor("subscribed lobby\n");
       // The subscription reaches the other worker one bus hop later (README: cluster pub/sub):
       // probe until it does, then the message must arrive.
-      for (let i = 0; i < 100 && !a!.text().includes("probe"); i++) {
+      for (let i = 0; !a!.text().includes("probe"); i++) {
+        if (i === 50) throw new Error("no probe crossed to the other worker");
         b!.write(`pub lobby probe ${i}\n`);
-        await Bun.sleep(20);
+        await a!.waitFor("probe", 100).catch(() => {});
       }
       b!.write("pub lobby across workers\n");
       await a!.waitFor("across workers\n");

@@ -6,10 +6,9 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { blockOf, generatedBlocks, README } from "../scripts/readme.ts";
 import { helpLine, OPTIONS, readArgv } from "../src/cli/options.ts";
-import { chatter, untilHeard } from "./chat-clients.ts";
+import { chatLinked, chatter } from "./ws.ts";
 import { childrenOf, ROOT, runCli, startCommand, streamReader, tempDir, type CliProcess } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
-import { waitUntil } from "./ws-clients.ts";
 
 const readme = readFileSync(README, "utf8");
 const squash = (text: string) => text.replace(/\s+/g, " ");
@@ -217,7 +216,7 @@ describe("the README's tour runs as written", () => {
         const tab = lines.map(split).find((l) => l.cmd === "" && l.says.includes("?name="))!.says;
         const ann = new URL(tab.match(/http:\/\/\S+/)![0]).searchParams.get("name")!;
         using tabChat = await chatter(servers[0]!.url, ann);
-        tabChat.ws.send("hello from the tab");
+        tabChat.send("hello from the tab");
         await stream.until(`data: ${ann}: hello from the tab`);
       } finally {
         ac.abort();
@@ -256,10 +255,11 @@ describe("the README's tour runs as written", () => {
       using bob = await chatter(servers[1]!.url, bobUrl!.searchParams.get("name")!);
       // Each server subscribes Redis to the room when its first chatter joins: say something until
       // the other side hears it, then both ways.
-      await untilHeard(ann, bob);
-      ann.ws.send("hi bob");
-      bob.ws.send("hi ann");
-      await waitUntil(() => bob.got.includes("ann: hi bob") && ann.got.includes("bob: hi ann"), 5000, "ann and bob to hear each other");
+      await chatLinked(ann, bob);
+      ann.send("hi bob");
+      bob.send("hi ann");
+      await bob.waitFor("ann: hi bob");
+      await ann.waitFor("bob: hi ann");
     });
   }, 30_000);
 

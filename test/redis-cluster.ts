@@ -7,7 +7,7 @@ import IORedis from "ioredis";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { skipWithout } from "./harness.ts";
+import { portIsFree, skipWithout } from "./harness.ts";
 import { hasRedis } from "./redis-server.ts";
 
 const HOST = "127.0.0.1";
@@ -146,19 +146,10 @@ function pickPorts(n: number): number[] {
   const out: number[] = [];
   for (let attempt = 0; attempt < 1000 && out.length < n; attempt++) {
     const port = 12_000 + Math.floor(Math.random() * 10_000);
-    if (!out.includes(port) && isFree(port) && isFree(port + 10_000)) out.push(port);
+    if (!out.includes(port) && portIsFree(port) && portIsFree(port + 10_000)) out.push(port);
   }
   if (out.length < n) throw new Error("no free ports for a Redis Cluster");
   return out;
-}
-
-function isFree(port: number): boolean {
-  try {
-    Bun.listen({ hostname: HOST, port, socket: { data() {} } }).stop(true);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function poll(what: string, ms: number, ok: () => Promise<boolean>): Promise<void> {

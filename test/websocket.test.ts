@@ -5,48 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { constants, deflateRawSync, inflateRawSync } from "node:zlib";
 import { upgrade } from "../src/connections/upgrade.ts";
 import { errorOf, fixture, startCli, type CliProcess } from "./harness.ts";
-import { RawWs } from "./raw-ws.ts";
-
-/** A WebSocket client with a queue of received messages. */
-class Client {
-  ws: WebSocket;
-  #queue: (string | Uint8Array)[] = [];
-  #waiters: ((m: string | Uint8Array) => void)[] = [];
-  opened: Promise<void>;
-  closed: Promise<CloseEvent>;
-  constructor(url: string, headers?: Record<string, string>) {
-    this.ws = new WebSocket(url, headers ? { headers } : undefined);
-    this.ws.binaryType = "arraybuffer";
-    this.opened = new Promise((res, rej) => {
-      this.ws.onopen = () => res();
-      this.ws.onerror = () => rej(new Error("websocket error"));
-    });
-    this.closed = new Promise((res) => (this.ws.onclose = res));
-    this.ws.onmessage = (e) => {
-      const m = typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer);
-      const w = this.#waiters.shift();
-      if (w) w(m);
-      else this.#queue.push(m);
-    };
-  }
-  next(ms = 3000): Promise<string | Uint8Array> {
-    const m = this.#queue.shift();
-    if (m !== undefined) return Promise.resolve(m);
-    return new Promise((res, rej) => {
-      const t = setTimeout(() => rej(new Error("no message within " + ms + " ms")), ms);
-      this.#waiters.push((x) => {
-        clearTimeout(t);
-        res(x);
-      });
-    });
-  }
-  send(m: string | Uint8Array) {
-    this.ws.send(m);
-  }
-  [Symbol.dispose]() {
-    this.ws.close();
-  }
-}
+import { RawWs, WsClient } from "./ws.ts";
 
 let srv: CliProcess;
 let wsUrl: string;
@@ -58,8 +17,8 @@ afterAll(async () => {
   await srv?.[Symbol.asyncDispose]();
 });
 
-async function connect(path = "/chat"): Promise<Client> {
-  const c = new Client(wsUrl + path);
+async function connect(path = "/chat"): Promise<WsClient> {
+  const c = new WsClient(wsUrl + path);
   await c.opened;
   expect(await c.next()).toBe(`open websocket ${path}`);
   return c;
@@ -125,7 +84,7 @@ describe("WebSocket connections", () => {
 
   test("a message over --max-msg closes the socket with 1009", async () => {
     await using small = await startCli(["--max-msg", "1", "-p", "0", fixture("ws-iodine-app.ts")]);
-    const c = new Client(small.url.replace("http", "ws") + "/big");
+    const c = new WsClient(small.url.replace("http", "ws") + "/big");
     await c.opened;
     expect(await c.next()).toBe("open websocket /big");
     c.send("x".repeat(1000));
@@ -136,8 +95,8 @@ describe("WebSocket connections", () => {
 
   test("a graceful stop gives onShutdown (which may still write), then closes, then exit 0", async () => {
     await using own = await startCli(["-p", "0", fixture("ws-iodine-app.ts")]);
-    const a = new Client(own.url.replace("http", "ws") + "/a");
-    const b = new Client(own.url.replace("http", "ws") + "/b");
+    const a = new WsClient(own.url.replace("http", "ws") + "/a");
+    const b = new WsClient(own.url.replace("http", "ws") + "/b");
     await Promise.all([a.opened, b.opened]);
     expect(await a.next()).toBe("open websocket /a");
     expect(await b.next()).toBe("open websocket /b");
@@ -309,8 +268,8 @@ describe("permessage-deflate", () => {
 
   test("a WebSocket client (Bun's offers it) exchanges large messages both ways and through pub/sub", async () => {
     const url = z.url.replace("http", "ws");
-    using a = new Client(`${url}/a`);
-    using b = new Client(`${url}/b`);
+    using a = new WsClient(`${url}/a`);
+    using b = new WsClient(`${url}/b`);
     await Promise.all([a.opened, b.opened]);
     expect(a.ws.extensions).toStartWith("permessage-deflate");
     expect(await a.next()).toBe("open websocket /a");
