@@ -34,7 +34,9 @@ if (flags.duration !== undefined) positive(flags.duration, "duration", true);
 const only = flags.only?.split(",").map((s) => s.trim());
 for (const name of only ?? []) {
   if (!BENCHES.some((b) => b.name === name)) {
-    console.error(`bench: --only ${flags.only}: no bench ${JSON.stringify(name)} (${BENCHES.map((b) => b.name).join(", ")})`);
+    console.error(
+      `bench: --only ${flags.only}: no bench ${JSON.stringify(name)} (${BENCHES.map((b) => b.name).join(", ")})`,
+    );
     process.exit(2);
   }
 }
@@ -63,41 +65,69 @@ for (const signal of SIGNALS) {
 
 // --- run ---
 
-async function runOne(b: (typeof BENCHES)[number], i: number): Promise<SuiteRun["benches"][number]> {
+async function runOne(
+  b: (typeof BENCHES)[number],
+  i: number,
+): Promise<SuiteRun["benches"][number]> {
   const cmd = [process.execPath, join("bench", `${b.name}.ts`), ...argsFor(b)];
-  console.log(`\n=== ${i + 1}/${benches.length} ${b.name}: ${["bun", ...cmd.slice(1)].join(" ")}\n`);
+  console.log(
+    `\n=== ${i + 1}/${benches.length} ${b.name}: ${["bun", ...cmd.slice(1)].join(" ")}\n`,
+  );
   const t0 = performance.now();
   child = Bun.spawn(cmd, { cwd: ROOT, stdio: ["inherit", "inherit", "inherit"] });
   await child.exited;
   const { exitCode, signalCode } = child;
   child = undefined;
-  return { name: b.name, exitCode, signal: signalCode === null ? null : String(signalCode), seconds: (performance.now() - t0) / 1000 };
+  return {
+    name: b.name,
+    exitCode,
+    signal: signalCode === null ? null : String(signalCode),
+    seconds: (performance.now() - t0) / 1000,
+  };
 }
 
 async function main(): Promise<number> {
-  const command = `${process.env.npm_lifecycle_event === "bench" ? "bun run bench" : "bun bench/all.ts"} ${process.argv.slice(2).join(" ")}`.trim();
+  const command =
+    `${process.env.npm_lifecycle_event === "bench" ? "bun run bench" : "bun bench/all.ts"} ${process.argv.slice(2).join(" ")}`.trim();
   const started = new Date().toISOString();
   const done: SuiteRun["benches"] = [];
   for (const [i, b] of benches.entries()) {
     if (stoppedBy) break;
     const r = await runOne(b, i);
     done.push(r);
-    if (!stoppedBy && r.exitCode !== 0) console.error(`\nbench: ${b.name} failed (${r.signal ?? `exit ${r.exitCode}`}); going on with the next`);
+    if (!stoppedBy && r.exitCode !== 0)
+      console.error(
+        `\nbench: ${b.name} failed (${r.signal ?? `exit ${r.exitCode}`}); going on with the next`,
+      );
   }
   if (stoppedBy) {
-    console.error(`\nbench: ${stoppedBy}, suite stopped after ${done.map((d) => d.name).join(", ")}; no report written (bun bench/report.ts writes one from bench/results/)`);
+    console.error(
+      `\nbench: ${stoppedBy}, suite stopped after ${done.map((d) => d.name).join(", ")}; no report written (bun bench/report.ts writes one from bench/results/)`,
+    );
     return 130;
   }
 
-  writeResults("run", { command, started, finished: new Date().toISOString(), benches: done } satisfies SuiteRun);
+  writeResults("run", {
+    command,
+    started,
+    finished: new Date().toISOString(),
+    benches: done,
+  } satisfies SuiteRun);
   console.log("\n=== report\n");
   const partial = only !== undefined || flags.rounds !== undefined || flags.duration !== undefined;
-  const reportCmd = [process.execPath, join("bench", "report.ts"), ...(partial ? ["--partial"] : [])];
+  const reportCmd = [
+    process.execPath,
+    join("bench", "report.ts"),
+    ...(partial ? ["--partial"] : []),
+  ];
   const report = Bun.spawn(reportCmd, { cwd: ROOT, stdio: ["inherit", "inherit", "inherit"] });
   const reportCode = await report.exited;
 
   console.log("");
-  for (const d of done) console.log(`  ${d.name.padEnd(10)} ${d.exitCode === 0 ? "ok    " : "FAILED"} ${d.seconds.toFixed(0).padStart(5)} s`);
+  for (const d of done)
+    console.log(
+      `  ${d.name.padEnd(10)} ${d.exitCode === 0 ? "ok    " : "FAILED"} ${d.seconds.toFixed(0).padStart(5)} s`,
+    );
   const total = done.reduce((s, d) => s + d.seconds, 0);
   console.log(`  ${"all".padEnd(10)} ${"".padEnd(6)} ${total.toFixed(0).padStart(5)} s`);
   const failed = done.filter((d) => d.exitCode !== 0).map((d) => d.name);

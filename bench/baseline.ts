@@ -28,6 +28,10 @@ const fetch =
       : () => new Response("Hello World!");
 
 // --routes: bench/routes-app.ts, the options object iodine serves in the "routes" scenario.
-const routes = process.argv.includes("--routes") ? (await import("./routes-app.ts")).default : undefined;
-const server = routes ? Bun.serve({ hostname: "127.0.0.1", port: 0, ...routes }) : Bun.serve({ hostname: "127.0.0.1", port: 0, fetch });
+const routes = process.argv.includes("--routes")
+  ? (await import("./routes-app.ts")).default
+  : undefined;
+const server = routes
+  ? Bun.serve({ hostname: "127.0.0.1", port: 0, ...routes })
+  : Bun.serve({ hostname: "127.0.0.1", port: 0, fetch });
 console.log(`listening on http://127.0.0.1:${server.port}`);

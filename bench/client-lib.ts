@@ -88,7 +88,12 @@ export function failHandlers<P extends RawPeer<P>>() {
 }
 
 /** Connects `p` to HOST:port; true once its response head is good, false on an error, a bad status or no head within `timeoutMs`. */
-export async function connectPeer<P extends RawPeer<P>>(p: P, port: number, handlers: SocketHandler<P>, timeoutMs: number): Promise<boolean> {
+export async function connectPeer<P extends RawPeer<P>>(
+  p: P,
+  port: number,
+  handlers: SocketHandler<P>,
+  timeoutMs: number,
+): Promise<boolean> {
   const ready = new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => resolve(false), timeoutMs);
     p.onReady = (ok) => {

@@ -9,5 +9,10 @@ if (!Number.isInteger(port) || port < 0) {
   process.exit(2);
 }
 
-const server = Bun.serve({ hostname: "127.0.0.1", port, reusePort: true, fetch: () => new Response("Hello World!") });
+const server = Bun.serve({
+  hostname: "127.0.0.1",
+  port,
+  reusePort: true,
+  fetch: () => new Response("Hello World!"),
+});
 console.log(`listening on http://127.0.0.1:${server.port}`);

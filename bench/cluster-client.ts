@@ -18,7 +18,16 @@
 //
 // The sockets are raw TCP (Bun.connect, see bench/client-lib.ts) with a small WebSocket frame walker.
 import type { Socket } from "bun";
-import { afterHead, connectPeer, failHandlers, headerByte, PONG, RawPeer, serveCommands, upgradeRequest } from "./client-lib.ts";
+import {
+  afterHead,
+  connectPeer,
+  failHandlers,
+  headerByte,
+  PONG,
+  RawPeer,
+  serveCommands,
+  upgradeRequest,
+} from "./client-lib.ts";
 
 const MAX_ATTEMPTS = 64;
 const OPEN_TIMEOUT_MS = 5_000;
@@ -190,7 +199,10 @@ async function connect(port: number, workers: 1 | 2) {
     if (workers === 2 && held.some((h) => h.pid === p.pid)) p.socket?.terminate();
     else held.push(p);
   }
-  if (held.length < 2) throw new Error(`${attempts} connections, and only pid ${held.map((p) => p.pid).join(", ") || "none"} answered`);
+  if (held.length < 2)
+    throw new Error(
+      `${attempts} connections, and only pid ${held.map((p) => p.pid).join(", ") || "none"} answered`,
+    );
   const two = held as [Peer, Peer];
   for (const [i, p] of two.entries()) {
     const ok = p.next(`ok sub to-${i}`);
@@ -205,14 +217,19 @@ async function connect(port: number, workers: 1 | 2) {
     const deadline = Date.now() + 10_000;
     two[to].reset();
     while (two[to].count === 0) {
-      if (Date.now() > deadline) throw new Error(`a publish in pid ${two[from].pid} never reached pid ${two[to].pid}`);
+      if (Date.now() > deadline)
+        throw new Error(`a publish in pid ${two[from].pid} never reached pid ${two[to].pid}`);
       two[from].send(`pub to-${to} #probe`);
       await Bun.sleep(20);
     }
   }
   await Bun.sleep(100); // late probes
   peers = two;
-  return { pids: two.map((p) => p.pid), attempts, clock: [await clockOffset(two[0]), await clockOffset(two[1])] };
+  return {
+    pids: two.map((p) => p.pid),
+    attempts,
+    clock: [await clockOffset(two[0]), await clockOffset(two[1])],
+  };
 }
 
 /** The worker's wall clock minus ours, from the exchange with the shortest round trip (NTP's estimate). */
@@ -259,7 +276,9 @@ async function burst(cmd: { from: 0 | 1; to: 0 | 1; total: number; batch: number
   from.send(`burst to-${cmd.to} ${cmd.total} ${cmd.batch} ${cmd.size}`);
   let answeredAt = Infinity;
   const publishMs = done.then((text) => ((answeredAt = nowUs()), Number(text.split(" ")[2])));
-  const complete = await arrival(to, cmd.total, () => Math.min(answeredAt, t0 + RUN_TIMEOUT_MS * 1000));
+  const complete = await arrival(to, cmd.total, () =>
+    Math.min(answeredAt, t0 + RUN_TIMEOUT_MS * 1000),
+  );
   const cpu = process.cpuUsage(cpu0);
   return {
     expected: cmd.total,
@@ -285,7 +304,9 @@ async function rate(cmd: { from: 0 | 1; to: 0 | 1; perSecond: number; ms: number
   let answeredAt = Infinity;
   let lagMs = NaN;
   void done.then((text) => ((answeredAt = nowUs()), (lagMs = Number(text.split(" ")[3]))));
-  const complete = await arrival(to, expected, () => Math.min(answeredAt, t0 + (cmd.ms + RUN_TIMEOUT_MS) * 1000));
+  const complete = await arrival(to, expected, () =>
+    Math.min(answeredAt, t0 + (cmd.ms + RUN_TIMEOUT_MS) * 1000),
+  );
   await Promise.race([done, Bun.sleep(1000)]).catch(() => {});
   const cpu = process.cpuUsage(cpu0);
   const d = to.delays!.subarray(0, to.ndelays).sort();
@@ -313,7 +334,15 @@ async function rate(cmd: { from: 0 | 1; to: 0 | 1; perSecond: number; ms: number
 type Command =
   | { seq: number; op: "connect"; port: number; workers: 1 | 2 }
   | { seq: number; op: "burst"; from: 0 | 1; to: 0 | 1; total: number; batch: number; size: number }
-  | { seq: number; op: "rate"; from: 0 | 1; to: 0 | 1; perSecond: number; ms: number; size: number };
+  | {
+      seq: number;
+      op: "rate";
+      from: 0 | 1;
+      to: 0 | 1;
+      perSecond: number;
+      ms: number;
+      size: number;
+    };
 
 async function run(cmd: Command): Promise<object> {
   if (cmd.op === "connect") return connect(cmd.port, cmd.workers);

@@ -14,10 +14,28 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { findTool, missingTool, ROOT, versionLine, wrkVersion } from "./lib/tools.ts";
-import { assertAlive, freePort, indent, iodineCmd, startServer, stopServer, waitReachable, type Server } from "./lib/processes.ts";
+import {
+  assertAlive,
+  freePort,
+  indent,
+  iodineCmd,
+  startServer,
+  stopServer,
+  waitReachable,
+  type Server,
+} from "./lib/processes.ts";
 import { runWrk, wrkNote, type WrkResult } from "./lib/wrk.ts";
 import { cpuMicros, cpuTicks, machineFacts, printMachine } from "./lib/machine.ts";
-import { fmtRatio, fmtRps, inRounds, median, ratioEntry, spread, type Ratio, type Spread } from "./lib/stats.ts";
+import {
+  fmtRatio,
+  fmtRps,
+  inRounds,
+  median,
+  ratioEntry,
+  spread,
+  type Ratio,
+  type Spread,
+} from "./lib/stats.ts";
 import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
 
 const THREADS = 2;
@@ -25,7 +43,10 @@ const CONNECTIONS = 200;
 
 // --- options ---
 
-const flags = parseFlags("usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,routes,static-1k,static-1m]", ["duration", "rounds", "only"]);
+const flags = parseFlags(
+  "usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,routes,static-1k,static-1m]",
+  ["duration", "rounds", "only"],
+);
 const duration = positive(flags.duration ?? process.env.BENCH_DURATION ?? "5", "duration", true);
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
 // A short unscored run per server first: JIT warm-up would otherwise land in round 1 only.
@@ -48,8 +69,18 @@ async function cleanup(): Promise<void> {
 // "rawIP" is the raw server asking Bun for each client's address, as an access log must: what
 // iodine -v costs beyond that one call is the part iodine controls.
 type Role = "iodine" | "raw" | "rawIP" | "nginx";
-const LABEL: Record<Role, string> = { iodine: "iodine", raw: "raw Bun.serve", rawIP: "raw + requestIP", nginx: "nginx" };
-const SHORT: Record<Role, string> = { iodine: "iodine", raw: "raw", rawIP: "raw+IP", nginx: "nginx" };
+const LABEL: Record<Role, string> = {
+  iodine: "iodine",
+  raw: "raw Bun.serve",
+  rawIP: "raw + requestIP",
+  nginx: "nginx",
+};
+const SHORT: Record<Role, string> = {
+  iodine: "iodine",
+  raw: "raw",
+  rawIP: "raw+IP",
+  nginx: "nginx",
+};
 
 interface Scenario {
   id: string;
@@ -77,7 +108,9 @@ async function main(): Promise<void> {
   facts.wrk = await wrkVersion();
   const nginx = findTool("nginx");
   if (!nginx) {
-    console.error(`\n!!!!! bench: ${missingTool("nginx", "nginx-light")} — the nginx baselines are SKIPPED !!!!!\n`);
+    console.error(
+      `\n!!!!! bench: ${missingTool("nginx", "nginx-light")} — the nginx baselines are SKIPPED !!!!!\n`,
+    );
   }
   if (nginx) facts.nginx = await versionLine([nginx, "-v"]);
 
@@ -86,7 +119,9 @@ async function main(): Promise<void> {
     `bun ${facts.bun}, ${facts.wrk || "wrk"}${facts.nginx ? `, ${facts.nginx}` : ""}`,
     `date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`,
   );
-  console.log(`wrk -t${THREADS} -c${CONNECTIONS} -d${duration}s, ${rounds} rounds, ${warmupSeconds} s warm-up per server\n`);
+  console.log(
+    `wrk -t${THREADS} -c${CONNECTIONS} -d${duration}s, ${rounds} rounds, ${warmupSeconds} s warm-up per server\n`,
+  );
 
   // --- files: random bytes, so no server can win by compressing ---
   tmp = mkdtempSync(join(tmpdir(), "iodine-bench-"));
@@ -94,7 +129,8 @@ async function main(): Promise<void> {
   mkdirSync(www);
   const small = crypto.getRandomValues(new Uint8Array(1024));
   const large = new Uint8Array(1024 * 1024);
-  for (let i = 0; i < large.length; i += 65536) crypto.getRandomValues(large.subarray(i, i + 65536));
+  for (let i = 0; i < large.length; i += 65536)
+    crypto.getRandomValues(large.subarray(i, i + 65536));
   writeFileSync(join(www, "1k.bin"), small);
   writeFileSync(join(www, "1m.bin"), large);
   // nginx's worker drops to an unprivileged user: mkdtemp's 0700 would hide the files from it.
@@ -113,34 +149,85 @@ async function main(): Promise<void> {
     const raw = await start("raw hello", [process.execPath, join(import.meta.dir, "baseline.ts")]);
     if (wants("plain")) {
       const io = await iodine("iodine", ["examples/hello.ts"]);
-      scenarios.push({ id: "plain", name: "plain", path: "/", servers: { iodine: io, raw }, expected: hello, target: { against: "raw", ratio: 0.95 } });
+      scenarios.push({
+        id: "plain",
+        name: "plain",
+        path: "/",
+        servers: { iodine: io, raw },
+        expected: hello,
+        target: { against: "raw", ratio: 0.95 },
+      });
     }
     if (wants("log")) {
       const io = await iodine("iodine -v", ["-v", "examples/hello.ts"], join(tmp, "access.log"));
-      const rawIP = await start("raw hello + requestIP", [process.execPath, join(import.meta.dir, "baseline.ts"), "--ip"]);
+      const rawIP = await start("raw hello + requestIP", [
+        process.execPath,
+        join(import.meta.dir, "baseline.ts"),
+        "--ip",
+      ]);
       const servers = { iodine: io, raw, rawIP };
-      scenarios.push({ id: "log", name: "log (-v)", path: "/", servers, expected: hello, target: { against: "raw", ratio: 0.85 } });
+      scenarios.push({
+        id: "log",
+        name: "log (-v)",
+        path: "/",
+        servers,
+        expected: hello,
+        target: { against: "raw", ratio: 0.85 },
+      });
     }
   }
   if (wants("routes")) {
     // A handler route: Bun's router, then (under iodine) the same request path as fetch.
     const io = await iodine("iodine routes", ["bench/routes-app.ts"]);
-    const raw = await start("raw Bun.serve routes", [process.execPath, join(import.meta.dir, "baseline.ts"), "--routes"]);
-    scenarios.push({ id: "routes", name: "routes", path: "/hello", servers: { iodine: io, raw }, expected: hello, target: { against: "raw", ratio: 0.95 } });
+    const raw = await start("raw Bun.serve routes", [
+      process.execPath,
+      join(import.meta.dir, "baseline.ts"),
+      "--routes",
+    ]);
+    scenarios.push({
+      id: "routes",
+      name: "routes",
+      path: "/hello",
+      servers: { iodine: io, raw },
+      expected: hello,
+      target: { against: "raw", ratio: 0.95 },
+    });
   }
   if (wants("static-1k") || wants("static-1m")) {
     const io = await iodine("iodine --www", ["--www", www, "examples/hello.ts"]);
-    const raw = await start("raw Bun.file", [process.execPath, join(import.meta.dir, "baseline.ts"), "--dir", www]);
+    const raw = await start("raw Bun.file", [
+      process.execPath,
+      join(import.meta.dir, "baseline.ts"),
+      "--dir",
+      www,
+    ]);
     const ngx = nginx ? await startNginx(nginx, tmp, www) : undefined;
     const servers = { iodine: io, raw, ...(ngx ? { nginx: ngx } : {}) };
     if (wants("static-1k")) {
-      scenarios.push({ id: "static-1k", name: "static 1 KB", path: "/1k.bin", servers, expected: small, target: { against: "nginx", ratio: 1.0 } });
+      scenarios.push({
+        id: "static-1k",
+        name: "static 1 KB",
+        path: "/1k.bin",
+        servers,
+        expected: small,
+        target: { against: "nginx", ratio: 1.0 },
+      });
     }
     if (wants("static-1m")) {
-      scenarios.push({ id: "static-1m", name: "static 1 MB", path: "/1m.bin", servers, expected: large, target: { against: "nginx", ratio: 0.9 } });
+      scenarios.push({
+        id: "static-1m",
+        name: "static 1 MB",
+        path: "/1m.bin",
+        servers,
+        expected: large,
+        target: { against: "nginx", ratio: 0.9 },
+      });
     }
   }
-  if (scenarios.length === 0) throw new Error(`--only ${flags.only}: no such scenario (plain, log, routes, static-1k, static-1m)`);
+  if (scenarios.length === 0)
+    throw new Error(
+      `--only ${flags.only}: no such scenario (plain, log, routes, static-1k, static-1m)`,
+    );
 
   // A server answering with the wrong bytes (say the app's "Hello World!" for /1k.bin) would
   // post a great number for the wrong work; check every body once before measuring.
@@ -158,13 +245,20 @@ async function main(): Promise<void> {
     await inRounds(rounds, roles, async (role, round) => {
       const r = await drive(sc.servers[role]!, sc.path, duration);
       runs.get(role)!.push(r);
-      console.log(`  ${sc.name.padEnd(12)} round ${round + 1}  ${LABEL[role].padEnd(14)} ${fmtRps(r.rps).padStart(9)} req/s  ${r.cpuMicrosPerRequest.toFixed(1).padStart(6)} µs CPU/req${wrkNote(r)}`);
+      console.log(
+        `  ${sc.name.padEnd(12)} round ${round + 1}  ${LABEL[role].padEnd(14)} ${fmtRps(r.rps).padStart(9)} req/s  ${r.cpuMicrosPerRequest.toFixed(1).padStart(6)} µs CPU/req${wrkNote(r)}`,
+      );
     });
     results.push({
       scenario: sc,
       rows: roles.map((role) => {
         const rs = runs.get(role)!;
-        return { role, rounds: rs, ...spread(rs.map((r) => r.rps)), cpu: median(rs.map((r) => r.cpuMicrosPerRequest)) };
+        return {
+          role,
+          rounds: rs,
+          ...spread(rs.map((r) => r.rps)),
+          cpu: median(rs.map((r) => r.cpuMicrosPerRequest)),
+        };
       }),
     });
   }
@@ -181,21 +275,37 @@ async function main(): Promise<void> {
     return {
       scenario: sc.name,
       path: sc.path,
-      servers: rows.map((r) => ({ server: LABEL[r.role], median: r.median, min: r.min, max: r.max, cpuMicrosPerRequest: r.cpu, rounds: r.rounds })),
+      servers: rows.map((r) => ({
+        server: LABEL[r.role],
+        median: r.median,
+        min: r.min,
+        max: r.max,
+        cpuMicrosPerRequest: r.cpu,
+        rounds: r.rounds,
+      })),
       // iodine ÷ each baseline by req/s, and the baseline's CPU per request ÷ iodine's (> 1: iodine cheaper)
-      baselines: (["raw", "rawIP", "nginx"] as const).map((role) => ({ server: LABEL[role], short: SHORT[role], ratio: ratio(role), cpuRatio: cpuRatio(role) })),
+      baselines: (["raw", "rawIP", "nginx"] as const).map((role) => ({
+        server: LABEL[role],
+        short: SHORT[role],
+        ratio: ratio(role),
+        cpuRatio: cpuRatio(role),
+      })),
       target: { against: LABEL[sc.target.against], ratio: sc.target.ratio },
       verdict: versus === null ? "SKIPPED" : versus >= sc.target.ratio ? "PASS" : "MISS",
     };
   });
 
   console.log("");
-  console.log(`${"scenario".padEnd(13)}${"server".padEnd(15)}${"median req/s".padStart(13)}   ${"min–max".padEnd(19)}${"µs CPU/req".padStart(11)}`);
+  console.log(
+    `${"scenario".padEnd(13)}${"server".padEnd(15)}${"median req/s".padStart(13)}   ${"min–max".padEnd(19)}${"µs CPU/req".padStart(11)}`,
+  );
   console.log("-".repeat(73));
   for (const r of report) {
     r.servers.forEach((s, i) => {
       const range = `${fmtRps(s.min)}–${fmtRps(s.max)}`;
-      console.log(`${(i === 0 ? r.scenario : "").padEnd(13)}${s.server.padEnd(15)}${fmtRps(s.median).padStart(13)}   ${range.padEnd(19)}${s.cpuMicrosPerRequest.toFixed(1).padStart(11)}`);
+      console.log(
+        `${(i === 0 ? r.scenario : "").padEnd(13)}${s.server.padEnd(15)}${fmtRps(s.median).padStart(13)}   ${range.padEnd(19)}${s.cpuMicrosPerRequest.toFixed(1).padStart(11)}`,
+      );
     });
     const bases = r.baselines.filter((b) => b.ratio !== null);
     const parts = bases.map((b) => `iodine ÷ ${b.short} ${fmtRatio(b.ratio)}`);
@@ -206,9 +316,17 @@ async function main(): Promise<void> {
     console.log("");
   }
 
-  const settings = { threads: THREADS, connections: CONNECTIONS, durationSeconds: duration, rounds, warmupSeconds };
+  const settings = {
+    threads: THREADS,
+    connections: CONNECTIONS,
+    durationSeconds: duration,
+    rounds,
+    warmupSeconds,
+  };
   const ratios = results.flatMap(({ scenario, rows }) => ratioEntries(scenario, rows));
-  console.log(`results: ${writeResults("http", { machine: facts, settings, scenarios: report, ratios })}`);
+  console.log(
+    `results: ${writeResults("http", { machine: facts, settings, scenarios: report, ratios })}`,
+  );
 }
 
 /** iodine ÷ each baseline of a scenario; the target goes with the baseline it is set against. */
@@ -217,10 +335,16 @@ function ratioEntries(sc: Scenario, rows: Row[]): Ratio[] {
   return rows
     .filter((r) => r.role !== "iodine")
     .map((base) =>
-      ratioEntry("http", `${sc.name}: iodine ÷ ${LABEL[base.role]}`, io.rounds.map((r) => r.rps), base.rounds.map((r) => r.rps), {
-        ...(base.role === sc.target.against ? { target: sc.target.ratio } : {}),
-        detail: `GET ${sc.path}, ${CONNECTIONS} connections: ${fmtRps(io.median)} vs ${fmtRps(base.median)} req/s`,
-      }),
+      ratioEntry(
+        "http",
+        `${sc.name}: iodine ÷ ${LABEL[base.role]}`,
+        io.rounds.map((r) => r.rps),
+        base.rounds.map((r) => r.rps),
+        {
+          ...(base.role === sc.target.against ? { target: sc.target.ratio } : {}),
+          detail: `GET ${sc.path}, ${CONNECTIONS} connections: ${fmtRps(io.median)} vs ${fmtRps(base.median)} req/s`,
+        },
+      ),
     );
 }
 
@@ -273,7 +397,9 @@ async function checkBody(s: Server, path: string, expected: Uint8Array): Promise
   const res = await fetch(s.url + path);
   const body = new Uint8Array(await res.arrayBuffer());
   if (res.status !== 200 || !Buffer.from(body).equals(Buffer.from(expected))) {
-    throw new Error(`${s.name}: GET ${path} gave ${res.status} with ${body.length} bytes, expected 200 with ${expected.length} bytes`);
+    throw new Error(
+      `${s.name}: GET ${path} gave ${res.status} with ${body.length} bytes, expected 200 with ${expected.length} bytes`,
+    );
   }
 }
 
@@ -282,14 +408,20 @@ async function assertLogging(s: Server): Promise<void> {
   // the access log is flushed in batches on a short timer; the file is polled every 100 ms
   await Bun.sleep(400);
   if (!/"GET \/ HTTP\/1\.1" 200/.test(s.stderr.tail)) {
-    throw new Error(`${s.name}: no access-log lines on stderr after a warm-up run\n${indent(s.stderr.tail.slice(-2000))}`);
+    throw new Error(
+      `${s.name}: no access-log lines on stderr after a warm-up run\n${indent(s.stderr.tail.slice(-2000))}`,
+    );
   }
 }
 
 async function drive(s: Server, path: string, seconds: number): Promise<Run> {
   assertAlive(s);
   const before = cpuTicks(s.proc.pid);
-  const r = await runWrk(s.url + path, { threads: THREADS, connections: CONNECTIONS, seconds }, (p) => (wrk = p));
+  const r = await runWrk(
+    s.url + path,
+    { threads: THREADS, connections: CONNECTIONS, seconds },
+    (p) => (wrk = p),
+  );
   wrk = undefined;
   return { ...r, cpuMicrosPerRequest: cpuMicros(cpuTicks(s.proc.pid) - before, r.requests) };
 }

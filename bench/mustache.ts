@@ -27,7 +27,10 @@ const TARGET = 1.0;
 
 // --- options ---
 
-const flags = parseFlags("usage: bun bench/mustache.ts [--rounds N (5)] [--seconds PER_RUN (1)]", ["rounds", "seconds"]);
+const flags = parseFlags("usage: bun bench/mustache.ts [--rounds N (5)] [--seconds PER_RUN (1)]", [
+  "rounds",
+  "seconds",
+]);
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
 const seconds = positive(flags.seconds ?? "1", "seconds", false);
 const warmupSeconds = Math.min(0.5, seconds);
@@ -89,8 +92,14 @@ let tmp: string | undefined;
 
 async function main(): Promise<void> {
   const facts = machineFacts();
-  printMachine(facts, `bun ${facts.bun}, mustache ${mustache.version}`, `date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
-  console.log(`${rounds} rounds × ${seconds} s per side, ${warmupSeconds} s warm-up per side, 50-item page\n`);
+  printMachine(
+    facts,
+    `bun ${facts.bun}, mustache ${mustache.version}`,
+    `date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`,
+  );
+  console.log(
+    `${rounds} rounds × ${seconds} s per side, ${warmupSeconds} s warm-up per side, 50-item page\n`,
+  );
 
   tmp = mkdtempSync(join(tmpdir(), "iodine-bench-mustache-"));
   writeFileSync(join(tmp, "page.mustache"), PAGE);
@@ -105,42 +114,77 @@ async function main(): Promise<void> {
 
   // Equal work: a side that rendered less (a missing partial, unescaped fields) would look faster.
   const expected = render.mustache();
-  if (render.iodine() !== expected) throw new Error("Iodine.Mustache and mustache.render disagree on the page");
+  if (render.iodine() !== expected)
+    throw new Error("Iodine.Mustache and mustache.render disagree on the page");
   if (!expected.includes("&lt;small&gt; &amp; &quot;co&quot;") || !expected.includes("<head>")) {
     throw new Error("the page is not escaped or lacks its header partial");
   }
   console.log(`page: ${expected.length.toLocaleString("en-US")} characters\n`);
 
   const sides: Side[] = ["iodine", "mustache"];
-  measure(sides.map((s) => render[s]), warmupSeconds);
+  measure(
+    sides.map((s) => render[s]),
+    warmupSeconds,
+  );
   const runs = new Map<Side, number[]>(sides.map((s) => [s, []]));
   for (let round = 0; round < rounds; round++) {
     const order = sides.map((_, i) => sides[(i + round) % sides.length]!);
-    const rates = measure(order.map((s) => render[s]), seconds);
+    const rates = measure(
+      order.map((s) => render[s]),
+      seconds,
+    );
     order.forEach((side, i) => {
       const rate = rates[i]!;
       runs.get(side)!.push(rate);
-      console.log(`  round ${round + 1}  ${LABEL[side].padEnd(16)} ${fmtRps(rate).padStart(9)} renders/s  ${(1e6 / rate).toFixed(1).padStart(6)} µs/render`);
+      console.log(
+        `  round ${round + 1}  ${LABEL[side].padEnd(16)} ${fmtRps(rate).padStart(9)} renders/s  ${(1e6 / rate).toFixed(1).padStart(6)} µs/render`,
+      );
     });
   }
 
-  const rows = sides.map((side) => ({ side: LABEL[side], ...spread(runs.get(side)!), rounds: runs.get(side)! }));
+  const rows = sides.map((side) => ({
+    side: LABEL[side],
+    ...spread(runs.get(side)!),
+    rounds: runs.get(side)!,
+  }));
   const ratio = rows[0]!.median / rows[1]!.median;
   const verdict = ratio >= TARGET ? "PASS" : "MISS";
 
   console.log("");
-  console.log(`${"renderer".padEnd(18)}${"median renders/s".padStart(17)}   ${"min–max".padEnd(19)}${"µs/render".padStart(10)}`);
+  console.log(
+    `${"renderer".padEnd(18)}${"median renders/s".padStart(17)}   ${"min–max".padEnd(19)}${"µs/render".padStart(10)}`,
+  );
   console.log("-".repeat(64));
   for (const r of rows) {
-    console.log(`${r.side.padEnd(18)}${fmtRps(r.median).padStart(17)}   ${`${fmtRps(r.min)}–${fmtRps(r.max)}`.padEnd(19)}${(1e6 / r.median).toFixed(1).padStart(10)}`);
+    console.log(
+      `${r.side.padEnd(18)}${fmtRps(r.median).padStart(17)}   ${`${fmtRps(r.min)}–${fmtRps(r.max)}`.padEnd(19)}${(1e6 / r.median).toFixed(1).padStart(10)}`,
+    );
   }
-  console.log(`${"".padEnd(18)}Iodine.Mustache ÷ mustache.render ${fmtRatio(ratio)}   target ≥ ${TARGET.toFixed(2)}: ${verdict}`);
+  console.log(
+    `${"".padEnd(18)}Iodine.Mustache ÷ mustache.render ${fmtRatio(ratio)}   target ≥ ${TARGET.toFixed(2)}: ${verdict}`,
+  );
   console.log("");
 
-  const settings = { rounds, secondsPerRun: seconds, warmupSeconds, products: data.products.length, pageChars: expected.length };
+  const settings = {
+    rounds,
+    secondsPerRun: seconds,
+    warmupSeconds,
+    products: data.products.length,
+    pageChars: expected.length,
+  };
   const detail = `${data.products.length}-item page with partials: ${fmtRps(rows[0]!.median)} vs ${fmtRps(rows[1]!.median)} renders/s`;
-  const ratios = [ratioEntry("mustache", `${LABEL.iodine} ÷ ${LABEL.mustache}`, runs.get("iodine")!, runs.get("mustache")!, { target: TARGET, detail })];
-  console.log(`results: ${writeResults("mustache", { machine: facts, settings, renderers: rows, ratio, target: TARGET, verdict, ratios })}`);
+  const ratios = [
+    ratioEntry(
+      "mustache",
+      `${LABEL.iodine} ÷ ${LABEL.mustache}`,
+      runs.get("iodine")!,
+      runs.get("mustache")!,
+      { target: TARGET, detail },
+    ),
+  ];
+  console.log(
+    `results: ${writeResults("mustache", { machine: facts, settings, renderers: rows, ratio, target: TARGET, verdict, ratios })}`,
+  );
 }
 
 /**

@@ -12,7 +12,17 @@
 // The sockets are raw TCP (Bun.connect, see bench/client-lib.ts) with a minimal WebSocket frame
 // walker / SSE `data:` counter.
 import type { Socket } from "bun";
-import { afterHead, connectPeer, failHandlers, headerByte, HOST, PONG, RawPeer, serveCommands, upgradeRequest } from "./client-lib.ts";
+import {
+  afterHead,
+  connectPeer,
+  failHandlers,
+  headerByte,
+  HOST,
+  PONG,
+  RawPeer,
+  serveCommands,
+  upgradeRequest,
+} from "./client-lib.ts";
 
 const BATCH = 500;
 const OPEN_TIMEOUT_MS = 10_000;
@@ -135,7 +145,11 @@ const handlers = {
   open(socket: Socket<Peer>) {
     const p = socket.data;
     p.socket = socket;
-    socket.write(p.kind === "ws" ? upgradeRequest("/", p.deflate) : `GET /sse HTTP/1.1\r\nHost: ${HOST}\r\nAccept: text/event-stream\r\n\r\n`);
+    socket.write(
+      p.kind === "ws"
+        ? upgradeRequest("/", p.deflate)
+        : `GET /sse HTTP/1.1\r\nHost: ${HOST}\r\nAccept: text/event-stream\r\n\r\n`,
+    );
   },
   data(socket: Socket<Peer>, buf: Buffer) {
     const p = socket.data;
@@ -177,7 +191,9 @@ async function resize(kind: Kind, n: number, port: number, deflate: boolean) {
   }
   while (set.size < n && failed < 100) {
     const batch = Math.min(BATCH, n - set.size);
-    const oks = await Promise.all(Array.from({ length: batch }, () => openOne(kind, port, deflate)));
+    const oks = await Promise.all(
+      Array.from({ length: batch }, () => openOne(kind, port, deflate)),
+    );
     failed += oks.filter((ok) => !ok).length;
   }
   return { live: set.size, failed, ms: performance.now() - t0 };
@@ -196,9 +212,9 @@ async function burst(cmd: { n: number; size: number; port: number }) {
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const last = new Promise<number>((resolve) => (waiting = { expected, resolve }));
-  const answer = fetch(`http://${HOST}:${cmd.port}/burst?n=${cmd.n}&size=${cmd.size}`, { method: "POST" }).then(
-    async (res) => ({ at: performance.now(), body: (await res.json()) as { ms: number } }),
-  );
+  const answer = fetch(`http://${HOST}:${cmd.port}/burst?n=${cmd.n}&size=${cmd.size}`, {
+    method: "POST",
+  }).then(async (res) => ({ at: performance.now(), body: (await res.json()) as { ms: number } }));
   const { at: answeredAt, body } = await answer;
   // all in, or a quiet socket set (messages were dropped), or the hard limit
   const lastAt = await new Promise<number | null>((resolve) => {
@@ -239,8 +255,16 @@ async function burst(cmd: { n: number; size: number; port: number }) {
   };
 }
 
-async function run(cmd: { seq: number; op: string; n: number; size: number; port: number; deflate?: boolean }): Promise<object> {
-  if (cmd.op === "ws" || cmd.op === "sse") return resize(cmd.op, cmd.n, cmd.port, cmd.deflate === true);
+async function run(cmd: {
+  seq: number;
+  op: string;
+  n: number;
+  size: number;
+  port: number;
+  deflate?: boolean;
+}): Promise<object> {
+  if (cmd.op === "ws" || cmd.op === "sse")
+    return resize(cmd.op, cmd.n, cmd.port, cmd.deflate === true);
   if (cmd.op === "burst") return burst(cmd);
   throw new Error(`unknown op ${cmd.op}`);
 }

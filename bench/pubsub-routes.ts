@@ -5,7 +5,11 @@
 //   POST /gc                 a full garbage collection, before reading the process's RSS
 
 /** The answer to a request for `url` that is not a subscription. */
-export function control(url: URL, burst: (n: number, message: string) => void, stats: () => { ws: number; sse: number }): Response {
+export function control(
+  url: URL,
+  burst: (n: number, message: string) => void,
+  stats: () => { ws: number; sse: number },
+): Response {
   switch (url.pathname) {
     case "/burst": {
       const n = Number(url.searchParams.get("n") ?? 1);

@@ -25,9 +25,33 @@
 // the load client counts compressed frames and never inflates them.
 import { join } from "node:path";
 import { ROOT } from "./lib/tools.ts";
-import { assertAlive, iodineCmd, LoadClient, startServer, stopServer, type Server } from "./lib/processes.ts";
-import { childPids, cpuSeconds, cpuTicks, machineFacts, openFilesLimit, printMachine, rssBytes } from "./lib/machine.ts";
-import { fmtRps, inRounds, median, notesText, ratioEntry, spread, type Ratio, type Spread } from "./lib/stats.ts";
+import {
+  assertAlive,
+  iodineCmd,
+  LoadClient,
+  startServer,
+  stopServer,
+  type Server,
+} from "./lib/processes.ts";
+import {
+  childPids,
+  cpuSeconds,
+  cpuTicks,
+  machineFacts,
+  openFilesLimit,
+  printMachine,
+  rssBytes,
+} from "./lib/machine.ts";
+import {
+  fmtRps,
+  inRounds,
+  median,
+  notesText,
+  ratioEntry,
+  spread,
+  type Ratio,
+  type Spread,
+} from "./lib/stats.ts";
 import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
 
 const WS_COUNTS = [1_000, 10_000] as const;
@@ -132,9 +156,17 @@ interface Scenario {
 }
 
 async function main(): Promise<void> {
-  const facts = { ...machineFacts(), openFiles: { bench: openFilesLimit(process.pid), iodine: "", raw: "", client: "" } };
-  printMachine(facts, `bun ${facts.bun}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
-  console.log(`${size}-byte text messages (words), ${rounds} rounds, bursts sized for ~${targetSeconds} s\n`);
+  const facts = {
+    ...machineFacts(),
+    openFiles: { bench: openFilesLimit(process.pid), iodine: "", raw: "", client: "" },
+  };
+  printMachine(
+    facts,
+    `bun ${facts.bun}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`,
+  );
+  console.log(
+    `${size}-byte text messages (words), ${rounds} rounds, bursts sized for ~${targetSeconds} s\n`,
+  );
 
   // --- processes ---
   const sides = [await startSide("iodine"), await startSide("raw")];
@@ -142,7 +174,9 @@ async function main(): Promise<void> {
   facts.openFiles.iodine = openFilesLimit(iodine.pid);
   facts.openFiles.raw = openFilesLimit(raw.pid);
   facts.openFiles.client = openFilesLimit(iodine.client.proc.pid);
-  console.log(`open-file limits (soft/hard): iodine ${facts.openFiles.iodine}, raw ${facts.openFiles.raw}, load client ${facts.openFiles.client}\n`);
+  console.log(
+    `open-file limits (soft/hard): iodine ${facts.openFiles.iodine}, raw ${facts.openFiles.raw}, load client ${facts.openFiles.client}\n`,
+  );
 
   // --- memory: fresh servers, 0 then 10,000 idle subscribed WebSockets ---
   const memory: Memory[] = [];
@@ -151,7 +185,8 @@ async function main(): Promise<void> {
 
   // --- permessage-deflate: the plain servers at 4 KiB (and --size, if not done above), then the
   // servers with it on, to clients that offer it ---
-  const wsName = (bytes: number) => `WS ${fmtRps(DEFLATE_COUNT)} subs${bytes === size ? "" : `, ${fmtRps(bytes)} B`}`;
+  const wsName = (bytes: number) =>
+    `WS ${fmtRps(DEFLATE_COUNT)} subs${bytes === size ? "" : `, ${fmtRps(bytes)} B`}`;
   const wsId = (bytes: number) => `ws-${DEFLATE_COUNT}${bytes === size ? "" : `-${bytes}`}`;
   for (const side of sides) await resize(side, "ws", DEFLATE_COUNT);
   for (const bytes of onlyDeflate ? [size, LARGE] : [LARGE]) {
@@ -161,7 +196,16 @@ async function main(): Promise<void> {
   const deflating = [await startSide("iodine-deflate"), await startSide("raw-deflate")];
   for (const side of deflating) await resize(side, "ws", DEFLATE_COUNT, true);
   for (const bytes of [size, LARGE]) {
-    scenarios.push(await measure(`${wsId(bytes)}-deflate`, `${wsName(bytes)}, deflate`, "ws", DEFLATE_COUNT, deflating, bytes));
+    scenarios.push(
+      await measure(
+        `${wsId(bytes)}-deflate`,
+        `${wsName(bytes)}, deflate`,
+        "ws",
+        DEFLATE_COUNT,
+        deflating,
+        bytes,
+      ),
+    );
   }
   for (const side of deflating) await resize(side, "ws", 0);
 
@@ -173,7 +217,10 @@ async function startSide(role: Role): Promise<Side> {
   const server = await startServer(LABEL[role], COMMAND[role](), { cwd: ROOT });
   servers.push(server);
   const kids = childPids(server.proc.pid);
-  if (kids.length > 1) throw new Error(`${LABEL[role]}: ${kids.length} child processes; RSS and CPU would be of the wrong one`);
+  if (kids.length > 1)
+    throw new Error(
+      `${LABEL[role]}: ${kids.length} child processes; RSS and CPU would be of the wrong one`,
+    );
   const client = new LoadClient("pubsub-client.ts", `${role} client`);
   clients.push(client);
   return { role, server, pid: kids[0] ?? server.proc.pid, client };
@@ -186,9 +233,18 @@ async function mainPhases(sides: Side[], memory: Memory[], scenarios: Scenario[]
     const rss0 = await settledRss(side);
     const opened = await resize(side, "ws", MEMORY_COUNT);
     const rss = await settledRss(side);
-    const m = { server: LABEL[side.role], rss0, rss, connections: MEMORY_COUNT, bytesPerConnection: (rss - rss0) / MEMORY_COUNT, openSeconds: opened.ms / 1000 };
+    const m = {
+      server: LABEL[side.role],
+      rss0,
+      rss,
+      connections: MEMORY_COUNT,
+      bytesPerConnection: (rss - rss0) / MEMORY_COUNT,
+      openSeconds: opened.ms / 1000,
+    };
     memory.push(m);
-    console.log(`  memory      ${m.server.padEnd(14)} RSS ${mb(rss0)} → ${mb(rss)} with ${fmtRps(MEMORY_COUNT)} idle WebSockets (opened in ${m.openSeconds.toFixed(1)} s): ${fmtRps(m.bytesPerConnection)} B/connection`);
+    console.log(
+      `  memory      ${m.server.padEnd(14)} RSS ${mb(rss0)} → ${mb(rss)} with ${fmtRps(MEMORY_COUNT)} idle WebSockets (opened in ${m.openSeconds.toFixed(1)} s): ${fmtRps(m.bytesPerConnection)} B/connection`,
+    );
   }
 
   // --- WebSocket fan-out: 10,000 (already open), then 1,000 ---
@@ -202,16 +258,38 @@ async function mainPhases(sides: Side[], memory: Memory[], scenarios: Scenario[]
   // --- SSE fan-out, iodine only ---
   for (const side of sides) await resize(side, "ws", 0);
   await resize(iodine, "sse", SSE_COUNT);
-  scenarios.push(await measure(`sse-${SSE_COUNT}`, `SSE ${fmtRps(SSE_COUNT)} subs`, "sse", SSE_COUNT, [iodine], size));
+  scenarios.push(
+    await measure(
+      `sse-${SSE_COUNT}`,
+      `SSE ${fmtRps(SSE_COUNT)} subs`,
+      "sse",
+      SSE_COUNT,
+      [iodine],
+      size,
+    ),
+  );
   await resize(iodine, "sse", 0);
 }
 
-type Memory = { server: string; rss0: number; rss: number; connections: number; bytesPerConnection: number; openSeconds: number };
+type Memory = {
+  server: string;
+  rss0: number;
+  rss: number;
+  connections: number;
+  bytesPerConnection: number;
+  openSeconds: number;
+};
 
-function report(scenarios: Scenario[], memory: Memory[], facts: ReturnType<typeof machineFacts> & { openFiles: Record<string, string> }): void {
+function report(
+  scenarios: Scenario[],
+  memory: Memory[],
+  facts: ReturnType<typeof machineFacts> & { openFiles: Record<string, string> },
+): void {
   const nameWidth = Math.max(16, ...scenarios.map((sc) => sc.name.length + 2));
   console.log("");
-  console.log(`${"scenario".padEnd(nameWidth)}${"server".padEnd(LABEL_WIDTH)}${"msgs/burst".padStart(10)}${"median msg/s".padStart(14)}   ${"min–max".padEnd(23)}${"server ns/msg".padStart(13)}${"client CPU".padStart(12)}`);
+  console.log(
+    `${"scenario".padEnd(nameWidth)}${"server".padEnd(LABEL_WIDTH)}${"msgs/burst".padStart(10)}${"median msg/s".padStart(14)}   ${"min–max".padEnd(23)}${"server ns/msg".padStart(13)}${"client CPU".padStart(12)}`,
+  );
   console.log("-".repeat(nameWidth + LABEL_WIDTH + 87));
   for (const sc of scenarios) {
     sc.rows.forEach((r, i) => {
@@ -232,7 +310,9 @@ function report(scenarios: Scenario[], memory: Memory[], facts: ReturnType<typeo
     const plain = plainOf(sc, scenarios);
     if (plain !== undefined) {
       for (const r of sc.rows) {
-        const off = plain.rows.find((p) => p.role === (r.role === "iodine-deflate" ? "iodine" : "raw"));
+        const off = plain.rows.find(
+          (p) => p.role === (r.role === "iodine-deflate" ? "iodine" : "raw"),
+        );
         if (off === undefined) continue;
         console.log(
           `${"".padEnd(nameWidth)}${LABEL[r.role]} ÷ ${LABEL[off.role]} (${plain.name}): msg/s ${(r.median / off.median).toFixed(2)}, ` +
@@ -243,21 +323,39 @@ function report(scenarios: Scenario[], memory: Memory[], facts: ReturnType<typeo
   }
   if (memory.length > 0) {
     console.log("");
-    console.log(`${"memory".padEnd(16)}${"server".padEnd(15)}${"RSS, 0 conns".padStart(13)}${`RSS, ${fmtRps(MEMORY_COUNT)}`.padStart(13)}${"bytes/idle WS".padStart(15)}`);
+    console.log(
+      `${"memory".padEnd(16)}${"server".padEnd(15)}${"RSS, 0 conns".padStart(13)}${`RSS, ${fmtRps(MEMORY_COUNT)}`.padStart(13)}${"bytes/idle WS".padStart(15)}`,
+    );
     console.log("-".repeat(72));
     for (const m of memory) {
-      console.log(`${"".padEnd(16)}${m.server.padEnd(15)}${mb(m.rss0).padStart(13)}${mb(m.rss).padStart(13)}${fmtRps(m.bytesPerConnection).padStart(15)}`);
+      console.log(
+        `${"".padEnd(16)}${m.server.padEnd(15)}${mb(m.rss0).padStart(13)}${mb(m.rss).padStart(13)}${fmtRps(m.bytesPerConnection).padStart(15)}`,
+      );
     }
   }
   console.log("");
-  console.log("msg/s: K × N deliveries ÷ (burst request → last delivery at the client). server ns/msg: CPU of the");
-  console.log("server process per delivered message. client CPU: the load client's CPU ÷ wall time (100 % = one core).");
-  console.log("deflate: the clients offer permessage-deflate; iodine compresses messages of 1 KiB and more, the raw");
-  console.log("baseline every message (server.publish's default). The load client counts compressed frames, never inflates them.");
+  console.log(
+    "msg/s: K × N deliveries ÷ (burst request → last delivery at the client). server ns/msg: CPU of the",
+  );
+  console.log(
+    "server process per delivered message. client CPU: the load client's CPU ÷ wall time (100 % = one core).",
+  );
+  console.log(
+    "deflate: the clients offer permessage-deflate; iodine compresses messages of 1 KiB and more, the raw",
+  );
+  console.log(
+    "baseline every message (server.publish's default). The load client counts compressed frames, never inflates them.",
+  );
 
   const settings = {
-    rounds, messageBytes: size, targetSecondsPerBurst: targetSeconds, wsSubscribers: WS_COUNTS, sseSubscribers: SSE_COUNT,
-    deflateSubscribers: DEFLATE_COUNT, largeMessageBytes: LARGE, onlyDeflate,
+    rounds,
+    messageBytes: size,
+    targetSecondsPerBurst: targetSeconds,
+    wsSubscribers: WS_COUNTS,
+    sseSubscribers: SSE_COUNT,
+    deflateSubscribers: DEFLATE_COUNT,
+    largeMessageBytes: LARGE,
+    onlyDeflate,
   };
   const report = scenarios.map((sc) => {
     const pair = pairOf(sc);
@@ -268,13 +366,23 @@ function report(scenarios: Scenario[], memory: Memory[], facts: ReturnType<typeo
       subscribers: sc.subscribers,
       messagesPerBurst: sc.messagesPerBurst,
       deliveriesPerBurst: sc.subscribers * sc.messagesPerBurst,
-      servers: sc.rows.map((r) => ({ server: LABEL[r.role], median: r.median, min: r.min, max: r.max, serverCpuNsPerMessage: r.serverCpuNsPerMessage, clientCpuShare: r.clientCpuShare, rounds: r.rounds })),
+      servers: sc.rows.map((r) => ({
+        server: LABEL[r.role],
+        median: r.median,
+        min: r.min,
+        max: r.max,
+        serverCpuNsPerMessage: r.serverCpuNsPerMessage,
+        clientCpuShare: r.clientCpuShare,
+        rounds: r.rounds,
+      })),
       iodineOverRaw: pair && pair[0].median / pair[1].median,
       cpuRawOverIodine: pair && pair[1].serverCpuNsPerMessage / pair[0].serverCpuNsPerMessage,
     };
   });
   const ratios = scenarios.flatMap(ratioEntries);
-  console.log(`\nresults: ${writeResults("pubsub", { machine: facts, settings, scenarios: report, memory, ratios })}`);
+  console.log(
+    `\nresults: ${writeResults("pubsub", { machine: facts, settings, scenarios: report, memory, ratios })}`,
+  );
 }
 
 /** iodine's row and the raw baseline's in a scenario both ran (SSE is iodine's only: null). */
@@ -287,7 +395,14 @@ function pairOf(sc: Scenario): [Row, Row] | null {
 /** For a deflate scenario, the plain one with the same subscribers and message size. */
 function plainOf(sc: Scenario, all: Scenario[]): Scenario | undefined {
   if (!sc.rows.some((r) => isDeflate(r.role))) return undefined;
-  return all.find((p) => p !== sc && p.kind === sc.kind && p.subscribers === sc.subscribers && p.bytes === sc.bytes && !p.rows.some((r) => isDeflate(r.role)));
+  return all.find(
+    (p) =>
+      p !== sc &&
+      p.kind === sc.kind &&
+      p.subscribers === sc.subscribers &&
+      p.bytes === sc.bytes &&
+      !p.rows.some((r) => isDeflate(r.role)),
+  );
 }
 
 /** iodine ÷ raw msg/s of a scenario both servers ran. */
@@ -297,7 +412,15 @@ function ratioEntries(sc: Scenario): Ratio[] {
   const [ours, base] = pair;
   const offered = isDeflate(ours.role) ? " offering permessage-deflate" : "";
   const detail = `${fmtRps(sc.messagesPerBurst)} × ${sc.bytes} B to ${fmtRps(sc.subscribers)} WebSockets${offered}: ${fmtRps(ours.median)} vs ${fmtRps(base.median)} msg/s`;
-  return [ratioEntry("pubsub", `${sc.name}: ${LABEL[ours.role]} ÷ ${LABEL[base.role]}`, ours.rounds.map((r) => r.rate), base.rounds.map((r) => r.rate), { detail })];
+  return [
+    ratioEntry(
+      "pubsub",
+      `${sc.name}: ${LABEL[ours.role]} ÷ ${LABEL[base.role]}`,
+      ours.rounds.map((r) => r.rate),
+      base.rounds.map((r) => r.rate),
+      { detail },
+    ),
+  ];
 }
 
 // --- steps ---
@@ -306,7 +429,14 @@ function ratioEntries(sc: Scenario): Ratio[] {
  * A warm-up burst per server sizes N for ~targetSeconds on the faster one (on the slower one where the
  * clients offer permessage-deflate: the sides differ 10× or more there); then alternating rounds.
  */
-async function measure(id: string, name: string, kind: "ws" | "sse", k: number, sides: Side[], bytes: number): Promise<Scenario> {
+async function measure(
+  id: string,
+  name: string,
+  kind: "ws" | "sse",
+  k: number,
+  sides: Side[],
+  bytes: number,
+): Promise<Scenario> {
   // compressing fan-out runs at a tenth of the plain rate or less
   const deflate = sides.some((s) => isDeflate(s.role));
   const warmDeliveries = kind === "ws" && !deflate ? 500_000 : 50_000;
@@ -317,9 +447,14 @@ async function measure(id: string, name: string, kind: "ws" | "sse", k: number, 
     const r = await burst(side, warmN, bytes);
     fastest = Math.max(fastest, r.rate);
     slowest = Math.min(slowest, r.rate);
-    console.log(`  ${name.padEnd(14)} warm-up  ${LABEL[side.role].padEnd(LABEL_WIDTH)} ${fmtRps(r.rate).padStart(11)} msg/s${runNote(r)}`);
+    console.log(
+      `  ${name.padEnd(14)} warm-up  ${LABEL[side.role].padEnd(LABEL_WIDTH)} ${fmtRps(r.rate).padStart(11)} msg/s${runNote(r)}`,
+    );
   }
-  const n = Math.min(100_000, Math.max(1, Math.round(((deflate ? slowest : fastest) * targetSeconds) / k)));
+  const n = Math.min(
+    100_000,
+    Math.max(1, Math.round(((deflate ? slowest : fastest) * targetSeconds) / k)),
+  );
   const runs = new Map<Role, Run[]>(sides.map((s) => [s.role, []]));
   await inRounds(rounds, sides, async (side, round) => {
     const r = await burst(side, n, bytes);
@@ -344,7 +479,12 @@ async function measure(id: string, name: string, kind: "ws" | "sse", k: number, 
 async function burst(side: Side, n: number, bytes: number): Promise<Run> {
   assertAlive(side.server);
   const before = cpuTicks(side.pid);
-  const r = await side.client.send<BurstResult>({ op: "burst", n, size: bytes, port: side.server.port });
+  const r = await side.client.send<BurstResult>({
+    op: "burst",
+    n,
+    size: bytes,
+    port: side.server.port,
+  });
   const ticks = cpuTicks(side.pid) - before;
   return {
     ...r,
@@ -356,15 +496,34 @@ async function burst(side: Side, n: number, bytes: number): Promise<Run> {
 }
 
 /** Grows or shrinks a client's connections to k and waits until the server counts the same; `deflate`: new ones offer it. */
-async function resize(side: Side, kind: "ws" | "sse", k: number, deflate = false): Promise<{ ms: number }> {
+async function resize(
+  side: Side,
+  kind: "ws" | "sse",
+  k: number,
+  deflate = false,
+): Promise<{ ms: number }> {
   assertAlive(side.server);
-  const r = await side.client.send<{ live: number; failed: number; ms: number }>({ op: kind, n: k, port: side.server.port, deflate });
-  if (r.live !== k) throw new Error(`${LABEL[side.role]}: only ${r.live} of ${k} ${kind} connections opened (${r.failed} failed)`);
+  const r = await side.client.send<{ live: number; failed: number; ms: number }>({
+    op: kind,
+    n: k,
+    port: side.server.port,
+    deflate,
+  });
+  if (r.live !== k)
+    throw new Error(
+      `${LABEL[side.role]}: only ${r.live} of ${k} ${kind} connections opened (${r.failed} failed)`,
+    );
   const deadline = Date.now() + 15_000;
   for (;;) {
-    const stats = (await (await fetch(`${side.server.url}/stats`)).json()) as Record<string, number>;
+    const stats = (await (await fetch(`${side.server.url}/stats`)).json()) as Record<
+      string,
+      number
+    >;
     if (stats[kind] === k) return { ms: r.ms };
-    if (Date.now() > deadline) throw new Error(`${LABEL[side.role]}: the server counts ${stats[kind]} ${kind} subscribers, the client ${k}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `${LABEL[side.role]}: the server counts ${stats[kind]} ${kind} subscribers, the client ${k}`,
+      );
     await Bun.sleep(50);
   }
 }
@@ -382,10 +541,12 @@ const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
 
 function runNote(r: Run): string {
   const notes: string[] = [];
-  if (!r.complete) notes.push(`${fmtRps(r.expected - r.received)} of ${fmtRps(r.expected)} never arrived`);
+  if (!r.complete)
+    notes.push(`${fmtRps(r.expected - r.received)} of ${fmtRps(r.expected)} never arrived`);
   if (r.closedDuring) notes.push(`${r.closedDuring} connections closed`);
   if (r.badSize) notes.push(`${r.badSize} plain messages of the wrong size`);
-  if (r.perConnection.min !== r.perConnection.max) notes.push(`per connection ${r.perConnection.min}–${r.perConnection.max}`);
+  if (r.perConnection.min !== r.perConnection.max)
+    notes.push(`per connection ${r.perConnection.min}–${r.perConnection.max}`);
   return notesText(notes);
 }
 

@@ -30,7 +30,17 @@
 // The WebSockets are raw TCP (Bun.connect, see bench/client-lib.ts) with a small frame walker.
 import type { Socket } from "bun";
 import IORedis from "ioredis";
-import { afterHead, connectPeer, failHandlers, headerByte, HOST, PONG, RawPeer, serveCommands, upgradeRequest } from "./client-lib.ts";
+import {
+  afterHead,
+  connectPeer,
+  failHandlers,
+  headerByte,
+  HOST,
+  PONG,
+  RawPeer,
+  serveCommands,
+  upgradeRequest,
+} from "./client-lib.ts";
 
 const MAX_ATTEMPTS = 64;
 const OPEN_TIMEOUT_MS = 5_000;
@@ -217,7 +227,10 @@ async function connectSubscribers(port: number, channel: string, count: number) 
     if (held.some((h) => h.pid === p.pid)) p.socket?.terminate();
     else held.push(p);
   }
-  if (held.length < count) throw new Error(`${attempts} connections, and only pid ${held.map((p) => p.pid).join(", ") || "none"} answered`);
+  if (held.length < count)
+    throw new Error(
+      `${attempts} connections, and only pid ${held.map((p) => p.pid).join(", ") || "none"} answered`,
+    );
   for (const p of held) {
     const ok = p.next(`ok sub ${channel}`);
     p.send(`sub ${channel}`);
@@ -228,9 +241,16 @@ async function connectSubscribers(port: number, channel: string, count: number) 
 }
 
 async function connectRawSub(port: number, channel: string) {
-  rawSub = new IORedis({ host: HOST, port, lazyConnect: true, connectionName: `bench-raw-sub-${process.pid}` });
+  rawSub = new IORedis({
+    host: HOST,
+    port,
+    lazyConnect: true,
+    connectionName: `bench-raw-sub-${process.pid}`,
+  });
   await rawSub.connect();
-  rawSub.on("messageBuffer", (_channel: Buffer, message: Buffer) => rawTally.take(message, 0, message.length, nowUs()));
+  rawSub.on("messageBuffer", (_channel: Buffer, message: Buffer) =>
+    rawTally.take(message, 0, message.length, nowUs()),
+  );
   await rawSub.subscribe(channel);
   return {};
 }
@@ -241,7 +261,8 @@ function receivers(side: Side): Tally[] {
     return [rawTally];
   }
   if (subscribers.length === 0) throw new Error("no subscribers");
-  for (const p of subscribers) if (p.closed) throw new Error(`the subscriber on pid ${p.pid} was closed`);
+  for (const p of subscribers)
+    if (p.closed) throw new Error(`the subscriber on pid ${p.pid} was closed`);
   return subscribers.map((p) => p.tally);
 }
 
@@ -279,7 +300,8 @@ async function wait(cmd: { side: Side; expected: number; since: number }) {
     at += t.ndelays;
   }
   all.sort();
-  const q = (f: number) => (all.length ? all[Math.min(all.length - 1, Math.floor(f * all.length))]! : NaN);
+  const q = (f: number) =>
+    all.length ? all[Math.min(all.length - 1, Math.floor(f * all.length))]! : NaN;
   let sum = 0;
   for (const x of all) sum += x;
   return {
@@ -288,7 +310,16 @@ async function wait(cmd: { side: Side; expected: number; since: number }) {
     firstAt,
     lastAt,
     delays: all.length
-      ? { n: all.length, minUs: all[0]!, p50Us: q(0.5), p90Us: q(0.9), p99Us: q(0.99), p999Us: q(0.999), maxUs: all[all.length - 1]!, meanUs: sum / all.length }
+      ? {
+          n: all.length,
+          minUs: all[0]!,
+          p50Us: q(0.5),
+          p90Us: q(0.9),
+          p99Us: q(0.99),
+          p999Us: q(0.999),
+          maxUs: all[all.length - 1]!,
+          meanUs: sum / all.length,
+        }
       : null,
     clientCpuSeconds: (cpu.user + cpu.system) / 1e6,
   };
@@ -321,7 +352,12 @@ async function clockOffset(p: Peer) {
 }
 
 async function connectRawPub(port: number) {
-  rawPub = new IORedis({ host: HOST, port, lazyConnect: true, connectionName: `bench-raw-pub-${process.pid}` });
+  rawPub = new IORedis({
+    host: HOST,
+    port,
+    lazyConnect: true,
+    connectionName: `bench-raw-pub-${process.pid}`,
+  });
   await rawPub.connect();
   return {};
 }
@@ -343,7 +379,13 @@ async function pub(cmd: { side: Side; channel: string; text: string }) {
   return {};
 }
 
-async function burst(cmd: { side: Side; channel: string; total: number; batch: number; size: number }) {
+async function burst(cmd: {
+  side: Side;
+  channel: string;
+  total: number;
+  batch: number;
+  size: number;
+}) {
   if (cmd.side === "iodine") {
     const p = needPublisher();
     const done = p.next("done burst", RUN_TIMEOUT_MS);
@@ -375,7 +417,13 @@ async function burst(cmd: { side: Side; channel: string; total: number; batch: n
   return { t0, publishMs };
 }
 
-async function rate(cmd: { side: Side; channel: string; perSecond: number; ms: number; size: number }) {
+async function rate(cmd: {
+  side: Side;
+  channel: string;
+  perSecond: number;
+  ms: number;
+  size: number;
+}) {
   if (cmd.side === "iodine") {
     const p = needPublisher();
     const done = p.next("done rate", cmd.ms + RUN_TIMEOUT_MS);

@@ -36,9 +36,26 @@
 import { resolve } from "node:path";
 import IORedis from "ioredis";
 import { requireTool, ROOT, versionLine } from "./lib/tools.ts";
-import { assertAlive, freePort, iodineCmd, LoadClient, startServer, stopServer, type Server } from "./lib/processes.ts";
+import {
+  assertAlive,
+  freePort,
+  iodineCmd,
+  LoadClient,
+  startServer,
+  stopServer,
+  type Server,
+} from "./lib/processes.ts";
 import { childPids, cpuSeconds, cpuTicks, machineFacts, printMachine } from "./lib/machine.ts";
-import { fmtRatio, fmtRps, inRounds, median, notesText, ratioEntry, spread, type Ratio } from "./lib/stats.ts";
+import {
+  fmtRatio,
+  fmtRps,
+  inRounds,
+  median,
+  notesText,
+  ratioEntry,
+  spread,
+  type Ratio,
+} from "./lib/stats.ts";
 import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
 
 const BATCH = 1_000;
@@ -60,7 +77,16 @@ const flags = parseFlags(
     "       [--latency-rounds N (3)] [--latency-seconds S (2.5)] [--size BYTES (64)] [--subscribers 1|2 (2)] [--profile DIR]\n" +
     "--subscribers 1: one WebSocket subscriber on one of A's workers (the other worker gets nothing)\n" +
     "--profile DIR: the clusters run with `bun --cpu-prof`, one .cpuprofile per process in DIR (open in Chrome DevTools)",
-  ["rounds", "seconds", "latency-rounds", "latency-seconds", "size", "subscribers", "only", "profile"],
+  [
+    "rounds",
+    "seconds",
+    "latency-rounds",
+    "latency-seconds",
+    "size",
+    "subscribers",
+    "only",
+    "profile",
+  ],
 );
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
 const burstSeconds = positive(flags.seconds ?? "2", "seconds", false);
@@ -75,7 +101,9 @@ if (subscriberCount > 2) {
 const only = flags.only?.split(",").map((s) => s.trim()) ?? [...SECTIONS];
 for (const s of only) {
   if (!(SECTIONS as readonly string[]).includes(s)) {
-    console.error(`bench: --only ${flags.only}: no section ${JSON.stringify(s)} (${SECTIONS.join(", ")})`);
+    console.error(
+      `bench: --only ${flags.only}: no section ${JSON.stringify(s)} (${SECTIONS.join(", ")})`,
+    );
     process.exit(2);
   }
 }
@@ -112,7 +140,16 @@ interface WaitAnswer {
   received: number[];
   firstAt: number;
   lastAt: number;
-  delays: { n: number; minUs: number; p50Us: number; p90Us: number; p99Us: number; p999Us: number; maxUs: number; meanUs: number } | null;
+  delays: {
+    n: number;
+    minUs: number;
+    p50Us: number;
+    p90Us: number;
+    p99Us: number;
+    p999Us: number;
+    maxUs: number;
+    meanUs: number;
+  } | null;
   clientCpuSeconds: number;
 }
 
@@ -161,7 +198,10 @@ type RateRun = NonNullable<WaitAnswer["delays"]> & {
 async function main(): Promise<void> {
   const redisServer = requireTool("redis-server", "redis-server");
   const facts = { ...machineFacts(), redis: await versionLine([redisServer, "--version"]) };
-  printMachine(facts, `bun ${facts.bun}, ${facts.redis}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`);
+  printMachine(
+    facts,
+    `bun ${facts.bun}, ${facts.redis}, date: ${facts.date}, load average ${facts.loadAvg1m.toFixed(2)}`,
+  );
   console.log("");
 
   const rig = await startRig(redisServer);
@@ -170,10 +210,16 @@ async function main(): Promise<void> {
     `rig: redis-server pid ${rig.redis.proc.pid} on port ${rig.redis.port}; cluster A master ${rig.a.proc.pid} (workers ${rig.aWorkers.join(" and ")}, subscribers on ${rig.aSubscribers.join(" and ")}), ` +
       `cluster B master ${rig.b.proc.pid} (publishing from worker ${rig.bPublisher})`,
   );
-  console.log(`     Redis connections: ${connections.map((c) => `${c.owner} ${c.names.length} (${c.names.join(", ")})`).join("; ")}`);
-  console.log(`     ${size}-byte messages; burst: ${fmtRps(BATCH)} publishes per event-loop turn; latency: ${fmtRps(LATENCY_RATE)} msg/s for ${latencySeconds} s\n`);
+  console.log(
+    `     Redis connections: ${connections.map((c) => `${c.owner} ${c.names.length} (${c.names.join(", ")})`).join("; ")}`,
+  );
+  console.log(
+    `     ${size}-byte messages; burst: ${fmtRps(BATCH)} publishes per event-loop turn; latency: ${fmtRps(LATENCY_RATE)} msg/s for ${latencySeconds} s\n`,
+  );
 
-  const throughput = wants("throughput") ? summarizeBursts(await measureThroughput(rig)) : undefined;
+  const throughput = wants("throughput")
+    ? summarizeBursts(await measureThroughput(rig))
+    : undefined;
   const latency = wants("latency") ? summarizeRates(await measureLatency(rig)) : undefined;
   const dropped = droppedNotes(rig);
 
@@ -181,7 +227,9 @@ async function main(): Promise<void> {
   console.log("");
   const cpuHead = "ns CPU/msg: redis  B master  B workers  A master  A workers  clients";
   if (throughput) {
-    console.log(`${"throughput".padEnd(16)}${"median msg/s".padStart(13)}   ${"min–max".padEnd(19)}${cpuHead}`);
+    console.log(
+      `${"throughput".padEnd(16)}${"median msg/s".padStart(13)}   ${"min–max".padEnd(19)}${cpuHead}`,
+    );
     console.log("-".repeat(115));
     for (const r of throughput.rows) {
       const c = r.cpuNsPerMessage;
@@ -191,14 +239,20 @@ async function main(): Promise<void> {
           `${r.incomplete ? `   !! ${r.incomplete} round(s) with drops or duplicates` : ""}`,
       );
     }
-    console.log(`${"".padEnd(16)}iodine ÷ raw ${fmtRatio(throughput.ratio)} (by round: ${throughput.roundRatios.map((x) => x.toFixed(2)).join(", ")}); target ≥ ${TARGET.iodineOverRaw}: ${throughput.verdict}`);
+    console.log(
+      `${"".padEnd(16)}iodine ÷ raw ${fmtRatio(throughput.ratio)} (by round: ${throughput.roundRatios.map((x) => x.toFixed(2)).join(", ")}); target ≥ ${TARGET.iodineOverRaw}: ${throughput.verdict}`,
+    );
     const [ci, cr] = throughput.rows.map((r) => total(r.cpuNsPerMessage)) as [number, number];
     // Every process shares the same 2 cores: the CPU a message costs in all of them bounds msg/s.
-    console.log(`${"".padEnd(16)}CPU per message, all processes: iodine ${ns(ci)} ns, raw ${ns(cr)} ns (raw ÷ iodine ${fmtRatio(cr / ci)}: the ratio a CPU-bound machine allows)`);
+    console.log(
+      `${"".padEnd(16)}CPU per message, all processes: iodine ${ns(ci)} ns, raw ${ns(cr)} ns (raw ÷ iodine ${fmtRatio(cr / ci)}: the ratio a CPU-bound machine allows)`,
+    );
     console.log("");
   }
   if (latency) {
-    console.log(`${`latency @ ${fmtRps(LATENCY_RATE)}/s`.padEnd(16)}${"p50 µs".padStart(9)}${"p90 µs".padStart(9)}${"p99 µs".padStart(9)}${"p99.9 µs".padStart(10)}${"max µs".padStart(9)}   (medians of ${latencyRounds} rounds; max is the worst round)`);
+    console.log(
+      `${`latency @ ${fmtRps(LATENCY_RATE)}/s`.padEnd(16)}${"p50 µs".padStart(9)}${"p90 µs".padStart(9)}${"p99 µs".padStart(9)}${"p99.9 µs".padStart(10)}${"max µs".padStart(9)}   (medians of ${latencyRounds} rounds; max is the worst round)`,
+    );
     console.log("-".repeat(115));
     for (const r of latency.rows) {
       console.log(
@@ -207,12 +261,18 @@ async function main(): Promise<void> {
       );
     }
     const d = latency.difference;
-    console.log(`${"".padEnd(16)}iodine − raw: p50 +${us(d.p50Us)} µs, p99 +${us(d.p99Us)} µs (two more hops: B's bus, A's bus)`);
+    console.log(
+      `${"".padEnd(16)}iodine − raw: p50 +${us(d.p50Us)} µs, p99 +${us(d.p99Us)} µs (two more hops: B's bus, A's bus)`,
+    );
     console.log("");
   }
   for (const note of dropped) console.log(`!! ${note}`);
-  console.log("msg/s: N deliveries to each subscriber ÷ (burst command → last delivery). ns CPU per message: each part's CPU");
-  console.log("(/proc, 10 ms ticks) ÷ messages published; clients: both load clients. Latency: arrival − publish stamp, every delivery.");
+  console.log(
+    "msg/s: N deliveries to each subscriber ÷ (burst command → last delivery). ns CPU per message: each part's CPU",
+  );
+  console.log(
+    "(/proc, 10 ms ticks) ÷ messages published; clients: both load clients. Latency: arrival − publish stamp, every delivery.",
+  );
 
   const settings = {
     messageBytes: size,
@@ -220,16 +280,41 @@ async function main(): Promise<void> {
     burst: { rounds, targetSeconds: burstSeconds, publishesPerTurn: BATCH },
     latency: { rounds: latencyRounds, seconds: latencySeconds, messagesPerSecond: LATENCY_RATE },
   };
-  const processes = { redis: rig.redis.proc.pid, aMaster: rig.a.proc.pid, aWorkers: rig.aWorkers, aSubscribers: rig.aSubscribers, bMaster: rig.b.proc.pid, bWorkers: rig.bWorkers, bPublisher: rig.bPublisher, connections };
+  const processes = {
+    redis: rig.redis.proc.pid,
+    aMaster: rig.a.proc.pid,
+    aWorkers: rig.aWorkers,
+    aSubscribers: rig.aSubscribers,
+    bMaster: rig.b.proc.pid,
+    bWorkers: rig.bWorkers,
+    bPublisher: rig.bPublisher,
+    connections,
+  };
   const ratios = throughput ? [throughputRatio(throughput)] : [];
-  console.log(`\nresults: ${writeResults("redis", { machine: facts, settings, targets: TARGET, processes, throughput, latency, notes: dropped, ratios })}`);
+  console.log(
+    `\nresults: ${writeResults("redis", { machine: facts, settings, targets: TARGET, processes, throughput, latency, notes: dropped, ratios })}`,
+  );
 }
 
 // --- the rig ---
 
 async function startRig(redisServer: string): Promise<Rig> {
   const port = freePort();
-  redis = await startServer("redis-server", [redisServer, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { port });
+  redis = await startServer(
+    "redis-server",
+    [
+      redisServer,
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+    ],
+    { port },
+  );
   await redisReady(port);
   const url = `redis://127.0.0.1:${port}`;
   const cluster = async (name: string) => {
@@ -247,18 +332,43 @@ async function startRig(redisServer: string): Promise<Rig> {
   const publisher = new LoadClient("redis-client.ts", "publisher");
   clients.push(publisher);
 
-  const subs = await receiver.send<{ pids: number[] }>({ op: "subscribers", port: a.port, channel: CHANNEL.iodine, count: subscriberCount });
+  const subs = await receiver.send<{ pids: number[] }>({
+    op: "subscribers",
+    port: a.port,
+    channel: CHANNEL.iodine,
+    count: subscriberCount,
+  });
   await receiver.send({ op: "rawSub", redis: port, channel: CHANNEL.raw });
-  const pub = await publisher.send<{ pid: number; clock: { offsetUs: number; rttUs: number } }>({ op: "publisher", port: b.port });
+  const pub = await publisher.send<{ pid: number; clock: { offsetUs: number; rttUs: number } }>({
+    op: "publisher",
+    port: b.port,
+  });
   await publisher.send({ op: "rawPub", redis: port });
   const aWorkers = childPids(a.proc.pid);
   const bWorkers = childPids(b.proc.pid);
-  for (const pid of subs.pids) if (!aWorkers.includes(pid)) throw new Error(`pid ${pid} answered on cluster A but A serves from ${aWorkers.join(", ")}`);
-  if (!bWorkers.includes(pub.pid)) throw new Error(`pid ${pub.pid} answered on cluster B but B serves from ${bWorkers.join(", ")}`);
+  for (const pid of subs.pids)
+    if (!aWorkers.includes(pid))
+      throw new Error(`pid ${pid} answered on cluster A but A serves from ${aWorkers.join(", ")}`);
+  if (!bWorkers.includes(pub.pid))
+    throw new Error(
+      `pid ${pub.pid} answered on cluster B but B serves from ${bWorkers.join(", ")}`,
+    );
   if (Math.abs(pub.clock.offsetUs) > Math.max(50, pub.clock.rttUs)) {
-    console.log(`!! B's worker clock is ${pub.clock.offsetUs.toFixed(0)} µs off the load client's: latencies are off by as much`);
+    console.log(
+      `!! B's worker clock is ${pub.clock.offsetUs.toFixed(0)} µs off the load client's: latencies are off by as much`,
+    );
   }
-  const rig: Rig = { redis, a, b, receiver, publisher, aWorkers, aSubscribers: subs.pids, bWorkers, bPublisher: pub.pid };
+  const rig: Rig = {
+    redis,
+    a,
+    b,
+    receiver,
+    publisher,
+    aWorkers,
+    aSubscribers: subs.pids,
+    bWorkers,
+    bPublisher: pub.pid,
+  };
   // End to end before measuring: A's master has subscribed in Redis, B's master publishes to it.
   for (const side of SIDES) await probe(rig, side);
   return rig;
@@ -267,7 +377,13 @@ async function startRig(redisServer: string): Promise<Rig> {
 /** Polls PING until the redis-server answers. */
 async function redisReady(port: number): Promise<void> {
   const deadline = Date.now() + 10_000;
-  admin = new IORedis({ host: "127.0.0.1", port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => 50 });
+  admin = new IORedis({
+    host: "127.0.0.1",
+    port,
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => 50,
+  });
   admin.on("error", () => {});
   for (;;) {
     try {
@@ -275,7 +391,10 @@ async function redisReady(port: number): Promise<void> {
       if ((await admin.ping()) === "PONG") return;
     } catch (err) {
       if (redis) assertAlive(redis);
-      if (Date.now() > deadline) throw new Error(`redis-server on port ${port}: no PONG after 10 s (${err})\n${redis?.stdout.tail ?? ""}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `redis-server on port ${port}: no PONG after 10 s (${err})\n${redis?.stdout.tail ?? ""}`,
+        );
       await Bun.sleep(50);
     }
   }
@@ -288,7 +407,10 @@ async function probe(rig: Rig, side: Side): Promise<void> {
   for (;;) {
     const counts = await rig.receiver.send<Record<Side, number[]>>({ op: "counts" });
     if (counts[side].every((n) => n > 0)) break;
-    if (Date.now() > deadline) throw new Error(`${SIDE_LABEL[side]}: a publish never reached the subscribers (${counts[side].join(", ")} arrived)`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `${SIDE_LABEL[side]}: a publish never reached the subscribers (${counts[side].join(", ")} arrived)`,
+      );
     for (const s of [rig.a, rig.b]) assertAlive(s);
     await rig.publisher.send({ op: "pub", side, channel: CHANNEL[side], text: "#probe" });
     await Bun.sleep(20);
@@ -307,9 +429,13 @@ async function checkConnections(rig: Rig) {
     { owner: "A/B workers", names: [...rig.aWorkers, ...rig.bWorkers].flatMap(of) },
   ];
   for (const r of rows.slice(0, 2)) {
-    if (r.names.length !== 2) console.log(`!! ${r.owner} holds ${r.names.length} Redis connection(s), not 2: ${r.names.join(", ")}`);
+    if (r.names.length !== 2)
+      console.log(
+        `!! ${r.owner} holds ${r.names.length} Redis connection(s), not 2: ${r.names.join(", ")}`,
+      );
   }
-  if (rows[2]!.names.length > 0) console.log(`!! workers hold Redis connections: ${rows[2]!.names.join(", ")}`);
+  if (rows[2]!.names.length > 0)
+    console.log(`!! workers hold Redis connections: ${rows[2]!.names.join(", ")}`);
   return rows;
 }
 
@@ -344,7 +470,14 @@ async function burst(rig: Rig, side: Side, n: number): Promise<BurstRun> {
   const before = snapshot(rig);
   const since = (performance.timeOrigin + performance.now()) * 1000;
   const [p, w] = await Promise.all([
-    rig.publisher.send<{ t0: number; publishMs: number }>({ op: "burst", side, channel: CHANNEL[side], total: n, batch: BATCH, size }),
+    rig.publisher.send<{ t0: number; publishMs: number }>({
+      op: "burst",
+      side,
+      channel: CHANNEL[side],
+      total: n,
+      batch: BATCH,
+      size,
+    }),
     rig.receiver.send<WaitAnswer>({ op: "wait", side, expected: n, since }),
   ]);
   const after = snapshot(rig);
@@ -371,14 +504,22 @@ async function measureThroughput(rig: Rig): Promise<BurstRun[]> {
     for (const warm of [false, true]) {
       const r = await burst(rig, side, 100_000);
       if (warm) slowest = Math.min(slowest, r.rate);
-      console.log(`  throughput   warm-up  ${SIDE_LABEL[side].padEnd(13)} ${fmtRps(r.rate).padStart(9)} msg/s${burstNote(r)}`);
+      console.log(
+        `  throughput   warm-up  ${SIDE_LABEL[side].padEnd(13)} ${fmtRps(r.rate).padStart(9)} msg/s${burstNote(r)}`,
+      );
     }
   }
-  const n = Math.min(1_000_000, Math.max(50_000, Math.round((slowest * burstSeconds) / 10_000) * 10_000));
+  const n = Math.min(
+    1_000_000,
+    Math.max(50_000, Math.round((slowest * burstSeconds) / 10_000) * 10_000),
+  );
   return inRounds(rounds, SIDES, async (side, round) => {
     const r = await burst(rig, side, n);
     const c = r.cpuNsPerMessage;
-    const parts = side === "raw" ? [`redis ${ns(c.redis)}`, `clients ${ns(c.clients)}`] : PARTS.map((p) => `${PART_LABEL[p]} ${ns(c[p])}`);
+    const parts =
+      side === "raw"
+        ? [`redis ${ns(c.redis)}`, `clients ${ns(c.clients)}`]
+        : PARTS.map((p) => `${PART_LABEL[p]} ${ns(c[p])}`);
     console.log(
       `  throughput   round ${round + 1}  ${SIDE_LABEL[side].padEnd(13)} ${fmtRps(r.rate).padStart(9)} msg/s  ${fmtRps(n)} in ${r.seconds.toFixed(2)} s ` +
         `(publishing ${r.publishSeconds.toFixed(2)} s)  ns CPU/msg: ${parts.join(", ")}${burstNote(r)}`,
@@ -390,23 +531,41 @@ async function measureThroughput(rig: Rig): Promise<BurstRun[]> {
 function summarizeBursts(runs: BurstRun[]) {
   const rows = SIDES.map((side) => {
     const rs = runs.filter((r) => r.side === side);
-    const cpu = Object.fromEntries(PARTS.map((p) => [p, median(rs.map((r) => r.cpuNsPerMessage[p]))])) as Cpu;
-    return { side, messagesPerBurst: rs[0]?.expected ?? 0, ...spread(rs.map((r) => r.rate)), cpuNsPerMessage: cpu, incomplete: rs.filter((r) => !exact(r)).length, rounds: rs };
+    const cpu = Object.fromEntries(
+      PARTS.map((p) => [p, median(rs.map((r) => r.cpuNsPerMessage[p]))]),
+    ) as Cpu;
+    return {
+      side,
+      messagesPerBurst: rs[0]?.expected ?? 0,
+      ...spread(rs.map((r) => r.rate)),
+      cpuNsPerMessage: cpu,
+      incomplete: rs.filter((r) => !exact(r)).length,
+      rounds: rs,
+    };
   });
   const [iodine, raw] = rows as [(typeof rows)[0], (typeof rows)[0]];
   const ratio = raw.median > 0 ? iodine.median / raw.median : null;
   // each round's iodine ÷ raw: how far the ratio itself moves
   const roundRatios = iodine.rounds.map((r, i) => r.rate / (raw.rounds[i]?.rate ?? NaN));
-  const verdict = ratio !== null && ratio >= TARGET.iodineOverRaw && iodine.incomplete === 0 ? "PASS" : "MISS";
+  const verdict =
+    ratio !== null && ratio >= TARGET.iodineOverRaw && iodine.incomplete === 0 ? "PASS" : "MISS";
   return { rows, ratio, roundRatios, target: TARGET.iodineOverRaw, verdict };
 }
 
 /** iodine ÷ raw msg/s; its per-round ratios are the `roundRatios` the table prints. */
 function throughputRatio(t: ReturnType<typeof summarizeBursts>): Ratio {
   const [iodine, raw] = t.rows as [(typeof t.rows)[0], (typeof t.rows)[0]];
-  const drops = iodine.incomplete ? `; !! ${iodine.incomplete} round(s) with drops or duplicates` : "";
+  const drops = iodine.incomplete
+    ? `; !! ${iodine.incomplete} round(s) with drops or duplicates`
+    : "";
   const detail = `bursts of ${fmtRps(iodine.messagesPerBurst)} × ${size} B, B → Redis → A (${subscriberCount} subscriber(s)): ${fmtRps(iodine.median)} vs ${fmtRps(raw.median)} msg/s${drops}`;
-  return ratioEntry("redis", `pub/sub: iodine B → A ÷ ${SIDE_LABEL.raw}`, iodine.rounds.map((r) => r.rate), raw.rounds.map((r) => r.rate), { target: TARGET.iodineOverRaw, detail });
+  return ratioEntry(
+    "redis",
+    `pub/sub: iodine B → A ÷ ${SIDE_LABEL.raw}`,
+    iodine.rounds.map((r) => r.rate),
+    raw.rounds.map((r) => r.rate),
+    { target: TARGET.iodineOverRaw, detail },
+  );
 }
 
 // --- latency ---
@@ -419,12 +578,28 @@ async function rateRun(rig: Rig, side: Side, seconds: number): Promise<RateRun> 
   const before = snapshot(rig);
   const since = (performance.timeOrigin + performance.now()) * 1000;
   const [p, w] = await Promise.all([
-    rig.publisher.send<{ t0: number; sent: number; lagMs: number }>({ op: "rate", side, channel: CHANNEL[side], perSecond: LATENCY_RATE, ms, size }),
+    rig.publisher.send<{ t0: number; sent: number; lagMs: number }>({
+      op: "rate",
+      side,
+      channel: CHANNEL[side],
+      perSecond: LATENCY_RATE,
+      ms,
+      size,
+    }),
     rig.receiver.send<WaitAnswer>({ op: "wait", side, expected, since }),
   ]);
   const after = snapshot(rig);
   const runSeconds = Math.max(seconds, (w.lastAt - p.t0) / 1e6);
-  const d = w.delays ?? { n: 0, minUs: NaN, p50Us: NaN, p90Us: NaN, p99Us: NaN, p999Us: NaN, maxUs: NaN, meanUs: NaN };
+  const d = w.delays ?? {
+    n: 0,
+    minUs: NaN,
+    p50Us: NaN,
+    p90Us: NaN,
+    p99Us: NaN,
+    p999Us: NaN,
+    maxUs: NaN,
+    meanUs: NaN,
+  };
   return {
     ...d,
     side,
@@ -440,13 +615,18 @@ async function rateRun(rig: Rig, side: Side, seconds: number): Promise<RateRun> 
 async function measureLatency(rig: Rig): Promise<RateRun[]> {
   for (const side of SIDES) {
     const r = await rateRun(rig, side, 1);
-    console.log(`  latency      warm-up  ${SIDE_LABEL[side].padEnd(13)} p50 ${us(r.p50Us)} µs, p99 ${us(r.p99Us)} µs${rateNote(r)}`);
+    console.log(
+      `  latency      warm-up  ${SIDE_LABEL[side].padEnd(13)} p50 ${us(r.p50Us)} µs, p99 ${us(r.p99Us)} µs${rateNote(r)}`,
+    );
   }
   return inRounds(latencyRounds, SIDES, async (side, round) => {
     const r = await rateRun(rig, side, latencySeconds);
     const c = r.cpuShare;
     const share = (x: number) => `${(x * 100).toFixed(0)} %`;
-    const parts = side === "raw" ? [`redis ${share(c.redis)}`, `clients ${share(c.clients)}`] : PARTS.map((p) => `${PART_LABEL[p]} ${share(c[p])}`);
+    const parts =
+      side === "raw"
+        ? [`redis ${share(c.redis)}`, `clients ${share(c.clients)}`]
+        : PARTS.map((p) => `${PART_LABEL[p]} ${share(c[p])}`);
     console.log(
       `  latency      round ${round + 1}  ${SIDE_LABEL[side].padEnd(13)} p50 ${us(r.p50Us).padStart(5)}  p90 ${us(r.p90Us).padStart(5)}  p99 ${us(r.p99Us).padStart(5)}  p99.9 ${us(r.p999Us).padStart(6)}  max ${us(r.maxUs).padStart(6)} µs  ` +
         `(publisher ≤ ${r.publisherLagMs.toFixed(1)} ms behind schedule; CPU ${parts.join(", ")})${rateNote(r)}`,
@@ -476,7 +656,14 @@ function summarizeRates(runs: RateRun[]) {
 
 // --- helpers ---
 
-const PART_LABEL: Record<Part, string> = { redis: "redis", bMaster: "B master", bWorkers: "B workers", aMaster: "A master", aWorkers: "A workers", clients: "clients" };
+const PART_LABEL: Record<Part, string> = {
+  redis: "redis",
+  bMaster: "B master",
+  bWorkers: "B workers",
+  aMaster: "A master",
+  aWorkers: "A workers",
+  clients: "clients",
+};
 const total = (c: Cpu) => PARTS.reduce((sum, p) => sum + c[p], 0);
 const us = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : "—");
 const ns = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : "—");
@@ -484,11 +671,14 @@ const ns = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : "—");
 function deliveryNotes(r: { complete: boolean; expected: number; received: number[] }): string[] {
   if (r.complete && r.received.every((n) => n === r.expected)) return [];
   const what = r.complete ? "duplicates: " : "";
-  return [`${what}of ${fmtRps(r.expected)} per subscriber, ${r.received.map((n) => fmtRps(n)).join(" and ")} arrived`];
+  return [
+    `${what}of ${fmtRps(r.expected)} per subscriber, ${r.received.map((n) => fmtRps(n)).join(" and ")} arrived`,
+  ];
 }
 
 /** Every subscriber got each message once: no drops, no duplicates. */
-const exact = (r: { complete: boolean; expected: number; received: number[] }) => r.complete && r.received.every((n) => n === r.expected);
+const exact = (r: { complete: boolean; expected: number; received: number[] }) =>
+  r.complete && r.received.every((n) => n === r.expected);
 
 function burstNote(r: BurstRun): string {
   return notesText(deliveryNotes(r));
@@ -508,7 +698,8 @@ function droppedNotes(rig: Rig): string[] {
     ["cluster B", rig.b],
   ] as const) {
     for (const line of (s.stderr.tail + s.stdout.tail).split("\n")) {
-      if (/redis: .*(wait for Redis|lost|cannot connect|no answer)/.test(line)) notes.push(`${name}: ${line.trim()}`);
+      if (/redis: .*(wait for Redis|lost|cannot connect|no answer)/.test(line))
+        notes.push(`${name}: ${line.trim()}`);
     }
   }
   for (const line of rig.redis.stdout.tail.split("\n")) {
@@ -517,4 +708,9 @@ function droppedNotes(rig: Rig): string[] {
   return notes;
 }
 
-await runBench(main, { cleanup, stopping: "redis-server, clusters and clients", deadlineMs: DEADLINE_MS, onSignal: () => (signalled = true) });
+await runBench(main, {
+  cleanup,
+  stopping: "redis-server, clusters and clients",
+  deadlineMs: DEADLINE_MS,
+  onSignal: () => (signalled = true),
+});

@@ -64,7 +64,15 @@ async function main(): Promise<void> {
     const listening = mine.map((r) => r.listeningMs).filter((x): x is number => x !== null);
     return {
       way: w.name,
-      command: w.cmd(0).map((a) => a.replace(ROOT + "/", "").replace(process.execPath, "bun").replace(exe, "dist/iodine")).join(" "),
+      command: w
+        .cmd(0)
+        .map((a) =>
+          a
+            .replace(ROOT + "/", "")
+            .replace(process.execPath, "bun")
+            .replace(exe, "dist/iodine"),
+        )
+        .join(" "),
       first: spread(mine.map((r) => r.firstMs)),
       listening: listening.length ? spread(listening) : null,
       runs: mine.map((r) => r.firstMs),
@@ -72,7 +80,9 @@ async function main(): Promise<void> {
   });
 
   const base = rows[0]!.first.median;
-  console.log(`${"way".padEnd(20)}${"first request ms".padStart(17)}   ${"min–max".padEnd(13)}${"listening line ms".padStart(18)}   × Bun.serve`);
+  console.log(
+    `${"way".padEnd(20)}${"first request ms".padStart(17)}   ${"min–max".padEnd(13)}${"listening line ms".padStart(18)}   × Bun.serve`,
+  );
   console.log("-".repeat(84));
   for (const r of rows) {
     const listening = r.listening ? r.listening.median.toFixed(1) : "—";
@@ -92,7 +102,9 @@ async function main(): Promise<void> {
     }),
   );
   const settings = { rounds, app: "examples/hello.ts" };
-  console.log(`results: ${writeResults("startup", { machine: facts, settings, ways: rows, ratios })}`);
+  console.log(
+    `results: ${writeResults("startup", { machine: facts, settings, ways: rows, ratios })}`,
+  );
 }
 
 /** package.json's build script, writing to `out`. */
@@ -113,15 +125,18 @@ async function time(way: Way): Promise<Run> {
     const decoder = new TextDecoder();
     for await (const chunk of proc.stderr) {
       stderr += decoder.decode(chunk, { stream: true });
-      if (listeningMs === null && stderr.includes("listening on")) listeningMs = performance.now() - t0;
+      if (listeningMs === null && stderr.includes("listening on"))
+        listeningMs = performance.now() - t0;
     }
   })();
   const url = `http://127.0.0.1:${port}/`;
   let firstMs = 0;
   try {
     for (;;) {
-      if (proc.exitCode !== null) throw new Error(`${way.name} exited with ${proc.exitCode} before serving:\n${stderr}`);
-      if (performance.now() - t0 > 10_000) throw new Error(`${way.name} did not serve within 10 s:\n${stderr}`);
+      if (proc.exitCode !== null)
+        throw new Error(`${way.name} exited with ${proc.exitCode} before serving:\n${stderr}`);
+      if (performance.now() - t0 > 10_000)
+        throw new Error(`${way.name} did not serve within 10 s:\n${stderr}`);
       const ok = await fetch(url).then(
         async (res) => (await res.text()) === "Hello World!" && res.status === 200,
         () => false,

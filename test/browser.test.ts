@@ -7,7 +7,12 @@ import { join } from "node:path";
 import { ROOT, skipWithout, startCli } from "./harness.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
-const noChromium = skipWithout(CHROMIUM, existsSync(CHROMIUM), "test/browser.test.ts", "the browser test of examples/chat.ts");
+const noChromium = skipWithout(
+  CHROMIUM,
+  existsSync(CHROMIUM),
+  "test/browser.test.ts",
+  "the browser test of examples/chat.ts",
+);
 
 describe.skipIf(noChromium)("examples/chat.ts in Chromium", () => {
   test("a WebSocket tab's message reaches an EventSource tab", async () => {
@@ -18,8 +23,14 @@ describe.skipIf(noChromium)("examples/chat.ts in Chromium", () => {
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
       ],
     });
     try {
@@ -37,8 +48,12 @@ describe.skipIf(noChromium)("examples/chat.ts in Chromium", () => {
 
       await talker.fill("#text", "hello from a browser ✓");
       await talker.click("button");
-      await follower.waitForSelector("#log li:has-text('ann: hello from a browser ✓')", { timeout: 5000 });
-      await talker.waitForSelector("#log li:has-text('ann: hello from a browser ✓')", { timeout: 5000 });
+      await follower.waitForSelector("#log li:has-text('ann: hello from a browser ✓')", {
+        timeout: 5000,
+      });
+      await talker.waitForSelector("#log li:has-text('ann: hello from a browser ✓')", {
+        timeout: 5000,
+      });
       expect(await follower.locator("#log li").allTextContents()).toEqual([
         "bob joined (sse)",
         "ann joined (websocket)",

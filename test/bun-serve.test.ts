@@ -7,13 +7,28 @@ import { connect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
 import { selfSigned } from "../src/tls.ts";
-import { childrenOf, connectionsHeld, fixture, freePort, rawRequest, ROOT, runCli, startCli, startCommand, tempDir, type CliProcess } from "./harness.ts";
+import {
+  childrenOf,
+  connectionsHeld,
+  fixture,
+  freePort,
+  rawRequest,
+  ROOT,
+  runCli,
+  startCli,
+  startCommand,
+  tempDir,
+  type CliProcess,
+} from "./harness.ts";
 import { Clients, FENCE, fenced, untilHeard, WsClient, type Msg } from "./ws.ts";
 
 const ROUTES_APP = fixture("bun-serve/routes-app.ts");
 
 /** Plain Bun serving the app's default export (its auto-serve), or a script's own Bun.serve, on a free port. */
-function underBun(app: string, listening = /Started (?:development )?server: (http:\/\/\S+)/): Promise<CliProcess> {
+function underBun(
+  app: string,
+  listening = /Started (?:development )?server: (http:\/\/\S+)/,
+): Promise<CliProcess> {
   return startCommand([process.execPath, app], { env: { PORT: String(freePort()) }, listening });
 }
 
@@ -26,7 +41,12 @@ interface Answer {
 
 const ws = (srv: CliProcess) => srv.url.replace("http", "ws");
 
-async function ask(base: string, path: string, init: RequestInit = {}, headers: string[] = []): Promise<Answer> {
+async function ask(
+  base: string,
+  path: string,
+  init: RequestInit = {},
+  headers: string[] = [],
+): Promise<Answer> {
   const res = await fetch(base + path, { ...init, redirect: "manual" });
   return {
     status: res.status,
@@ -60,7 +80,10 @@ describe("the same Bun.serve options object under plain Bun and under iodine -w 
   let bun: CliProcess;
   let iodine: CliProcess;
   beforeAll(async () => {
-    [bun, iodine] = await Promise.all([underBun(ROUTES_APP), startCli(["-p", "0", "-w", "2", ROUTES_APP], { timeout: 20_000 })]);
+    [bun, iodine] = await Promise.all([
+      underBun(ROUTES_APP),
+      startCli(["-p", "0", "-w", "2", ROUTES_APP], { timeout: 20_000 }),
+    ]);
   });
   afterAll(async () => {
     await bun?.[Symbol.asyncDispose]();
@@ -82,20 +105,30 @@ describe("the same Bun.serve options object under plain Bun and under iodine -w 
 
   test("ws.publish, publishText, publishBinary with no other subscriber: both return 0", async () => {
     await using clients = new Clients();
-    const [a, b] = await Promise.all([clients.worker(`${ws(bun)}/ws?topic=alone-${Math.random()}`), clients.worker(`${ws(iodine)}/ws?topic=alone-${Math.random()}`)]);
+    const [a, b] = await Promise.all([
+      clients.worker(`${ws(bun)}/ws?topic=alone-${Math.random()}`),
+      clients.worker(`${ws(iodine)}/ws?topic=alone-${Math.random()}`),
+    ]);
     for (const how of ["publish", "publishText", "publishBinary"]) {
       a.send(`${how} hi`);
       b.send(`${how} hi`);
     }
     const [ga, gb] = await Promise.all([a.take(3), b.take(3)]);
     expect(gb).toEqual(ga);
-    expect(ga).toEqual(["publish returned 0 for hi", "publishText returned 0 for hi", "publishBinary returned 0 for hi"]);
+    expect(ga).toEqual([
+      "publish returned 0 for hi",
+      "publishText returned 0 for hi",
+      "publishBinary returned 0 for hi",
+    ]);
   });
 
   test("with a subscriber elsewhere (under iodine: on the other worker) they return the bytes, and it gets each once", async () => {
     const topic = `pair-${Math.random()}`;
     await using clients = new Clients();
-    const [x, y] = await Promise.all([clients.worker(`${ws(bun)}/ws?topic=${topic}`), clients.worker(`${ws(bun)}/ws?topic=${topic}`)]);
+    const [x, y] = await Promise.all([
+      clients.worker(`${ws(bun)}/ws?topic=${topic}`),
+      clients.worker(`${ws(bun)}/ws?topic=${topic}`),
+    ]);
     const [p, q] = await clients.oneOnEach(`${ws(iodine)}/ws?topic=${topic}`);
     // Under iodine, q's worker hears of the topic through the bus: probe until a publish arrives.
     await untilHeard((probe) => p.send(`publish ${probe}`), [q]);
@@ -106,7 +139,11 @@ describe("the same Bun.serve options object under plain Bun and under iodine -w 
     const [gx, gy, gp, gq] = await Promise.all([x, y, p, q].map((c) => c.take(3)));
     expect(gp).toEqual(gx!);
     expect(gq).toEqual(gy!);
-    expect(gx).toEqual(["publish returned 6 for héllo", "publishText returned 6 for héllo", "publishBinary returned 6 for héllo"]);
+    expect(gx).toEqual([
+      "publish returned 6 for héllo",
+      "publishText returned 6 for héllo",
+      "publishBinary returned 6 for héllo",
+    ]);
     expect(gy).toEqual(["héllo", "héllo", new TextEncoder().encode("héllo")]);
     // A second copy would come before a fence published after it the same way.
     const fence = (c: WsClient) => ({ client: c, send: (t: string) => c.send(`publish ${t}`) });
@@ -116,7 +153,12 @@ describe("the same Bun.serve options object under plain Bun and under iodine -w 
 
   test("a body over the limit with Expect: 100-continue: both refuse it", async () => {
     const head = (port: number) =>
-      rawRequest(port, `POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\nExpect: 100-continue\r\n\r\n`, (r) => /HTTP\/1\.1 4\d\d/.test(r), 3000);
+      rawRequest(
+        port,
+        `POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\nExpect: 100-continue\r\n\r\n`,
+        (r) => /HTTP\/1\.1 4\d\d/.test(r),
+        3000,
+      );
     const status = (raw: string) => /HTTP\/1\.1 (4\d\d)/.exec(raw)?.[1];
     expect(status(await head(iodine.port))).toBe(status(await head(bun.port)));
   });
@@ -125,11 +167,15 @@ describe("the same Bun.serve options object under plain Bun and under iodine -w 
 test("-v logs route requests too, static answers included, and they still answer as Bun's", async () => {
   await using srv = await startCli(["-p", "0", "-v", ROUTES_APP]);
   expect(await ask(srv.url, "/static", undefined, ["x-kind"])).toEqual({
-    status: 200, type: "text/plain;charset=utf-8", headers: { "x-kind": "static" }, body: "a static answer",
+    status: 200,
+    type: "text/plain;charset=utf-8",
+    headers: { "x-kind": "static" },
+    body: "a static answer",
   });
   expect((await ask(srv.url, "/file")).body).toBe("hello from a file\n");
   expect((await ask(srv.url, "/users/9")).body).toBe("user 9");
-  for (const path of ["/static", "/file", "/users/9"]) await srv.waitFor(new RegExp(`"GET ${path} HTTP/1.1" 200 `));
+  for (const path of ["/static", "/file", "/users/9"])
+    await srv.waitFor(new RegExp(`"GET ${path} HTTP/1.1" 200 `));
 });
 
 /** The common name of the certificate a TLS server on 127.0.0.1:port presents. */
@@ -153,9 +199,13 @@ describe("the export's own options, and the command line over them", () => {
     expect(onHost.stderr()).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+ /);
     using dir = tempDir();
     const path = join(dir.path, "app.sock");
-    await using onSocket = await startCli([OPTIONS_APP], { env: { APP_OPTIONS: JSON.stringify({ unix: path }) } });
+    await using onSocket = await startCli([OPTIONS_APP], {
+      env: { APP_OPTIONS: JSON.stringify({ unix: path }) },
+    });
     expect(onSocket.url).toBe(`unix:${path}`);
-    expect(await (await fetch("http://localhost/over-unix", { unix: path })).text()).toBe("options app: /over-unix");
+    expect(await (await fetch("http://localhost/over-unix", { unix: path })).text()).toBe(
+      "options app: /over-unix",
+    );
     // -p wins over the export's socket.
     await using onPort = await withOptions({ unix: join(dir.path, "unused.sock") });
     expect(onPort.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
@@ -178,7 +228,9 @@ describe("the export's own options, and the command line over them", () => {
     await using flagged = await withOptions({ idleTimeout: 1 }, ["-k", "60"]);
     const idle = (port: number) => {
       const socket = connect(port, "127.0.0.1");
-      const closed = new Promise<number>((resolve) => socket.on("close", () => resolve(performance.now())));
+      const closed = new Promise<number>((resolve) =>
+        socket.on("close", () => resolve(performance.now())),
+      );
       socket.resume(); // read the answer, so the server's close shows
       socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
       return { socket, closed };
@@ -197,9 +249,18 @@ describe("the export's own options, and the command line over them", () => {
 
   test("a bad option value ends the start with one line and exit 2", async () => {
     for (const [options, line] of [
-      [{ idleTimeout: 300 }, /^iodine: the app's exported idleTimeout must be seconds, an integer 0–255, got 300\n$/],
-      [{ maxRequestBodySize: "big" }, /^iodine: the app's exported maxRequestBodySize must be a number of bytes ≥ 1, got "big"\n$/],
-      [{ routes: [] }, /^iodine: the app's exported routes must be an object of path → route, got \[\]\n$/],
+      [
+        { idleTimeout: 300 },
+        /^iodine: the app's exported idleTimeout must be seconds, an integer 0–255, got 300\n$/,
+      ],
+      [
+        { maxRequestBodySize: "big" },
+        /^iodine: the app's exported maxRequestBodySize must be a number of bytes ≥ 1, got "big"\n$/,
+      ],
+      [
+        { routes: [] },
+        /^iodine: the app's exported routes must be an object of path → route, got \[\]\n$/,
+      ],
     ] as const) {
       const r = await runCli([OPTIONS_APP], { env: { APP_OPTIONS: JSON.stringify(options) } });
       expect(r.code).toBe(2);
@@ -213,12 +274,16 @@ describe("the export's own options, and the command line over them", () => {
  * which worker's count of connections went up); each speaks, the server announces, bob leaves. Returns
  * what ann and bob heard, in order of arrival sorted (two workers may interleave the room's lines).
  */
-async function roomTranscript(srv: CliProcess, workers: number[] | undefined): Promise<{ ann: Msg[]; bob: Msg[] }> {
+async function roomTranscript(
+  srv: CliProcess,
+  workers: number[] | undefined,
+): Promise<{ ann: Msg[]; bob: Msg[] }> {
   await using clients = new Clients();
   // Join lines depend on who is there when, and candidates that sat on the wrong worker leave again:
   // their lines are left out.
   const gone = new Set<string>();
-  const ignore = (m: Msg) => typeof m === "string" && (/ joined$/.test(m) || gone.has(m.split(/[ :]/)[0]!));
+  const ignore = (m: Msg) =>
+    typeof m === "string" && (/ joined$/.test(m) || gone.has(m.split(/[ :]/)[0]!));
   // Which worker took a new connection: the one whose count of connections on the port went up.
   const join = async (name: string) => {
     const before = connectionsHeld(workers ?? [], srv.port);
@@ -254,7 +319,8 @@ async function roomTranscript(srv: CliProcess, workers: number[] | undefined): P
   // Anything else (a second copy) would come before the fence from bob's side.
   fence.send(`${FENCE} room`);
   heard.ann.push(...(await ann.until((m) => String(m).endsWith(`${FENCE} room`))));
-  const transcript = (lines: Msg[]) => lines.map((m) => String(m).replace(new RegExp(`^${bob.name}\\b`), "bob")).sort();
+  const transcript = (lines: Msg[]) =>
+    lines.map((m) => String(m).replace(new RegExp(`^${bob.name}\\b`), "bob")).sort();
   return { ann: transcript(heard.ann), bob: transcript(heard.bob) };
 }
 
@@ -292,7 +358,10 @@ describe("a script that calls Bun.serve itself (examples/bun-serve.ts) under pla
 
   test("the room: ws.publish and server.publish reach the other worker, once each, never the sender", async () => {
     const expected = await roomTranscript(bun, undefined);
-    expect(expected).toEqual({ ann: ["(announcement) all hands", "bob left", "bob: yo"], bob: ["(announcement) all hands", "ann: hi"] });
+    expect(expected).toEqual({
+      ann: ["(announcement) all hands", "bob left", "bob: yo"],
+      bob: ["(announcement) all hands", "ann: hi"],
+    });
     expect(await roomTranscript(iodine, childrenOf(iodine.proc.pid))).toEqual(expected);
   }, 20_000);
 });

@@ -36,8 +36,19 @@ class Recorder implements FrameSink {
   /** the `frame` argument of each onPublish, as the master would forward it */
   published: Uint8Array[] = [];
 
-  onPublish(channel: string, frame: Uint8Array, at: number, binary: boolean, clusterOnly: boolean): void {
-    this.frames.push({ type: "pub", channel, message: messageOf(frame, at, binary), ...(clusterOnly ? { clusterOnly } : {}) });
+  onPublish(
+    channel: string,
+    frame: Uint8Array,
+    at: number,
+    binary: boolean,
+    clusterOnly: boolean,
+  ): void {
+    this.frames.push({
+      type: "pub",
+      channel,
+      message: messageOf(frame, at, binary),
+      ...(clusterOnly ? { clusterOnly } : {}),
+    });
     this.published.push(frame.slice());
   }
   onWantAll(want: boolean): void {
@@ -71,7 +82,10 @@ function write(w: FrameWriter, f: Frame): void {
 }
 
 /** The bytes of `frames` (a copy) and the offset at which each frame ends. */
-function encode(frames: readonly Frame[], w = new FrameWriter()): { bytes: Uint8Array; ends: number[] } {
+function encode(
+  frames: readonly Frame[],
+  w = new FrameWriter(),
+): { bytes: Uint8Array; ends: number[] } {
   const ends = frames.map((f) => {
     write(w, f);
     return w.length;
@@ -97,7 +111,10 @@ function split(bytes: Uint8Array, sizes: readonly number[]): Uint8Array[] {
  * still look like a channel name). Stops at the first error: a BusError is returned, anything else
  * is rethrown (and fails the test).
  */
-function feed(chunks: readonly Uint8Array[], sink = new Recorder()): { sink: Recorder; error: BusError | undefined } {
+function feed(
+  chunks: readonly Uint8Array[],
+  sink = new Recorder(),
+): { sink: Recorder; error: BusError | undefined } {
   const reader = new FrameReader(sink);
   for (const chunk of chunks) {
     try {
@@ -119,7 +136,14 @@ function rejected(...chunks: (number[] | Uint8Array)[]): { message: string; fram
 }
 
 /** The sink methods a test does not look at. */
-const ignored = { onInterest() {}, onHello() {}, onWantAll() {}, onCommand() {}, onReply() {}, onSync() {} };
+const ignored = {
+  onInterest() {},
+  onHello() {},
+  onWantAll() {},
+  onCommand() {},
+  onReply() {},
+  onSync() {},
+};
 
 const u32 = (n: number): number[] => [n & 255, (n >>> 8) & 255, (n >>> 16) & 255, (n >>> 24) & 255];
 
@@ -162,7 +186,12 @@ function reference(bytes: Uint8Array): { frames: Frame[]; error: boolean } {
       if (channel === undefined) return broken;
       const rest = body.subarray(5 + chLen);
       const message = (body[0]! & 1) === 1 ? rest.slice() : lenientUtf8.decode(rest);
-      frames.push({ type: "pub", channel, message, ...((body[0]! & 2) === 2 ? { clusterOnly: true as const } : {}) });
+      frames.push({
+        type: "pub",
+        channel,
+        message,
+        ...((body[0]! & 2) === 2 ? { clusterOnly: true as const } : {}),
+      });
     } else if (type === FRAME_SUB || type === FRAME_UNSUB) {
       if (body.length < 1 || body[0]! > 1) return broken;
       const key = name(body.subarray(1));
@@ -181,10 +210,17 @@ function reference(bytes: Uint8Array): { frames: Frame[]; error: boolean } {
       const id = new DataView(body.buffer, body.byteOffset, 4).getUint32(0, true);
       const t = name(body.subarray(head));
       if (t === undefined) return broken;
-      frames.push(type === FRAME_CMD ? { type: "cmd", id, args: t } : { type: "reply", id, ok: body[4] === 1, json: t });
+      frames.push(
+        type === FRAME_CMD
+          ? { type: "cmd", id, args: t }
+          : { type: "reply", id, ok: body[4] === 1, json: t },
+      );
     } else if (type === FRAME_SYNC) {
       if (body.length !== 4) return broken;
-      frames.push({ type: "sync", id: new DataView(body.buffer, body.byteOffset, 4).getUint32(0, true) });
+      frames.push({
+        type: "sync",
+        id: new DataView(body.buffer, body.byteOffset, 4).getUint32(0, true),
+      });
     } else return broken;
   }
   return { frames, error: false };
@@ -193,17 +229,31 @@ function reference(bytes: Uint8Array): { frames: Frame[]; error: boolean } {
 // ---- Arbitraries ---------------------------------------------------------------------------------
 
 /** UTF-8's edges (1 to 4 bytes), NUL, U+FFFD, a noncharacter and U+FEFF (a BOM that is data). */
-const EDGES = ["\0", "a", "\x7f", "\u0080", "é", "\u07ff", "\u0800", "€", "\ufeff", "\ufffd", "\uffff", "\u{10000}", "😀", "\u{10ffff}"];
+const EDGES = [
+  "\0",
+  "a",
+  "\x7f",
+  "\u0080",
+  "é",
+  "\u07ff",
+  "\u0800",
+  "€",
+  "\ufeff",
+  "\ufffd",
+  "\uffff",
+  "\u{10000}",
+  "😀",
+  "\u{10ffff}",
+];
 
 /** Channel names, keys, hello texts and text messages: any Unicode without lone surrogates. */
-const text = fc
-  .oneof(
-    fc.string({ unit: "grapheme", maxLength: 12 }),
-    fc.string({ unit: "binary", maxLength: 12 }),
-    fc.string({ unit: fc.constantFrom(...EDGES), maxLength: 8 }),
-    // repeated names and names of equal length: the reader's one-entry channel-name cache
-    fc.constantFrom("", "a", "b", "aa", "ab", "ac", "é", "😀"),
-  );
+const text = fc.oneof(
+  fc.string({ unit: "grapheme", maxLength: 12 }),
+  fc.string({ unit: "binary", maxLength: 12 }),
+  fc.string({ unit: fc.constantFrom(...EDGES), maxLength: 8 }),
+  // repeated names and names of equal length: the reader's one-entry channel-name cache
+  fc.constantFrom("", "a", "b", "aa", "ab", "ac", "é", "😀"),
+);
 
 /** Byte messages: small ones here, larger ones in "past the writer's first buffer" below. */
 const bytes = fc.uint8Array({ maxLength: 48 });
@@ -217,21 +267,46 @@ const anyFrame: fc.Arbitrary<Frame> = fc.oneof(
   {
     weight: 4,
     arbitrary: fc
-      .record({ type: fc.constant("pub" as const), channel: text, message: fc.oneof(text, bytes), only: fc.boolean() })
+      .record({
+        type: fc.constant("pub" as const),
+        channel: text,
+        message: fc.oneof(text, bytes),
+        only: fc.boolean(),
+      })
       .map(({ only, ...f }): Frame => (only ? { ...f, clusterOnly: true } : f)),
   },
   {
     weight: 2,
-    arbitrary: fc.record({ type: fc.constant("interest" as const), subscribe: fc.boolean(), key: text, pattern: fc.boolean() }),
+    arbitrary: fc.record({
+      type: fc.constant("interest" as const),
+      subscribe: fc.boolean(),
+      key: text,
+      pattern: fc.boolean(),
+    }),
   },
   { weight: 1, arbitrary: fc.record({ type: fc.constant("hello" as const), text }) },
   { weight: 1, arbitrary: fc.record({ type: fc.constant("all" as const), want: fc.boolean() }) },
-  { weight: 1, arbitrary: fc.record({ type: fc.constant("cmd" as const), id: fc.nat({ max: 0xffffffff }), args: text }) },
   {
     weight: 1,
-    arbitrary: fc.record({ type: fc.constant("reply" as const), id: fc.nat({ max: 0xffffffff }), ok: fc.boolean(), json: text }),
+    arbitrary: fc.record({
+      type: fc.constant("cmd" as const),
+      id: fc.nat({ max: 0xffffffff }),
+      args: text,
+    }),
   },
-  { weight: 1, arbitrary: fc.record({ type: fc.constant("sync" as const), id: fc.nat({ max: 0xffffffff }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      type: fc.constant("reply" as const),
+      id: fc.nat({ max: 0xffffffff }),
+      ok: fc.boolean(),
+      json: text,
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ type: fc.constant("sync" as const), id: fc.nat({ max: 0xffffffff }) }),
+  },
 );
 const frames = fc.array(anyFrame, { maxLength: 24 });
 
@@ -263,7 +338,9 @@ describe("round trip", () => {
         expect(sink.frames).toEqual(sent);
 
         // Each onPublish `frame` is exactly that frame's encoded bytes...
-        const pubBytes = sent.flatMap((f, i) => (f.type === "pub" ? [bytes.slice(i === 0 ? 0 : ends[i - 1], ends[i])] : []));
+        const pubBytes = sent.flatMap((f, i) =>
+          f.type === "pub" ? [bytes.slice(i === 0 ? 0 : ends[i - 1], ends[i])] : [],
+        );
         expect(sink.published).toEqual(pubBytes);
         // ...so forwarding them with raw() (as the master does) reaches a second reader unchanged.
         const forward = new FrameWriter();
@@ -289,7 +366,9 @@ describe("round trip", () => {
         const { sink, error } = feed(split(bytes, sizes));
         expect(error).toBeUndefined();
         expect(sink.frames).toEqual(sent);
-        const pubBytes = sent.flatMap((f, i) => (f.type === "pub" ? [bytes.slice(i === 0 ? 0 : ends[i - 1], ends[i])] : []));
+        const pubBytes = sent.flatMap((f, i) =>
+          f.type === "pub" ? [bytes.slice(i === 0 ? 0 : ends[i - 1], ends[i])] : [],
+        );
         expect(sink.published).toEqual(pubBytes);
       }),
       { numRuns: 40 },
@@ -364,13 +443,18 @@ describe("truncated streams", () => {
   test("a proper prefix delivers exactly the frames complete in it and never throws", () => {
     const cut = fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true });
     fc.assert(
-      fc.property(fc.array(anyFrame, { minLength: 1, maxLength: 24 }), cut, chunking, (sent, where, sizes) => {
-        const { bytes, ends } = encode(sent);
-        const n = Math.floor(where * bytes.length);
-        const { sink, error } = feed(split(bytes.subarray(0, n), sizes));
-        expect(error).toBeUndefined();
-        expect(sink.frames).toEqual(sent.filter((_, i) => ends[i]! <= n));
-      }),
+      fc.property(
+        fc.array(anyFrame, { minLength: 1, maxLength: 24 }),
+        cut,
+        chunking,
+        (sent, where, sizes) => {
+          const { bytes, ends } = encode(sent);
+          const n = Math.floor(where * bytes.length);
+          const { sink, error } = feed(split(bytes.subarray(0, n), sizes));
+          expect(error).toBeUndefined();
+          expect(sink.frames).toEqual(sent.filter((_, i) => ends[i]! <= n));
+        },
+      ),
       RUNS,
     );
   });
@@ -407,7 +491,10 @@ describe("garbage and corrupted streams", () => {
   });
 
   test("random frames: any type, flags, kind, channel length and body, mostly well framed", () => {
-    const utf8OrNot = fc.oneof(text.map((s) => new TextEncoder().encode(s)), fc.uint8Array({ maxLength: 12 }));
+    const utf8OrNot = fc.oneof(
+      text.map((s) => new TextEncoder().encode(s)),
+      fc.uint8Array({ maxLength: 12 }),
+    );
     const u32s = fc.oneof(fc.integer({ min: 0, max: 24 }), fc.nat({ max: 0xffffffff }));
     const body = fc.oneof(
       fc
@@ -417,8 +504,16 @@ describe("garbage and corrupted streams", () => {
         .tuple(fc.constantFrom(FRAME_SUB, FRAME_UNSUB), fc.integer({ min: 0, max: 3 }), utf8OrNot)
         .map(([type, kind, key]) => [type, kind, ...key]),
       utf8OrNot.map((t) => [FRAME_HELLO, ...t]),
-      fc.tuple(fc.constantFrom(FRAME_ALL, FRAME_CMD, FRAME_REPLY), fc.uint8Array({ maxLength: 6 }), utf8OrNot).map(([type, head, t]) => [type, ...head, ...t]),
-      fc.tuple(fc.nat(255), fc.uint8Array({ maxLength: 12 })).map(([type, rest]) => [type, ...rest]),
+      fc
+        .tuple(
+          fc.constantFrom(FRAME_ALL, FRAME_CMD, FRAME_REPLY),
+          fc.uint8Array({ maxLength: 6 }),
+          utf8OrNot,
+        )
+        .map(([type, head, t]) => [type, ...head, ...t]),
+      fc
+        .tuple(fc.nat(255), fc.uint8Array({ maxLength: 12 }))
+        .map(([type, rest]) => [type, ...rest]),
       fc.constant([]), // a zero length prefix
     );
     // The length prefix is right, or now and then anything (too short, too long, past MAX_FRAME).
@@ -432,14 +527,20 @@ describe("garbage and corrupted streams", () => {
   test("valid streams with bytes overwritten and random bytes appended", () => {
     const edits = fc.array(fc.tuple(fc.nat(), fc.nat(255)), { maxLength: 4 });
     fc.assert(
-      fc.property(frames, edits, fc.uint8Array({ maxLength: 16 }), chunking, (sent, changes, tail, sizes) => {
-        const { bytes } = encode(sent);
-        const input = new Uint8Array(bytes.length + tail.length);
-        input.set(bytes);
-        input.set(tail, bytes.length);
-        for (const [i, v] of changes) if (input.length > 0) input[i % input.length] = v;
-        agreesWithReference(input, sizes);
-      }),
+      fc.property(
+        frames,
+        edits,
+        fc.uint8Array({ maxLength: 16 }),
+        chunking,
+        (sent, changes, tail, sizes) => {
+          const { bytes } = encode(sent);
+          const input = new Uint8Array(bytes.length + tail.length);
+          input.set(bytes);
+          input.set(tail, bytes.length);
+          for (const [i, v] of changes) if (input.length > 0) input[i % input.length] = v;
+          agreesWithReference(input, sizes);
+        },
+      ),
       RUNS,
     );
   });
@@ -449,7 +550,11 @@ describe("malformed frames throw a BusError", () => {
   const cases: [string, number[], RegExp][] = [
     ["length prefix 0", [0, 0, 0, 0], /frame length 0 out of range/],
     ["length prefix 0xFFFFFFFF", [255, 255, 255, 255], /frame length 4294967295 out of range/],
-    ["length prefix MAX_FRAME + 1", u32(MAX_FRAME + 1), new RegExp(`frame length ${MAX_FRAME + 1} out of range`)],
+    [
+      "length prefix MAX_FRAME + 1",
+      u32(MAX_FRAME + 1),
+      new RegExp(`frame length ${MAX_FRAME + 1} out of range`),
+    ],
     ["frame type 0", frame(0, 1, 2), /unknown frame type 0/],
     ["frame type 9", frame(9), /unknown frame type 9/],
     ["frame type 255", frame(255, 0), /unknown frame type 255/],
@@ -457,16 +562,32 @@ describe("malformed frames throw a BusError", () => {
     ["PUB with flags 255", frame(FRAME_PUB, 255, u32(0)), /PUB frame with unknown flags 255/],
     ["PUB without a whole channel length", frame(FRAME_PUB, 0, 0, 0, 0), /PUB frame too short/],
     ["PUB with no body", frame(FRAME_PUB), /PUB frame too short/],
-    ["PUB whose channel runs past the frame", frame(FRAME_PUB, 0, u32(4), 0x61, 0x62, 0x63), /channel length 4 past the frame/],
-    ["PUB whose channel length is 2^31", frame(FRAME_PUB, 1, u32(0x80000000), 0x61), /past the frame/],
-    ["PUB whose channel length is 2^32 - 1", frame(FRAME_PUB, 0, u32(0xffffffff)), /past the frame/],
+    [
+      "PUB whose channel runs past the frame",
+      frame(FRAME_PUB, 0, u32(4), 0x61, 0x62, 0x63),
+      /channel length 4 past the frame/,
+    ],
+    [
+      "PUB whose channel length is 2^31",
+      frame(FRAME_PUB, 1, u32(0x80000000), 0x61),
+      /past the frame/,
+    ],
+    [
+      "PUB whose channel length is 2^32 - 1",
+      frame(FRAME_PUB, 0, u32(0xffffffff)),
+      /past the frame/,
+    ],
     ["SUB with kind 2", frame(FRAME_SUB, 2, 0x61), /SUB frame with unknown kind 2/],
     ["UNSUB with kind 255", frame(FRAME_UNSUB, 255), /SUB frame with unknown kind 255/],
     ["SUB with no body", frame(FRAME_SUB), /SUB frame too short/],
     ["PUB channel 0xFF", frame(FRAME_PUB, 0, u32(1), 0xff), /not UTF-8/],
     ["PUB channel with a cut sequence", frame(FRAME_PUB, 1, u32(2), 0xe2, 0x82, 9), /not UTF-8/],
     ["PUB channel with an overlong '/'", frame(FRAME_PUB, 0, u32(2), 0xc0, 0xaf), /not UTF-8/],
-    ["PUB channel with an encoded surrogate", frame(FRAME_PUB, 0, u32(3), 0xed, 0xa0, 0x80), /not UTF-8/],
+    [
+      "PUB channel with an encoded surrogate",
+      frame(FRAME_PUB, 0, u32(3), 0xed, 0xa0, 0x80),
+      /not UTF-8/,
+    ],
     ["PUB channel past U+10FFFF", frame(FRAME_PUB, 0, u32(4), 0xf4, 0x90, 0x80, 0x80), /not UTF-8/],
     ["SUB key 0xFF", frame(FRAME_SUB, 0, 0x61, 0xff), /not UTF-8/],
     ["UNSUB key with a lone continuation byte", frame(FRAME_UNSUB, 1, 0x80), /not UTF-8/],
@@ -476,8 +597,16 @@ describe("malformed frames throw a BusError", () => {
     ["ALL with two bytes", frame(FRAME_ALL, 1, 1), /ALL frame must hold one byte/],
     ["CMD without a whole id", frame(FRAME_CMD, 1, 0, 0), /CMD frame too short/],
     ["CMD text 0xFF", frame(FRAME_CMD, u32(1), 0xff), /not UTF-8/],
-    ["REPLY without a status", frame(FRAME_REPLY, u32(1)), /REPLY frame too short or with a bad status/],
-    ["REPLY with status 2", frame(FRAME_REPLY, u32(1), 2, 0x31), /REPLY frame too short or with a bad status/],
+    [
+      "REPLY without a status",
+      frame(FRAME_REPLY, u32(1)),
+      /REPLY frame too short or with a bad status/,
+    ],
+    [
+      "REPLY with status 2",
+      frame(FRAME_REPLY, u32(1), 2, 0x31),
+      /REPLY frame too short or with a bad status/,
+    ],
     ["SYNC without a whole id", frame(FRAME_SYNC, 1, 0), /SYNC frame must hold a 4-byte id/],
     ["SYNC with more than an id", frame(FRAME_SYNC, u32(1), 0), /SYNC frame must hold a 4-byte id/],
   ];
@@ -553,7 +682,8 @@ describe("the writer's size limit", () => {
     let got: [string, number, number, boolean, number] | undefined;
     new FrameReader({
       ...ignored,
-      onPublish: (channel, f, at, binary) => (got = [channel, f.length, at, binary, f[f.length - 1]!]),
+      onPublish: (channel, f, at, binary) =>
+        (got = [channel, f.length, at, binary, f[f.length - 1]!]),
     }).push(out);
     expect(got).toEqual(["", 4 + MAX_FRAME, 10, true, 0x5a]);
   });
@@ -565,7 +695,11 @@ describe("many frames", () => {
     const sent: Frame[] = [];
     for (let i = 0; i < N; i++) {
       const channel = `room/${i % 13}${i % 3 === 0 ? "" : "/é"}`;
-      sent.push({ type: "pub", channel, message: i % 2 === 0 ? `message ${i}` : Uint8Array.from(u32(i)) });
+      sent.push({
+        type: "pub",
+        channel,
+        message: i % 2 === 0 ? `message ${i}` : Uint8Array.from(u32(i)),
+      });
     }
     const { bytes } = encode(sent);
     const sizes = fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 8 });

@@ -90,12 +90,36 @@ describe("option parsing", () => {
   test("defaults", () => {
     const s = settingsOf([]);
     expect(s).toEqual({
-      app: "", port: undefined, hostname: undefined, unix: undefined, workers: 1, threads: 1,
-      www: undefined, verbose: false, redis: undefined, redisPing: 300, keepAlive: 40, bodyTimeout: 10, ping: 40,
-      maxBody: 50 * MiB, maxHeader: 32 * KiB, maxMsg: 250 * KiB, deflate: false, tls: false, tlsCert: undefined,
-      tlsKey: undefined, tlsPass: undefined, pid: undefined, verbosity: 4, warmup: false, given: new Set(),
+      app: "",
+      port: undefined,
+      hostname: undefined,
+      unix: undefined,
+      workers: 1,
+      threads: 1,
+      www: undefined,
+      verbose: false,
+      redis: undefined,
+      redisPing: 300,
+      keepAlive: 40,
+      bodyTimeout: 10,
+      ping: 40,
+      maxBody: 50 * MiB,
+      maxHeader: 32 * KiB,
+      maxMsg: 250 * KiB,
+      deflate: false,
+      tls: false,
+      tlsCert: undefined,
+      tlsKey: undefined,
+      tlsPass: undefined,
+      pid: undefined,
+      verbosity: 4,
+      warmup: false,
+      given: new Set(),
     });
-    expect([...settingsOf(["-k", "5", "--max-body=2", "app.ts"]).given].sort()).toEqual(["keep-alive", "max-body"]);
+    expect([...settingsOf(["-k", "5", "--max-body=2", "app.ts"]).given].sort()).toEqual([
+      "keep-alive",
+      "max-body",
+    ]);
   });
 
   test("negative counts are cores ÷ |N|, at least 1", () => {
@@ -114,25 +138,34 @@ describe("option parsing", () => {
     expect(settingsOf([], { NODE_PORT: "4002" }).port).toBe(4002);
     expect(settingsOf([], { PORT: "4001", NODE_PORT: "4002" }).port).toBe(4001);
     expect(settingsOf([], { BUN_PORT: "4003", PORT: "4001", NODE_PORT: "4002" }).port).toBe(4003);
-    expect(errorOf(() => settingsOf([], { BUN_PORT: "x" }))).toBe('CliError: $BUN_PORT must be an integer 0–65535, got "x"');
+    expect(errorOf(() => settingsOf([], { BUN_PORT: "x" }))).toBe(
+      'CliError: $BUN_PORT must be an integer 0–65535, got "x"',
+    );
     expect(settingsOf([], { WORKERS: "-2" }).workers).toBe(4);
     expect(settingsOf([], { WEB_CONCURRENCY: "3" }).workers).toBe(3);
     expect(settingsOf([], { WORKERS: "2", WEB_CONCURRENCY: "3" }).workers).toBe(2);
     expect(settingsOf([], { THREADS: "2" }).threads).toBe(2);
     expect(settingsOf([], { REDIS_URL: "redis://a:1" }).redis).toBe("redis://a:1");
     expect(settingsOf([], { IODINE_REDIS_URL: "redis://b:2" }).redis).toBe("redis://b:2");
-    expect(settingsOf(["-r", "redis://c:3"], { REDIS_URL: "redis://a:1" }).redis).toBe("redis://c:3");
+    expect(settingsOf(["-r", "redis://c:3"], { REDIS_URL: "redis://a:1" }).redis).toBe(
+      "redis://c:3",
+    );
   });
 
   test("config file: one option per line, comments, every spelling; the command line wins", () => {
-    const config = readConfigText("# a comment\n\n-p 4001\n--www=public\nverbose\nmax-body 7\n-maxhd=20\n", "iodine.conf");
+    const config = readConfigText(
+      "# a comment\n\n-p 4001\n--www=public\nverbose\nmax-body 7\n-maxhd=20\n",
+      "iodine.conf",
+    );
     const s = resolveSettings(readArgv(["-p", "4002"]), config, {}, 2);
     expect(s.port).toBe(4002);
     expect(s.www).toBe("public");
     expect(s.verbose).toBe(true);
     expect(s.maxBody).toBe(7 * MiB);
     expect(s.maxHeader).toBe(20 * KiB);
-    expect(() => readConfigText("-p 1\n--nope 3\n", "bad.conf")).toThrow('bad.conf:2: unknown option "--nope"');
+    expect(() => readConfigText("-p 1\n--nope 3\n", "bad.conf")).toThrow(
+      'bad.conf:2: unknown option "--nope"',
+    );
     expect(() => readConfigText("app.ts\n", "bad.conf")).toThrow("bad.conf:1:");
   });
 
@@ -160,10 +193,22 @@ describe("option parsing", () => {
     [["-rp", "0"], {}, "--redis-ping must be an integer"],
     [["-r", "http://x"], {}, "--redis must be a redis:// or rediss:// URL"],
     [[], { REDIS_URL: "localhost:6379" }, "$REDIS_URL must be a redis:// or rediss:// URL"],
-    [["-r", "redis://localhost:notaport"], {}, '--redis needs a port 1–65535, got "notaport" in "redis://localhost:notaport"'],
-    [["-r", "redis://u:secret@h:0"], {}, '--redis needs a port 1–65535, got "0" in "redis://u:***@h:0"'],
+    [
+      ["-r", "redis://localhost:notaport"],
+      {},
+      '--redis needs a port 1–65535, got "notaport" in "redis://localhost:notaport"',
+    ],
+    [
+      ["-r", "redis://u:secret@h:0"],
+      {},
+      '--redis needs a port 1–65535, got "0" in "redis://u:***@h:0"',
+    ],
     [["-r", "redis://:6379"], {}, '--redis needs a host (redis://host:6379), got "redis://:6379"'],
-    [["-r", "redis://h:6379/3"], {}, '--redis names a database ("/3"), which Redis pub/sub ignores'],
+    [
+      ["-r", "redis://h:6379/3"],
+      {},
+      '--redis names a database ("/3"), which Redis pub/sub ignores',
+    ],
     [["-r", "redis://h:6379?db=1&sharded"], {}, '--redis names a database ("db=1")'],
     [[], { IODINE_REDIS_URL: "redis://h:6379/abc" }, '$IODINE_REDIS_URL names a database ("/abc")'],
     [["--tls-cert", "c.pem"], {}, 'option "--tls-cert" needs "--tls-key" too'],
@@ -183,7 +228,9 @@ describe("option parsing", () => {
     for (const o of OPTIONS) {
       if (o.name === "version") continue;
       expect(o.iodine.length).toBeGreaterThan(0);
-      expect(readArgv([`-${o.iodine[0]}`, ...(o.kind === "string" ? ["1"] : [])]).values.has(o.name)).toBe(true);
+      expect(
+        readArgv([`-${o.iodine[0]}`, ...(o.kind === "string" ? ["1"] : [])]).values.has(o.name),
+      ).toBe(true);
     }
   });
 });
@@ -207,14 +254,54 @@ describe("the CLI process", () => {
   });
 
   const failures: [string, string[], Record<string, string>, RegExp][] = [
-    ["an unknown option", ["--frobnicate", fixture("function-app.ts")], {}, /^iodine: unknown option "--frobnicate" \(see --help\)\n$/],
-    ["a bad port", ["-p", "http", fixture("function-app.ts")], {}, /^iodine: --port must be an integer 0–65535, got "http"\n$/],
-    ["a bad $PORT", [fixture("function-app.ts")], { PORT: "-1" }, /^iodine: \$PORT must be an integer 0–65535, got "-1"\n$/],
-    ["a missing app file", ["-p", "0", "does-not-exist.ts"], {}, /^iodine: app file not found: does-not-exist\.ts\n$/],
-    ["a module without a usable export", ["-p", "0", fixture("no-export.ts")], {}, /^iodine: .*no-export\.ts has no usable export: .*got no default export\n$/],
-    ["a missing public folder", ["--www", "no/such/dir", "-p", "0", fixture("function-app.ts")], {}, /^iodine: public folder not found: no\/such\/dir\n$/],
-    ["a missing TLS file", ["--tls-cert", "nope.pem", "--tls-key", "nope.key", "-p", "0", fixture("function-app.ts")], {}, /^iodine: cannot read the TLS certificate "nope\.pem": ENOENT\n$/],
-    ["a missing config file", ["-C", "nope.conf", fixture("function-app.ts")], {}, /^iodine: cannot read the config file "nope\.conf": ENOENT\n$/],
+    [
+      "an unknown option",
+      ["--frobnicate", fixture("function-app.ts")],
+      {},
+      /^iodine: unknown option "--frobnicate" \(see --help\)\n$/,
+    ],
+    [
+      "a bad port",
+      ["-p", "http", fixture("function-app.ts")],
+      {},
+      /^iodine: --port must be an integer 0–65535, got "http"\n$/,
+    ],
+    [
+      "a bad $PORT",
+      [fixture("function-app.ts")],
+      { PORT: "-1" },
+      /^iodine: \$PORT must be an integer 0–65535, got "-1"\n$/,
+    ],
+    [
+      "a missing app file",
+      ["-p", "0", "does-not-exist.ts"],
+      {},
+      /^iodine: app file not found: does-not-exist\.ts\n$/,
+    ],
+    [
+      "a module without a usable export",
+      ["-p", "0", fixture("no-export.ts")],
+      {},
+      /^iodine: .*no-export\.ts has no usable export: .*got no default export\n$/,
+    ],
+    [
+      "a missing public folder",
+      ["--www", "no/such/dir", "-p", "0", fixture("function-app.ts")],
+      {},
+      /^iodine: public folder not found: no\/such\/dir\n$/,
+    ],
+    [
+      "a missing TLS file",
+      ["--tls-cert", "nope.pem", "--tls-key", "nope.key", "-p", "0", fixture("function-app.ts")],
+      {},
+      /^iodine: cannot read the TLS certificate "nope\.pem": ENOENT\n$/,
+    ],
+    [
+      "a missing config file",
+      ["-C", "nope.conf", fixture("function-app.ts")],
+      {},
+      /^iodine: cannot read the config file "nope\.conf": ENOENT\n$/,
+    ],
   ];
   for (const [what, args, env, pattern] of failures) {
     test(`exit 2 and one line for ${what}`, async () => {
@@ -227,7 +314,9 @@ describe("the CLI process", () => {
 
   test("--help has no colour codes into a pipe, whatever the environment (citty's test is NO_COLOR=1 only)", async () => {
     for (const NO_COLOR of [undefined, "true"]) {
-      const r = await runCli(["--help"], { env: { NO_COLOR, CI: undefined, TEST: undefined, TERM: "xterm-256color" } });
+      const r = await runCli(["--help"], {
+        env: { NO_COLOR, CI: undefined, TEST: undefined, TERM: "xterm-256color" },
+      });
       expect(r.code).toBe(0);
       expect(r.stdout).toContain("USAGE iodine [OPTIONS] [APP]\n");
       expect(r.stdout).not.toContain("\x1b");
@@ -238,7 +327,10 @@ describe("the CLI process", () => {
   test("exit 2 naming the file and line for a syntax error in the app", async () => {
     using dir = tempDir();
     const file = join(dir.path, "broken.ts");
-    writeFileSync(file, "export default {\n  fetch() { return new Response('x') \n  oops oops\n};\n");
+    writeFileSync(
+      file,
+      "export default {\n  fetch() { return new Response('x') \n  oops oops\n};\n",
+    );
     const r = await runCli(["-p", "0", file]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^iodine: cannot load .*broken\.ts: .*\(line 3/);
@@ -248,32 +340,58 @@ describe("the CLI process", () => {
   test("exit 2 for an app whose top level throws: the error's name, message, line and column", async () => {
     using dir = tempDir();
     const file = join(dir.path, "throws.ts");
-    writeFileSync(file, "const url = process.env.NO_SUCH_URL;\nif (!url) throw new Error('database unreachable');\nexport default () => new Response('x');\n");
+    writeFileSync(
+      file,
+      "const url = process.env.NO_SUCH_URL;\nif (!url) throw new Error('database unreachable');\nexport default () => new Response('x');\n",
+    );
     const r = await runCli(["-p", "0", file]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe(`iodine: cannot load ${file}: Error: database unreachable (line 2, column 21)\n`);
+    expect(r.stderr).toBe(
+      `iodine: cannot load ${file}: Error: database unreachable (line 2, column 21)\n`,
+    );
     // The same in a cluster: the master loads the app first and says it once.
     const c = await runCli(["-w", "2", "-p", "0", file]);
     expect(c.code).toBe(2);
-    expect(c.stderr).toBe(`iodine: cannot load ${file}: Error: database unreachable (line 2, column 21)\n`);
+    expect(c.stderr).toBe(
+      `iodine: cannot load ${file}: Error: database unreachable (line 2, column 21)\n`,
+    );
   });
 
   test("a throw in a file the app imports is placed in that file; iodine's own frames are skipped", async () => {
     using dir = tempDir();
-    writeFileSync(join(dir.path, "config.ts"), "export function need(name: string): string {\n  throw new TypeError(`${name} is not set`);\n}\n");
-    writeFileSync(join(dir.path, "app.ts"), "import { need } from './config.ts';\nneed('SECRET');\nexport default () => new Response('x');\n");
-    writeFileSync(join(dir.path, "listen.ts"), "import { Iodine } from 'iodine';\n\nIodine.listen({ port: 'abc' as never, handler: () => new Response('x') });\n");
+    writeFileSync(
+      join(dir.path, "config.ts"),
+      "export function need(name: string): string {\n  throw new TypeError(`${name} is not set`);\n}\n",
+    );
+    writeFileSync(
+      join(dir.path, "app.ts"),
+      "import { need } from './config.ts';\nneed('SECRET');\nexport default () => new Response('x');\n",
+    );
+    writeFileSync(
+      join(dir.path, "listen.ts"),
+      "import { Iodine } from 'iodine';\n\nIodine.listen({ port: 'abc' as never, handler: () => new Response('x') });\n",
+    );
     const r = await runCli(["-p", "0", "app.ts"], { cwd: dir.path });
-    expect(r.stderr).toBe("iodine: cannot load app.ts: TypeError: SECRET is not set (at config.ts:2:13)\n");
+    expect(r.stderr).toBe(
+      "iodine: cannot load app.ts: TypeError: SECRET is not set (at config.ts:2:13)\n",
+    );
     expect(r.code).toBe(2);
     const l = await runCli(["-p", "0", "listen.ts"], { cwd: dir.path });
-    expect(l.stderr).toBe(`iodine: cannot load listen.ts: RangeError: Iodine.listen: "port" must be an integer 0–65535, got "abc" (line 3, column 8)\n`);
+    expect(l.stderr).toBe(
+      `iodine: cannot load listen.ts: RangeError: Iodine.listen: "port" must be an integer 0–65535, got "abc" (line 3, column 8)\n`,
+    );
   });
 
   test("-V 5 adds the stack to the load error, in the same entry", async () => {
     using dir = tempDir();
-    writeFileSync(join(dir.path, "config.ts"), "export function need(name: string): string {\n  throw new TypeError(`${name} is not set`);\n}\n");
-    writeFileSync(join(dir.path, "app.ts"), "import { need } from './config.ts';\nneed('SECRET');\nexport default () => new Response('x');\n");
+    writeFileSync(
+      join(dir.path, "config.ts"),
+      "export function need(name: string): string {\n  throw new TypeError(`${name} is not set`);\n}\n",
+    );
+    writeFileSync(
+      join(dir.path, "app.ts"),
+      "import { need } from './config.ts';\nneed('SECRET');\nexport default () => new Response('x');\n",
+    );
     const r = await runCli(["-V", "5", "-p", "0", "app.ts"], { cwd: dir.path });
     expect(r.code).toBe(2);
     expect(r.stderr.split("\n")).toEqual([
@@ -287,17 +405,27 @@ describe("the CLI process", () => {
   test("a syntax error in a file the app imports names that file", async () => {
     using dir = tempDir();
     writeFileSync(join(dir.path, "broken.ts"), "export const x = {\n  oops oops\n};\n");
-    writeFileSync(join(dir.path, "app.ts"), "import { x } from './broken.ts';\nexport default () => new Response(String(x));\n");
+    writeFileSync(
+      join(dir.path, "app.ts"),
+      "import { x } from './broken.ts';\nexport default () => new Response(String(x));\n",
+    );
     const r = await runCli(["-p", "0", "app.ts"], { cwd: dir.path });
-    expect(r.stderr).toBe('iodine: cannot load app.ts: Expected "}" but found "oops" (at broken.ts:2:8)\n');
+    expect(r.stderr).toBe(
+      'iodine: cannot load app.ts: Expected "}" but found "oops" (at broken.ts:2:8)\n',
+    );
     expect(r.code).toBe(2);
   });
 
   test("-w 2: an app that throws only in the workers is one line from the master, not one per worker", async () => {
     using dir = tempDir();
-    writeFileSync(join(dir.path, "app.ts"), "import { Iodine } from 'iodine';\nif (Iodine.isWorker) throw new Error('no pool in workers');\nexport default () => new Response('x');\n");
+    writeFileSync(
+      join(dir.path, "app.ts"),
+      "import { Iodine } from 'iodine';\nif (Iodine.isWorker) throw new Error('no pool in workers');\nexport default () => new Response('x');\n",
+    );
     const r = await runCli(["-w", "2", "-p", "0", "app.ts"], { cwd: dir.path });
-    expect(r.stderr).toBe("iodine: cannot load app.ts: Error: no pool in workers (line 2, column 32)\n");
+    expect(r.stderr).toBe(
+      "iodine: cannot load app.ts: Error: no pool in workers (line 2, column 32)\n",
+    );
     expect(r.code).toBe(2);
   });
 
@@ -306,26 +434,94 @@ describe("the CLI process", () => {
     const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
     // The resolver's code for a name that does not resolve (ENOTFOUND here) may differ elsewhere.
     const unresolved = (host: string, where: string) =>
-      new RegExp(`^iodine: cannot listen on ${escape(where)}: "${escape(host)}" is neither an IP address nor a hostname that resolves \\([A-Z_]+\\)\\n$`);
+      new RegExp(
+        `^iodine: cannot listen on ${escape(where)}: "${escape(host)}" is neither an IP address nor a hostname that resolves \\([A-Z_]+\\)\\n$`,
+      );
     const exact = (line: string) => new RegExp(`^${escape(line)}\\n$`);
     const cases: [string, string[], Record<string, string | undefined>, RegExp][] = [];
     for (const mode of [[], ["-w", "2"], ["-t", "2"]]) {
       const m = mode.join(" ");
       cases.push(
-        [`${m} -b 999.1.1.1 (not an IP address)`, [...mode, "-b", "999.1.1.1", "-p", "0", app], {}, unresolved("999.1.1.1", "http://999.1.1.1:0")],
-        [`${m} -b a name that does not resolve`, [...mode, "-b", "no-such-host.invalid", "-p", "0", app], {}, unresolved("no-such-host.invalid", "http://no-such-host.invalid:0")],
+        [
+          `${m} -b 999.1.1.1 (not an IP address)`,
+          [...mode, "-b", "999.1.1.1", "-p", "0", app],
+          {},
+          unresolved("999.1.1.1", "http://999.1.1.1:0"),
+        ],
+        [
+          `${m} -b a name that does not resolve`,
+          [...mode, "-b", "no-such-host.invalid", "-p", "0", app],
+          {},
+          unresolved("no-such-host.invalid", "http://no-such-host.invalid:0"),
+        ],
         // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never an address of this host.
-        [`${m} -b an address not on this host`, [...mode, "-b", "192.0.2.1", "-p", "0", app], {}, exact("iodine: cannot listen on http://192.0.2.1:0: 192.0.2.1 is not an address of this host (EADDRNOTAVAIL)")],
+        [
+          `${m} -b an address not on this host`,
+          [...mode, "-b", "192.0.2.1", "-p", "0", app],
+          {},
+          exact(
+            "iodine: cannot listen on http://192.0.2.1:0: 192.0.2.1 is not an address of this host (EADDRNOTAVAIL)",
+          ),
+        ],
       );
     }
     cases.push(
-      ["-b a socket in a missing folder", ["-b", "/no/such/dir/x.sock", app], {}, exact("iodine: cannot listen on unix:/no/such/dir/x.sock: the folder /no/such/dir does not exist (ENOENT)")],
-      ["-r with a port that is not a number", ["-r", "redis://localhost:notaport", "-p", "0", app], {}, exact('iodine: --redis needs a port 1–65535, got "notaport" in "redis://localhost:notaport"')],
-      ["-w 2 -r with a port that is not a number", ["-w", "2", "-r", "redis://localhost:notaport", "-p", "0", app], {}, exact('iodine: --redis needs a port 1–65535, got "notaport" in "redis://localhost:notaport"')],
-      ["-r with a database name", ["-r", "redis://localhost:6379/abc", "-p", "0", app], {}, exact('iodine: --redis names a database ("/abc"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://localhost:6379/abc"')],
-      ["-r with a database number, ?sharded", ["-r", "redis://localhost:7000/3?sharded", "-p", "0", app], {}, exact('iodine: --redis names a database ("/3"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://localhost:7000/3?sharded"')],
-      ["$REDIS_URL with a database number", ["-p", "0", app], { REDIS_URL: "redis://localhost:6379/3" }, exact('iodine: $REDIS_URL names a database ("/3"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://localhost:6379/3"')],
-      ["$IODINE_REDIS_URL with a bad port, its password hidden", ["-p", "0", app], { IODINE_REDIS_URL: "redis://:pw@localhost:x" }, exact('iodine: $IODINE_REDIS_URL needs a port 1–65535, got "x" in "redis://:***@localhost:x"')],
+      [
+        "-b a socket in a missing folder",
+        ["-b", "/no/such/dir/x.sock", app],
+        {},
+        exact(
+          "iodine: cannot listen on unix:/no/such/dir/x.sock: the folder /no/such/dir does not exist (ENOENT)",
+        ),
+      ],
+      [
+        "-r with a port that is not a number",
+        ["-r", "redis://localhost:notaport", "-p", "0", app],
+        {},
+        exact(
+          'iodine: --redis needs a port 1–65535, got "notaport" in "redis://localhost:notaport"',
+        ),
+      ],
+      [
+        "-w 2 -r with a port that is not a number",
+        ["-w", "2", "-r", "redis://localhost:notaport", "-p", "0", app],
+        {},
+        exact(
+          'iodine: --redis needs a port 1–65535, got "notaport" in "redis://localhost:notaport"',
+        ),
+      ],
+      [
+        "-r with a database name",
+        ["-r", "redis://localhost:6379/abc", "-p", "0", app],
+        {},
+        exact(
+          'iodine: --redis names a database ("/abc"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://localhost:6379/abc"',
+        ),
+      ],
+      [
+        "-r with a database number, ?sharded",
+        ["-r", "redis://localhost:7000/3?sharded", "-p", "0", app],
+        {},
+        exact(
+          'iodine: --redis names a database ("/3"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://localhost:7000/3?sharded"',
+        ),
+      ],
+      [
+        "$REDIS_URL with a database number",
+        ["-p", "0", app],
+        { REDIS_URL: "redis://localhost:6379/3" },
+        exact(
+          'iodine: $REDIS_URL names a database ("/3"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://localhost:6379/3"',
+        ),
+      ],
+      [
+        "$IODINE_REDIS_URL with a bad port, its password hidden",
+        ["-p", "0", app],
+        { IODINE_REDIS_URL: "redis://:pw@localhost:x" },
+        exact(
+          'iodine: $IODINE_REDIS_URL needs a port 1–65535, got "x" in "redis://:***@localhost:x"',
+        ),
+      ],
     );
     for (const [what, args, env, pattern] of cases) {
       test(what, async () => {
@@ -338,22 +534,33 @@ describe("the CLI process", () => {
 
     test("a port in use, also by a listener that shares it (SO_REUSEPORT)", async () => {
       // reusePort: a holder Linux lets any other SO_REUSEPORT socket of this user bind beside.
-      await using held = Bun.serve({ hostname: "127.0.0.1", port: 0, reusePort: true, fetch: () => new Response("held") });
+      await using held = Bun.serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        reusePort: true,
+        fetch: () => new Response("held"),
+      });
       const line = `iodine: cannot listen on http://127.0.0.1:${held.port}: port ${held.port} is already in use (EADDRINUSE)\n`;
       for (const mode of [[], ["-w", "2"], ["-t", "2"]]) {
-        const r = await runCli([...mode, "-b", "127.0.0.1", "-p", String(held.port), app], { timeout: 5000 });
+        const r = await runCli([...mode, "-b", "127.0.0.1", "-p", String(held.port), app], {
+          timeout: 5000,
+        });
         expect([mode.join(" "), r.stderr]).toEqual([mode.join(" "), line]);
         expect(r.code).toBe(2);
       }
       const raw = await runCli(["-p", String(held.port), fixture("raw-app.ts")], { timeout: 5000 });
-      expect(raw.stderr).toBe(`iodine: cannot listen on tcp://127.0.0.1:${held.port}: port ${held.port} is already in use (EADDRINUSE)\n`);
+      expect(raw.stderr).toBe(
+        `iodine: cannot listen on tcp://127.0.0.1:${held.port}: port ${held.port} is already in use (EADDRINUSE)\n`,
+      );
       expect(raw.code).toBe(2);
     });
 
     test("a port held by another iodine", async () => {
       await using first = await startCli(["-b", "127.0.0.1", "-p", "0", app]);
       const r = await runCli(["-b", "127.0.0.1", "-p", String(first.port), app], { timeout: 5000 });
-      expect(r.stderr).toBe(`iodine: cannot listen on http://127.0.0.1:${first.port}: port ${first.port} is already in use (EADDRINUSE)\n`);
+      expect(r.stderr).toBe(
+        `iodine: cannot listen on http://127.0.0.1:${first.port}: port ${first.port} is already in use (EADDRINUSE)\n`,
+      );
       expect(r.code).toBe(2);
     });
 
@@ -362,8 +569,13 @@ describe("the CLI process", () => {
       const [a, b] = [await selfSigned(), await selfSigned()];
       writeFileSync(join(dir.path, "cert.pem"), a.cert);
       writeFileSync(join(dir.path, "other.key"), b.key);
-      const r = await runCli(["--tls-cert", "cert.pem", "--tls-key", "other.key", "-p", "0", app], { cwd: dir.path, timeout: 5000 });
-      expect(r.stderr).toBe('iodine: the TLS key "other.key" is not the key of the certificate "cert.pem"\n');
+      const r = await runCli(["--tls-cert", "cert.pem", "--tls-key", "other.key", "-p", "0", app], {
+        cwd: dir.path,
+        timeout: 5000,
+      });
+      expect(r.stderr).toBe(
+        'iodine: the TLS key "other.key" is not the key of the certificate "cert.pem"\n',
+      );
       expect(r.code).toBe(2);
     });
   });
@@ -376,14 +588,20 @@ describe("the CLI process", () => {
 
   test("APP defaults to app.ts in the working directory", async () => {
     using dir = tempDir();
-    writeFileSync(join(dir.path, "app.ts"), "export default () => new Response('default app.ts');\n");
+    writeFileSync(
+      join(dir.path, "app.ts"),
+      "export default () => new Response('default app.ts');\n",
+    );
     await using srv = await startCli(["-p", "0"], { cwd: dir.path });
     expect(await (await fetch(srv.url)).text()).toBe("default app.ts");
   });
 
   test("APP falls back to app.js", async () => {
     using dir = tempDir();
-    writeFileSync(join(dir.path, "app.js"), "export default { fetch: () => new Response('default app.js') };\n");
+    writeFileSync(
+      join(dir.path, "app.js"),
+      "export default { fetch: () => new Response('default app.js') };\n",
+    );
     await using srv = await startCli(["-p", "0"], { cwd: dir.path });
     expect(await (await fetch(srv.url)).text()).toBe("default app.js");
   });
@@ -391,7 +609,9 @@ describe("the CLI process", () => {
   test("--port 0 prints the real port; $PORT is honoured", async () => {
     await using a = await startCli(["--port", "0", fixture("function-app.ts")]);
     expect(a.port).toBeGreaterThan(0);
-    expect(a.stderr()).toMatch(/^iodine: listening on http:\/\/0\.0\.0\.0:\d+ \(1 worker, 1 thread\)\n/);
+    expect(a.stderr()).toMatch(
+      /^iodine: listening on http:\/\/0\.0\.0\.0:\d+ \(1 worker, 1 thread\)\n/,
+    );
     await using b = await startCli([fixture("function-app.ts")], { env: { PORT: "0" } });
     expect(b.port).toBeGreaterThan(0);
     expect(await (await fetch(b.url + "/x")).text()).toBe("GET /x server=true");
@@ -449,7 +669,10 @@ describe("the CLI process", () => {
   test("--warmup calls the app once before accepting connections", async () => {
     using dir = tempDir();
     const app = join(dir.path, "count.ts");
-    writeFileSync(app, "let n = 0;\nexport default (req: Request) => new Response(`call ${++n} ${new URL(req.url).pathname}`);\n");
+    writeFileSync(
+      app,
+      "let n = 0;\nexport default (req: Request) => new Response(`call ${++n} ${new URL(req.url).pathname}`);\n",
+    );
     await using warm = await startCli(["--warmup", "-p", "0", app]);
     expect(await (await fetch(warm.url + "/first")).text()).toBe("call 2 /first");
     await using cold = await startCli(["-p", "0", app]);
@@ -457,7 +680,10 @@ describe("the CLI process", () => {
   });
 
   test("the CLI re-launches itself with Bun's header flag when it was started without it", async () => {
-    await using srv = await startCli(["--max-header", "20", "-p", "0", fixture("function-app.ts")], { headerFlag: false });
+    await using srv = await startCli(
+      ["--max-header", "20", "-p", "0", fixture("function-app.ts")],
+      { headerFlag: false },
+    );
     expect((await fetch(srv.url)).status).toBe(200);
     // The listening line comes from the re-launched child; SIGTERM reaches it through the parent.
     expect(await srv.stop("SIGTERM")).toBe(0);

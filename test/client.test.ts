@@ -8,7 +8,16 @@ import { IodineError } from "../src/errors.ts";
 import { publish } from "../src/pubsub/registry.ts";
 import { selfSigned } from "../src/tls.ts";
 import type { Connection, Handler, Message } from "../src/types.ts";
-import { fixture, freePort, ROOT, runCli, runCommand, startCli, startCommand, type CliProcess } from "./harness.ts";
+import {
+  fixture,
+  freePort,
+  ROOT,
+  runCli,
+  runCommand,
+  startCli,
+  startCommand,
+  type CliProcess,
+} from "./harness.ts";
 
 /** A handler that records every callback and queues messages for `next()`. */
 class Recorder implements Handler {
@@ -96,18 +105,26 @@ function echoServer(tls?: { cert: string; key: string }) {
 /** Runs a fixture to completion and returns its exit code, stdout and stderr. */
 const runFixture = (args: string[]) => runCommand([process.execPath, ...args]);
 
-
 const EVERY_BYTE = new Uint8Array(256).map((_, i) => i);
 
 describe("Iodine.connect against Bun.serve", () => {
   test("onOpen, then text and binary (every byte value) round trips; close() → 1000 and onClose once", async () => {
     using server = echoServer();
     const h = new Recorder();
-    const client = connect({ url: `ws://127.0.0.1:${server.port}/`, handler: h, headers: { "x-token": "t1" } });
+    const client = connect({
+      url: `ws://127.0.0.1:${server.port}/`,
+      handler: h,
+      headers: { "x-token": "t1" },
+    });
     expect(client.isOpen).toBe(false);
     expect(client.write("too early")).toBe(false);
     expect(await h.opened.promise).toBe(client);
-    expect([client.protocol, client.request, client.isOpen, client.pending]).toEqual(["websocket", undefined, true, 0]);
+    expect([client.protocol, client.request, client.isOpen, client.pending]).toEqual([
+      "websocket",
+      undefined,
+      true,
+      0,
+    ]);
     expect(server.seen.headers).toEqual(["t1"]);
     expect(client.write("hello")).toBe(true);
     expect(await h.next()).toBe("hello");
@@ -178,7 +195,13 @@ describe("Iodine.connect against Bun.serve", () => {
     expect(await c.drained.promise).toBe(0);
     c.client.write("sync");
     expect(await c.next()).toBe("sync");
-    expect(server.seen.received).toEqual([chunk.length, chunk.length, chunk.length, chunk.length, "sync"]);
+    expect(server.seen.received).toEqual([
+      chunk.length,
+      chunk.length,
+      chunk.length,
+      chunk.length,
+      "sync",
+    ]);
     expect(c.events).toEqual(["open", "drained", "message"]);
   });
 
@@ -240,7 +263,11 @@ describe("a connection that never opens: onClose once, one log line", () => {
 
   test("close() while connecting: onClose once, nothing logged", async () => {
     using server = echoServer();
-    const r = await runFixture([fixture("client-events.ts"), `ws://127.0.0.1:${server.port}/`, "abort"]);
+    const r = await runFixture([
+      fixture("client-events.ts"),
+      `ws://127.0.0.1:${server.port}/`,
+      "abort",
+    ]);
     expect(r).toEqual({ code: 0, stdout: "close\n", stderr: "" });
   });
 
@@ -270,17 +297,26 @@ test("Iodine.stop(): an open client gets onShutdown (it may still write), then a
 
 describe("Iodine.start() with no listener: timers, clients and pub/sub run until Iodine.stop() (iodine's client scripts)", () => {
   const script = fixture("timers-pubsub-script.ts");
-  const RUNNING = "iodine: running with no listener (timers, clients, pub/sub) until Iodine.stop(), SIGINT or SIGTERM\n";
+  const RUNNING =
+    "iodine: running with no listener (timers, clients, pub/sub) until Iodine.stop(), SIGINT or SIGTERM\n";
   const TICKS = "ticks 1\nticks 2\nticks 3\nstart_shutdown\non_finish\n";
 
   test("bun script.ts: the lifecycle, three ticks published by runEvery to a subscriber, stopped by the third; exit 0", async () => {
     const r = await runFixture([script]);
-    expect(r).toEqual({ code: 0, stdout: `pre_start\nenter_child\non_start\nstart returned\n${TICKS}`, stderr: RUNNING });
+    expect(r).toEqual({
+      code: 0,
+      stdout: `pre_start\nenter_child\non_start\nstart returned\n${TICKS}`,
+      stderr: RUNNING,
+    });
   });
 
   test("under the CLI: the same script runs once the module has loaded; exit 0", async () => {
     const r = await runCli(["-p", "0", script]);
-    expect(r).toEqual({ code: 0, stdout: `start returned\npre_start\nenter_child\non_start\n${TICKS}`, stderr: RUNNING });
+    expect(r).toEqual({
+      code: 0,
+      stdout: `start returned\npre_start\nenter_child\non_start\n${TICKS}`,
+      stderr: RUNNING,
+    });
   });
 
   test("under the CLI with -w 2: one line says it runs as one process, and it runs once", async () => {
@@ -293,11 +329,16 @@ describe("Iodine.start() with no listener: timers, clients and pub/sub run until
   });
 
   test("nothing scheduled: the process stays up until SIGTERM, then stops gracefully with exit 0", async () => {
-    await using p = await startCommand([process.execPath, script], { env: { WAIT: "1" }, noListener: true });
+    await using p = await startCommand([process.execPath, script], {
+      env: { WAIT: "1" },
+      noListener: true,
+    });
     await p.waitFor(/start returned\n/, 5000, "stdout");
     expect(p.proc.exitCode).toBeNull();
     expect(await p.stop("SIGTERM")).toBe(0);
-    expect(p.stdout()).toBe("pre_start\nenter_child\non_start\nstart returned\nstart_shutdown\non_finish\n");
+    expect(p.stdout()).toBe(
+      "pre_start\nenter_child\non_start\nstart returned\nstart_shutdown\non_finish\n",
+    );
     expect(p.stderr()).toBe(`${RUNNING}iodine: SIGTERM: stopping gracefully\n`);
   });
 });
@@ -370,7 +411,9 @@ describe("Iodine.connect against the iodine CLI (command-protocol fixture)", () 
     publish("client-gone", "x");
     publish("client-gone-2", "x");
     expect(calls).toBe(0);
-    expect((c.client as unknown as { subscriptions: Map<string, unknown> }).subscriptions.size).toBe(0);
+    expect(
+      (c.client as unknown as { subscriptions: Map<string, unknown> }).subscriptions.size,
+    ).toBe(0);
   });
 
   test("examples/ws-client.ts sends its greeting, prints the echo and exits", async () => {
@@ -416,7 +459,9 @@ describe("misuse throws at the call site", () => {
 
   test("options and handler", () => {
     const url = "ws://127.0.0.1:1/";
-    expect(errorOf(undefined)).toBe("TypeError: Iodine.connect: options must be an object, got undefined");
+    expect(errorOf(undefined)).toBe(
+      "TypeError: Iodine.connect: options must be an object, got undefined",
+    );
     expect(errorOf({ url, handler, ping: -1 })).toBe(
       'RangeError: Iodine.connect: "ping" must be a number of seconds 0–2147483, got "-1"',
     );
@@ -426,7 +471,9 @@ describe("misuse throws at the call site", () => {
     expect(errorOf({ url, handler, tls: { ca: "x" } })).toBe(
       'TypeError: Iodine.connect: "tls" needs a wss:// URL, got "ws://127.0.0.1:1/"',
     );
-    expect(errorOf({ url, handler: null })).toBe("TypeError: Iodine.connect: handler must be an object, got null");
+    expect(errorOf({ url, handler: null })).toBe(
+      "TypeError: Iodine.connect: handler must be an object, got null",
+    );
     expect(errorOf({ url, handler: { onOpen() {}, on_open() {} } })).toBe(
       "TypeError: Iodine.connect: handler defines both onOpen and on_open",
     );

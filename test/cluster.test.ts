@@ -6,17 +6,36 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { childrenOf, fixture, runCli, startCli, tempDir, waitUntil, within, type CliProcess } from "./harness.ts";
+import {
+  childrenOf,
+  fixture,
+  runCli,
+  startCli,
+  tempDir,
+  waitUntil,
+  within,
+  type CliProcess,
+} from "./harness.ts";
 import { pubsubSuite, twoWorkers } from "./suites/pubsub.ts";
 import { Clients, fenced, linked } from "./ws.ts";
 
 const APP = fixture("cluster-app.ts");
 
-pubsubSuite(twoWorkers({ fanOut: [{ subscribers: 2, messages: 10_000 }, { subscribers: 1000, messages: 100 }], stream: 10_000 }));
+pubsubSuite(
+  twoWorkers({
+    fanOut: [
+      { subscribers: 2, messages: 10_000 },
+      { subscribers: 1000, messages: 100 },
+    ],
+    stream: 10_000,
+  }),
+);
 
 /** The master's bus socket in the temp folder. */
 function busSocket(masterPid: number): string | undefined {
-  const name = readdirSync(tmpdir()).find((f) => f.startsWith(`iodine-${masterPid}-`) && f.endsWith(".sock"));
+  const name = readdirSync(tmpdir()).find(
+    (f) => f.startsWith(`iodine-${masterPid}-`) && f.endsWith(".sock"),
+  );
   return name === undefined ? undefined : join(tmpdir(), name);
 }
 
@@ -145,10 +164,10 @@ function running(pid: number): boolean {
 async function pidsServing(url: string, n = 40): Promise<Set<string>> {
   const seen = new Set<string>();
   // A new connection each time: a pooled one would stay with the worker that accepted it.
-  for (let i = 0; i < n; i++) seen.add(await (await fetch(url, { headers: { connection: "close" } })).text());
+  for (let i = 0; i < n; i++)
+    seen.add(await (await fetch(url, { headers: { connection: "close" } })).text());
   return seen;
 }
-
 
 describe("subscribe resolves once it is in effect everywhere", () => {
   test("100 publishes from the other worker, each sent the moment a subscription resolved, all arrive", async () => {
@@ -166,7 +185,9 @@ describe("subscribe resolves once it is in effect everywhere", () => {
 
   for (const workers of ["1", "2"]) {
     test(`-w ${workers}: a subscription resolves only once the engine confirmed it (an engine that takes 500 ms)`, async () => {
-      await using srv = await startCli(["-p", "0", "-w", workers, fixture("slow-engine-app.ts")], { timeout: 20_000 });
+      await using srv = await startCli(["-p", "0", "-w", workers, fixture("slow-engine-app.ts")], {
+        timeout: 20_000,
+      });
       const took = Number(await (await fetch(`${srv.url}/sub?ch=slow`)).text());
       expect(took).toBeGreaterThanOrEqual(450);
     }, 30_000);
@@ -177,9 +198,14 @@ describe("pub/sub across workers: the master", () => {
   test("Iodine.subscribe in the master receives what workers publish", async () => {
     await using srv = await cluster();
     for (let i = 0; i < 4; i++) {
-      expect(await (await fetch(`${srv.url}/publish?ch=to-master`, { method: "POST", body: `hello ${i}` })).text()).toBe("ok");
+      expect(
+        await (
+          await fetch(`${srv.url}/publish?ch=to-master`, { method: "POST", body: `hello ${i}` })
+        ).text(),
+      ).toBe("ok");
     }
-    for (let i = 0; i < 4; i++) await srv.waitFor(new RegExp(`master got to-master hello ${i}\\n`), 5000, "stdout");
+    for (let i = 0; i < 4; i++)
+      await srv.waitFor(new RegExp(`master got to-master hello ${i}\\n`), 5000, "stdout");
     expect(srv.stdout().match(/master got/g)).toHaveLength(4);
   }, 30_000);
 
@@ -217,12 +243,19 @@ describe("--threads", () => {
       expect(await b.take(1000)).toEqual(sent);
       expect(await a.take(1000)).toEqual(sent);
       // A fence from each thread: a copy delivered twice would come before the other thread's.
-      expect(await fenced([a, b].map((c) => ({ client: c, send: (t: string) => c.send(t) })), [a, b])).toEqual([[], []]);
+      expect(
+        await fenced(
+          [a, b].map((c) => ({ client: c, send: (t: string) => c.send(t) })),
+          [a, b],
+        ),
+      ).toEqual([[], []]);
     }
     const [worker] = childrenOf(srv.proc.pid);
     srv.proc.kill("SIGTERM");
     expect(await srv.proc.exited).toBe(0);
-    expect(srv.stdout().match(new RegExp(`hook on_finish worker ${worker}\n`, "g"))).toHaveLength(2);
+    expect(srv.stdout().match(new RegExp(`hook on_finish worker ${worker}\n`, "g"))).toHaveLength(
+      2,
+    );
   }, 30_000);
 });
 
@@ -234,7 +267,11 @@ describe("hot restart (SIGUSR1)", () => {
     await traffic.answered(50);
     for (let round = 1; round <= 2; round++) {
       srv.proc.kill("SIGUSR1");
-      await waitUntil(() => (srv.stderr().match(/hot restart done: 2 new workers/g) ?? []).length >= round, 20_000, `restart ${round}`);
+      await waitUntil(
+        () => (srv.stderr().match(/hot restart done: 2 new workers/g) ?? []).length >= round,
+        20_000,
+        `restart ${round}`,
+      );
       await traffic.answered(50); // by the new workers
     }
     const r = await traffic.stop();
@@ -291,7 +328,7 @@ describe("hot restart (SIGUSR1)", () => {
     expect(b.received.at(-1)).toBe("shutting down");
   }, 30_000);
 
-  test("what a retiring worker publishes as it closes its sockets (a chat's \"ann left\") reaches the master", async () => {
+  test('what a retiring worker publishes as it closes its sockets (a chat\'s "ann left") reaches the master', async () => {
     await using srv = await cluster();
     const ws = srv.url.replace("http", "ws");
     // Two named chatters on each worker (the kernel picks the worker; extras are closed at once).
@@ -307,9 +344,15 @@ describe("hot restart (SIGUSR1)", () => {
     expect(chatters).toHaveLength(4);
     srv.proc.kill("SIGUSR1");
     await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
-    const heard = (name: string) => srv.stdout().match(new RegExp(`master got to-master ${name} (left|gone)\n`, "g")) ?? [];
-    for (const name of chatters) await srv.waitFor(new RegExp(`master got to-master ${name} gone\n`), 3000, "stdout");
-    for (const name of chatters) expect(heard(name).sort()).toEqual([`master got to-master ${name} gone\n`, `master got to-master ${name} left\n`]);
+    const heard = (name: string) =>
+      srv.stdout().match(new RegExp(`master got to-master ${name} (left|gone)\n`, "g")) ?? [];
+    for (const name of chatters)
+      await srv.waitFor(new RegExp(`master got to-master ${name} gone\n`), 3000, "stdout");
+    for (const name of chatters)
+      expect(heard(name).sort()).toEqual([
+        `master got to-master ${name} gone\n`,
+        `master got to-master ${name} left\n`,
+      ]);
   }, 30_000);
 
   test("a restart deploys the edited app file, with no failed request in between", async () => {
@@ -342,10 +385,17 @@ describe("hot restart (SIGUSR1)", () => {
     const traffic = load(srv.url, 2);
     srv.proc.kill("SIGUSR1");
     // The replacement reports why it could not start; the master says it once, in its own line.
-    await srv.waitFor(/hot restart stopped: cannot load .*app\.ts: .*(Expected|Unexpected).*\(line 1, column \d+\); the old workers keep serving/, 20_000);
+    await srv.waitFor(
+      /hot restart stopped: cannot load .*app\.ts: .*(Expected|Unexpected).*\(line 1, column \d+\); the old workers keep serving/,
+      20_000,
+    );
     expect(srv.stderr().match(/cannot load/g)).toHaveLength(1);
     // The replacement has gone and the master has reaped it, which is when a re-spawn would start.
-    await waitUntil(() => childrenOf(srv.proc.pid).filter(running).sort().join() === [...workers].sort().join(), 5000, "only the old workers left");
+    await waitUntil(
+      () => childrenOf(srv.proc.pid).filter(running).sort().join() === [...workers].sort().join(),
+      5000,
+      "only the old workers left",
+    );
     await traffic.answered(100);
     const r = await traffic.stop();
     expect(r.failed).toEqual([]);
@@ -371,7 +421,9 @@ describe("supervision", () => {
       2000,
       "a new worker to serve",
     );
-    expect(srv.stderr()).toMatch(new RegExp(`worker \\d \\(pid ${victim}\\) exited with signal SIGKILL; starting a new one`));
+    expect(srv.stderr()).toMatch(
+      new RegExp(`worker \\d \\(pid ${victim}\\) exited with signal SIGKILL; starting a new one`),
+    );
     await srv.waitFor(new RegExp(`hook on_child_crush master ${srv.proc.pid}`), 2000, "stdout");
   }, 30_000);
 
@@ -399,7 +451,9 @@ describe("supervision", () => {
       const logged = early
         ? `worker 0 \\(pid ${victim}\\) was killed \\(SIGKILL\\) before it was listening; starting a new one`
         : `worker 0 \\(pid ${victim}\\) exited with signal SIGKILL; starting a new one`;
-      expect(srv.stderr()).toMatch(new RegExp(`${logged}[^]*listening on http://\\S+ \\(2 workers, cluster pub/sub\\)`));
+      expect(srv.stderr()).toMatch(
+        new RegExp(`${logged}[^]*listening on http://\\S+ \\(2 workers, cluster pub/sub\\)`),
+      );
       const live = childrenOf(srv.proc.pid).filter(running);
       expect(live).toHaveLength(2);
       expect(live).not.toContain(victim);
@@ -427,7 +481,9 @@ describe("supervision", () => {
   test("SIGTERM: in-flight requests complete, every process runs its hooks, exit 0", async () => {
     await using srv = await cluster();
     const workers = childrenOf(srv.proc.pid);
-    const slow = Promise.all([1, 2, 3, 4].map(() => fetch(`${srv.url}/slow`).then((r) => r.text())));
+    const slow = Promise.all(
+      [1, 2, 3, 4].map(() => fetch(`${srv.url}/slow`).then((r) => r.text())),
+    );
     await srv.waitFor(/(slow request started pid \d+\n[^]*){4}/, 5000, "stdout");
     srv.proc.kill("SIGTERM");
     expect(await srv.proc.exited).toBe(0);
@@ -436,11 +492,25 @@ describe("supervision", () => {
     const out = srv.stdout();
     const master = srv.proc.pid;
     const order = (lines: string[]) => lines.map((l) => out.indexOf(l));
-    const m = order(["pre_start", "before_fork", "after_fork", "enter_master", "on_start", "start_shutdown", "on_finish"].map((e) => `hook ${e} master ${master}\n`));
+    const m = order(
+      [
+        "pre_start",
+        "before_fork",
+        "after_fork",
+        "enter_master",
+        "on_start",
+        "start_shutdown",
+        "on_finish",
+      ].map((e) => `hook ${e} master ${master}\n`),
+    );
     expect(m.every((i) => i >= 0)).toBe(true);
     expect([...m].sort((x, y) => x - y)).toEqual(m);
     for (const w of workers) {
-      const seq = order(["enter_child", "on_start", "start_shutdown", "on_finish"].map((e) => `hook ${e} worker ${w}\n`));
+      const seq = order(
+        ["enter_child", "on_start", "start_shutdown", "on_finish"].map(
+          (e) => `hook ${e} worker ${w}\n`,
+        ),
+      );
       expect(seq.every((i) => i >= 0)).toBe(true);
       expect([...seq].sort((x, y) => x - y)).toEqual(seq);
     }
@@ -451,7 +521,8 @@ describe("supervision", () => {
     await using srv = await cluster();
     const workers = childrenOf(srv.proc.pid);
     srv.proc.kill("SIGKILL");
-    for (const w of workers) await srv.waitFor(new RegExp(`hook on_parent_crush worker ${w}`), 2000, "stdout");
+    for (const w of workers)
+      await srv.waitFor(new RegExp(`hook on_parent_crush worker ${w}`), 2000, "stdout");
   }, 30_000);
 });
 
@@ -464,7 +535,14 @@ describe("single process and the CLI", () => {
     srv.proc.kill("SIGTERM");
     expect(await srv.proc.exited).toBe(0);
     const out = srv.stdout();
-    const seq = ["pre_start", "enter_child", "on_start", "on_idle", "start_shutdown", "on_finish"].map((e) => out.indexOf(`hook ${e} single ${pid}\n`));
+    const seq = [
+      "pre_start",
+      "enter_child",
+      "on_start",
+      "on_idle",
+      "start_shutdown",
+      "on_finish",
+    ].map((e) => out.indexOf(`hook ${e} single ${pid}\n`));
     expect(seq.every((i) => i >= 0)).toBe(true);
     expect([...seq].sort((x, y) => x - y)).toEqual(seq);
     expect(out).not.toMatch(/hook (before_fork|after_fork|enter_master)/);
@@ -484,7 +562,9 @@ describe("single process and the CLI", () => {
       const r = await runCli(["-w", "2", "-p", String(holder.port), APP], { timeout: 20_000 });
       expect(r.code).toBe(2);
       // One line, from the master, with the worker's reason (not the worker's line and the master's).
-      expect(r.stderr).toBe(`iodine: cannot listen on http://0.0.0.0:${holder.port}: port ${holder.port} is already in use (EADDRINUSE)\n`);
+      expect(r.stderr).toBe(
+        `iodine: cannot listen on http://0.0.0.0:${holder.port}: port ${holder.port} is already in use (EADDRINUSE)\n`,
+      );
     } finally {
       holder.stop(true);
     }
@@ -507,8 +587,10 @@ describe("a worker's bus link (in this process, against a hub written with the b
           const link = { frames: [] as string[], socket };
           const reader = new FrameReader({
             onHello: (t) => void link.frames.push(`hello ${t}`),
-            onInterest: (sub, key, pattern) => void link.frames.push(`${sub ? "sub" : "unsub"} ${pattern ? "pattern " : ""}${key}`),
-            onPublish: (ch, f, at, bin) => void link.frames.push(`pub ${ch} ${String(messageOf(f, at, bin))}`),
+            onInterest: (sub, key, pattern) =>
+              void link.frames.push(`${sub ? "sub" : "unsub"} ${pattern ? "pattern " : ""}${key}`),
+            onPublish: (ch, f, at, bin) =>
+              void link.frames.push(`pub ${ch} ${String(messageOf(f, at, bin))}`),
             onWantAll: (want) => void link.frames.push(`all ${want}`),
             onCommand: (id, args) => void link.frames.push(`cmd ${id} ${args}`),
             onReply: (id, ok, json) => void link.frames.push(`reply ${id} ${ok} ${json}`),
@@ -532,17 +614,29 @@ describe("a worker's bus link (in this process, against a hub written with the b
     Iodine.subscribe("link-test", (ch, m) => void got.push(`${ch} ${String(m)}`));
     const member = joinCluster(path, "test worker", () => {}, 20);
     try {
-      await waitUntil(() => (links[0]?.frames.length ?? 0) >= 2, 2000, "hello and the subscription");
+      await waitUntil(
+        () => (links[0]?.frames.length ?? 0) >= 2,
+        2000,
+        "hello and the subscription",
+      );
       expect(links[0]!.frames.slice(0, 2)).toEqual(["hello test worker", "sub link-test"]);
       const subscribed = Iodine.subscribe("news.*", { match: "redis" }, () => {});
       Iodine.publish("out", "from the worker");
       await subscribed; // the hub answered the SYNC that followed the SUB
       await waitUntil(() => links[0]!.frames.length >= 5, 2000, "the pattern and the publish");
-      expect(links[0]!.frames.slice(2)).toEqual(["sub pattern news.*", "sync 1", "pub out from the worker"]);
+      expect(links[0]!.frames.slice(2)).toEqual([
+        "sub pattern news.*",
+        "sync 1",
+        "pub out from the worker",
+      ]);
       // The hub sends garbage: the worker drops the link (logged) and comes back with its interests.
       links[0]!.socket.write(new Uint8Array([5, 0, 0, 0, 77, 0, 0, 0, 0]));
       await waitUntil(() => (links[1]?.frames.length ?? 0) >= 3, 2000, "the link to come back");
-      expect([...links[1]!.frames].sort()).toEqual(["hello test worker", "sub link-test", "sub pattern news.*"]);
+      expect([...links[1]!.frames].sort()).toEqual([
+        "hello test worker",
+        "sub link-test",
+        "sub pattern news.*",
+      ]);
       // What the hub forwards reaches this process's subscribers.
       const w = new FrameWriter();
       w.publish("link-test", "from the hub");
@@ -556,7 +650,11 @@ describe("a worker's bus link (in this process, against a hub written with the b
         const text = `barrier ${++barriers}`;
         w.publish("link-test", text);
         links[1]!.socket.write(w.take());
-        await waitUntil(() => got.includes(`link-test ${text}`), 2000, "the member to read the hub's frames");
+        await waitUntil(
+          () => got.includes(`link-test ${text}`),
+          2000,
+          "the member to read the hub's frames",
+        );
       };
       // Once the hub has said what the others want (then HELLO), nothing else leaves this process.
       w.interest(true, "wanted", false);
@@ -570,8 +668,18 @@ describe("a worker's bus link (in this process, against a hub written with the b
       Iodine.publish("room.2", "room.2");
       // The last publish, wanted: anything sent in between would have reached the hub before it.
       Iodine.publish("room.3", "last");
-      await waitUntil(() => links[1]!.frames.includes("pub room.3 last"), 2000, "the wanted publishes");
-      expect(links[1]!.frames.slice(3)).toEqual(["pub wanted wanted", "pub room.1 room.1", "pub wanted wanted", "pub room.2 room.2", "pub room.3 last"]);
+      await waitUntil(
+        () => links[1]!.frames.includes("pub room.3 last"),
+        2000,
+        "the wanted publishes",
+      );
+      expect(links[1]!.frames.slice(3)).toEqual([
+        "pub wanted wanted",
+        "pub room.1 room.1",
+        "pub wanted wanted",
+        "pub room.2 room.2",
+        "pub room.3 last",
+      ]);
     } finally {
       member.leave();
       Iodine.unsubscribe("link-test");

@@ -3,7 +3,16 @@ import { describe, expect, test } from "bun:test";
 import { brotliDecompressSync } from "node:zlib";
 import { join } from "node:path";
 import { Iodine } from "../src/index.ts";
-import { freePort, openStream, runCli, runCommand, startCli, startCommand, tempDir, ROOT } from "./harness.ts";
+import {
+  freePort,
+  openStream,
+  runCli,
+  runCommand,
+  startCli,
+  startCommand,
+  tempDir,
+  ROOT,
+} from "./harness.ts";
 import { rawClient, type RawClient } from "./raw-client.ts";
 import { fenced, WsClient } from "./ws.ts";
 
@@ -18,15 +27,31 @@ describe("examples", () => {
   });
 
   test("static/: the public folder with a pre-compressed asset, the app for the rest", async () => {
-    await using srv = await startCli(["-p", "0", "--www", example("static/public"), example("static/app.ts")]);
+    await using srv = await startCli([
+      "-p",
+      "0",
+      "--www",
+      example("static/public"),
+      example("static/app.ts"),
+    ]);
     const css = await Bun.file(example("static/public/style.css")).text();
-    const br = await fetch(srv.url + "/style.css", { headers: { "accept-encoding": "br" }, decompress: false });
+    const br = await fetch(srv.url + "/style.css", {
+      headers: { "accept-encoding": "br" },
+      decompress: false,
+    });
     expect(br.headers.get("content-encoding")).toBe("br");
     expect(br.headers.get("vary")).toContain("Accept-Encoding");
-    expect(new TextDecoder().decode(brotliDecompressSync(new Uint8Array(await br.arrayBuffer())))).toBe(css);
-    const gz = await fetch(srv.url + "/style.css", { headers: { "accept-encoding": "gzip" }, decompress: false });
+    expect(
+      new TextDecoder().decode(brotliDecompressSync(new Uint8Array(await br.arrayBuffer()))),
+    ).toBe(css);
+    const gz = await fetch(srv.url + "/style.css", {
+      headers: { "accept-encoding": "gzip" },
+      decompress: false,
+    });
     expect(gz.headers.get("content-encoding")).toBe("gzip");
-    expect(new TextDecoder().decode(Bun.gunzipSync(new Uint8Array(await gz.arrayBuffer())))).toBe(css);
+    expect(new TextDecoder().decode(Bun.gunzipSync(new Uint8Array(await gz.arrayBuffer())))).toBe(
+      css,
+    );
     const index = await fetch(srv.url + "/");
     expect(index.headers.get("content-type")).toStartWith("text/html");
     expect(await index.text()).toBe(await Bun.file(example("static/public/index.html")).text());
@@ -52,7 +77,11 @@ describe("examples", () => {
     } finally {
       sse.close();
     }
-    await srv.waitFor(/\[chat\] bob joined \(sse\)\n\[chat\] ann joined \(websocket\)\n\[chat\] ann: hi all\n/, 5000, "stdout");
+    await srv.waitFor(
+      /\[chat\] bob joined \(sse\)\n\[chat\] ann joined \(websocket\)\n\[chat\] ann: hi all\n/,
+      5000,
+      "stdout",
+    );
     await srv.waitFor(/\[chat\] ann left\n/, 5000, "stdout");
   });
 
@@ -65,19 +94,28 @@ describe("examples", () => {
   test("custom-engine.ts: two servers (one a -w 2 cluster) share rooms through the example engine", async () => {
     const [p1, p2] = [freePort(), freePort()];
     const peer = (p: number) => ({ env: { PEERS: `http://127.0.0.1:${p}` } });
-    await using one = await startCli(["-p", String(p1), "-w", "2", example("custom-engine.ts")], { ...peer(p2), timeout: 20_000 });
+    await using one = await startCli(["-p", String(p1), "-w", "2", example("custom-engine.ts")], {
+      ...peer(p2),
+      timeout: 20_000,
+    });
     await using two = await startCli(["-p", String(p2), example("custom-engine.ts")], peer(p1));
     {
       await using ws = await WsClient.open(`ws://127.0.0.1:${p1}/room/lobby`);
       // The engine hears the cluster's interest (in the master)...
       await one.waitFor(/engine: the cluster wants lobby\n/, 5000, "stdout");
       // ...and carries publishes between the servers, once each, in both directions.
-      const say = (port: number, text: string) => fetch(`http://127.0.0.1:${port}/room/lobby`, { method: "POST", body: text });
+      const say = (port: number, text: string) =>
+        fetch(`http://127.0.0.1:${port}/room/lobby`, { method: "POST", body: text });
       await say(p2, "from two");
       await say(p1, "from one");
       expect((await ws.take(2)).sort()).toEqual(["from one", "from two"]);
       // A second copy would come before a fence said on each server after it.
-      expect(await fenced([p2, p1].map((p) => ({ send: (t: string) => say(p, t) })), [ws])).toEqual([[]]);
+      expect(
+        await fenced(
+          [p2, p1].map((p) => ({ send: (t: string) => say(p, t) })),
+          [ws],
+        ),
+      ).toEqual([[]]);
     }
     await one.waitFor(/engine: the cluster no longer wants lobby\n/, 5000, "stdout");
     expect(await two.stop("SIGTERM")).toBe(0);
@@ -85,12 +123,15 @@ describe("examples", () => {
 
   test("echo.ts (script mode): 1 MB comes back byte for byte in odd chunk sizes; bye closes after its goodbye", async () => {
     const port = freePort();
-    await using srv = await startCommand([process.execPath, example("echo.ts")], { env: { PORT: String(port) } });
+    await using srv = await startCommand([process.execPath, example("echo.ts")], {
+      env: { PORT: String(port) },
+    });
     expect(srv.url).toBe(`tcp://127.0.0.1:${port}`);
     await using c = await rawClient({ port });
     const banner = await c.waitFor(/Echo server running on iodine for Bun [\d.]+\.\r\n/);
     const data = new Uint8Array(1 << 20);
-    for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+    for (let i = 0; i < data.length; i += 65536)
+      crypto.getRandomValues(data.subarray(i, i + 65536));
     const sizes = [1, 3, 7, 13, 127, 1021, 4093, 65537, 131071];
     for (let at = 0, i = 0; at < data.length; i++) {
       const n = sizes[i % sizes.length]!;
@@ -107,7 +148,9 @@ describe("examples", () => {
   });
 
   test("echo.ts: a quiet client is asked, then let go (runAfter); answering in time keeps it", async () => {
-    await using srv = await startCli(["-p", "0", example("echo.ts")], { env: { ECHO_IDLE: "1", ECHO_GRACE_MS: "400" } });
+    await using srv = await startCli(["-p", "0", example("echo.ts")], {
+      env: { ECHO_IDLE: "1", ECHO_GRACE_MS: "400" },
+    });
     await using quiet = await rawClient({ port: srv.port });
     await using talker = await rawClient({ port: srv.port });
     await quiet.waitFor("Are you still there?\r\n", 3000);
@@ -132,26 +175,34 @@ describe("examples", () => {
   });
 
   describe("echo-client.ts (a client script: Iodine.connect, Iodine.start, no listener)", () => {
-    const SAID = [
-      `server: Echo server running on iodine for Bun ${Iodine.version}.`,
-      "server: Hello from an iodine client script",
-      "server: Goodbye.",
-      "closed",
-    ].join("\n") + "\n";
+    const SAID =
+      [
+        `server: Echo server running on iodine for Bun ${Iodine.version}.`,
+        "server: Hello from an iodine client script",
+        "server: Goodbye.",
+        "closed",
+      ].join("\n") + "\n";
 
     test("bun echo-client.ts: talks to echo.ts, and Iodine.stop() from onClose ends it with exit 0", async () => {
-      await using srv = await startCommand([process.execPath, example("echo.ts")], { env: { PORT: "0" } });
-      const r = await runCommand([process.execPath, example("echo-client.ts")], { env: { ECHO_URL: srv.url } });
+      await using srv = await startCommand([process.execPath, example("echo.ts")], {
+        env: { PORT: "0" },
+      });
+      const r = await runCommand([process.execPath, example("echo-client.ts")], {
+        env: { ECHO_URL: srv.url },
+      });
       expect(r).toEqual({
         code: 0,
         stdout: SAID,
-        stderr: "iodine: running with no listener (timers, clients, pub/sub) until Iodine.stop(), SIGINT or SIGTERM\n",
+        stderr:
+          "iodine: running with no listener (timers, clients, pub/sub) until Iodine.stop(), SIGINT or SIGTERM\n",
       });
     });
 
     test("the same under the CLI, with -w 2 (it runs once, as one process)", async () => {
       await using srv = await startCli(["-p", "0", example("echo.ts")]);
-      const r = await runCli(["-w", "2", example("echo-client.ts")], { env: { ECHO_URL: srv.url } });
+      const r = await runCli(["-w", "2", example("echo-client.ts")], {
+        env: { ECHO_URL: srv.url },
+      });
       expect(r.stdout).toBe(SAID);
       expect(r.stderr).toContain("echo-client.ts opens no listener: it runs as one process");
       expect(r.code).toBe(0);
@@ -159,7 +210,9 @@ describe("examples", () => {
 
     test("nothing listening: onClose without onOpen, one log line, exit 1", async () => {
       const url = `tcp://127.0.0.1:${freePort()}`;
-      const r = await runCommand([process.execPath, example("echo-client.ts")], { env: { ECHO_URL: url } });
+      const r = await runCommand([process.execPath, example("echo-client.ts")], {
+        env: { ECHO_URL: url },
+      });
       expect(r.stdout).toBe("closed\n");
       expect(r.stderr).toContain(`iodine: Iodine.connect: ${url} failed to open`);
       expect(r.code).toBe(1);
@@ -169,7 +222,9 @@ describe("examples", () => {
   test("unix-echo.ts: echo over a Unix socket, the socket file removed on stop", async () => {
     using dir = tempDir();
     const path = join(dir.path, "echo.sock");
-    await using srv = await startCommand([process.execPath, example("unix-echo.ts")], { env: { ECHO_SOCKET: path } });
+    await using srv = await startCommand([process.execPath, example("unix-echo.ts")], {
+      env: { ECHO_SOCKET: path },
+    });
     expect(srv.url).toBe(`unix:${path}`);
     await using c = await rawClient({ unix: path });
     await c.waitFor(`echo on unix:${path}\n`);
@@ -189,7 +244,9 @@ describe("examples", () => {
     };
 
     test("two clients: login, nickname errors, broadcast, bye, leaving; the login timeout says Time's up", async () => {
-      await using srv = await startCli(["-p", "0", example("telnet-chat.ts")], { env: { LOGIN_TIMEOUT: "1" } });
+      await using srv = await startCli(["-p", "0", example("telnet-chat.ts")], {
+        env: { LOGIN_TIMEOUT: "1" },
+      });
       await using ann = await rawClient({ port: srv.port });
       await ann.waitFor("Enter nickname to log in to chat room:\n");
       ann.write("two words\n");
@@ -223,7 +280,9 @@ describe("examples", () => {
     });
 
     test("bun telnet-chat.ts (script mode, as iodine runs it): two raw clients log in and chat", async () => {
-      await using srv = await startCommand([process.execPath, example("telnet-chat.ts")], { env: { PORT: "0" } });
+      await using srv = await startCommand([process.execPath, example("telnet-chat.ts")], {
+        env: { PORT: "0" },
+      });
       expect(srv.url).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
       await using ann = await login(srv.port, "ann");
       await using bob = await login(srv.port, "bob");
@@ -236,8 +295,13 @@ describe("examples", () => {
     });
 
     test("-w 2: the room spans the workers; an idle chatter gets System: ping", async () => {
-      await using srv = await startCli(["-p", "0", "-w", "2", example("telnet-chat.ts")], { env: { CHAT_TIMEOUT: "1" }, timeout: 20_000 });
-      expect(srv.stderr()).toMatch(/listening on tcp:\/\/0\.0\.0\.0:\d+ \(2 workers, cluster pub\/sub\)/);
+      await using srv = await startCli(["-p", "0", "-w", "2", example("telnet-chat.ts")], {
+        env: { CHAT_TIMEOUT: "1" },
+        timeout: 20_000,
+      });
+      expect(srv.stderr()).toMatch(
+        /listening on tcp:\/\/0\.0\.0\.0:\d+ \(2 workers, cluster pub\/sub\)/,
+      );
       const people = await Promise.all(["a1", "b2", "c3", "d4"].map((n) => login(srv.port, n)));
       try {
         // A subscription reaches the other worker one bus hop after the Welcome: d4 speaks until
@@ -258,10 +322,12 @@ describe("examples", () => {
 
   test("mustache.ts: the page and its partial rendered per request, the visitor's name escaped", async () => {
     await using srv = await startCli(["-p", "0", example("mustache.ts")]);
-    const res = await fetch(srv.url + "/?name=" + encodeURIComponent("<ann & \"bob\">"));
+    const res = await fetch(srv.url + "/?name=" + encodeURIComponent('<ann & "bob">'));
     expect(res.headers.get("content-type")).toBe("text/html;charset=utf-8");
     const html = await res.text();
-    expect(html).toContain("<head><meta charset=\"utf-8\"><title>iodine for Bun: Mustache</title></head>");
+    expect(html).toContain(
+      '<head><meta charset="utf-8"><title>iodine for Bun: Mustache</title></head>',
+    );
     expect(html).toContain("<li>parse once ✓</li>");
     expect(html).toContain("<li>escape &lt;html&gt; &amp; quotes</li>");
     expect(html).toContain("<p>Hello, &lt;ann &amp; &quot;bob&quot;&gt;!</p>");

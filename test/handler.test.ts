@@ -34,7 +34,12 @@ describe("resolveHandler", () => {
       onClose: () => calls.push("close"),
     };
     expect(callAll(h)).toEqual([
-      "open true", "message true hi", "drained", "timeout", "shutdown", "close",
+      "open true",
+      "message true hi",
+      "drained",
+      "timeout",
+      "shutdown",
+      "close",
     ]);
   });
 
@@ -50,7 +55,12 @@ describe("resolveHandler", () => {
       on_close: () => calls.push("on_close"),
     };
     expect(callAll(h)).toEqual([
-      "on_open", "on_message hi", "on_drained", "ping", "on_shutdown", "on_close",
+      "on_open",
+      "on_message hi",
+      "on_drained",
+      "ping",
+      "on_shutdown",
+      "on_close",
     ]);
   });
 
@@ -59,7 +69,11 @@ describe("resolveHandler", () => {
     const cb = resolveHandler({ ping });
     expect(cb.onTimeout?.(client)).toBe("pong");
     expect([cb.onOpen, cb.onMessage, cb.onDrained, cb.onShutdown, cb.onClose]).toEqual([
-      undefined, undefined, undefined, undefined, undefined,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
     ]);
   });
 

@@ -20,7 +20,11 @@ export interface CliProcess extends AsyncDisposable {
   /** everything written to stderr so far */
   stderr(): string;
   /** resolves once stderr (or stdout) matches; rejects when the process exits first or after `ms` */
-  waitFor(pattern: RegExp, ms?: number, stream?: "stderr" | "stdout" | "any"): Promise<RegExpMatchArray>;
+  waitFor(
+    pattern: RegExp,
+    ms?: number,
+    stream?: "stderr" | "stdout" | "any",
+  ): Promise<RegExpMatchArray>;
   /** everything written to stdout so far */
   stdout(): string;
   /** sends a signal and resolves with the exit code */
@@ -94,11 +98,15 @@ process.once("exit", () => {
   }
 });
 
-async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions): Promise<CliProcess> {
+async function watch(
+  proc: Subprocess<"ignore", "pipe", "pipe">,
+  o: StartOptions,
+): Promise<CliProcess> {
   running.set(proc, o.group === true);
   void proc.exited.then(() => running.delete(proc));
   const signalGroup = (signal: NodeJS.Signals) => {
-    if (o.group !== true) throw new Error("signalGroup needs a process started with { group: true }");
+    if (o.group !== true)
+      throw new Error("signalGroup needs a process started with { group: true }");
     try {
       process.kill(-proc.pid, signal);
     } catch {
@@ -132,8 +140,18 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
 
   const waitFor = (pattern: RegExp, ms = 10_000, stream: "stderr" | "stdout" | "any" = "stderr") =>
     waiters.until(
-      () => (stream === "any" ? (text.match(pattern) ?? out.match(pattern)) : (stream === "stdout" ? out : text).match(pattern)) ?? undefined,
-      { ended: () => ended && (stream === "stderr" || outEnded), ms, fail: (why) => new Error(`${why === "ended" ? "process ended before" : "timed out waiting for"} ${pattern}; stderr:\n${text}`) },
+      () =>
+        (stream === "any"
+          ? (text.match(pattern) ?? out.match(pattern))
+          : (stream === "stdout" ? out : text).match(pattern)) ?? undefined,
+      {
+        ended: () => ended && (stream === "stderr" || outEnded),
+        ms,
+        fail: (why) =>
+          new Error(
+            `${why === "ended" ? "process ended before" : "timed out waiting for"} ${pattern}; stderr:\n${text}`,
+          ),
+      },
     );
 
   const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
@@ -147,8 +165,15 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
     if (o.noListener) {
       await waitFor(/running with no listener/, o.timeout ?? 10_000);
     } else {
-      const m = await waitFor(o.listening ?? /listening on ((?:https?|tcp|tls):\/\/[^\s]+|unix:\S+)/, o.timeout ?? 10_000, "any");
-      url = m[1]!.replace("0.0.0.0", "127.0.0.1").replace("//localhost:", "//127.0.0.1:").replace(/\/$/, "");
+      const m = await waitFor(
+        o.listening ?? /listening on ((?:https?|tcp|tls):\/\/[^\s]+|unix:\S+)/,
+        o.timeout ?? 10_000,
+        "any",
+      );
+      url = m[1]!
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("//localhost:", "//127.0.0.1:")
+        .replace(/\/$/, "");
       port = Number(/:(\d+)$/.exec(url)?.[1] ?? 0);
     }
   } catch (err) {
@@ -169,7 +194,10 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
       // A group leader's descendants (a re-launched CLI, workers) may outlive it: the group goes too.
       if (o.group === true) {
         if (proc.exitCode === null && proc.signalCode === null) signalGroup("SIGTERM");
-        const stopped = await Promise.race([proc.exited.then(() => true), Bun.sleep(3000).then(() => false)]);
+        const stopped = await Promise.race([
+          proc.exited.then(() => true),
+          Bun.sleep(3000).then(() => false),
+        ]);
         signalGroup("SIGKILL");
         if (!stopped) await proc.exited;
         return;
@@ -178,7 +206,10 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
       // SIGTERM first: `bun run iodine` passes it on to the server it started, where a SIGKILL
       // would leave that grandchild running. SIGKILL only for a process that does not stop.
       proc.kill("SIGTERM");
-      const stopped = await Promise.race([proc.exited.then(() => true), Bun.sleep(3000).then(() => false)]);
+      const stopped = await Promise.race([
+        proc.exited.then(() => true),
+        Bun.sleep(3000).then(() => false),
+      ]);
       if (!stopped) {
         proc.kill("SIGKILL");
         await proc.exited;
@@ -192,7 +223,9 @@ async function watch(proc: Subprocess<"ignore", "pipe", "pipe">, o: StartOptions
  * SIGINT to the whole process group twice, 30 ms apart, as a terminal and a forwarding parent
  * deliver it. Returns what the client got and the exit code.
  */
-export async function ctrlCDuringRequest(srv: CliProcess): Promise<{ status: number; body: string; code: number }> {
+export async function ctrlCDuringRequest(
+  srv: CliProcess,
+): Promise<{ status: number; body: string; code: number }> {
   const answer = fetch(`${srv.url}/?ms=1200`).then(
     async (res) => ({ status: res.status, body: await res.text() }),
     (err: Error) => ({ status: 0, body: err.message }),
@@ -206,12 +239,18 @@ export async function ctrlCDuringRequest(srv: CliProcess): Promise<{ status: num
 }
 
 /** Runs the CLI to completion (for error paths, --help, --version). */
-export function runCli(args: string[], o: StartOptions = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export function runCli(
+  args: string[],
+  o: StartOptions = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return finish(spawnCli(args, o), o);
 }
 
 /** Runs any command to completion: its exit code, stdout and stderr (killed after `o.timeout`). */
-export function runCommand(cmd: string[], o: StartOptions = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export function runCommand(
+  cmd: string[],
+  o: StartOptions = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return finish(spawnCommand(cmd, o), o);
 }
 
@@ -243,7 +282,10 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout>;
   return Promise.race([
     p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms))),
+    new Promise<never>(
+      (_, rej) =>
+        (timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms)),
+    ),
   ]);
 }
 
@@ -251,7 +293,12 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
  * Polls `ok` (every `every` ms) until it is true, for a state no event announces (/proc, a Redis
  * counter, a process list); rejects after `ms` saying what was awaited. Prefer an event where there is one.
  */
-export async function waitUntil(ok: () => boolean | Promise<boolean>, ms: number, what: string, every = 20): Promise<void> {
+export async function waitUntil(
+  ok: () => boolean | Promise<boolean>,
+  ms: number,
+  what: string,
+  every = 20,
+): Promise<void> {
   const end = Date.now() + ms;
   while (!(await ok())) {
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
@@ -271,7 +318,10 @@ export class Waiters {
     for (const w of [...this.#all]) w();
   }
 
-  until<T>(check: () => T | undefined, o: { ended: () => boolean; ms: number; fail: (why: "ended" | "timeout") => Error }): Promise<T> {
+  until<T>(
+    check: () => T | undefined,
+    o: { ended: () => boolean; ms: number; fail: (why: "ended" | "timeout") => Error },
+  ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const done = (f: () => void) => {
         clearTimeout(timer);
@@ -327,7 +377,8 @@ export function rawRequest(
 }
 
 /** Counts complete HTTP/1.1 responses (status lines) in a raw byte string. */
-export const statusLines = (raw: string) => [...raw.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
+export const statusLines = (raw: string) =>
+  [...raw.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
 
 /**
  * For `describe.skipIf` / `test.skipIf`: true, with a loud warning naming what is skipped, when a
@@ -336,7 +387,9 @@ export const statusLines = (raw: string) => [...raw.matchAll(/HTTP\/1\.1 (\d{3})
  */
 export function skipWithout(tool: string, present: boolean, file: string, what: string): boolean {
   if (present || process.env.CI === "true") return false;
-  console.warn(`\n*** ${file}: ${tool} is not installed, so ${what} is SKIPPED (it runs, and must pass, when CI=true) ***\n`);
+  console.warn(
+    `\n*** ${file}: ${tool} is not installed, so ${what} is SKIPPED (it runs, and must pass, when CI=true) ***\n`,
+  );
   return true;
 }
 
@@ -344,7 +397,10 @@ export function skipWithout(tool: string, present: boolean, file: string, what: 
  * What every test of a file shares (a Redis, a Redis Cluster): started before the file's first test
  * unless `skip`, disposed after its last. The getter throws when it is not there.
  */
-export function sharedByFile<T extends AsyncDisposable>(start: () => Promise<T>, o: { skip?: boolean; timeout?: number } = {}): () => T {
+export function sharedByFile<T extends AsyncDisposable>(
+  start: () => Promise<T>,
+  o: { skip?: boolean; timeout?: number } = {},
+): () => T {
   let it: T | undefined;
   beforeAll(async () => {
     if (!o.skip) it = await start();
@@ -353,7 +409,8 @@ export function sharedByFile<T extends AsyncDisposable>(start: () => Promise<T>,
     await it?.[Symbol.asyncDispose]();
   });
   return () => {
-    if (it === undefined) throw new Error("sharedByFile: not started (skipped, or its start failed)");
+    if (it === undefined)
+      throw new Error("sharedByFile: not started (skipped, or its start failed)");
     return it;
   };
 }
@@ -462,10 +519,16 @@ export function streamReader(res: Response) {
     const what = typeof pattern === "string" ? JSON.stringify(pattern) : String(pattern);
     while (!matches(pattern)) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no ${what} in stream (${text.length} chars, ending ${JSON.stringify(text.slice(-120))})`);
+      if (left <= 0)
+        throw new Error(
+          `no ${what} in stream (${text.length} chars, ending ${JSON.stringify(text.slice(-120))})`,
+        );
       const chunk = await Promise.race([reader.read(), Bun.sleep(left).then(() => null)]);
       if (chunk === null) continue;
-      if (chunk.done) throw new Error(`stream ended before ${what} (${text.length} chars, ending ${JSON.stringify(text.slice(-120))})`);
+      if (chunk.done)
+        throw new Error(
+          `stream ended before ${what} (${text.length} chars, ending ${JSON.stringify(text.slice(-120))})`,
+        );
       text += decoder.decode(chunk.value, { stream: true });
     }
     return text;
@@ -475,8 +538,14 @@ export function streamReader(res: Response) {
 export type StreamReader = ReturnType<typeof streamReader>;
 
 /** Opens an event stream (`Accept: text/event-stream`) and reads it; `close()` aborts it. */
-export async function openStream(url: string, headers: Record<string, string> = {}): Promise<StreamReader & { close(): void }> {
+export async function openStream(
+  url: string,
+  headers: Record<string, string> = {},
+): Promise<StreamReader & { close(): void }> {
   const ac = new AbortController();
-  const res = await fetch(url, { headers: { accept: "text/event-stream", ...headers }, signal: ac.signal });
+  const res = await fetch(url, {
+    headers: { accept: "text/event-stream", ...headers },
+    signal: ac.signal,
+  });
   return { ...streamReader(res), close: () => ac.abort() };
 }

@@ -5,7 +5,15 @@ import { createPrivateKey } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { selfSigned } from "../src/tls.ts";
-import { fixture, rawRequest, startCli, startCommand, statusLines, tempDir, type CliProcess } from "./harness.ts";
+import {
+  fixture,
+  rawRequest,
+  startCli,
+  startCommand,
+  statusLines,
+  tempDir,
+  type CliProcess,
+} from "./harness.ts";
 import { WsClient } from "./ws.ts";
 
 describe("app shapes", () => {
@@ -47,7 +55,9 @@ describe("app shapes", () => {
     await using srv = await startCli(["-p", "0", fixture("upgrade-no-websocket-app.ts")]);
     const ws = new WsClient(srv.url.replace("http", "ws") + "/");
     expect((await ws.closed).code).toBe(1006); // the handshake failed (a 500): no socket is left open with nobody listening
-    await srv.waitFor(/app error on GET .*: TypeError: server\.upgrade: this app exports no `websocket` handlers/);
+    await srv.waitFor(
+      /app error on GET .*: TypeError: server\.upgrade: this app exports no `websocket` handlers/,
+    );
     expect(await (await fetch(srv.url + "/")).text()).toBe("plain");
   });
 
@@ -55,13 +65,19 @@ describe("app shapes", () => {
     await using srv = await startCli(["-p", "0", fixture("elysia-app.ts")]);
     expect(await (await fetch(srv.url + "/")).text()).toBe("elysia root");
     expect(await (await fetch(srv.url + "/users/7")).json()).toEqual({ id: "7" });
-    const echoed = await fetch(srv.url + "/echo", { method: "POST", body: "a body", headers: { "content-type": "text/plain" } });
+    const echoed = await fetch(srv.url + "/echo", {
+      method: "POST",
+      body: "a body",
+      headers: { "content-type": "text/plain" },
+    });
     expect(await echoed.text()).toBe("a body");
     expect((await fetch(srv.url + "/missing")).status).toBe(404);
   });
 
   test("an Elysia app that calls app.listen() runs on every worker, its .ws() routes included", async () => {
-    await using srv = await startCli(["-p", "0", "-w", "2", fixture("elysia-listen-app.ts")], { timeout: 20_000 });
+    await using srv = await startCli(["-p", "0", "-w", "2", fixture("elysia-listen-app.ts")], {
+      timeout: 20_000,
+    });
     expect(await (await fetch(srv.url + "/")).text()).toBe("elysia listening");
     const pids = new Set<string>();
     for (let i = 0; i < 20 && pids.size < 2; i++) {
@@ -78,7 +94,13 @@ describe("app shapes", () => {
   test("an exported Elysia app with .ws() routes gets one start-up line naming the fix", async () => {
     await using srv = await startCli(["-p", "0", fixture("elysia-ws-export-app.ts")]);
     expect(await (await fetch(srv.url + "/")).text()).toBe("elysia exported");
-    expect(srv.stderr().match(/this Elysia app has \.ws\(\) routes, which need the server its app\.listen\(\) makes: call app\.listen\(port\)/g)).toHaveLength(1);
+    expect(
+      srv
+        .stderr()
+        .match(
+          /this Elysia app has \.ws\(\) routes, which need the server its app\.listen\(\) makes: call app\.listen\(port\)/g,
+        ),
+    ).toHaveLength(1);
   });
 
   test("a Bun-native { fetch, websocket } app runs unchanged", async () => {
@@ -93,14 +115,18 @@ describe("app shapes", () => {
   });
 
   test("script mode under the CLI: every Iodine.listen is served, Iodine.start waits for the CLI", async () => {
-    await using srv = await startCli(["-p", "0", fixture("script-app.ts")], { env: { SECOND_PORT: "0" } });
+    await using srv = await startCli(["-p", "0", fixture("script-app.ts")], {
+      env: { SECOND_PORT: "0" },
+    });
     const lines = await srv.waitFor(/listening on .*\n.*listening on http:\/\/0\.0\.0\.0:(\d+)/);
     expect(await (await fetch(srv.url)).text()).toBe("script mode A");
     expect(await (await fetch(`http://127.0.0.1:${lines[1]}/`)).text()).toBe("script mode B");
   });
 
   test("script mode without the CLI: `bun app.ts` starts itself ($PORT honoured)", async () => {
-    await using srv = await startCommand([process.execPath, fixture("script-app.ts")], { env: { PORT: "0", SECOND_PORT: "0" } });
+    await using srv = await startCommand([process.execPath, fixture("script-app.ts")], {
+      env: { PORT: "0", SECOND_PORT: "0" },
+    });
     expect(await (await fetch(srv.url)).text()).toBe("script mode A");
     expect(await srv.stop("SIGTERM")).toBe(0);
   });
@@ -135,26 +161,34 @@ describe("errors in the app", () => {
     expect(res.status).toBe(500);
     const body = await res.text();
     expect(body).toBe("Internal Server Error");
-    await srv.waitFor(/app error on GET http:\/\/[^ ]+\/sync: Error: sync failure in the app\n\s+at syncFail/);
+    await srv.waitFor(
+      /app error on GET http:\/\/[^ ]+\/sync: Error: sync failure in the app\n\s+at syncFail/,
+    );
   });
 
   test("a rejected promise is a plain 500 and a logged stack", async () => {
     const res = await fetch(srv.url + "/async");
     expect(res.status).toBe(500);
     expect(await res.text()).toBe("Internal Server Error");
-    await srv.waitFor(/app error on GET http:\/\/[^ ]+\/async: Error: async failure in the app\n\s+at /);
+    await srv.waitFor(
+      /app error on GET http:\/\/[^ ]+\/async: Error: async failure in the app\n\s+at /,
+    );
   });
 
   test("an error with an empty stack is logged by its name and message, never an empty reason", async () => {
     const res = await fetch(srv.url + "/no-stack");
     expect(res.status).toBe(500);
-    await srv.waitFor(/app error on GET http:\/\/[^ ]+\/no-stack: Error: failure without a stack\n/);
+    await srv.waitFor(
+      /app error on GET http:\/\/[^ ]+\/no-stack: Error: failure without a stack\n/,
+    );
   });
 
   test("a handler that returns no Response is a 500 and one log line", async () => {
     const res = await fetch(srv.url + "/undefined");
     expect(res.status).toBe(500);
-    await srv.waitFor(/the app returned undefined instead of a Response for GET http:\/\/[^ ]+\/undefined/);
+    await srv.waitFor(
+      /the app returned undefined instead of a Response for GET http:\/\/[^ ]+\/undefined/,
+    );
   });
 
   test("the process survives and keeps serving", async () => {
@@ -174,14 +208,20 @@ describe("request guards (SPEC §10) and HEAD", () => {
   });
 
   test("two Host headers: 400, the app never runs", async () => {
-    const raw = await rawRequest(srv.port, "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n");
+    const raw = await rawRequest(
+      srv.port,
+      "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    );
     expect(statusLines(raw)).toEqual([400]);
     expect(raw).not.toContain("server=");
   });
 
   test("a Host that makes no valid URL: 400, not a 500", async () => {
     for (const host of ["a b", "exa mple.com", "a/b", "x@y", ""]) {
-      const raw = await rawRequest(srv.port, `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      const raw = await rawRequest(
+        srv.port,
+        `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+      );
       expect(statusLines(raw)).toEqual([400]);
     }
   });
@@ -201,7 +241,11 @@ describe("request guards (SPEC §10) and HEAD", () => {
     expect(hostless).not.toContain("upgrade required"); // the app's own answer when server.upgrade fails
     // An HTTP/1.0 request with a Host looks like an HTTP/1.1 one to the app. If this starts failing
     // with a 400, Bun now refuses it itself (or shows the version): update README's limits.
-    const withHost = await rawRequest(ws.port, `GET / HTTP/1.0\r\nHost: localhost\r\n${handshake}`, (r) => r.includes("welcome"));
+    const withHost = await rawRequest(
+      ws.port,
+      `GET / HTTP/1.0\r\nHost: localhost\r\n${handshake}`,
+      (r) => r.includes("welcome"),
+    );
     expect(withHost).toStartWith("HTTP/1.1 101");
   });
 
@@ -212,7 +256,10 @@ describe("request guards (SPEC §10) and HEAD", () => {
   });
 
   test("HEAD carries Date, Content-Type and Content-Length as GET would, and no body", async () => {
-    const raw = await rawRequest(srv.port, "HEAD /h HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    const raw = await rawRequest(
+      srv.port,
+      "HEAD /h HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
     const [head, body] = raw.split("\r\n\r\n");
     expect(head).toMatch(/^HTTP\/1\.1 200/);
     expect(head).toMatch(/\r\ndate: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT/i);
@@ -257,7 +304,12 @@ describe("HEAD for every kind of body", () => {
   test("a typed stream is not drained; bytes and blobs get their length and type", async () => {
     await using srv = await startCli(["-p", "0", fixture("head-app.ts")]);
     const head = async (path: string) => {
-      const raw = await rawRequest(srv.port, `HEAD ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`, (r) => r.includes("\r\n\r\n"), 3_000);
+      const raw = await rawRequest(
+        srv.port,
+        `HEAD ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`,
+        (r) => r.includes("\r\n\r\n"),
+        3_000,
+      );
       return raw.split("\r\n\r\n")[0]!;
     };
     const stream = await head("/stream");
@@ -281,7 +333,12 @@ describe("connections", () => {
   test("-k closes an idle keep-alive connection after that many seconds", async () => {
     await using srv = await startCli(["-k", "1", "-p", "0", fixture("function-app.ts")]);
     const t0 = performance.now();
-    const raw = await rawRequest(srv.port, "GET /idle HTTP/1.1\r\nHost: localhost\r\n\r\n", () => false, 6_000);
+    const raw = await rawRequest(
+      srv.port,
+      "GET /idle HTTP/1.1\r\nHost: localhost\r\n\r\n",
+      () => false,
+      6_000,
+    );
     const elapsed = performance.now() - t0;
     expect(statusLines(raw)).toEqual([200]);
     expect(elapsed).toBeGreaterThan(900);
@@ -295,7 +352,12 @@ describe("connections", () => {
       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     // Frames after the 101: the server's "welcome" text frame (0x81 …), then a ping (0x89 0x00).
     // uWS checks idle sockets on a 4 s tick, so the ping comes within a few seconds.
-    const raw = await rawRequest(srv.port, upgrade, (r) => r.slice(r.indexOf("\r\n\r\n") + 4).includes("\x89\x00"), 9_000);
+    const raw = await rawRequest(
+      srv.port,
+      upgrade,
+      (r) => r.slice(r.indexOf("\r\n\r\n") + 4).includes("\x89\x00"),
+      9_000,
+    );
     expect(raw).toStartWith("HTTP/1.1 101");
     const frames = raw.slice(raw.indexOf("\r\n\r\n") + 4);
     expect(frames).toStartWith("\x81\x07welcome");
@@ -305,10 +367,13 @@ describe("connections", () => {
   test("16 pipelined GETs to a synchronous app are all answered, in order", async () => {
     await using srv = await startCli(["-p", "0", fixture("function-app.ts")]);
     let req = "";
-    for (let i = 0; i < 16; i++) req += `GET /p?i=${i} HTTP/1.1\r\nHost: localhost\r\n${i === 15 ? "Connection: close\r\n" : ""}\r\n`;
+    for (let i = 0; i < 16; i++)
+      req += `GET /p?i=${i} HTTP/1.1\r\nHost: localhost\r\n${i === 15 ? "Connection: close\r\n" : ""}\r\n`;
     const raw = await rawRequest(srv.port, req);
     expect(statusLines(raw)).toEqual(Array(16).fill(200));
-    expect([...raw.matchAll(/GET \/p\?i=(\d+)/g)].map((m) => Number(m[1]))).toEqual([...Array(16).keys()]);
+    expect([...raw.matchAll(/GET \/p\?i=(\d+)/g)].map((m) => Number(m[1]))).toEqual([
+      ...Array(16).keys(),
+    ]);
   });
 
   test("16 pipelined GETs to an app that awaits: Bun closes the connection unanswered (pinned; README, oven-sh/bun#38128)", async () => {
@@ -320,7 +385,9 @@ describe("connections", () => {
     const raw = await rawRequest(srv.port, req, () => false, 3_000);
     expect(statusLines(raw)).toEqual([]);
     // The same requests one at a time on a keep-alive connection are all answered.
-    const seq = await Promise.all([...Array(16).keys()].map((i) => fetch(`${srv.url}/?ms=5&i=${i}`).then((r) => r.text())));
+    const seq = await Promise.all(
+      [...Array(16).keys()].map((i) => fetch(`${srv.url}/?ms=5&i=${i}`).then((r) => r.text())),
+    );
     expect(seq).toEqual(Array(16).fill("done after 5 ms"));
   });
 });
@@ -340,7 +407,15 @@ describe("TLS", () => {
     const { cert, key } = await selfSigned();
     writeFileSync(join(dir.path, "cert.pem"), cert);
     writeFileSync(join(dir.path, "key.pem"), key);
-    await using srv = await startCli(["-tls-cert", join(dir.path, "cert.pem"), "-tls-key", join(dir.path, "key.pem"), "-p", "0", fixture("function-app.ts")]);
+    await using srv = await startCli([
+      "-tls-cert",
+      join(dir.path, "cert.pem"),
+      "-tls-key",
+      join(dir.path, "key.pem"),
+      "-p",
+      "0",
+      fixture("function-app.ts"),
+    ]);
     const res = await fetch(`https://localhost:${srv.port}/pem`, { tls: { ca: cert } });
     expect(await res.text()).toBe("GET /pem server=true");
   });
@@ -348,10 +423,25 @@ describe("TLS", () => {
   test("--tls-pass decrypts an encrypted key", async () => {
     using dir = tempDir();
     const { cert, key } = await selfSigned();
-    const encrypted = createPrivateKey(key).export({ format: "pem", type: "pkcs8", cipher: "aes-256-cbc", passphrase: "s3cret" });
+    const encrypted = createPrivateKey(key).export({
+      format: "pem",
+      type: "pkcs8",
+      cipher: "aes-256-cbc",
+      passphrase: "s3cret",
+    });
     writeFileSync(join(dir.path, "cert.pem"), cert);
     writeFileSync(join(dir.path, "key.pem"), encrypted);
-    await using srv = await startCli(["--tls-cert", join(dir.path, "cert.pem"), "--tls-key", join(dir.path, "key.pem"), "--tls-pass", "s3cret", "-p", "0", fixture("function-app.ts")]);
+    await using srv = await startCli([
+      "--tls-cert",
+      join(dir.path, "cert.pem"),
+      "--tls-key",
+      join(dir.path, "key.pem"),
+      "--tls-pass",
+      "s3cret",
+      "-p",
+      "0",
+      fixture("function-app.ts"),
+    ]);
     const res = await fetch(`https://localhost:${srv.port}/enc`, { tls: { ca: cert } });
     expect(await res.text()).toBe("GET /enc server=true");
   });

@@ -52,7 +52,10 @@ describe("--max-body: 413 above the body limit", () => {
           c.enqueue(new Uint8Array(64 * 1024));
         },
       }),
-    }).then((r) => r.status, () => "reset");
+    }).then(
+      (r) => r.status,
+      () => "reset",
+    );
     expect([413, "reset"]).toContain(chunked);
     expect(await (await fetch(srv.url, { method: "POST", body: "ok" })).text()).toBe("body=2");
   });
@@ -60,7 +63,15 @@ describe("--max-body: 413 above the body limit", () => {
 
 describe("request bodies (SPEC §10)", () => {
   test("a body trickled for longer than the request deadline is cut while the keep-alive stays 40 s", async () => {
-    await using srv = await startCli(["-k", "40", "--body-timeout", "1", "-p", "0", fixture("body-reader-app.ts")]);
+    await using srv = await startCli([
+      "-k",
+      "40",
+      "--body-timeout",
+      "1",
+      "-p",
+      "0",
+      fixture("body-reader-app.ts"),
+    ]);
     // Two keep-alive connections left idle: one after a GET, one after a POST whose body was read.
     await using idle = await rawClient({ port: srv.port });
     idle.write("GET /idle HTTP/1.1\r\nHost: localhost\r\n\r\n");
@@ -96,7 +107,9 @@ describe("request bodies (SPEC §10)", () => {
     client.write("POST /gone HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nabc");
     await srv.waitFor(/reading the body of POST \/gone/);
     client.socket.terminate();
-    const m = await srv.waitFor(/iodine: the client went away during POST http:\/\/\S+\/gone: (.*)\n/);
+    const m = await srv.waitFor(
+      /iodine: the client went away during POST http:\/\/\S+\/gone: (.*)\n/,
+    );
     expect(m[1]).toBe("AbortError: The connection was closed.");
     expect(srv.stderr()).not.toContain("app error");
     // The server goes on.

@@ -5,19 +5,30 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fixture, startCli, tempDir } from "./harness.ts";
 
-const LINE = /^127\.0\.0\.1 - - \[\d{2}\/(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "(\w+) (\S+) HTTP\/1\.1" (\d{3}) (\d+|-) (\d+\.\d{2})ms$/;
+const LINE =
+  /^127\.0\.0\.1 - - \[\d{2}\/(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "(\w+) (\S+) HTTP\/1\.1" (\d{3}) (\d+|-) (\d+\.\d{2})ms$/;
 
 describe("request log (-v)", () => {
   test("one line per request in the exact format, with the time of the request", async () => {
     using dir = tempDir();
     writeFileSync(join(dir.path, "twelve.txt"), "twelve bytes");
-    await using srv = await startCli(["-v", "--www", dir.path, "-p", "0", fixture("function-app.ts")]);
+    await using srv = await startCli([
+      "-v",
+      "--www",
+      dir.path,
+      "-p",
+      "0",
+      fixture("function-app.ts"),
+    ]);
     const before = new Date();
     expect((await fetch(srv.url + "/path?q=1")).status).toBe(200);
     expect(await (await fetch(srv.url + "/twelve.txt")).text()).toBe("twelve bytes");
     await fetch(srv.url + "/x", { method: "POST", body: "b" });
     const m = await srv.waitFor(/\n(.*"POST \/x HTTP\/1\.1".*)\n/);
-    const lines = srv.stderr().split("\n").filter((l) => LINE.test(l));
+    const lines = srv
+      .stderr()
+      .split("\n")
+      .filter((l) => LINE.test(l));
     expect(lines.map((l) => LINE.exec(l)!.slice(2, 6))).toEqual([
       ["GET", "/path?q=1", "200", "-"],
       ["GET", "/twelve.txt", "200", "12"],
@@ -26,7 +37,9 @@ describe("request log (-v)", () => {
     expect(m[1]).toMatch(LINE);
     // The cached time string is at most a second old.
     const stamp = /\[(\d{2})\/(\w{3})\/(\d{4}):(\d{2}):(\d{2}):(\d{2})/.exec(lines[0]!)!;
-    const logged = Date.parse(`${stamp[2]} ${stamp[1]} ${stamp[3]} ${stamp[4]}:${stamp[5]}:${stamp[6]} GMT`);
+    const logged = Date.parse(
+      `${stamp[2]} ${stamp[1]} ${stamp[3]} ${stamp[4]}:${stamp[5]}:${stamp[6]} GMT`,
+    );
     expect(Math.abs(logged - before.getTime())).toBeLessThan(2_000);
   });
 
@@ -41,7 +54,9 @@ describe("request log (-v)", () => {
     await using srv = await startCli(["-v", "-p", "0", fixture("function-app.ts")]);
     const N = 1000;
     for (let i = 0; i < N; i += 50) {
-      await Promise.all([...Array(50).keys()].map((k) => fetch(`${srv.url}/r${i + k}`).then((r) => r.text())));
+      await Promise.all(
+        [...Array(50).keys()].map((k) => fetch(`${srv.url}/r${i + k}`).then((r) => r.text())),
+      );
     }
     expect(await srv.stop("SIGTERM")).toBe(0);
     const seen = new Set<string>();

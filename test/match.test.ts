@@ -110,7 +110,10 @@ const CASES: [string, string, boolean][] = [
 const show = (s: string): string =>
   s.length > 20
     ? `${show(s.slice(0, 8))}…(${s.length} chars)`
-    : JSON.stringify(s).replace(/[\x7f-\x9f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+    : JSON.stringify(s).replace(
+        /[\x7f-\x9f]/g,
+        (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+      );
 
 /** UTF-16 strings with the awkward cases: 2-, 3- and 4-byte UTF-8 and lone surrogates. */
 const UNITS = ["a", "*", "é", "\u0800", "\uffff", "😀", "\ud800", "\udc00"];
@@ -128,7 +131,9 @@ describe("compileGlob", () => {
   });
 
   test("`?` counts UTF-8 bytes for any string", () => {
-    const str = fc.array(fc.oneof(fc.constantFrom(...UNITS), fc.string({ unit: "binary" })), { maxLength: 6 });
+    const str = fc.array(fc.oneof(fc.constantFrom(...UNITS), fc.string({ unit: "binary" })), {
+      maxLength: 6,
+    });
     fc.assert(
       fc.property(str, (parts) => {
         const s = parts.join("");
@@ -141,7 +146,9 @@ describe("compileGlob", () => {
   });
 
   test("a pattern without glob characters matches only itself", () => {
-    const plain = fc.array(fc.constantFrom("a", "b", "]", "^", "-", "é", "😀"), { maxLength: 4 }).map((a) => a.join(""));
+    const plain = fc
+      .array(fc.constantFrom("a", "b", "]", "^", "-", "é", "😀"), { maxLength: 4 })
+      .map((a) => a.join(""));
     fc.assert(
       fc.property(plain, plain, (p, c) => {
         expect(hasGlob(p)).toBe(false);
@@ -187,57 +194,57 @@ describe("hasGlob", () => {
 
 // --- against a real redis-server ---
 
-describe.skipIf(skipRedis("test/match.test.ts", "the comparison of compileGlob with a real Redis"))("compileGlob agrees with redis-server", () => {
-  let server: RedisServer;
-  let redis: Resp;
+describe.skipIf(skipRedis("test/match.test.ts", "the comparison of compileGlob with a real Redis"))(
+  "compileGlob agrees with redis-server",
+  () => {
+    let server: RedisServer;
+    let redis: Resp;
 
-  beforeAll(async () => {
-    server = await startRedis();
-    redis = await Resp.connect(server.port);
-  });
-  afterAll(async () => {
-    redis?.close();
-    await server?.[Symbol.asyncDispose]();
-  });
+    beforeAll(async () => {
+      server = await startRedis();
+      redis = await Resp.connect(server.port);
+    });
+    afterAll(async () => {
+      redis?.close();
+      await server?.[Symbol.asyncDispose]();
+    });
 
-  test("on every hand case (KEYS)", async () => {
-    // db 1 holds the hand-case channels; "" is checked with PUBLISH below because
-    // `KEYS *` alone is special-cased to return every key.
-    await redis.send("SELECT", "1");
-    await redis.send("FLUSHDB");
-    const channels = [...new Set(CASES.map(([, c]) => c).filter((c) => c !== ""))];
-    await redis.send("MSET", ...channels.flatMap((c) => [c, "1"]));
-    const wrong: string[] = [];
-    for (const [pattern, channel, expected] of CASES) {
-      if (channel === "") continue;
-      const keys = await keysOf(redis, pattern);
-      if (keys.has(channel) !== expected) wrong.push(`${show(pattern)} ~ ${show(channel)}`);
-    }
-    expect(wrong).toEqual([]);
-  });
+    test("on every hand case (KEYS)", async () => {
+      // db 1 holds the hand-case channels; "" is checked with PUBLISH below because
+      // `KEYS *` alone is special-cased to return every key.
+      await redis.send("SELECT", "1");
+      await redis.send("FLUSHDB");
+      const channels = [...new Set(CASES.map(([, c]) => c).filter((c) => c !== ""))];
+      await redis.send("MSET", ...channels.flatMap((c) => [c, "1"]));
+      const wrong: string[] = [];
+      for (const [pattern, channel, expected] of CASES) {
+        if (channel === "") continue;
+        const keys = await keysOf(redis, pattern);
+        if (keys.has(channel) !== expected) wrong.push(`${show(pattern)} ~ ${show(channel)}`);
+      }
+      expect(wrong).toEqual([]);
+    });
 
-  test("on the empty channel (PSUBSCRIBE + PUBLISH)", async () => {
-    const sub = await Resp.connect(server.port);
-    try {
-      await sub.send("PSUBSCRIBE", "*");
-      await sub.send("PSUBSCRIBE", "");
-      // PUBLISH answers with the number of receiving subscriptions.
-      expect(await redis.send("PUBLISH", "", "m")).toBe(1);
-      expect(await redis.send("PUBLISH", "x", "m")).toBe(1);
-      expect([compileGlob("*")(""), compileGlob("")(""), compileGlob("*")("x"), compileGlob("")("x")]).toEqual([
-        false,
-        true,
-        true,
-        false,
-      ]);
-    } finally {
-      sub.close();
-    }
-  });
+    test("on the empty channel (PSUBSCRIBE + PUBLISH)", async () => {
+      const sub = await Resp.connect(server.port);
+      try {
+        await sub.send("PSUBSCRIBE", "*");
+        await sub.send("PSUBSCRIBE", "");
+        // PUBLISH answers with the number of receiving subscriptions.
+        expect(await redis.send("PUBLISH", "", "m")).toBe(1);
+        expect(await redis.send("PUBLISH", "x", "m")).toBe(1);
+        expect([
+          compileGlob("*")(""),
+          compileGlob("")(""),
+          compileGlob("*")("x"),
+          compileGlob("")("x"),
+        ]).toEqual([false, true, true, false]);
+      } finally {
+        sub.close();
+      }
+    });
 
-  test(
-    "on a few hundred random patterns and channels (KEYS)",
-    async () => {
+    test("on a few hundred random patterns and channels (KEYS)", async () => {
       const key = fc
         .array(fc.constantFrom(..."abc-[]^\\*?é0123456789_z😀"), { minLength: 1, maxLength: 6 })
         .map((a) => a.join(""));
@@ -273,10 +280,9 @@ describe.skipIf(skipRedis("test/match.test.ts", "the comparison of compileGlob w
       // The comparison is worthless if every pattern matched nothing. (Usually thousands match; a
       // random run with 196 was seen, so the bar is what shows that some did, not a typical count.)
       expect(matched).toBeGreaterThan(100);
-    },
-    10_000,
-  );
-});
+    }, 10_000);
+  },
+);
 
 // --- a tiny RESP client ---
 
@@ -314,7 +320,10 @@ class Resp {
   send(...args: string[]): Promise<Reply> {
     const parts = args.map((a) => Buffer.from(a));
     const head = `*${parts.length}\r\n`;
-    this.#out.push(Buffer.from(head), ...parts.flatMap((p) => [Buffer.from(`$${p.length}\r\n`), p, Buffer.from("\r\n")]));
+    this.#out.push(
+      Buffer.from(head),
+      ...parts.flatMap((p) => [Buffer.from(`$${p.length}\r\n`), p, Buffer.from("\r\n")]),
+    );
     const { promise, resolve, reject } = Promise.withResolvers<Reply>();
     this.#pending.push({ resolve, reject });
     this.#flush();

@@ -2,7 +2,15 @@
 // copied into the project), then files on disk: partials next to the template, parse-once caching,
 // escaping, missing files and partials, one-offs, and misuse.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,7 +21,9 @@ import { errorOf } from "./harness.ts";
 // --- the Mustache spec ---
 
 // The official spec's JSON files live beside the checkout (../shared), never copied into it.
-const SPEC_DIR = process.env.MUSTACHE_SPEC_DIR ?? fileURLToPath(new URL("../../shared/fixtures/mustache-spec/", import.meta.url));
+const SPEC_DIR =
+  process.env.MUSTACHE_SPEC_DIR ??
+  fileURLToPath(new URL("../../shared/fixtures/mustache-spec/", import.meta.url));
 
 /** Optional modules mustache.js 4.2 does not implement at all: their tags are not even parsed. */
 const UNSUPPORTED_MODULES: Record<string, string> = {
@@ -32,7 +42,8 @@ const LAMBDA_DIFFERENCES: Record<string, string> = {
   "Section - Expansion": SECTION_LAMBDA,
   "Section - Alternate Delimiters": SECTION_LAMBDA,
   "Section - Multiple Calls": SECTION_LAMBDA,
-  "Inverted Section": "mustache.js calls the lambda and opens the inverted section on its false result",
+  "Inverted Section":
+    "mustache.js calls the lambda and opens the inverted section on its false result",
 };
 
 interface SpecCase {
@@ -66,15 +77,22 @@ if (!existsSync(SPEC_DIR)) {
     test.skip("Mustache spec (fixtures missing)", () => {});
   }
 } else {
-  for (const file of readdirSync(SPEC_DIR).filter((f) => f.endsWith(".json")).sort()) {
-    const { tests } = JSON.parse(readFileSync(join(SPEC_DIR, file), "utf8")) as { tests: SpecCase[] };
+  for (const file of readdirSync(SPEC_DIR)
+    .filter((f) => f.endsWith(".json"))
+    .sort()) {
+    const { tests } = JSON.parse(readFileSync(join(SPEC_DIR, file), "utf8")) as {
+      tests: SpecCase[];
+    };
     const count = { run: 0, skip: 0, todo: 0 };
     tally.set(file, count);
     describe("Mustache spec", () => {
       for (const c of tests) {
         const name = `${file} — ${c.name}`;
         const render = () => {
-          const m = new Mustache({ template: c.template, ...(c.partials ? { partials: c.partials } : {}) });
+          const m = new Mustache({
+            template: c.template,
+            ...(c.partials ? { partials: c.partials } : {}),
+          });
           expect(m.render(revive(c.data) as object)).toBe(c.expected);
         };
         if (UNSUPPORTED_MODULES[file]) {
@@ -95,7 +113,9 @@ if (!existsSync(SPEC_DIR)) {
     });
   }
   afterAll(() => {
-    const lines = [...tally].map(([f, n]) => `  ${f.padEnd(20)} ${n.run} run, ${n.skip} skipped, ${n.todo} todo`);
+    const lines = [...tally].map(
+      ([f, n]) => `  ${f.padEnd(20)} ${n.run} run, ${n.skip} skipped, ${n.todo} todo`,
+    );
     const reasons = [
       ...Object.entries(UNSUPPORTED_MODULES).map(([f, why]) => `  skipped ${f}: ${why}`),
       ...new Set(Object.values(LAMBDA_DIFFERENCES)),
@@ -149,7 +169,9 @@ describe("partials from files", () => {
       "y.html": "y-html",
       "z.html": "z-html",
     });
-    expect(new Mustache({ file: join(dir, "t.mustache") }).render({})).toBe("x-bare|y-mustache|z-html|y-html");
+    expect(new Mustache({ file: join(dir, "t.mustache") }).render({})).toBe(
+      "x-bare|y-mustache|z-html|y-html",
+    );
   });
 
   test("the template file itself may be named without its extension", () => {
@@ -158,7 +180,10 @@ describe("partials from files", () => {
   });
 
   test("a standalone partial is indented on every line, with or without indentation in one template", () => {
-    const dir = folder({ "t.mustache": "<ul>\n  {{> li}}\n{{> li}}\n    {{> li}}\n</ul>\n", "li.mustache": "<li>\n{{x}}\n" });
+    const dir = folder({
+      "t.mustache": "<ul>\n  {{> li}}\n{{> li}}\n    {{> li}}\n</ul>\n",
+      "li.mustache": "<li>\n{{x}}\n",
+    });
     const m = new Mustache({ file: join(dir, "t.mustache") });
     const expected = "<ul>\n  <li>\n  1\n<li>\n1\n    <li>\n    1\n</ul>\n";
     expect(m.render({ x: 1 })).toBe(expected);
@@ -168,7 +193,9 @@ describe("partials from files", () => {
   test("a missing partial renders empty", () => {
     const dir = folder({ "t.mustache": "a{{> nope}}b{{> sub/nope}}c" });
     expect(new Mustache({ file: join(dir, "t.mustache") }).render({})).toBe("abc");
-    expect(new Mustache({ template: "a{{> nope}}b", partials: { other: "x" } }).render({})).toBe("ab");
+    expect(new Mustache({ template: "a{{> nope}}b", partials: { other: "x" } }).render({})).toBe(
+      "ab",
+    );
   });
 
   test("a template without a file takes partials from the map only, never from the working directory", () => {
@@ -177,15 +204,23 @@ describe("partials from files", () => {
     process.chdir(dir);
     try {
       expect(new Mustache({ template: "[{{> p}}]" }).render({})).toBe("[]");
-      expect(new Mustache({ template: "[{{> p}}]", partials: { p: "map" } }).render({})).toBe("[map]");
+      expect(new Mustache({ template: "[{{> p}}]", partials: { p: "map" } }).render({})).toBe(
+        "[map]",
+      );
     } finally {
       process.chdir(cwd);
     }
   });
 
   test("the partials map comes before files", () => {
-    const dir = folder({ "t.mustache": "{{> a}}{{> b}}", "a.mustache": "file-a", "b.mustache": "file-b" });
-    expect(new Mustache({ file: join(dir, "t.mustache"), partials: { a: "map-a" } }).render({})).toBe("map-afile-b");
+    const dir = folder({
+      "t.mustache": "{{> a}}{{> b}}",
+      "a.mustache": "file-a",
+      "b.mustache": "file-b",
+    });
+    expect(
+      new Mustache({ file: join(dir, "t.mustache"), partials: { a: "map-a" } }).render({}),
+    ).toBe("map-afile-b");
   });
 
   test("with both file and template, the text is used and the file anchors partials (as in iodine)", () => {
@@ -195,8 +230,14 @@ describe("partials from files", () => {
   });
 
   test("lambdas, the mustache.js way: render() inside a lambda still finds partials next to the file", () => {
-    const dir = folder({ "t.mustache": "{{#bold}}{{> name}}{{/bold}}", "name.mustache": "{{who}}" });
-    const data = { who: "<me>", bold: () => (text: string, render: (t: string) => string) => `<b>${render(text)}</b>` };
+    const dir = folder({
+      "t.mustache": "{{#bold}}{{> name}}{{/bold}}",
+      "name.mustache": "{{who}}",
+    });
+    const data = {
+      who: "<me>",
+      bold: () => (text: string, render: (t: string) => string) => `<b>${render(text)}</b>`,
+    };
     expect(new Mustache({ file: join(dir, "t.mustache") }).render(data)).toBe("<b>&lt;me&gt;</b>");
   });
 });
@@ -236,7 +277,9 @@ describe("escaping", () => {
   });
   test("values in a partial from a file are escaped too", () => {
     const dir = folder({ "t.mustache": "{{> p}}", "p.mustache": "{{x}}" });
-    expect(new Mustache({ file: join(dir, "t.mustache") }).render({ x: "<&>" })).toBe("&lt;&amp;&gt;");
+    expect(new Mustache({ file: join(dir, "t.mustache") }).render({ x: "<&>" })).toBe(
+      "&lt;&amp;&gt;",
+    );
   });
 });
 
@@ -277,16 +320,26 @@ describe("errors", () => {
     expect(bad(undefined)).toBe(
       "TypeError: new Iodine.Mustache: expected an options object ({ file } or { template }), got undefined",
     );
-    expect(bad({ file: 42 })).toBe(`TypeError: new Iodine.Mustache: "file" must be a string, got 42`);
-    expect(bad({ template: null })).toBe(`TypeError: new Iodine.Mustache: "template" must be a string, got null`);
-    expect(bad({ template: "", partials: { a: 1 } })).toBe(`TypeError: new Iodine.Mustache: partials["a"] must be a string, got 1`);
+    expect(bad({ file: 42 })).toBe(
+      `TypeError: new Iodine.Mustache: "file" must be a string, got 42`,
+    );
+    expect(bad({ template: null })).toBe(
+      `TypeError: new Iodine.Mustache: "template" must be a string, got null`,
+    );
+    expect(bad({ template: "", partials: { a: 1 } })).toBe(
+      `TypeError: new Iodine.Mustache: partials["a"] must be a string, got 1`,
+    );
   });
 });
 
 describe("Mustache.render (one-offs)", () => {
   test("from a template", () => {
-    expect(Mustache.render({ template: "Hello {{name}}!", data: { name: "<World>" } })).toBe("Hello &lt;World&gt;!");
-    expect(Mustache.render({ template: "{{> p}}", partials: { p: "{{n}}" }, data: { n: 1 } })).toBe("1");
+    expect(Mustache.render({ template: "Hello {{name}}!", data: { name: "<World>" } })).toBe(
+      "Hello &lt;World&gt;!",
+    );
+    expect(Mustache.render({ template: "{{> p}}", partials: { p: "{{n}}" }, data: { n: 1 } })).toBe(
+      "1",
+    );
     expect(Mustache.render({ template: "empty: {{x}}" })).toBe("empty: ");
   });
 

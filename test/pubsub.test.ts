@@ -18,7 +18,8 @@ function generated(i: number, size: number): Uint8Array {
   return out;
 }
 
-const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+const rssKiB = (pid: number) =>
+  Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
 
 describe("a subscriber that cannot keep up", () => {
   test("is closed and logged at the 16 MiB outgoing limit while a fast one gets everything", async () => {
@@ -66,7 +67,10 @@ describe("a subscriber that cannot keep up", () => {
     // One line per slow connection, naming it and the channel; the server goes on.
     await srv.waitFor(/\/slow-native closed \(1013\)/, 5000);
     await srv.waitFor(/\/slow-js closed \(1013\)/, 5000);
-    const lines = srv.stderr().split("\n").filter((l) => l.includes("(1013)"));
+    const lines = srv
+      .stderr()
+      .split("\n")
+      .filter((l) => l.includes("(1013)"));
     expect(lines.length).toBe(2);
     for (const l of lines) expect(l).toMatch(/^iodine: .*"flood"/);
     expect(srv.proc.exitCode).toBeNull();
@@ -104,11 +108,18 @@ describe("a subscriber that cannot keep up", () => {
     slow.socket.pause();
     const rssBefore = rssKiB(pid);
     // 64 × 1 MiB in one turn of the server's event loop: Bun queues to 16 MiB, then drops.
-    const res = await fetch(`${srv.url}/gen?ch=burst&i=0&size=${1024 * 1024}&count=64`, { method: "POST" });
+    const res = await fetch(`${srv.url}/gen?ch=burst&i=0&size=${1024 * 1024}&count=64`, {
+      method: "POST",
+    });
     expect(await res.text()).toBe("published");
     const rssAfter = rssKiB(pid);
     await srv.waitFor(/\/burst closed \(1013\)[^\n]*"burst"/, 5000);
-    expect(srv.stderr().split("\n").filter((l) => l.includes("(1013)")).length).toBe(1);
+    expect(
+      srv
+        .stderr()
+        .split("\n")
+        .filter((l) => l.includes("(1013)")).length,
+    ).toBe(1);
     expect((rssAfter - rssBefore) / 1024).toBeLessThan(200);
     slow.socket.resume();
     // Bun had dropped a message and then discarded the socket's buffer, so no close frame could go

@@ -20,7 +20,9 @@ export interface RawClient extends AsyncDisposable {
   write(data: string | Uint8Array): void;
 }
 
-export async function rawClient(where: { port: number; hostname?: string } | { unix: string }): Promise<RawClient> {
+export async function rawClient(
+  where: { port: number; hostname?: string } | { unix: string },
+): Promise<RawClient> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   let joined: Uint8Array | undefined;
@@ -72,12 +74,19 @@ export async function rawClient(where: { port: number; hostname?: string } | { u
   const socket =
     "unix" in where
       ? await Bun.connect({ unix: where.unix, socket: handlers })
-      : await Bun.connect({ hostname: where.hostname ?? "127.0.0.1", port: where.port, socket: handlers });
+      : await Bun.connect({
+          hostname: where.hostname ?? "127.0.0.1",
+          port: where.port,
+          socket: handlers,
+        });
   const until = (done: () => boolean, what: () => string, ms: number) =>
     waiters.until(() => (done() ? true : undefined), {
       ended: () => isClosed,
       ms,
-      fail: (why) => new Error(`${why === "ended" ? "closed before" : "timed out waiting for"} ${what()}; got ${JSON.stringify(text().slice(-500))}`),
+      fail: (why) =>
+        new Error(
+          `${why === "ended" ? "closed before" : "timed out waiting for"} ${what()}; got ${JSON.stringify(text().slice(-500))}`,
+        ),
     });
   return {
     socket,
@@ -97,8 +106,18 @@ export async function rawClient(where: { port: number; hostname?: string } | { u
       await until(test, () => String(pattern), ms);
       return text();
     },
-    waitForBytes: async (n, ms = 5000) => void (await until(() => size >= n, () => `${n} bytes (have ${size})`, ms)),
-    waitForClose: async (ms = 5000) => void (await until(() => isClosed, () => "the server to close the connection", ms)),
+    waitForBytes: async (n, ms = 5000) =>
+      void (await until(
+        () => size >= n,
+        () => `${n} bytes (have ${size})`,
+        ms,
+      )),
+    waitForClose: async (ms = 5000) =>
+      void (await until(
+        () => isClosed,
+        () => "the server to close the connection",
+        ms,
+      )),
     write(data) {
       const b = typeof data === "string" ? new TextEncoder().encode(data) : data;
       if (queue.length > 0) {

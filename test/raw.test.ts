@@ -7,7 +7,8 @@ import { Iodine, type Connection } from "../src/index.ts";
 import { errorOf, fixture, startCli, tempDir, type CliProcess } from "./harness.ts";
 import { rawClient } from "./raw-client.ts";
 
-const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) * 1024;
+const rssOf = (pid: number) =>
+  Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) * 1024;
 
 describe("raw service", () => {
   let srv: CliProcess;
@@ -57,7 +58,10 @@ describe("raw service", () => {
     await slow.waitFor("hello");
     slow.socket.pause(); // stop reading: the kernel buffers fill, then iodine's queue
     slow.write("flood\n");
-    await srv.waitFor(/raw connection 127\.0\.0\.1:\d+ closed: too slow, \d+ bytes still waiting to be sent \(outgoing limit 16 MiB\)/, 10_000);
+    await srv.waitFor(
+      /raw connection 127\.0\.0\.1:\d+ closed: too slow, \d+ bytes still waiting to be sent \(outgoing limit 16 MiB\)/,
+      10_000,
+    );
     const after = rssOf(srv.proc.pid);
     // The flood wrote ~1 GiB per second; the queue stopped at 16 MiB.
     expect(after - before).toBeLessThan(160 << 20);
@@ -95,7 +99,9 @@ describe("raw service", () => {
       (err: Error) => `connect failed: ${err.message}`,
     );
     expect(refused).not.toContain("hello");
-    await srv.waitFor(/the listener's handler factory failed: Error: factory refuses this connection/);
+    await srv.waitFor(
+      /the listener's handler factory failed: Error: factory refuses this connection/,
+    );
     await using next = await rawClient({ port: srv.port });
     await next.waitFor("hello");
   });
@@ -130,7 +136,10 @@ describe("raw service", () => {
 
 describe("raw service in a cluster", () => {
   test("-w 2: both workers accept on the shared port; a publish on one reaches a subscriber on the other", async () => {
-    await using srv = await startCli(["-p", "0", "-w", "2", "-b", "127.0.0.1", fixture("raw-app.ts")], { timeout: 20_000 });
+    await using srv = await startCli(
+      ["-p", "0", "-w", "2", "-b", "127.0.0.1", fixture("raw-app.ts")],
+      { timeout: 20_000 },
+    );
     const byPid = new Map<string, Awaited<ReturnType<typeof rawClient>>>();
     const extra = [];
     try {
@@ -170,7 +179,10 @@ describe("raw clients", () => {
     l.stop(true);
     Iodine.connect({
       url: `tcp://127.0.0.1:${free}`,
-      handler: { onOpen: () => void events.push("open"), onClose: () => (events.push("close"), done.resolve()) },
+      handler: {
+        onOpen: () => void events.push("open"),
+        onClose: () => (events.push("close"), done.resolve()),
+      },
     });
     await done.promise;
     expect(events).toEqual(["close"]);
@@ -199,12 +211,19 @@ describe("raw clients", () => {
     expect(await got.promise).toMatch(/^hello \d+\nover unix\n$/);
   });
 
-  test("a fetch function given without service: \"http\" is a raw listener: HTTP clients are dropped, one log line says what to write", async () => {
-    await using srv = await startCli(["-p", "0", "-b", "127.0.0.1", fixture("fetch-without-service.ts")]);
+  test('a fetch function given without service: "http" is a raw listener: HTTP clients are dropped, one log line says what to write', async () => {
+    await using srv = await startCli([
+      "-p",
+      "0",
+      "-b",
+      "127.0.0.1",
+      fixture("fetch-without-service.ts"),
+    ]);
     expect(srv.url).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
     const http = srv.url.replace("tcp:", "http:") + "/";
     for (let i = 0; i < 2; i++) await expect(fetch(http)).rejects.toThrow();
-    const told = /raw listener on port \d+: the handler returned a Response, not a connection handler; a listener without "service" is raw: for HTTP write Iodine\.listen\(\{ service: "http", handler, … \}\)\n/g;
+    const told =
+      /raw listener on port \d+: the handler returned a Response, not a connection handler; a listener without "service" is raw: for HTTP write Iodine\.listen\(\{ service: "http", handler, … \}\)\n/g;
     await srv.waitFor(told);
     // Once for the listener, not once per connection.
     expect(srv.stderr().match(told)).toHaveLength(1);
@@ -214,19 +233,29 @@ describe("raw clients", () => {
     await using srv = await startCli(["-p", "0", fixture("factory-as-app.ts")]);
     expect(srv.url).toStartWith("http://");
     expect((await fetch(srv.url + "/")).status).toBe(500);
-    await srv.waitFor(/the app returned an object \(Protocol\): a connection handler; a raw TCP service is Iodine\.listen\(\{ port, handler \}\) without service "http" instead of a Response/);
+    await srv.waitFor(
+      /the app returned an object \(Protocol\): a connection handler; a raw TCP service is Iodine\.listen\(\{ port, handler \}\) without service "http" instead of a Response/,
+    );
   });
 
   test("bad URLs and options are refused at the call", () => {
     const handler = {};
-    expect(() => Iodine.connect({ url: "tcp://127.0.0.1", handler })).toThrow(/needs a host and a port/);
-    expect(() => Iodine.connect({ url: "ftp://x:1", handler })).toThrow(/ws:\/\/, wss:\/\/, tcp:\/\/, tls:\/\/ or unix:/);
+    expect(() => Iodine.connect({ url: "tcp://127.0.0.1", handler })).toThrow(
+      /needs a host and a port/,
+    );
+    expect(() => Iodine.connect({ url: "ftp://x:1", handler })).toThrow(
+      /ws:\/\/, wss:\/\/, tcp:\/\/, tls:\/\/ or unix:/,
+    );
     expect(() => Iodine.connect({ url: "unix:relative.sock", handler })).toThrow(/absolute path/);
     expect(() => Iodine.listen({ service: "raw", handler: 42 as never })).toThrow(TypeError);
-    expect(() => Iodine.listen({ service: "udp" as never, handler })).toThrow(/"service" must be "http", "raw" or "tcp"/);
+    expect(() => Iodine.listen({ service: "udp" as never, handler })).toThrow(
+      /"service" must be "http", "raw" or "tcp"/,
+    );
     expect(() => Iodine.listen({ service: "raw", handler, timeout: -1 })).toThrow(RangeError);
     // `(req) => Response` without service: a raw factory would be called with no request.
-    expect(errorOf(() => Iodine.listen({ handler: ((req: Request) => new Response(req.url)) as never }))).toBe(
+    expect(
+      errorOf(() => Iodine.listen({ handler: ((req: Request) => new Response(req.url)) as never })),
+    ).toBe(
       `TypeError: Iodine.listen: "handler" is a function of 1 argument(s), as a fetch handler is, but a listener without "service" ` +
         `is raw and calls its handler with none to make each connection's handler; for HTTP write Iodine.listen({ service: "http", handler, … })`,
     );

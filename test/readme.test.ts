@@ -7,7 +7,15 @@ import { join } from "node:path";
 import { blockOf, generatedBlocks, README } from "../scripts/readme.ts";
 import { helpLine, OPTIONS, readArgv } from "../src/cli/options.ts";
 import { chatLinked, chatter } from "./ws.ts";
-import { childrenOf, ROOT, runCli, startCommand, streamReader, tempDir, type CliProcess } from "./harness.ts";
+import {
+  childrenOf,
+  ROOT,
+  runCli,
+  startCommand,
+  streamReader,
+  tempDir,
+  type CliProcess,
+} from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
 
 const readme = readFileSync(README, "utf8");
@@ -29,12 +37,16 @@ describe("README.md", () => {
       const row = rows.find((r) => new RegExp(`^\\| \`(-\\w, )?--${o.name}[ ,\`]`).test(r));
       expect(row, `no row for --${o.name}`).toBeDefined();
       const [flags, single] = row!.split(" | ");
-      const spellings = [...`${flags} ${single}`.matchAll(/(?<![\w-])(--?[\w?-]+)/g)].map((m) => m[1]!);
+      const spellings = [...`${flags} ${single}`.matchAll(/(?<![\w-])(--?[\w?-]+)/g)].map(
+        (m) => m[1]!,
+      );
       expect(spellings).toContain(`--${o.name}`);
       for (const s of o.iodine) expect(spellings).toContain(`-${s}`);
       for (const spelled of new Set(spellings)) {
         const argv = o.kind === "boolean" ? [spelled] : [spelled, "1"];
-        expect([...readArgv(argv).values.keys()], `${spelled} in --${o.name}'s row`).toEqual([o.name]);
+        expect([...readArgv(argv).values.keys()], `${spelled} in --${o.name}'s row`).toEqual([
+          o.name,
+        ]);
       }
     }
   });
@@ -50,9 +62,13 @@ describe("README.md", () => {
   });
 
   test("the quick start is SPEC §1's two commands, and chat.ts is the example it runs", () => {
-    expect(readme).toContain("bun install && bun run iodine examples/chat.ts   # serves http://localhost:3000");
+    expect(readme).toContain(
+      "bun install && bun run iodine examples/chat.ts   # serves http://localhost:3000",
+    );
     expect(readme).toContain("bun test                                         # the whole suite");
-    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: Record<string, string> };
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
+      scripts: Record<string, string>;
+    };
     expect(pkg.scripts.iodine).toMatch(/cli\.ts$/);
     expect(pkg.scripts.test).toBe("bun test");
   });
@@ -63,12 +79,22 @@ describe("README.md", () => {
       .map((f) => readFileSync(join(ROOT, "test", f), "utf8"))
       .join("\n");
     const examples = readdirSync(join(ROOT, "examples"), { withFileTypes: true })
-      .filter((e) => (e.isFile() && e.name.endsWith(".ts")) || (e.isDirectory() && e.name !== "chat" && e.name !== "mustache"))
+      .filter(
+        (e) =>
+          (e.isFile() && e.name.endsWith(".ts")) ||
+          (e.isDirectory() && e.name !== "chat" && e.name !== "mustache"),
+      )
       .map((e) => e.name);
     expect(examples.length).toBeGreaterThan(5);
     for (const name of examples) {
-      expect(readme.includes(`examples/${name}`), `README.md does not mention examples/${name}`).toBe(true);
-      const driven = tests.includes(`example("${name}`) || tests.includes(`examples/${name}`) || tests.includes(`"examples", "${name}"`);
+      expect(
+        readme.includes(`examples/${name}`),
+        `README.md does not mention examples/${name}`,
+      ).toBe(true);
+      const driven =
+        tests.includes(`example("${name}`) ||
+        tests.includes(`examples/${name}`) ||
+        tests.includes(`"examples", "${name}"`);
       expect(driven, `no test runs examples/${name}`).toBe(true);
     }
   });
@@ -97,12 +123,17 @@ function tourStops(text: string): Stop[] {
 /** A tour line split into its command and the `# …` comment after it ("" where there is none). */
 function split(line: string): { cmd: string; says: string } {
   const at = line.search(/(^|\s)#\s/);
-  return at === -1 ? { cmd: line, says: "" } : { cmd: line.slice(0, at).trim(), says: line.slice(at).replace(/^\s*#\s*/, "") };
+  return at === -1
+    ? { cmd: line, says: "" }
+    : { cmd: line.slice(0, at).trim(), says: line.slice(at).replace(/^\s*#\s*/, "") };
 }
 
 /** `localhost:3000` and `localhost:3001` in the tour are its first and second server. */
 function rebase(url: string, servers: CliProcess[]): string {
-  return url.replace(/^(https?:\/\/)?localhost:(\d+)/, (_m, _s, port: string) => servers[Number(port) - 3000]!.url);
+  return url.replace(
+    /^(https?:\/\/)?localhost:(\d+)/,
+    (_m, _s, port: string) => servers[Number(port) - 3000]!.url,
+  );
 }
 
 /**
@@ -111,7 +142,11 @@ function rebase(url: string, servers: CliProcess[]): string {
  * hands back the open response. Other flags are refused, so the README cannot grow one this
  * does not understand.
  */
-async function curl(cmd: string, servers: CliProcess[], signal?: AbortSignal): Promise<{ shown: string; res: Response }> {
+async function curl(
+  cmd: string,
+  servers: CliProcess[],
+  signal?: AbortSignal,
+): Promise<{ shown: string; res: Response }> {
   const words = [...cmd.matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2]!);
   expect(words[0]).toBe("curl");
   const headers = new Headers();
@@ -129,7 +164,8 @@ async function curl(cmd: string, servers: CliProcess[], signal?: AbortSignal): P
         if (f === "I") head = showHeaders = true;
         else if (f === "i") showHeaders = true;
         else if (f === "N") stream = true;
-        else if (f !== "s") throw new Error(`the tour's curl line uses -${f}, which this test does not know: ${cmd}`);
+        else if (f !== "s")
+          throw new Error(`the tour's curl line uses -${f}, which this test does not know: ${cmd}`);
       }
     } else url = w;
   }
@@ -148,15 +184,26 @@ describe("the README's tour runs as written", () => {
   const redisMissing = skipRedis("test/readme.test.ts", "the tour's Redis stop");
 
   test("it has its stops: hello, chat, workers, Redis, static files, the executable", () => {
-    expect(stops.map((s) => s.title.split(" ")[0])).toEqual(["Hello", "Chat", "Pub/sub", "Redis:", "Static", "One"]);
-    for (const s of stops) expect(s.lines.length, `the stop "${s.title}" has no command`).toBeGreaterThan(0);
+    expect(stops.map((s) => s.title.split(" ")[0])).toEqual([
+      "Hello",
+      "Chat",
+      "Pub/sub",
+      "Redis:",
+      "Static",
+      "One",
+    ]);
+    for (const s of stops)
+      expect(s.lines.length, `the stop "${s.title}" has no command`).toBeGreaterThan(0);
   });
 
   /**
    * Runs a stop's `bun run iodine` lines (ports made 0, `--pid` into a temp dir, `-r` to a
    * redis-server of the test's own), then `check` with the servers in the order of the lines.
    */
-  async function runStop(title: string, check: (servers: CliProcess[], lines: string[], pidDir: string) => Promise<void>) {
+  async function runStop(
+    title: string,
+    check: (servers: CliProcess[], lines: string[], pidDir: string) => Promise<void>,
+  ) {
     const stop = stops.find((s) => s.title.startsWith(title));
     expect(stop, `the tour has no stop "${title}"`).toBeDefined();
     using dir = tempDir();
@@ -175,7 +222,9 @@ describe("the README's tour runs as written", () => {
           return w;
         });
         if (!args.includes("-p")) args.unshift("-p", "0");
-        servers.push(await startCommand([process.execPath, "run", "iodine", ...args], { timeout: 20_000 }));
+        servers.push(
+          await startCommand([process.execPath, "run", "iodine", ...args], { timeout: 20_000 }),
+        );
       }
       await check(servers, stop!.lines, dir.path);
     } finally {
@@ -186,7 +235,10 @@ describe("the README's tour runs as written", () => {
   const curlLines = (lines: string[]) => lines.map(split).filter((l) => l.cmd.startsWith("curl "));
 
   /** A stop with one `curl` line that answers 200: what curl shows, and what the line's comment says it shows. */
-  async function theCurl(lines: string[], servers: CliProcess[]): Promise<{ shown: string; says: string }> {
+  async function theCurl(
+    lines: string[],
+    servers: CliProcess[],
+  ): Promise<{ shown: string; says: string }> {
     const curls = curlLines(lines);
     expect(curls).toHaveLength(1);
     const { shown } = await curl(curls[0]!.cmd, servers);
@@ -209,7 +261,10 @@ describe("the README's tour runs as written", () => {
       try {
         const { res } = await curl(curls[0]!.cmd, servers, ac.signal);
         expect(res.headers.get("content-type")).toStartWith("text/event-stream");
-        const name = new URL(curls[0]!.cmd.match(/'([^']*chat[^']*)'/)![1]!, "http://x").searchParams.get("name")!;
+        const name = new URL(
+          curls[0]!.cmd.match(/'([^']*chat[^']*)'/)![1]!,
+          "http://x",
+        ).searchParams.get("name")!;
         const stream = streamReader(res);
         await stream.until(`data: ${name} joined (sse)`);
         // The browser tab of the next comment: the page opens /chat?name=ann over WebSocket.
@@ -244,24 +299,30 @@ describe("the README's tour runs as written", () => {
     });
   }, 30_000);
 
-  test.skipIf(redisMissing)("Redis: the two servers on one Redis share the chat room", async () => {
-    await runStop("Redis: one room across machines", async (servers, lines) => {
-      expect(servers).toHaveLength(2);
-      const tab = lines.map(split).find((l) => l.cmd === "" && l.says.includes("chat with each other"))!.says;
-      const [annUrl, bobUrl] = [...tab.matchAll(/http:\/\/\S+/g)].map((m) => new URL(m[0]));
-      expect(annUrl!.port).toBe("3000");
-      expect(bobUrl!.port).toBe("3001");
-      using ann = await chatter(servers[0]!.url, annUrl!.searchParams.get("name")!);
-      using bob = await chatter(servers[1]!.url, bobUrl!.searchParams.get("name")!);
-      // Each server subscribes Redis to the room when its first chatter joins: say something until
-      // the other side hears it, then both ways.
-      await chatLinked(ann, bob);
-      ann.send("hi bob");
-      bob.send("hi ann");
-      await bob.waitFor("ann: hi bob");
-      await ann.waitFor("bob: hi ann");
-    });
-  }, 30_000);
+  test.skipIf(redisMissing)(
+    "Redis: the two servers on one Redis share the chat room",
+    async () => {
+      await runStop("Redis: one room across machines", async (servers, lines) => {
+        expect(servers).toHaveLength(2);
+        const tab = lines
+          .map(split)
+          .find((l) => l.cmd === "" && l.says.includes("chat with each other"))!.says;
+        const [annUrl, bobUrl] = [...tab.matchAll(/http:\/\/\S+/g)].map((m) => new URL(m[0]));
+        expect(annUrl!.port).toBe("3000");
+        expect(bobUrl!.port).toBe("3001");
+        using ann = await chatter(servers[0]!.url, annUrl!.searchParams.get("name")!);
+        using bob = await chatter(servers[1]!.url, bobUrl!.searchParams.get("name")!);
+        // Each server subscribes Redis to the room when its first chatter joins: say something until
+        // the other side hears it, then both ways.
+        await chatLinked(ann, bob);
+        ann.send("hi bob");
+        bob.send("hi ann");
+        await bob.waitFor("ann: hi bob");
+        await ann.waitFor("bob: hi ann");
+      });
+    },
+    30_000,
+  );
 
   test("Static files: the pre-compressed sibling is served with Content-Encoding: br", async () => {
     await runStop("Static files", async (servers, lines) => {
@@ -274,8 +335,12 @@ describe("the README's tour runs as written", () => {
     const stop = stops.find((s) => s.title.startsWith("One file to deploy"))!;
     const { cmd } = split(stop.lines[0]!);
     expect(cmd).toStartWith("bun run build && ./dist/iodine ");
-    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: Record<string, string> };
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
+      scripts: Record<string, string>;
+    };
     expect(pkg.scripts.build).toContain("--outfile dist/iodine");
-    expect(readFileSync(join(ROOT, "test", "executable.test.ts"), "utf8")).toContain("await buildExecutable(");
+    expect(readFileSync(join(ROOT, "test", "executable.test.ts"), "utf8")).toContain(
+      "await buildExecutable(",
+    );
   });
 });

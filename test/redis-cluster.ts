@@ -12,14 +12,22 @@ import { hasRedis } from "./redis-server.ts";
 
 const HOST = "127.0.0.1";
 /** The slot ranges `redis-cli --cluster create` gives three masters. */
-const RANGES = [[0, 5460], [5461, 10922], [10923, 16383]] as const;
+const RANGES = [
+  [0, 5460],
+  [5461, 10922],
+  [10923, 16383],
+] as const;
 
 /** redis-server 7 or later (SSUBSCRIBE, SPUBLISH, ADDSLOTSRANGE). */
 export const hasRedisCluster =
-  hasRedis && Number(/v=(\d+)/.exec(Bun.spawnSync(["redis-server", "--version"]).stdout.toString())?.[1] ?? 0) >= 7;
+  hasRedis &&
+  Number(
+    /v=(\d+)/.exec(Bun.spawnSync(["redis-server", "--version"]).stdout.toString())?.[1] ?? 0,
+  ) >= 7;
 
 /** describe.skipIf(skipRedisCluster(...)) */
-export const skipRedisCluster = (file: string, what: string): boolean => skipWithout("redis-server 7+", hasRedisCluster, file, what);
+export const skipRedisCluster = (file: string, what: string): boolean =>
+  skipWithout("redis-server 7+", hasRedisCluster, file, what);
 
 export interface RedisClusterOptions {
   /**
@@ -57,16 +65,38 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
   const procs: (Subprocess | undefined)[] = [];
   // Commands wait (offline queue) while a node is starting or restarting; poll() bounds the wait.
   const admin = ports.map((port) => {
-    const c = new IORedis(port, HOST, { connectionName: "test-admin", lazyConnect: true, retryStrategy: () => 25, maxRetriesPerRequest: null });
+    const c = new IORedis(port, HOST, {
+      connectionName: "test-admin",
+      lazyConnect: true,
+      retryStrategy: () => 25,
+      maxRetriesPerRequest: null,
+    });
     c.on("error", () => {});
     return c;
   });
   const spawn = (i: number) => {
     const port = String(ports[i]);
     procs[i] = Bun.spawn(
-      ["redis-server", "--port", port, "--bind", HOST, "--cluster-enabled", "yes", "--cluster-config-file", `nodes-${port}.conf`,
-        "--dir", dir, "--logfile", `redis-${port}.log`, "--save", "", "--appendonly", "no",
-        ...(options.nodeTimeout ? ["--cluster-node-timeout", String(options.nodeTimeout)] : [])],
+      [
+        "redis-server",
+        "--port",
+        port,
+        "--bind",
+        HOST,
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        `nodes-${port}.conf`,
+        "--dir",
+        dir,
+        "--logfile",
+        `redis-${port}.log`,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        ...(options.nodeTimeout ? ["--cluster-node-timeout", String(options.nodeTimeout)] : []),
+      ],
       { cwd: dir, stdin: "ignore", stdout: "ignore", stderr: "ignore" },
     );
   };
@@ -81,31 +111,58 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
     await Promise.all(procs.map((_, i) => kill(i)));
     rmSync(dir, { recursive: true, force: true });
   };
-  const logs = () => ports.map((p) => `--- redis-${p}.log\n${readLog(join(dir, `redis-${p}.log`))}`).join("\n");
+  const logs = () =>
+    ports.map((p) => `--- redis-${p}.log\n${readLog(join(dir, `redis-${p}.log`))}`).join("\n");
   const clusterOk = async (i: number) => {
     const info = String(await admin[i]!.cluster("INFO"));
     return info.includes("cluster_state:ok") && /cluster_known_nodes:3\b/.test(info);
   };
   const waitOk = async (ms = 15_000) => {
-    await poll(`cluster_state:ok on every node`, ms, async () => (await Promise.all(ports.map((_, i) => procs[i] === undefined || clusterOk(i)))).every(Boolean));
+    await poll(`cluster_state:ok on every node`, ms, async () =>
+      (await Promise.all(ports.map((_, i) => procs[i] === undefined || clusterOk(i)))).every(
+        Boolean,
+      ),
+    );
   };
 
   try {
     ports.forEach((_, i) => spawn(i));
     for (const c of admin) c.connect().catch(() => {});
-    await poll("PING on every node", 5000, async () => (await Promise.all(admin.map((c) => c.ping()))).every((r) => r === "PONG"));
+    await poll("PING on every node", 5000, async () =>
+      (await Promise.all(admin.map((c) => c.ping()))).every((r) => r === "PONG"),
+    );
     if ((options.create ?? "manual") === "manual") {
       // The epochs while each node knows only itself, then a full mesh of MEETs (with a star the two
       // others find each other through gossip, 1–2 s later in one run out of three).
       await Promise.all(admin.map((c, i) => c.cluster("SET-CONFIG-EPOCH", i + 1)));
-      await Promise.all(admin.map((c, i) => c.call("CLUSTER", "ADDSLOTSRANGE", RANGES[i]![0], RANGES[i]![1])));
-      for (let i = 0; i < 3; i++) for (let j = i + 1; j < 3; j++) await admin[i]!.cluster("MEET", HOST, ports[j]!);
+      await Promise.all(
+        admin.map((c, i) => c.call("CLUSTER", "ADDSLOTSRANGE", RANGES[i]![0], RANGES[i]![1])),
+      );
+      for (let i = 0; i < 3; i++)
+        for (let j = i + 1; j < 3; j++) await admin[i]!.cluster("MEET", HOST, ports[j]!);
     } else {
-      const cli = Bun.spawn(["redis-cli", "--cluster", "create", ...ports.map((p) => `${HOST}:${p}`), "--cluster-replicas", "0", "--cluster-yes"], {
-        stdin: "ignore", stdout: "pipe", stderr: "pipe",
-      });
-      const [out, err] = await Promise.all([new Response(cli.stdout).text(), new Response(cli.stderr).text()]);
-      if (!out.includes("All 16384 slots covered")) throw new Error(`redis-cli --cluster create failed:\n${out}${err}`);
+      const cli = Bun.spawn(
+        [
+          "redis-cli",
+          "--cluster",
+          "create",
+          ...ports.map((p) => `${HOST}:${p}`),
+          "--cluster-replicas",
+          "0",
+          "--cluster-yes",
+        ],
+        {
+          stdin: "ignore",
+          stdout: "pipe",
+          stderr: "pipe",
+        },
+      );
+      const [out, err] = await Promise.all([
+        new Response(cli.stdout).text(),
+        new Response(cli.stderr).text(),
+      ]);
+      if (!out.includes("All 16384 slots covered"))
+        throw new Error(`redis-cli --cluster create failed:\n${out}${err}`);
     }
     await waitOk();
   } catch (err) {
@@ -158,7 +215,10 @@ async function poll(what: string, ms: number, ok: () => Promise<boolean>): Promi
   for (;;) {
     let timer: Timer | undefined;
     try {
-      const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("no answer")), Math.max(end - Date.now(), 0))));
+      const timeout = new Promise<never>(
+        (_, reject) =>
+          (timer = setTimeout(() => reject(new Error("no answer")), Math.max(end - Date.now(), 0))),
+      );
       if (await Promise.race([ok(), timeout])) return;
     } catch (err) {
       last = `: ${(err as Error).message}`;

@@ -7,7 +7,8 @@ import { freePort, skipWithout } from "./harness.ts";
 
 export const hasRedis = Bun.which("redis-server") !== null;
 /** describe.skipIf(skipRedis(...)) */
-export const skipRedis = (file: string, what: string): boolean => skipWithout("redis-server", hasRedis, file, what);
+export const skipRedis = (file: string, what: string): boolean =>
+  skipWithout("redis-server", hasRedis, file, what);
 
 export interface RedisServer extends AsyncDisposable {
   readonly port: number;
@@ -65,13 +66,30 @@ function wrap(port: number, first: Subprocess, extra: string[]): RedisServer {
   };
 }
 
-async function spawnRedis(port: number, extra: string[]): Promise<Subprocess<"ignore", "pipe", "pipe"> | undefined> {
-  const proc = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ...extra], {
-    cwd: tmpdir(),
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+async function spawnRedis(
+  port: number,
+  extra: string[],
+): Promise<Subprocess<"ignore", "pipe", "pipe"> | undefined> {
+  const proc = Bun.spawn(
+    [
+      "redis-server",
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      ...extra,
+    ],
+    {
+      cwd: tmpdir(),
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
   const { ok } = await readUntil(proc.stdout, /Ready to accept connections/, 5000);
   if (ok) return proc;
   proc.kill("SIGKILL");

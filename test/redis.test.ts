@@ -7,7 +7,16 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import IORedis from "ioredis";
 import { Iodine } from "../src/index.ts";
-import { errorOf, fixture, freePort, runCommand, sharedByFile, startCli, waitUntil, type CliProcess } from "./harness.ts";
+import {
+  errorOf,
+  fixture,
+  freePort,
+  runCommand,
+  sharedByFile,
+  startCli,
+  waitUntil,
+  type CliProcess,
+} from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
 import { pubsubSuite, twoClustersOnRedis } from "./suites/pubsub.ts";
 import { Clients, fenced, linked, untilHeard } from "./ws.ts";
@@ -16,7 +25,12 @@ const APP = fixture("cluster-app.ts");
 const skip = skipRedis("test/redis.test.ts", "the Redis engine test");
 
 /** POST /publish on a cluster (an HTTP request: whichever worker takes it publishes). */
-async function post(srv: CliProcess, channel: string, body: string, scope?: "cluster" | "process"): Promise<void> {
+async function post(
+  srv: CliProcess,
+  channel: string,
+  body: string,
+  scope?: "cluster" | "process",
+): Promise<void> {
   const q = `ch=${encodeURIComponent(channel)}${scope ? `&scope=${scope}` : ""}`;
   const res = await fetch(`${srv.url}/publish?${q}`, { method: "POST", body });
   expect(res.status).toBe(200);
@@ -38,7 +52,11 @@ async function clientNames(admin: IORedis): Promise<string[]> {
 }
 
 /** A raw Redis subscriber (its own connection) collecting what it gets on `channels`, as text. */
-async function rawSubscriber(port: number, channels: string[], o: { password?: string; patterns?: boolean } = {}) {
+async function rawSubscriber(
+  port: number,
+  channels: string[],
+  o: { password?: string; patterns?: boolean } = {},
+) {
   const raw = new IORedis(port, "127.0.0.1", { password: o.password, connectionName: "test-raw" });
   raw.on("error", () => {});
   const got: string[] = [];
@@ -49,15 +67,28 @@ async function rawSubscriber(port: number, channels: string[], o: { password?: s
   return { got, [Symbol.dispose]: () => raw.disconnect() };
 }
 
-const lines = (srv: CliProcess, pattern: RegExp) => srv.stderr().split("\n").filter((l) => pattern.test(l));
-const numbered = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+const lines = (srv: CliProcess, pattern: RegExp) =>
+  srv
+    .stderr()
+    .split("\n")
+    .filter((l) => pattern.test(l));
+const numbered = (prefix: string, n: number) =>
+  Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 const ws = (srv: CliProcess) => srv.url.replace("http", "ws");
 /** A fence published by an HTTP request to `srv` on `channel`. */
-const httpFence = (srv: CliProcess, channel: string) => ({ send: (t: string) => post(srv, channel, t) });
+const httpFence = (srv: CliProcess, channel: string) => ({
+  send: (t: string) => post(srv, channel, t),
+});
 
 const redis = sharedByFile(() => startRedis(), { skip });
 
-pubsubSuite(twoClustersOnRedis(() => redis().url, { fanOut: [{ subscribers: 4, messages: 5000 }], stream: 2000 }, skip));
+pubsubSuite(
+  twoClustersOnRedis(
+    () => redis().url,
+    { fanOut: [{ subscribers: 4, messages: 5000 }], stream: 2000 },
+    skip,
+  ),
+);
 
 describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
   let admin: IORedis;
@@ -65,10 +96,14 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
   let b: CliProcess;
 
   beforeAll(async () => {
-    admin = new IORedis(redis().port, "127.0.0.1", { connectionName: "test-admin", lazyConnect: true });
+    admin = new IORedis(redis().port, "127.0.0.1", {
+      connectionName: "test-admin",
+      lazyConnect: true,
+    });
     admin.on("error", () => {});
     await admin.connect();
-    const start = () => startCli(["-p", "0", "-w", "2", "-r", redis().url, APP], { timeout: 20_000 });
+    const start = () =>
+      startCli(["-p", "0", "-w", "2", "-r", redis().url, APP], { timeout: 20_000 });
     [a, b] = await Promise.all([start(), start()]);
   });
   afterAll(async () => {
@@ -92,10 +127,20 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     for (const [ch, m] of sent) await post(b, ch, m);
     const toPattern = sent.filter(([ch]) => ch.startsWith("news."));
     expect(await pattern.take(toPattern.length)).toEqual(toPattern.map(([, m]) => m));
-    expect(await exact.take(100)).toEqual(sent.filter(([ch]) => ch === "news.sport").map(([, m]) => m));
-    expect(await fenced([httpFence(a, "news.sport"), httpFence(b, "news.sport")], [exact, pattern])).toEqual([[], []]);
-    await waitUntil(() => raw.got.filter((m) => !m.includes("⟨")).length >= toPattern.length, 2000, "the raw subscriber");
-    expect(raw.got.filter((m) => !m.includes("⟨"))).toEqual(toPattern.map(([ch, m]) => `${ch} ${m}`));
+    expect(await exact.take(100)).toEqual(
+      sent.filter(([ch]) => ch === "news.sport").map(([, m]) => m),
+    );
+    expect(
+      await fenced([httpFence(a, "news.sport"), httpFence(b, "news.sport")], [exact, pattern]),
+    ).toEqual([[], []]);
+    await waitUntil(
+      () => raw.got.filter((m) => !m.includes("⟨")).length >= toPattern.length,
+      2000,
+      "the raw subscriber",
+    );
+    expect(raw.got.filter((m) => !m.includes("⟨"))).toEqual(
+      toPattern.map(([ch, m]) => `${ch} ${m}`),
+    );
   }, 20_000);
 
   test("any Redis client reaches iodine subscribers, text as text and other bytes as a binary frame", async () => {
@@ -119,7 +164,12 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
   test("CLIENT LIST shows exactly two connections per cluster, held by each master", async () => {
     const names = (await clientNames(admin)).filter((n) => n.startsWith("iodine-"));
     expect(names.sort()).toEqual(
-      [`iodine-pub-${a.proc.pid}`, `iodine-sub-${a.proc.pid}`, `iodine-pub-${b.proc.pid}`, `iodine-sub-${b.proc.pid}`].sort(),
+      [
+        `iodine-pub-${a.proc.pid}`,
+        `iodine-sub-${a.proc.pid}`,
+        `iodine-pub-${b.proc.pid}`,
+        `iodine-sub-${b.proc.pid}`,
+      ].sort(),
     );
     // The same through `cmd` from a worker: the worker has no connection of its own.
     const { status, body } = await cmd(a, "CLIENT", "LIST");
@@ -134,7 +184,10 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     await admin.del("iodine-test-counter");
     expect(await cmd(b, "INCRBY", "iodine-test-counter", "5")).toEqual({ status: 200, body: 5 });
     await cmd(a, "RPUSH", "iodine-test-list", "x", "y");
-    expect(await cmd(a, "LRANGE", "iodine-test-list", "0", "-1")).toEqual({ status: 200, body: ["x", "y"] });
+    expect(await cmd(a, "LRANGE", "iodine-test-list", "0", "-1")).toEqual({
+      status: 200,
+      body: ["x", "y"],
+    });
     const bad = await cmd(a, "NOSUCHCOMMAND", "x");
     expect(bad.status).toBe(500);
     expect(bad.body).toMatch(/unknown command/i);
@@ -142,7 +195,8 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
   });
 
   test("Redis is subscribed to a channel or pattern exactly while some process of a cluster wants it", async () => {
-    const numsub = async (ch: string) => ((await admin.pubsub("NUMSUB", ch)) as [string, number])[1];
+    const numsub = async (ch: string) =>
+      ((await admin.pubsub("NUMSUB", ch)) as [string, number])[1];
     const numpat = async () => Number(await admin.pubsub("NUMPAT"));
     const patternsBefore = await numpat();
     await using clients = new Clients();
@@ -157,16 +211,32 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     // A later subscription from c1's worker: once Redis has it, the hub has handled that worker's
     // loss of interest sent before it (one link, in order), and Redis the commands before its own.
     const later = await clients.onWorker(`${ws(a)}/ws?ch=only-a-later`, c1.pid);
-    await waitUntil(async () => (await numsub("only-a-later")) === 1, 2000, "Redis to subscribe only-a-later");
+    await waitUntil(
+      async () => (await numsub("only-a-later")) === 1,
+      2000,
+      "Redis to subscribe only-a-later",
+    );
     expect(await numsub("only-a")).toBe(1); // the other worker still wants it
     later.close();
     c2.close();
-    await waitUntil(async () => (await numsub("only-a")) === 0, 2000, "Redis to unsubscribe only-a");
+    await waitUntil(
+      async () => (await numsub("only-a")) === 0,
+      2000,
+      "Redis to unsubscribe only-a",
+    );
 
     const p = await clients.worker(`${ws(b)}/ws?ch=${encodeURIComponent("only-b.*")}&match=redis`);
-    await waitUntil(async () => (await numpat()) === patternsBefore + 1, 2000, "Redis to psubscribe only-b.*");
+    await waitUntil(
+      async () => (await numpat()) === patternsBefore + 1,
+      2000,
+      "Redis to psubscribe only-b.*",
+    );
     p.close();
-    await waitUntil(async () => (await numpat()) === patternsBefore, 2000, "Redis to punsubscribe only-b.*");
+    await waitUntil(
+      async () => (await numpat()) === patternsBefore,
+      2000,
+      "Redis to punsubscribe only-b.*",
+    );
   }, 20_000);
 
   test("Iodine.PubSub.CLUSTER and PROCESS keep a publish out of Redis", async () => {
@@ -179,7 +249,10 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     // In order from B: had "cluster only" gone to Redis, it would be at A first.
     expect(await onA.take(1)).toEqual(["everywhere"]);
     expect(await onB.take(2)).toEqual(["cluster only", "everywhere"]);
-    expect(await fenced([httpFence(a, "scoped"), httpFence(b, "scoped")], [onA, onB])).toEqual([[], []]);
+    expect(await fenced([httpFence(a, "scoped"), httpFence(b, "scoped")], [onA, onB])).toEqual([
+      [],
+      [],
+    ]);
   }, 20_000);
 
   test("Redis killed mid-stream and restarted: local delivery goes on, delivery across resumes within 5 s", async () => {
@@ -189,7 +262,9 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     await linked(b1, [a1, b2]);
 
     await redis().kill();
-    await Promise.all([a, b].map((s) => s.waitFor(/redis: connection to redis:\/\/127\.0\.0\.1:\d+ lost/, 5000)));
+    await Promise.all(
+      [a, b].map((s) => s.waitFor(/redis: connection to redis:\/\/127\.0\.0\.1:\d+ lost/, 5000)),
+    );
     // Redis is away: the cluster still delivers its own publishes, to both of its workers.
     const local = numbered("local", 50);
     for (const m of local) b1.send(m);
@@ -201,7 +276,9 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     await linked(b1, [a1]);
     expect(Date.now() - restarted).toBeLessThan(5000);
     expect(a1.queued).toBe(0); // nothing from the outage arrived late
-    await Promise.all([a, b].map((s) => s.waitFor(/redis: connected to redis:\/\/127\.0\.0\.1:\d+ again/, 5000)));
+    await Promise.all(
+      [a, b].map((s) => s.waitFor(/redis: connected to redis:\/\/127\.0\.0\.1:\d+ again/, 5000)),
+    );
     // One line per change of state: lost once, back once (per cluster).
     for (const s of [a, b]) {
       expect(lines(s, /redis: connection to .* lost/)).toHaveLength(1);
@@ -222,8 +299,12 @@ describe.skipIf(skip)("one process on Redis: down at start-up, then slow", () =>
   test("starts and serves without Redis, connects when it comes, reconnects after a pause", async () => {
     const port = freePort();
     const url = `redis://:s3cret@127.0.0.1:${port}`;
-    await using srv = await startCli(["-p", "0", "-r", url, "--redis-ping", "1", APP], { timeout: 20_000 });
-    await srv.waitFor(/redis: cannot connect to redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ \(.*\); publishing inside this cluster only, retrying/);
+    await using srv = await startCli(["-p", "0", "-r", url, "--redis-ping", "1", APP], {
+      timeout: 20_000,
+    });
+    await srv.waitFor(
+      /redis: cannot connect to redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ \(.*\); publishing inside this cluster only, retrying/,
+    );
     expect(srv.stderr()).not.toContain("s3cret");
     // No Redis: HTTP and local pub/sub work.
     expect(await (await fetch(srv.url)).text()).toMatch(/^pid \d+$/);
@@ -234,13 +315,20 @@ describe.skipIf(skip)("one process on Redis: down at start-up, then slow", () =>
 
     // Redis comes (with a password): connected within a few seconds, two connections of this process.
     await using late = await startRedis(["--requirepass", "s3cret"], port);
-    await srv.waitFor(/redis: connected to redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ after [\d.]+ s/, 8000);
-    const admin = new IORedis(port, "127.0.0.1", { password: "s3cret", connectionName: "test-admin" });
+    await srv.waitFor(
+      /redis: connected to redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ after [\d.]+ s/,
+      8000,
+    );
+    const admin = new IORedis(port, "127.0.0.1", {
+      password: "s3cret",
+      connectionName: "test-admin",
+    });
     admin.on("error", () => {});
     using _admin = { [Symbol.dispose]: () => admin.disconnect() };
-    expect((await clientNames(admin)).filter((n) => n.startsWith("iodine-")).sort()).toEqual(
-      [`iodine-pub-${srv.proc.pid}`, `iodine-sub-${srv.proc.pid}`],
-    );
+    expect((await clientNames(admin)).filter((n) => n.startsWith("iodine-")).sort()).toEqual([
+      `iodine-pub-${srv.proc.pid}`,
+      `iodine-sub-${srv.proc.pid}`,
+    ]);
     await untilHeard((probe) => admin.publish("solo", probe), [c]);
     await admin.publish("solo", "from redis");
     expect(await c.next()).toBe("from redis");
@@ -257,7 +345,10 @@ describe.skipIf(skip)("one process on Redis: down at start-up, then slow", () =>
     try {
       await post(srv, "solo", "while paused");
       expect(await c.take(1)).toEqual(["while paused"]);
-      await srv.waitFor(/redis: no answer on the (publishing|subscribing) connection for 1 s; reconnecting/, 5000);
+      await srv.waitFor(
+        /redis: no answer on the (publishing|subscribing) connection for 1 s; reconnecting/,
+        5000,
+      );
     } finally {
       late.resume();
     }
@@ -269,7 +360,14 @@ describe.skipIf(skip)("one process on Redis: down at start-up, then slow", () =>
 
 describe.skipIf(skip)("publishing", () => {
   test("where Redis refuses scripts, publishes fall back to PUBLISH: one log line, nothing lost", async () => {
-    await using redis = await startRedis(["--rename-command", "EVALSHA", "", "--rename-command", "EVAL", ""]);
+    await using redis = await startRedis([
+      "--rename-command",
+      "EVALSHA",
+      "",
+      "--rename-command",
+      "EVAL",
+      "",
+    ]);
     await using srv = await startCli(["-p", "0", "-r", redis.url, APP]);
     await srv.waitFor(/redis: connected/);
     const raw = new IORedis(redis.port, "127.0.0.1");
@@ -291,7 +389,9 @@ describe.skipIf(skip)("publishing", () => {
 describe.skipIf(skip)("echoes", () => {
   test("a publish Redis never echoed is forgotten, a later equal one from elsewhere delivered; bursts of own publishes arrive once", async () => {
     await using redis = await startRedis();
-    const r = await runCommand([process.execPath, fixture("redis-fence.ts")], { env: { REDIS_URL: redis.url } });
+    const r = await runCommand([process.execPath, fixture("redis-fence.ts")], {
+      env: { REDIS_URL: redis.url },
+    });
     expect(r.stdout).toContain("got 20 of 20");
     expect(r.stdout).toContain("burst 100000 of 100000");
     // ...and reaches this process once: back through the default engine's subscription, not directly.
@@ -302,7 +402,9 @@ describe.skipIf(skip)("echoes", () => {
 
 describe("the engine API", () => {
   test("bad URLs, bad engines and bad scopes are refused with a TypeError", () => {
-    expect(() => new Iodine.PubSub.Redis("http://localhost:6379")).toThrow(/must start with redis:\/\/ or rediss:\/\//);
+    expect(() => new Iodine.PubSub.Redis("http://localhost:6379")).toThrow(
+      /must start with redis:\/\/ or rediss:\/\//,
+    );
     expect(() => new Iodine.PubSub.Redis("redis://localhost", { ping: 0 })).toThrow(TypeError);
     // Checked before ioredis sees them: it would throw "Invalid URL" from open(), or SELECT a database pub/sub ignores.
     expect(errorOf(() => new Iodine.PubSub.Redis("redis://localhost:notaport"))).toBe(
@@ -311,12 +413,19 @@ describe("the engine API", () => {
     expect(errorOf(() => new Iodine.PubSub.RedisSharded("redis://node-1:7000/2"))).toBe(
       'TypeError: ShardedRedisEngine: the URL names a database ("/2"), which Redis pub/sub ignores (a channel is the same in every database): leave it out of "redis://node-1:7000/2"',
     );
-    for (const ok of ["redis://localhost", "redis://h:6379/", "redis://h:6379/0", "rediss://u:p@[::1]:6380"]) {
+    for (const ok of [
+      "redis://localhost",
+      "redis://h:6379/",
+      "redis://h:6379/0",
+      "rediss://u:p@[::1]:6380",
+    ]) {
       expect(new Iodine.PubSub.Redis(ok).url).toBe(ok);
     }
     const before = Iodine.PubSub.default;
     expect(before).toBe(Iodine.PubSub.CLUSTER);
-    expect(() => (Iodine.PubSub.default = {} as never)).toThrow(/subscribe, psubscribe, unsubscribe and publish/);
+    expect(() => (Iodine.PubSub.default = {} as never)).toThrow(
+      /subscribe, psubscribe, unsubscribe and publish/,
+    );
     expect(() => (Iodine.PubSub.default = Iodine.PubSub.PROCESS)).toThrow(TypeError);
     expect(Iodine.PubSub.default).toBe(Iodine.PubSub.CLUSTER);
     expect(() => Iodine.publish("x", "y", {} as never)).toThrow(/CLUSTER, PROCESS or an engine/);

@@ -7,24 +7,45 @@ import { ctrlCDuringRequest, fixture, startCli, startCommand, type CliProcess } 
 const slowApp = fixture("slow-app.ts");
 
 const modes: [string, () => Promise<CliProcess>][] = [
-  ["bun run iodine", () => startCommand([process.execPath, "run", "iodine", "-p", "0", slowApp], { group: true })],
-  ["bun cli.ts (the header-size re-launch)", () => startCli(["-p", "0", slowApp], { group: true, headerFlag: false })],
-  ["bun run iodine -w 2", () => startCommand([process.execPath, "run", "iodine", "-p", "0", "-w", "2", slowApp], { group: true })],
-  ["bun cli.ts -w 2 (the header-size re-launch)", () => startCli(["-p", "0", "-w", "2", slowApp], { group: true, headerFlag: false })],
+  [
+    "bun run iodine",
+    () => startCommand([process.execPath, "run", "iodine", "-p", "0", slowApp], { group: true }),
+  ],
+  [
+    "bun cli.ts (the header-size re-launch)",
+    () => startCli(["-p", "0", slowApp], { group: true, headerFlag: false }),
+  ],
+  [
+    "bun run iodine -w 2",
+    () =>
+      startCommand([process.execPath, "run", "iodine", "-p", "0", "-w", "2", slowApp], {
+        group: true,
+      }),
+  ],
+  [
+    "bun cli.ts -w 2 (the header-size re-launch)",
+    () => startCli(["-p", "0", "-w", "2", slowApp], { group: true, headerFlag: false }),
+  ],
 ];
 
 describe("Ctrl-C in a terminal: one keystroke is one graceful stop", () => {
   for (const [name, start] of modes) {
-    test(name, async () => {
-      await using srv = await start();
-      const got = await ctrlCDuringRequest(srv);
-      expect(got).toEqual({ status: 200, body: "done after 1200 ms", code: 0 });
-      expect(srv.stderr()).not.toMatch(/stopping at once|exit(ed)? 130/);
-    }, 20_000);
+    test(
+      name,
+      async () => {
+        await using srv = await start();
+        const got = await ctrlCDuringRequest(srv);
+        expect(got).toEqual({ status: 200, body: "done after 1200 ms", code: 0 });
+        expect(srv.stderr()).not.toMatch(/stopping at once|exit(ed)? 130/);
+      },
+      20_000,
+    );
   }
 
   test("a second Ctrl-C well after the first still stops at once", async () => {
-    await using srv = await startCommand([process.execPath, "run", "iodine", "-p", "0", slowApp], { group: true });
+    await using srv = await startCommand([process.execPath, "run", "iodine", "-p", "0", slowApp], {
+      group: true,
+    });
     const answer = fetch(`${srv.url}/?ms=8000`).then(
       (res) => res.status,
       () => 0,

@@ -29,8 +29,14 @@ describe("SSE connections", () => {
 
   test("upgradeKind needs Accept: text/event-stream on a GET", async () => {
     await using srv = await startCli(["-p", "0", fixture("sse-app.ts")]);
-    expect(await (await fetch(srv.url + "/", { headers: { accept: "text/event-stream" } })).text()).toBe("kind=sse");
-    expect(await (await fetch(srv.url + "/", { method: "POST", headers: { accept: "text/event-stream" } })).text()).toBe("kind=none");
+    expect(
+      await (await fetch(srv.url + "/", { headers: { accept: "text/event-stream" } })).text(),
+    ).toBe("kind=sse");
+    expect(
+      await (
+        await fetch(srv.url + "/", { method: "POST", headers: { accept: "text/event-stream" } })
+      ).text(),
+    ).toBe("kind=none");
     expect(await (await fetch(srv.url + "/")).text()).toBe("kind=none");
   });
 
@@ -50,7 +56,11 @@ describe("SSE connections", () => {
     }
     // The app counts closes; nothing announces one: polled.
     let closes = "0";
-    await waitUntil(async () => (closes = await (await fetch(srv.url + "/closes")).text()) !== "0", 1000, "the app to see the close");
+    await waitUntil(
+      async () => (closes = await (await fetch(srv.url + "/closes")).text()) !== "0",
+      1000,
+      "the app to see the close",
+    );
     expect(closes).toBe("1");
     await fetch(`${srv.url}/publish?channel=news&message=after-close`);
     expect(await (await fetch(srv.url + "/closes")).text()).toBe("1");
@@ -96,7 +106,12 @@ describe("SSE connections", () => {
           if (done) return false;
           // Each flood event ends "x\n\n"; count the ends that finish in this chunk.
           const chunk = tail + new TextDecoder().decode(value);
-          for (let i = chunk.indexOf("x\n\n", Math.max(0, tail.length - 2)); i !== -1; i = chunk.indexOf("x\n\n", i + 3)) events++;
+          for (
+            let i = chunk.indexOf("x\n\n", Math.max(0, tail.length - 2));
+            i !== -1;
+            i = chunk.indexOf("x\n\n", i + 3)
+          )
+            events++;
           if (chunk.includes("data: after-the-flood\n\n")) return true;
           tail = chunk.slice(-64);
         }

@@ -2,7 +2,15 @@
 // rules, raw sockets for HEAD on the wire and for traversal attempts fetch would normalise.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { brotliCompressSync } from "node:zlib";
@@ -77,7 +85,12 @@ beforeAll(() => {
       if (path.startsWith("/send/")) {
         const abs = path === "/send/missing" ? join(tmp, "nope.bin") : join(root, path.slice(6));
         const res = new Response(null, {
-          headers: { "x-sendfile": abs, "x-app": "kept", "cache-control": "private", vary: "Cookie" },
+          headers: {
+            "x-sendfile": abs,
+            "x-app": "kept",
+            "cache-control": "private",
+            vary: "Cookie",
+          },
         });
         return sender.sendfile(req, res, abs);
       }
@@ -97,7 +110,10 @@ afterAll(() => {
 
 /** A raw request on its own connection, split into status, headers and body bytes. */
 async function raw(method: string, target: string, extra = "") {
-  const text = await rawRequest(port, `${method} ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${extra}\r\n`);
+  const text = await rawRequest(
+    port,
+    `${method} ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${extra}\r\n`,
+  );
   const end = text.indexOf("\r\n\r\n");
   const lines = text.slice(0, end).split("\r\n");
   const headers = new Map<string, string[]>();
@@ -150,7 +166,13 @@ describe("files and types", () => {
   });
 
   test("a directory without index.html, a missing file and a file with a trailing slash go to the app", async () => {
-    for (const path of ["/empty/", "/empty", "/nope.txt", "/notes.txt/", "/%252e%252e/secret.txt"]) {
+    for (const path of [
+      "/empty/",
+      "/empty",
+      "/nope.txt",
+      "/notes.txt/",
+      "/%252e%252e/secret.txt",
+    ]) {
       const res = await get(path);
       expect([path, res.status, await res.text()]).toEqual([path, 404, "app"]);
     }
@@ -217,7 +239,8 @@ describe("precompressed siblings", () => {
     // The type is the original file's, whatever the coding.
     expect(res.headers.get("content-type")).toBe("text/css;charset=utf-8");
     const body = new Uint8Array(await res.arrayBuffer());
-    const want = encoding === "br" ? br() : encoding === "gzip" ? gz() : new TextEncoder().encode(CSS);
+    const want =
+      encoding === "br" ? br() : encoding === "gzip" ? gz() : new TextEncoder().encode(CSS);
     expect(body).toEqual(want);
     expect(res.headers.get("content-length")).toBe(String(want.length));
   });
@@ -232,7 +255,8 @@ describe("precompressed siblings", () => {
 
   test("each variant has its own strong ETag", async () => {
     const tags = new Set<string | null>();
-    for (const ae of ["br", "gzip", "identity"]) tags.add((await get("/style.css", { "accept-encoding": ae })).headers.get("etag"));
+    for (const ae of ["br", "gzip", "identity"])
+      tags.add((await get("/style.css", { "accept-encoding": ae })).headers.get("etag"));
     expect(tags.size).toBe(3);
     for (const tag of tags) expect(tag).toMatch(/^"[^"]+"$/);
   });
@@ -284,7 +308,10 @@ describe("conditional requests", () => {
 
   test("If-None-Match takes precedence over If-Modified-Since (RFC 9110 §13.2.2)", async () => {
     const { lastModified } = await validators("/notes.txt");
-    const res = await get("/notes.txt", { "if-none-match": '"other"', "if-modified-since": lastModified });
+    const res = await get("/notes.txt", {
+      "if-none-match": '"other"',
+      "if-modified-since": lastModified,
+    });
     expect(res.status).toBe(200);
   });
 
@@ -316,18 +343,24 @@ describe("ranges", () => {
     expect(await res.text()).toBe(RANGE.slice(start, end + 1));
   });
 
-  test.each(["bytes=16-", "bytes=100-200", "bytes=-0"])("%s is unsatisfiable: 416", async (range) => {
-    const res = await get("/range.txt", { range });
-    expect(res.status).toBe(416);
-    expect(res.headers.get("content-range")).toBe("bytes */16");
-    await res.arrayBuffer();
-  });
+  test.each(["bytes=16-", "bytes=100-200", "bytes=-0"])(
+    "%s is unsatisfiable: 416",
+    async (range) => {
+      const res = await get("/range.txt", { range });
+      expect(res.status).toBe(416);
+      expect(res.headers.get("content-range")).toBe("bytes */16");
+      await res.arrayBuffer();
+    },
+  );
 
-  test.each(["bytes=0-1,4-5", "items=0-3", "bytes=5-2", "bytes=abc"])("%s is ignored: 200 with the whole file", async (range) => {
-    const res = await get("/range.txt", { range });
-    expect(res.status).toBe(200);
-    expect(await res.text()).toBe(RANGE);
-  });
+  test.each(["bytes=0-1,4-5", "items=0-3", "bytes=5-2", "bytes=abc"])(
+    "%s is ignored: 200 with the whole file",
+    async (range) => {
+      const res = await get("/range.txt", { range });
+      expect(res.status).toBe(200);
+      expect(await res.text()).toBe(RANGE);
+    },
+  );
 
   test("a range is served from the identity bytes even when br is accepted", async () => {
     const res = await get("/style.css", { range: "bytes=0-9", "accept-encoding": "br, gzip" });
@@ -366,11 +399,15 @@ describe("ranges", () => {
     const part = await get("/big.bin", { range: "bytes=1000-200999" });
     expect(part.status).toBe(206);
     expect(part.headers.get("content-range")).toBe(`bytes 1000-200999/${BIG.length}`);
-    expect(sha256(new Uint8Array(await part.arrayBuffer()))).toBe(sha256(BIG.subarray(1000, 201000)));
+    expect(sha256(new Uint8Array(await part.arrayBuffer()))).toBe(
+      sha256(BIG.subarray(1000, 201000)),
+    );
 
     const tail = await get("/big.bin", { range: "bytes=-100" });
     expect(tail.status).toBe(206);
-    expect(new Uint8Array(await tail.arrayBuffer())).toEqual(new Uint8Array(BIG.subarray(BIG.length - 100)));
+    expect(new Uint8Array(await tail.arrayBuffer())).toEqual(
+      new Uint8Array(BIG.subarray(BIG.length - 100)),
+    );
   });
 });
 
@@ -379,22 +416,31 @@ describe("HEAD", () => {
     ["/notes.txt", "text/plain;charset=utf-8", "11"],
     ["/big.bin", "application/octet-stream", String(1024 * 1024)],
     ["/dir/", "text/html;charset=utf-8", "12"],
-  ])("HEAD %s has GET's headers (Date, Content-Type, Content-Length) and no body", async (path, type, length) => {
-    const { status, headers, body } = await raw("HEAD", path);
-    expect(status).toBe(200);
-    expect(headers.get("content-type")).toEqual([type]);
-    expect(headers.get("content-length")).toEqual([length]);
-    expect(headers.get("date")?.[0]).toMatch(/^\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/);
-    expect(headers.get("date")?.length).toBe(1);
-    expect(headers.has("etag")).toBe(true);
-    expect(body).toBe("");
-  });
+  ])(
+    "HEAD %s has GET's headers (Date, Content-Type, Content-Length) and no body",
+    async (path, type, length) => {
+      const { status, headers, body } = await raw("HEAD", path);
+      expect(status).toBe(200);
+      expect(headers.get("content-type")).toEqual([type]);
+      expect(headers.get("content-length")).toEqual([length]);
+      expect(headers.get("date")?.[0]).toMatch(/^\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/);
+      expect(headers.get("date")?.length).toBe(1);
+      expect(headers.has("etag")).toBe(true);
+      expect(body).toBe("");
+    },
+  );
 
   test("HEAD picks the variant like GET and ignores Range (RFC 9110 §14.2)", async () => {
-    const { status, headers, body } = await raw("HEAD", "/style.css", "Accept-Encoding: br\r\nRange: bytes=0-1\r\n");
+    const { status, headers, body } = await raw(
+      "HEAD",
+      "/style.css",
+      "Accept-Encoding: br\r\nRange: bytes=0-1\r\n",
+    );
     expect(status).toBe(200);
     expect(headers.get("content-encoding")).toEqual(["br"]);
-    expect(headers.get("content-length")).toEqual([String(brotliCompressSync(Buffer.from(CSS)).length)]);
+    expect(headers.get("content-length")).toEqual([
+      String(brotliCompressSync(Buffer.from(CSS)).length),
+    ]);
     expect(body).toBe("");
   });
 });
@@ -427,7 +473,13 @@ describe("path safety", () => {
   });
 
   test("encoded slashes, backslashes, NUL and bad percent-encoding get 400 and one warning naming the path", async () => {
-    for (const target of ["/%2e%2e%2fsecret.txt", "/..%5csecret.txt", "/%00secret.txt", "/%2fetc%2fpasswd", "/%E0%A4%A"]) {
+    for (const target of [
+      "/%2e%2e%2fsecret.txt",
+      "/..%5csecret.txt",
+      "/%00secret.txt",
+      "/%2fetc%2fpasswd",
+      "/%E0%A4%A",
+    ]) {
       warnings.length = 0;
       const { status } = await raw("GET", target);
       expect([target, status]).toEqual([target, 400]);
@@ -438,7 +490,13 @@ describe("path safety", () => {
 
   test("paths Bun would normalise are refused by serve() itself", () => {
     // Bun.serve resolves `..` and `\` in the request line before fetch; other front ends may not.
-    for (const path of ["/../secret.txt", "/dir/../../secret.txt", "/..\\secret.txt", "/dir/..", "/a\\b"]) {
+    for (const path of [
+      "/../secret.txt",
+      "/dir/../../secret.txt",
+      "/..\\secret.txt",
+      "/dir/..",
+      "/a\\b",
+    ]) {
       warnings.length = 0;
       const res = files.serve(new Request(base + "/"), "GET", path);
       expect([path, res?.status]).toEqual([path, 400]);
@@ -472,7 +530,12 @@ describe("cache", () => {
     const future = new Date(Date.now() + 10_000);
     utimesSync(path, future, future);
     // The cache looks at the disk again on its own clock: polled.
-    await waitUntil(async () => (await (await get("/changing.txt")).text()) === "v2 is longer", 5000, "the change to be seen", 50);
+    await waitUntil(
+      async () => (await (await get("/changing.txt")).text()) === "v2 is longer",
+      5000,
+      "the change to be seen",
+      50,
+    );
     expect(performance.now() - t0).toBeGreaterThanOrEqual(1000); // cached, not re-read per request
   });
 
@@ -498,7 +561,11 @@ describe("cache", () => {
     const small = new StaticFiles({ root, maxCacheBytes: 3000, maxCachedFile: 2500 });
     const req = new Request(base + "/");
     for (let round = 0; round < 3; round++) {
-      for (const [path, want] of [["/style.css", CSS], ["/range.txt", RANGE], ["/notes.txt", "plain notes"]] as const) {
+      for (const [path, want] of [
+        ["/style.css", CSS],
+        ["/range.txt", RANGE],
+        ["/notes.txt", "plain notes"],
+      ] as const) {
         const res = small.serve(req, "GET", path);
         expect(await res?.text()).toBe(want);
       }
@@ -507,7 +574,8 @@ describe("cache", () => {
 
   test("random misses stay bounded and do not disturb hits", async () => {
     const req = new Request(base + "/");
-    for (let i = 0; i < 12_000; i++) expect(files.serve(req, "GET", `/random-${i}.txt`)).toBeUndefined();
+    for (let i = 0; i < 12_000; i++)
+      expect(files.serve(req, "GET", `/random-${i}.txt`)).toBeUndefined();
     expect(await files.serve(req, "GET", "/notes.txt")?.text()).toBe("plain notes");
   });
 });
@@ -537,7 +605,10 @@ describe("X-Sendfile", () => {
     expect(res.headers.get("content-encoding")).toBe("br");
     expect(res.headers.get("vary")).toBe("Cookie, Accept-Encoding");
     await res.arrayBuffer();
-    const again = await get("/send/style.css", { "accept-encoding": "br", "if-none-match": res.headers.get("etag")! });
+    const again = await get("/send/style.css", {
+      "accept-encoding": "br",
+      "if-none-match": res.headers.get("etag")!,
+    });
     expect(again.status).toBe(304);
     expect(again.headers.get("x-app")).toBe("kept");
   });

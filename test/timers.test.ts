@@ -74,10 +74,14 @@ describe("runEvery", () => {
   test("with times = 3: exactly 3 calls, inactive from the last call on", async () => {
     const seen: boolean[] = [];
     const third = Promise.withResolvers<void>();
-    const handle = runEvery(5, () => {
-      seen.push(handle.isActive);
-      if (seen.length === 3) third.resolve();
-    }, 3);
+    const handle = runEvery(
+      5,
+      () => {
+        seen.push(handle.isActive);
+        if (seen.length === 3) third.resolve();
+      },
+      3,
+    );
     await third.promise;
     // Inside the last call the schedule is already over.
     expect(seen).toEqual([true, true, false]);
@@ -206,7 +210,12 @@ describe("argument validation", () => {
   test('"times" must be a positive integer', () => {
     const f = () => {};
     const cases = [
-      [0, "0"], [-1, "-1"], [1.5, "1.5"], [NaN, "NaN"], [Infinity, "Infinity"], ["3", '"3"'],
+      [0, "0"],
+      [-1, "-1"],
+      [1.5, "1.5"],
+      [NaN, "NaN"],
+      [Infinity, "Infinity"],
+      ["3", '"3"'],
     ];
     for (const [times, shown] of cases) {
       expect(errorOf(() => runEvery(10, f, times as number))).toBe(

@@ -11,9 +11,24 @@ import type { Socket } from "bun";
 import { createPrivateKey } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Iodine, type Connection, type Handler, type Message, type RawConnection } from "../src/index.ts";
+import {
+  Iodine,
+  type Connection,
+  type Handler,
+  type Message,
+  type RawConnection,
+} from "../src/index.ts";
 import { selfSigned, TLS } from "../src/tls.ts";
-import { errorOf, fixture, runCli, runCommand, startCli, startCommand, tempDir, type CliProcess } from "./harness.ts";
+import {
+  errorOf,
+  fixture,
+  runCli,
+  runCommand,
+  startCli,
+  startCommand,
+  tempDir,
+  type CliProcess,
+} from "./harness.ts";
 
 type Pair = { cert: string; key: string };
 let server: Pair;
@@ -25,8 +40,19 @@ const file = (name: string) => join(dir.path, name);
 const decoder = new TextDecoder();
 
 beforeAll(async () => {
-  [server, clientA, clientB] = await Promise.all([selfSigned(), selfSigned("client-a"), selfSigned("client-b")]);
-  const files = { "server.crt": server.cert, "server.key": server.key, "a.crt": clientA.cert, "a.key": clientA.key, "b.crt": clientB.cert, "b.key": clientB.key };
+  [server, clientA, clientB] = await Promise.all([
+    selfSigned(),
+    selfSigned("client-a"),
+    selfSigned("client-b"),
+  ]);
+  const files = {
+    "server.crt": server.cert,
+    "server.key": server.key,
+    "a.crt": clientA.cert,
+    "a.key": clientA.key,
+    "b.crt": clientB.cert,
+    "b.key": clientB.key,
+  };
   for (const [name, pem] of Object.entries(files)) writeFileSync(file(name), pem);
 });
 
@@ -42,7 +68,9 @@ function startTlsApp(env: Record<string, string>): Promise<CliProcess> {
 /** `p`, or a rejection saying `what` after `ms`. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms)));
+  const late = new Promise<never>(
+    (_, reject) => (timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms)),
+  );
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
@@ -73,9 +101,24 @@ class Peer implements Handler {
     return new Promise((resolve, reject) => {
       const check = () => {
         if (this.text.includes(s)) return finish(resolve);
-        if (this.events.includes("close")) return finish(() => reject(new Error(`closed before ${JSON.stringify(s)}; got ${JSON.stringify(this.text)}`)));
+        if (this.events.includes("close"))
+          return finish(() =>
+            reject(
+              new Error(`closed before ${JSON.stringify(s)}; got ${JSON.stringify(this.text)}`),
+            ),
+          );
       };
-      const timer = setTimeout(() => finish(() => reject(new Error(`no ${JSON.stringify(s)} within ${ms} ms; got ${JSON.stringify(this.text)}`))), ms);
+      const timer = setTimeout(
+        () =>
+          finish(() =>
+            reject(
+              new Error(
+                `no ${JSON.stringify(s)} within ${ms} ms; got ${JSON.stringify(this.text)}`,
+              ),
+            ),
+          ),
+        ms,
+      );
       const finish = (f: () => void) => {
         clearTimeout(timer);
         this.#wakers.delete(check);
@@ -105,7 +148,11 @@ function iodineClient(url: string, tls: TLS | undefined) {
 }
 
 /** Bun.connect with TLS options: writes `send` on open and collects what comes back until the close. */
-async function bunClient(port: number, tls: { cert?: string; key?: string; ca: string }, send: string) {
+async function bunClient(
+  port: number,
+  tls: { cert?: string; key?: string; ca: string },
+  send: string,
+) {
   let text = "";
   let isClosed = false;
   const wakers = new Set<() => void>();
@@ -166,11 +213,17 @@ describe("raw TLS listener that trusts client A's certificate", () => {
   });
 
   test("prints its tls:// address", () => {
-    expect(srv!.stderr()).toMatch(/^iodine: listening on tls:\/\/127\.0\.0\.1:\d+ \(1 worker, 1 thread, raw\)\n/);
+    expect(srv!.stderr()).toMatch(
+      /^iodine: listening on tls:\/\/127\.0\.0\.1:\d+ \(1 worker, 1 thread, raw\)\n/,
+    );
   });
 
   test("client A through Bun.connect ({ cert, key, ca }) gets its echo", async () => {
-    using c = await bunClient(srv!.port, { cert: clientA.cert, key: clientA.key, ca: server.cert }, "one\ntwo\n");
+    using c = await bunClient(
+      srv!.port,
+      { cert: clientA.cert, key: clientA.key, ca: server.cert },
+      "one\ntwo\n",
+    );
     expect(await c.until("echo two\n")).toBe("open alpn=false\necho one\necho two\n");
   });
 
@@ -186,7 +239,11 @@ describe("raw TLS listener that trusts client A's certificate", () => {
 
   test("client B (an untrusted self-signed certificate) and a client without one are refused; A still gets in", async () => {
     {
-      using b = await bunClient(srv!.port, { cert: clientB.cert, key: clientB.key, ca: server.cert }, "ping\n");
+      using b = await bunClient(
+        srv!.port,
+        { cert: clientB.cert, key: clientB.key, ca: server.cert },
+        "ping\n",
+      );
       await b.closed;
       expect(b.text()).toBe("");
     }
@@ -202,7 +259,11 @@ describe("raw TLS listener that trusts client A's certificate", () => {
       await b.waitClosed();
       expect(b.text).toBe("");
     }
-    using a = await bunClient(srv!.port, { cert: clientA.cert, key: clientA.key, ca: server.cert }, "again\n");
+    using a = await bunClient(
+      srv!.port,
+      { cert: clientA.cert, key: clientA.key, ca: server.cert },
+      "again\n",
+    );
     expect(await a.until("echo again\n")).toBe("open alpn=false\necho again\n");
   });
 
@@ -211,17 +272,28 @@ describe("raw TLS listener that trusts client A's certificate", () => {
   test("a refused client never reaches the listener's handler (no onOpen)", async () => {
     // Client A's lines mark the server's stdout before and after client B's attempt.
     const mark = async (line: string) => {
-      using a = await bunClient(srv!.port, { cert: clientA.cert, key: clientA.key, ca: server.cert }, `${line}\n`);
+      using a = await bunClient(
+        srv!.port,
+        { cert: clientA.cert, key: clientA.key, ca: server.cert },
+        `${line}\n`,
+      );
       await srv!.waitFor(new RegExp(`^onMessage ${line}$`, "m"), 3000, "stdout");
     };
     await mark("before-b");
     {
-      using b = await bunClient(srv!.port, { cert: clientB.cert, key: clientB.key, ca: server.cert }, "ping\n");
+      using b = await bunClient(
+        srv!.port,
+        { cert: clientB.cert, key: clientB.key, ca: server.cert },
+        "ping\n",
+      );
       await b.closed;
     }
     await mark("after-b");
     const out = srv!.stdout();
-    const between = out.slice(out.indexOf("onMessage before-b\n"), out.indexOf("onMessage after-b\n"));
+    const between = out.slice(
+      out.indexOf("onMessage before-b\n"),
+      out.indexOf("onMessage after-b\n"),
+    );
     // only client A's second connection opened in between
     expect(between.split("\n").filter((l) => l === "onOpen")).toEqual(["onOpen"]);
   });
@@ -240,7 +312,8 @@ describe("HTTPS listener that trusts client A's certificate", () => {
 
   test("client A's certificate gets 200; client B's or none makes fetch reject; A still gets in", async () => {
     expect(srv!.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
-    const get = (tls: { cert?: string; key?: string; ca: string }) => fetch(srv!.url, { tls, keepalive: false });
+    const get = (tls: { cert?: string; key?: string; ca: string }) =>
+      fetch(srv!.url, { tls, keepalive: false });
     const a = await get({ cert: clientA.cert, key: clientA.key, ca: server.cert });
     expect([a.status, await a.text()]).toEqual([200, "ok"]);
     await expect(get({ cert: clientB.cert, key: clientB.key, ca: server.cert })).rejects.toThrow();
@@ -272,7 +345,10 @@ describe('ALPN: a raw TLS listener accepting "iodine-test/1", "x-other"', () => 
   });
 
   test("the listener's order of preference wins over the client's", async () => {
-    await using c = iodineClient(url, new TLS().trust(server.cert).alpn("x-other", "iodine-test/1"));
+    await using c = iodineClient(
+      url,
+      new TLS().trust(server.cert).alpn("x-other", "iodine-test/1"),
+    );
     await c.waitFor("\n");
     expect([c.text, c.alpn]).toEqual(["open alpn=iodine-test/1\n", "iodine-test/1"]);
   });
@@ -312,9 +388,13 @@ describe("Iodine.connect when the client's own handshake fails", () => {
   // src/raw.ts: Bun calls the client socket's open with socket.authorized === false when the
   // server's certificate did not verify (then closes it); connectRaw runs onOpen and logs nothing.
   test("tls:// to a self-signed server without trust(): no onOpen, onClose once, one log line", async () => {
-    const r = await runCommand([process.execPath, fixture("tls-client.ts"), raw!.url], { env: { TLS_MODE: "none" } });
+    const r = await runCommand([process.execPath, fixture("tls-client.ts"), raw!.url], {
+      env: { TLS_MODE: "none" },
+    });
     expect(r.stdout).toBe("close\n");
-    expect(r.stderr).toMatch(/^iodine: Iodine\.connect: tls:\/\/127\.0\.0\.1:\d+ failed to open: .*\n$/);
+    expect(r.stderr).toMatch(
+      /^iodine: Iodine\.connect: tls:\/\/127\.0\.0\.1:\d+ failed to open: .*\n$/,
+    );
   });
 });
 
@@ -332,7 +412,11 @@ describe("Iodine.connect to tls:// speaks TLS", () => {
         },
       },
     });
-    return { port: listener.port, first: () => within(got.promise, 3000, "no bytes"), [Symbol.dispose]: () => listener.stop(true) };
+    return {
+      port: listener.port,
+      first: () => within(got.promise, 3000, "no bytes"),
+      [Symbol.dispose]: () => listener.stop(true),
+    };
   }
   // 22 = handshake record (RFC 8446 §5.1), 1 = ClientHello (RFC 8446 §4)
   const isClientHello = (b: Uint8Array) => b[0] === 22 && b[1] === 3 && b[5] === 1;
@@ -348,7 +432,11 @@ describe("Iodine.connect to tls:// speaks TLS", () => {
   test("with new TLS() (nothing set), the first bytes on the wire are a ClientHello, not the data", async () => {
     using plain = plainListener();
     // A TLS client sends its ClientHello at once; a plaintext one sends nothing until onOpen writes.
-    const client = Iodine.connect({ url: `tls://127.0.0.1:${plain.port}`, tls: new TLS(), handler: { onOpen: (c) => void c.write("ping\n") } });
+    const client = Iodine.connect({
+      url: `tls://127.0.0.1:${plain.port}`,
+      tls: new TLS(),
+      handler: { onOpen: (c) => void c.write("ping\n") },
+    });
     try {
       const first = await plain.first();
       expect(decoder.decode(first)).not.toBe("ping\n");
@@ -365,7 +453,17 @@ describe("wss:// to the CLI with --tls-cert/--tls-key", () => {
   let srv: CliProcess | undefined;
   let wss = "";
   beforeAll(async () => {
-    srv = await startCli(["-p", "0", "-b", "127.0.0.1", "--tls-cert", file("server.crt"), "--tls-key", file("server.key"), fixture("ws-iodine-app.ts")]);
+    srv = await startCli([
+      "-p",
+      "0",
+      "-b",
+      "127.0.0.1",
+      "--tls-cert",
+      file("server.crt"),
+      "--tls-key",
+      file("server.key"),
+      fixture("ws-iodine-app.ts"),
+    ]);
     wss = srv.url.replace(/^https:/, "wss:");
   }, 10_000);
   afterAll(async () => {
@@ -392,8 +490,14 @@ describe("wss:// to the CLI with --tls-cert/--tls-key", () => {
   });
 
   test("a PEM file trusted as Bun.file works like PEM text", async () => {
-    const r = await runCommand([process.execPath, fixture("tls-client.ts"), `${wss}/file`], { env: { TLS_TRUST: file("server.crt") } });
-    expect(r).toEqual({ code: 0, stdout: "open\nmessage open websocket /file\nclose\n", stderr: "" });
+    const r = await runCommand([process.execPath, fixture("tls-client.ts"), `${wss}/file`], {
+      env: { TLS_TRUST: file("server.crt") },
+    });
+    expect(r).toEqual({
+      code: 0,
+      stdout: "open\nmessage open websocket /file\nclose\n",
+      stderr: "",
+    });
   });
 });
 
@@ -403,9 +507,24 @@ describe("wss:// to the CLI with --tls-cert/--tls-key", () => {
 // "failed to start: Error: …BAD_DECRYPT" plus a stack trace and exit 1 (SPEC §2 wants one line, exit 2).
 test("a wrong --tls-pass exits 2 with one line naming the key file", async () => {
   const { key } = await selfSigned();
-  const encrypted = createPrivateKey(key).export({ format: "pem", type: "pkcs8", cipher: "aes-256-cbc", passphrase: "s3cret" });
+  const encrypted = createPrivateKey(key).export({
+    format: "pem",
+    type: "pkcs8",
+    cipher: "aes-256-cbc",
+    passphrase: "s3cret",
+  });
   writeFileSync(file("enc.key"), encrypted);
-  const r = await runCli(["-p", "0", "--tls-cert", file("server.crt"), "--tls-key", file("enc.key"), "--tls-pass", "wrong", fixture("function-app.ts")]);
+  const r = await runCli([
+    "-p",
+    "0",
+    "--tls-cert",
+    file("server.crt"),
+    "--tls-key",
+    file("enc.key"),
+    "--tls-pass",
+    "wrong",
+    fixture("function-app.ts"),
+  ]);
   expect(r.code).toBe(2);
   expect(r.stderr).toMatch(/^iodine: [^\n]*enc\.key[^\n]*\n$/);
 });
@@ -414,11 +533,19 @@ test("a wrong --tls-pass exits 2 with one line naming the key file", async () =>
 
 describe("API errors", () => {
   test("useCertificate, alpn and trust check what they are given", () => {
-    expect(errorOf(() => new TLS().useCertificate({ cert: "not pem", key: "-----BEGIN PRIVATE KEY-----" }))).toBe(
+    expect(
+      errorOf(() =>
+        new TLS().useCertificate({ cert: "not pem", key: "-----BEGIN PRIVATE KEY-----" }),
+      ),
+    ).toBe(
       'TypeError: Iodine.TLS: cert must be PEM text or a Bun.file, got text without "-----BEGIN"',
     );
-    expect(errorOf(() => new TLS().alpn(""))).toBe('TypeError: Iodine.TLS.alpn: a protocol name must be 1–255 bytes, got ""');
-    expect(errorOf(() => new TLS().alpn("x".repeat(256)))).toMatch(/^TypeError: Iodine\.TLS\.alpn: a protocol name must be 1–255 bytes/);
+    expect(errorOf(() => new TLS().alpn(""))).toBe(
+      'TypeError: Iodine.TLS.alpn: a protocol name must be 1–255 bytes, got ""',
+    );
+    expect(errorOf(() => new TLS().alpn("x".repeat(256)))).toMatch(
+      /^TypeError: Iodine\.TLS\.alpn: a protocol name must be 1–255 bytes/,
+    );
     expect(errorOf(() => new TLS().trust(42 as unknown as string))).toBe(
       "TypeError: Iodine.TLS: trust(ca) must be PEM text or a Bun.file, got number",
     );
@@ -432,8 +559,10 @@ describe("API errors", () => {
     expect(errorOf(() => Iodine.connect({ url: "unix:/tmp/x", tls: new TLS(), handler }))).toBe(
       'TypeError: Iodine.connect: "tls" over a Unix socket is not supported ("unix:/tmp/x")',
     );
-    expect(errorOf(() => Iodine.connect({ url: "tls://127.0.0.1:1", tls: { ca: server.cert }, handler }))).toBe(
-      'TypeError: Iodine.connect: "tls" for a raw connection must be an Iodine.TLS',
-    );
+    expect(
+      errorOf(() =>
+        Iodine.connect({ url: "tls://127.0.0.1:1", tls: { ca: server.cert }, handler }),
+      ),
+    ).toBe('TypeError: Iodine.connect: "tls" for a raw connection must be an Iodine.TLS');
   });
 });

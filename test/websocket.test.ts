@@ -187,8 +187,12 @@ const extensionsOf = (head: string) => /\r\nsec-websocket-extensions: *([^\r]*)/
 const BIG = Array.from({ length: 5_000 }, (_, i) => `word${i % 97} `).join("");
 // RFC 7692 §7.2.1: a message is deflated with a sync flush and sent without the flush's 00 00 ff ff.
 const TAIL = Buffer.from([0, 0, 0xff, 0xff]);
-const deflated = (text: string) => deflateRawSync(text, { finishFlush: constants.Z_SYNC_FLUSH }).subarray(0, -4);
-const inflated = (payload: Buffer) => inflateRawSync(Buffer.concat([payload, TAIL]), { finishFlush: constants.Z_SYNC_FLUSH }).toString();
+const deflated = (text: string) =>
+  deflateRawSync(text, { finishFlush: constants.Z_SYNC_FLUSH }).subarray(0, -4);
+const inflated = (payload: Buffer) =>
+  inflateRawSync(Buffer.concat([payload, TAIL]), {
+    finishFlush: constants.Z_SYNC_FLUSH,
+  }).toString();
 
 describe("permessage-deflate", () => {
   let z: CliProcess;
@@ -242,7 +246,10 @@ describe("permessage-deflate", () => {
     expect(inflated(echo.payload)).toBe(`echo ${BIG}`);
     // The line: a 1,023-byte echo goes plain, a 1,024-byte one compressed.
     ws.sendText("a".repeat(1018));
-    expect(await ws.frame()).toMatchObject({ rsv1: false, payload: Buffer.from(`echo ${"a".repeat(1018)}`) });
+    expect(await ws.frame()).toMatchObject({
+      rsv1: false,
+      payload: Buffer.from(`echo ${"a".repeat(1018)}`),
+    });
     ws.sendText("a".repeat(1019));
     const line = await ws.frame();
     expect(line.rsv1).toBe(true);
@@ -260,7 +267,11 @@ describe("permessage-deflate", () => {
     ws.sendText(`pub news.big ${BIG}`);
     const got = [await ws.frame(), await ws.frame(), await ws.frame()];
     expect(got.map((f) => f.rsv1)).toEqual([true, false, true]);
-    expect(got.map((f) => (f.rsv1 ? inflated(f.payload) : f.payload.toString()))).toEqual([BIG, "short", BIG]);
+    expect(got.map((f) => (f.rsv1 ? inflated(f.payload) : f.payload.toString()))).toEqual([
+      BIG,
+      "short",
+      BIG,
+    ]);
     const other = [await plain.frame(), await plain.frame(), await plain.frame()];
     expect(other.map((f) => f.rsv1)).toEqual([false, false, false]);
     expect(other.map((f) => f.payload.toString())).toEqual([BIG, "short", BIG]);

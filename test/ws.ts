@@ -19,7 +19,8 @@ export const PROBE = "⟨probe⟩";
 export const FENCE = "⟨fence⟩";
 
 /** A message's text for a probe check: short binary messages are decoded (a probe published as bytes). */
-const shortText = (m: Msg) => (typeof m === "string" ? m : m.byteLength < 256 ? new TextDecoder().decode(m) : "");
+const shortText = (m: Msg) =>
+  typeof m === "string" ? m : m.byteLength < 256 ? new TextDecoder().decode(m) : "";
 
 /** A probe (also inside a longer message: a chat line, a callback's JSON, as bytes). */
 export const isProbe = (m: Msg) => shortText(m).includes(PROBE);
@@ -112,7 +113,11 @@ export class WsClient implements Disposable, AsyncDisposable {
 
   /** The next `n` messages, in arrival order. */
   take(n: number, ms = 5000): Promise<Msg[]> {
-    return this.#wait(() => (this.queued >= n ? this.#read(n) : undefined), () => `${n} messages (have ${this.queued})`, ms);
+    return this.#wait(
+      () => (this.queued >= n ? this.#read(n) : undefined),
+      () => `${n} messages (have ${this.queued})`,
+      ms,
+    );
   }
 
   /** The messages before the first one `stop` matches (a string: equal to it), which is read too. */
@@ -130,7 +135,8 @@ export class WsClient implements Disposable, AsyncDisposable {
         }
         return undefined;
       },
-      () => `${typeof stop === "string" ? JSON.stringify(stop) : "the message awaited"} (have ${this.queued} others)`,
+      () =>
+        `${typeof stop === "string" ? JSON.stringify(stop) : "the message awaited"} (have ${this.queued} others)`,
       ms,
     );
   }
@@ -149,7 +155,8 @@ export class WsClient implements Disposable, AsyncDisposable {
     let from = 0;
     return this.#wait(
       () => {
-        for (; from < this.received.length; from++) if (hit(this.received[from]!)) return this.received[from]!;
+        for (; from < this.received.length; from++)
+          if (hit(this.received[from]!)) return this.received[from]!;
         return undefined;
       },
       () => (typeof match === "string" ? JSON.stringify(match) : "a matching message"),
@@ -159,7 +166,9 @@ export class WsClient implements Disposable, AsyncDisposable {
 
   /** Whether some message received so far is `text` (or contains it, with `partial`). */
   heard(text: string, partial = false): boolean {
-    return this.received.some((m) => typeof m === "string" && (partial ? m.includes(text) : m === text));
+    return this.received.some(
+      (m) => typeof m === "string" && (partial ? m.includes(text) : m === text),
+    );
   }
 
   #read(n: number): Msg[] {
@@ -176,7 +185,10 @@ export class WsClient implements Disposable, AsyncDisposable {
     return this.#waiters.until(check, {
       ended: () => this.#isClosed,
       ms,
-      fail: (why) => new Error(`${why === "ended" ? `${this.url} closed while waiting for` : `timed out after ${ms} ms waiting for`} ${what()}`),
+      fail: (why) =>
+        new Error(
+          `${why === "ended" ? `${this.url} closed while waiting for` : `timed out after ${ms} ms waiting for`} ${what()}`,
+        ),
     });
   }
 
@@ -265,7 +277,11 @@ let barriers = 0;
  * asynchronously (a subscription crossing the bus or Redis) is awaited by its first delivery, not
  * by a fixed sleep. Probes never reach a queue, so nothing needs clearing afterwards.
  */
-export async function untilHeard(poke: (probe: string) => unknown, to: WsClient[], o: { ms?: number; step?: number; what?: string } = {}): Promise<void> {
+export async function untilHeard(
+  poke: (probe: string) => unknown,
+  to: WsClient[],
+  o: { ms?: number; step?: number; what?: string } = {},
+): Promise<void> {
   const ms = o.ms ?? 8000;
   const step = o.step ?? 100;
   const tag = `${PROBE} ${++barriers}.`;
@@ -274,14 +290,18 @@ export async function untilHeard(poke: (probe: string) => unknown, to: WsClient[
   for (let i = 0; ; i++) {
     const waiting = to.filter((c) => !c.received.some(mine));
     if (waiting.length === 0) return;
-    if (Date.now() > deadline) throw new Error(`${o.what ?? "a probe"} not heard by ${waiting.length} of ${to.length} within ${ms} ms`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `${o.what ?? "a probe"} not heard by ${waiting.length} of ${to.length} within ${ms} ms`,
+      );
     await poke(`${tag}${i}`);
     await Promise.all(waiting.map((c) => c.waitFor(mine, step).catch(() => {})));
   }
 }
 
 /** `from` sends probes (cluster-app publishes what a socket sends on its channel) until each of `to` heard one. */
-export const linked = (from: WsClient, to: WsClient[], ms?: number) => untilHeard((probe) => from.send(probe), to, { ms });
+export const linked = (from: WsClient, to: WsClient[], ms?: number) =>
+  untilHeard((probe) => from.send(probe), to, { ms });
 
 /**
  * What each reader gets before fences from `senders`: each sender's `send(text)` publishes a fence
@@ -378,10 +398,16 @@ export class RawWs implements Disposable {
   }
 
   /** Opens a WebSocket on `path`; `headers` are extra request lines (`Sec-WebSocket-Extensions: …`). */
-  static async open(port: number, path: string, headers: Record<string, string> = {}): Promise<RawWs> {
+  static async open(
+    port: number,
+    path: string,
+    headers: Record<string, string> = {},
+  ): Promise<RawWs> {
     const socket = connect(port, "127.0.0.1");
     const raw = new RawWs(socket);
-    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+    const extra = Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join("");
     socket.write(
       `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
         `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
@@ -438,7 +464,9 @@ export class RawWs implements Disposable {
       head.writeBigUInt64BE(BigInt(len), 2);
     }
     const mask = Buffer.from([1, 2, 3, 4]);
-    this.socket.write(Buffer.concat([head, mask, Buffer.from(payload).map((b, i) => b ^ mask[i % 4]!)]));
+    this.socket.write(
+      Buffer.concat([head, mask, Buffer.from(payload).map((b, i) => b ^ mask[i % 4]!)]),
+    );
   }
 
   async frame(ms = 5000): Promise<Frame> {

@@ -26,7 +26,8 @@ export function cpuTicks(pid: number): number {
 }
 
 /** Microseconds of CPU per request from a tick delta. */
-export const cpuMicros = (ticks: number, requests: number) => (ticks * 1e6) / TICKS_PER_SECOND / requests;
+export const cpuMicros = (ticks: number, requests: number) =>
+  (ticks * 1e6) / TICKS_PER_SECOND / requests;
 
 /** Seconds of CPU from a tick delta. */
 export const cpuSeconds = (ticks: number) => ticks / TICKS_PER_SECOND;
@@ -82,6 +83,8 @@ export function printMachine(f: ReturnType<typeof machineFacts>, ...lines: strin
   for (const line of lines) console.log(line);
   // the bench already fills every core; anything else running skews the ratios
   if (f.loadAvg1m > 0.5) {
-    console.log(`!! load average ${f.loadAvg1m.toFixed(2)} before start: something else is busy, expect noise`);
+    console.log(
+      `!! load average ${f.loadAvg1m.toFixed(2)} before start: something else is busy, expect noise`,
+    );
   }
 }

@@ -113,8 +113,17 @@ export async function startServer(
     stderr: opts.stderrFile ? Bun.file(opts.stderrFile) : "pipe",
   }) as Subprocess<"ignore", "pipe", "pipe">;
   const stdout = new Drain(proc.stdout);
-  const stderr = opts.stderrFile ? Drain.fromFile(opts.stderrFile, proc.exited) : new Drain(proc.stderr);
-  const server = (port: number): Server => ({ name, proc, port, url: `http://127.0.0.1:${port}`, stdout, stderr });
+  const stderr = opts.stderrFile
+    ? Drain.fromFile(opts.stderrFile, proc.exited)
+    : new Drain(proc.stderr);
+  const server = (port: number): Server => ({
+    name,
+    proc,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    stdout,
+    stderr,
+  });
   if (opts.port !== undefined) return server(opts.port);
 
   const timeoutMs = opts.timeoutMs ?? 15_000;
@@ -123,27 +132,42 @@ export async function startServer(
     stdout.match(LISTENING),
     stderr.match(LISTENING),
     proc.exited.then((code) => `exited with code ${code}`),
-    new Promise<string>((r) => (timer = setTimeout(() => r(`no listening line after ${timeoutMs} ms`), timeoutMs))),
+    new Promise<string>(
+      (r) => (timer = setTimeout(() => r(`no listening line after ${timeoutMs} ms`), timeoutMs)),
+    ),
   ]);
   clearTimeout(timer);
   if (typeof outcome === "string") {
     proc.kill("SIGKILL");
     await Promise.all([proc.exited, stdout.done, stderr.done]);
-    throw new Error(`${name}: ${outcome}\n  $ ${cmd.join(" ")}\n${indent(stderr.tail + stdout.tail)}`);
+    throw new Error(
+      `${name}: ${outcome}\n  $ ${cmd.join(" ")}\n${indent(stderr.tail + stdout.tail)}`,
+    );
   }
   return server(Number(outcome[1]));
 }
 
 /** The iodine CLI on a port of its choosing on 127.0.0.1, with the header limit it would otherwise relaunch itself for. */
 export function iodineCmd(...args: string[]): string[] {
-  return [process.execPath, "--max-http-header-size=32768", "cli.ts", "-p", "0", "-b", "127.0.0.1", ...args];
+  return [
+    process.execPath,
+    "--max-http-header-size=32768",
+    "cli.ts",
+    "-p",
+    "0",
+    "-b",
+    "127.0.0.1",
+    ...args,
+  ];
 }
 
 /** Throws, with the end of its stderr, if the server is gone. */
 export function assertAlive(s: Server): void {
   const p = s.proc;
   if (p.exitCode !== null || p.signalCode !== null) {
-    throw new Error(`${s.name} died (code ${p.exitCode ?? p.signalCode})\n${indent(s.stderr.tail.slice(-2000))}`);
+    throw new Error(
+      `${s.name} died (code ${p.exitCode ?? p.signalCode})\n${indent(s.stderr.tail.slice(-2000))}`,
+    );
   }
 }
 
@@ -151,13 +175,15 @@ export function assertAlive(s: Server): void {
 export async function waitReachable(s: Server, path: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (s.proc.exitCode !== null) throw new Error(`${s.name} exited with code ${s.proc.exitCode}\n${indent(s.stderr.tail)}`);
+    if (s.proc.exitCode !== null)
+      throw new Error(`${s.name} exited with code ${s.proc.exitCode}\n${indent(s.stderr.tail)}`);
     try {
       const res = await fetch(s.url + path);
       await res.arrayBuffer();
       return;
     } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${s.name}: not reachable on ${s.url}${path}: ${err}`);
+      if (Date.now() > deadline)
+        throw new Error(`${s.name}: not reachable on ${s.url}${path}: ${err}`);
       await Bun.sleep(100);
     }
   }
@@ -234,11 +260,16 @@ export class LoadClient {
   /** Sends a command and waits for its answer (without its `seq`); an `error` answer or an exit throws. */
   async send<T>(cmd: Record<string, unknown>): Promise<T> {
     const seq = ++this.#seq;
-    const answer = new Promise<Record<string, unknown>>((resolve) => this.#waiting.set(seq, resolve));
+    const answer = new Promise<Record<string, unknown>>((resolve) =>
+      this.#waiting.set(seq, resolve),
+    );
     this.proc.stdin.write(JSON.stringify({ seq, ...cmd }) + "\n");
     this.proc.stdin.flush();
     const out = await Promise.race([answer, this.proc.exited.then((code) => ({ exited: code }))]);
-    if ("exited" in out) throw new Error(`${this.#prefix}load client exited with code ${out.exited}\n${indent(this.stderr.tail)}`);
+    if ("exited" in out)
+      throw new Error(
+        `${this.#prefix}load client exited with code ${out.exited}\n${indent(this.stderr.tail)}`,
+      );
     if ("error" in out) throw new Error(`${this.#prefix}load client: ${out.error}`);
     delete out.seq;
     return out as T;

@@ -6,7 +6,10 @@ import { parseArgs } from "node:util";
 import { ROOT } from "./tools.ts";
 
 /** The string flags `names` (and -h/--help, which prints `usage` and exits); unknown flags throw. */
-export function parseFlags<N extends string>(usage: string, names: readonly N[]): Partial<Record<N, string>> {
+export function parseFlags<N extends string>(
+  usage: string,
+  names: readonly N[],
+): Partial<Record<N, string>> {
   const options = Object.fromEntries(names.map((n) => [n, { type: "string" as const }]));
   const { values } = parseArgs({ options: { ...options, help: { type: "boolean", short: "h" } } });
   if (values.help) {
@@ -20,14 +23,20 @@ export function parseFlags<N extends string>(usage: string, names: readonly N[])
 export function positive(text: string, what: string, integer: boolean): number {
   const n = Number(text);
   if (!(n > 0) || (integer && !Number.isInteger(n))) {
-    console.error(`bench: --${what} must be a positive ${integer ? "integer" : "number"}, got ${JSON.stringify(text)}`);
+    console.error(
+      `bench: --${what} must be a positive ${integer ? "integer" : "number"}, got ${JSON.stringify(text)}`,
+    );
     process.exit(2);
   }
   return n;
 }
 
 /** On SIGINT/SIGTERM/SIGHUP: say so, run `cleanup`, exit 130. `onSignal` marks the run interrupted. */
-export function stopOnSignals(what: string, cleanup: () => Promise<void>, onSignal: () => void): void {
+export function stopOnSignals(
+  what: string,
+  cleanup: () => Promise<void>,
+  onSignal: () => void,
+): void {
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     process.on(signal, () => {
       onSignal();
@@ -80,7 +89,11 @@ export async function runBench(
 export const BENCHES: { name: string; rounds: string[]; duration?: string }[] = [
   { name: "http", rounds: ["--rounds"], duration: "--duration" },
   { name: "pubsub", rounds: ["--rounds"] },
-  { name: "cluster", rounds: ["--rounds", "--latency-rounds", "--http-rounds"], duration: "--duration" },
+  {
+    name: "cluster",
+    rounds: ["--rounds", "--latency-rounds", "--http-rounds"],
+    duration: "--duration",
+  },
   { name: "redis", rounds: ["--rounds", "--latency-rounds"] },
   { name: "mustache", rounds: ["--rounds"] },
   { name: "startup", rounds: ["--rounds"] },

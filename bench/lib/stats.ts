@@ -5,10 +5,15 @@
  * `count` rounds, each running every one of `sides` in an order that rotates from round to round,
  * so warm-up and drift favour none; the runs in the order they ran.
  */
-export async function inRounds<S, R>(count: number, sides: readonly S[], run: (side: S, round: number) => Promise<R>): Promise<R[]> {
+export async function inRounds<S, R>(
+  count: number,
+  sides: readonly S[],
+  run: (side: S, round: number) => Promise<R>,
+): Promise<R[]> {
   const runs: R[] = [];
   for (let round = 0; round < count; round++) {
-    for (let i = 0; i < sides.length; i++) runs.push(await run(sides[(i + round) % sides.length]!, round));
+    for (let i = 0; i < sides.length; i++)
+      runs.push(await run(sides[(i + round) % sides.length]!, round));
   }
   return runs;
 }
@@ -34,7 +39,8 @@ export function spread(xs: number[]): Spread {
 export const notesText = (notes: string[]) => (notes.length ? `   !! ${notes.join("; ")}` : "");
 
 /** A figure's name as the report and the chart show it: with the direction when lower is better. */
-export const nameWithDirection = (name: string, better: "higher" | "lower") => (better === "lower" ? `${name} (lower is better)` : name);
+export const nameWithDirection = (name: string, better: "higher" | "lower") =>
+  better === "lower" ? `${name} (lower is better)` : name;
 /** `1.23`, or `n/a` for a ratio that has no value. */
 export const fmtRatio = (x: number | null) => (x === null ? "n/a" : x.toFixed(2));
 
@@ -83,26 +89,61 @@ interface EntryOptions {
 }
 
 /** A Ratio from both sides' figures by round: `ours[i]` and `base[i]` ran in the same round. */
-export function ratioEntry(bench: string, name: string, ours: number[], base: number[], o: EntryOptions): Ratio {
+export function ratioEntry(
+  bench: string,
+  name: string,
+  ours: number[],
+  base: number[],
+  o: EntryOptions,
+): Ratio {
   if (ours.length !== base.length || ours.length === 0) {
     throw new Error(`ratioEntry(${bench}, ${name}): ${ours.length} rounds against ${base.length}`);
   }
   // The ratio of medians always lies within the per-round ratios' range (medians are monotone).
   const perRound = spread(ours.map((x, i) => x / base[i]!));
   const ratio = median(ours) / median(base);
-  return { bench, name, ratio, min: perRound.min, max: perRound.max, ...targetOf(o), better: o.better ?? "higher", detail: o.detail };
+  return {
+    bench,
+    name,
+    ratio,
+    min: perRound.min,
+    max: perRound.max,
+    ...targetOf(o),
+    better: o.better ?? "higher",
+    detail: o.detail,
+  };
 }
 
 /** An Absolute from a figure's value in each round. */
-export function absoluteEntry(bench: string, name: string, values: number[], unit: string, o: EntryOptions): Absolute {
+export function absoluteEntry(
+  bench: string,
+  name: string,
+  values: number[],
+  unit: string,
+  o: EntryOptions,
+): Absolute {
   const s = spread(values);
-  return { bench, name, value: s.median, min: s.min, max: s.max, unit, ...targetOf(o), better: o.better ?? "higher", detail: o.detail };
+  return {
+    bench,
+    name,
+    value: s.median,
+    min: s.min,
+    max: s.max,
+    unit,
+    ...targetOf(o),
+    better: o.better ?? "higher",
+    detail: o.detail,
+  };
 }
 
 const targetOf = (o: EntryOptions) => (o.target === undefined ? {} : { target: o.target });
 
 /** Whether a figure meets its target in the direction that is better; null without a target or a figure. */
-export function meetsTarget(value: number, target: number | undefined, better: "higher" | "lower"): boolean | null {
+export function meetsTarget(
+  value: number,
+  target: number | undefined,
+  better: "higher" | "lower",
+): boolean | null {
   if (target === undefined || !Number.isFinite(value)) return null;
   return better === "higher" ? value >= target : value <= target;
 }

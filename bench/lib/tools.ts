@@ -12,7 +12,8 @@ export function findTool(name: string): string | null {
 }
 
 /** The line that says `tool` is missing and which package brings it. */
-export const missingTool = (tool: string, pkg: string) => `${tool} is not installed (apt-get install ${pkg})`;
+export const missingTool = (tool: string, pkg: string) =>
+  `${tool} is not installed (apt-get install ${pkg})`;
 
 /** `tool`'s path; a missing one throws the line naming its package (the bench then fails with it). */
 export function requireTool(tool: string, pkg: string): string {

@@ -22,8 +22,13 @@ export async function runWrk(
   const cmd = ["wrk", `-t${o.threads}`, `-c${o.connections}`, `-d${o.seconds}s`, url];
   const p = Bun.spawn(cmd, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   onSpawn?.(p);
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  if (code !== 0) throw new Error(`wrk exited with code ${code}\n  $ ${cmd.join(" ")}\n${indent(out + err)}`);
+  const [out, err, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
+  if (code !== 0)
+    throw new Error(`wrk exited with code ${code}\n  $ ${cmd.join(" ")}\n${indent(out + err)}`);
   return parseWrk(out);
 }
 
@@ -40,7 +45,12 @@ export function parseWrk(out: string): WrkResult {
     latencyAvg: out.match(/^\s*Latency\s+(\S+)/m)?.[1] ?? "",
     transferPerSec: out.match(/^Transfer\/sec:\s+(\S+)/m)?.[1] ?? "",
     socketErrors: sock
-      ? { connect: Number(sock[1]), read: Number(sock[2]), write: Number(sock[3]), timeout: Number(sock[4]) }
+      ? {
+          connect: Number(sock[1]),
+          read: Number(sock[2]),
+          write: Number(sock[3]),
+          timeout: Number(sock[4]),
+        }
       : null,
     non2xx: Number(out.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0),
   };
@@ -50,7 +60,10 @@ export function parseWrk(out: string): WrkResult {
 export function wrkNote(r: WrkResult): string {
   const notes: string[] = [];
   const e = r.socketErrors;
-  if (e) notes.push(`socket errors: connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}`);
+  if (e)
+    notes.push(
+      `socket errors: connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}`,
+    );
   if (r.non2xx) notes.push(`${r.non2xx} non-2xx`);
   return notesText(notes);
 }

@@ -42,7 +42,8 @@ export interface PubSubMode {
 export function pubsubSuite(mode: PubSubMode): void {
   const ch = mode.channel ?? ((name: string) => name);
   const FENCES = ch("fence");
-  const deploy = async (app: string) => new Deployment(await mode.start(fixture(app)), mode.workers, FENCES, mode.oneAtATime === true);
+  const deploy = async (app: string) =>
+    new Deployment(await mode.start(fixture(app)), mode.workers, FENCES, mode.oneAtATime === true);
 
   describe.skipIf(mode.skip === true)(`pub/sub behaviour: ${mode.name}`, () => {
     for (const { subscribers, messages } of mode.scale.fanOut) {
@@ -52,10 +53,13 @@ export function pubsubSuite(mode: PubSubMode): void {
         const pub = await d.subscriber(d.places - 1, [{ op: "sub", ch: channel }]);
         const subs: Peer[] = [];
         if (subscribers <= d.places) {
-          for (let p = 0; p < subscribers; p++) subs.push(await d.subscriber(p, [{ op: "sub", ch: channel }]));
+          for (let p = 0; p < subscribers; p++)
+            subs.push(await d.subscriber(p, [{ op: "sub", ch: channel }]));
         } else {
           for (let batch = 0; batch < subscribers; batch += 100) {
-            const some = Array.from({ length: Math.min(100, subscribers - batch) }, (_, i) => d.anywhere(batch + i, [{ op: "sub", ch: channel }]));
+            const some = Array.from({ length: Math.min(100, subscribers - batch) }, (_, i) =>
+              d.anywhere(batch + i, [{ op: "sub", ch: channel }]),
+            );
             subs.push(...(await Promise.all(some)));
           }
         }
@@ -63,7 +67,9 @@ export function pubsubSuite(mode: PubSubMode): void {
         const sent = Array.from({ length: messages }, (_, i) => `m${i}`);
         for (const text of sent) pub.send(JSON.stringify({ op: "pub", ch: channel, text }));
         const got = await d.settle(pub, [...subs, pub], 30_000);
-        const wrong = got.filter((list) => list.length !== sent.length || list.some((m, i) => m !== sent[i]));
+        const wrong = got.filter(
+          (list) => list.length !== sent.length || list.some((m, i) => m !== sent[i]),
+        );
         expect(wrong.length).toBe(0);
         expect(got[0]).toEqual(sent);
         expect(got.length).toBe(subs.length + 1);
@@ -73,15 +79,35 @@ export function pubsubSuite(mode: PubSubMode): void {
     test("exact and pattern channels through connections (native topic, JS delivery, callbacks); other channels do not reach", async () => {
       await using d = await deploy("pubsub-app.ts");
       const pub = await d.peer(mode.patternFrom ?? d.places - 1);
-      const [room1, lobby, roomA, other, star] = ["chat.room1", "chat.lobby", "chat.roomA", "other", "chat.*"].map(ch) as [string, string, string, string, string];
+      const [room1, lobby, roomA, other, star] = [
+        "chat.room1",
+        "chat.lobby",
+        "chat.roomA",
+        "other",
+        "chat.*",
+      ].map(ch) as [string, string, string, string, string];
       const exact = await d.subscriber(0, [{ op: "sub", ch: room1 }]);
       const starred = await d.subscriber(0, [{ op: "sub", ch: star, match: "redis" }]);
-      const range = await d.subscriber(0, [{ op: "sub", ch: ch("chat.room[0-9]"), match: "redis" }]);
+      const range = await d.subscriber(0, [
+        { op: "sub", ch: ch("chat.room[0-9]"), match: "redis" },
+      ]);
       const literal = await d.subscriber(0, [{ op: "sub", ch: star }]);
-      const callback = await d.subscriber(0, [{ op: "csub", ch: ch("chat.?obby"), match: "redis" }]);
-      await d.ready(pub, [[room1, [exact, starred, range]], [lobby, [callback]], [star, [literal]]]);
+      const callback = await d.subscriber(0, [
+        { op: "csub", ch: ch("chat.?obby"), match: "redis" },
+      ]);
+      await d.ready(pub, [
+        [room1, [exact, starred, range]],
+        [lobby, [callback]],
+        [star, [literal]],
+      ]);
 
-      for (const [channel, text] of [[room1, "hello"], [lobby, "lobby"], [roomA, "letter"], [other, "nobody"], [star, "star"]] as const) {
+      for (const [channel, text] of [
+        [room1, "hello"],
+        [lobby, "lobby"],
+        [roomA, "letter"],
+        [other, "nobody"],
+        [star, "star"],
+      ] as const) {
         await command(pub, { op: "pub", ch: channel, text, via: "iodine" });
       }
       const [e, s, r, l, c] = await d.settle(pub, [exact, starred, range, literal, callback]);
@@ -95,10 +121,21 @@ export function pubsubSuite(mode: PubSubMode): void {
     test("exact and pattern channels through Iodine.subscribe in the server; Iodine.unsubscribe ends them", async () => {
       await using d = await deploy("pubsub-app.ts");
       const pub = await d.peer(mode.patternFrom ?? d.places - 1);
-      const [sport, tech, weather, pattern] = ["news.sport", "news.tech", "news.weather", "news.[st]*"].map(ch) as [string, string, string, string];
+      const [sport, tech, weather, pattern] = [
+        "news.sport",
+        "news.tech",
+        "news.weather",
+        "news.[st]*",
+      ].map(ch) as [string, string, string, string];
       // Connections on the same channel and pattern in the same process show when the routes are there.
-      const exact = await d.subscriber(0, [{ op: "sub", ch: sport }, { op: "ssub", ch: sport }]);
-      const globbed = await d.subscriber(0, [{ op: "sub", ch: pattern, match: "redis" }, { op: "ssub", ch: pattern, match: "redis" }]);
+      const exact = await d.subscriber(0, [
+        { op: "sub", ch: sport },
+        { op: "ssub", ch: sport },
+      ]);
+      const globbed = await d.subscriber(0, [
+        { op: "sub", ch: pattern, match: "redis" },
+        { op: "ssub", ch: pattern, match: "redis" },
+      ]);
       await d.ready(pub, [[sport, [exact, globbed]]]);
       await command(exact, { op: "slog" }); // the probes
 
@@ -129,7 +166,10 @@ export function pubsubSuite(mode: PubSubMode): void {
       const binary = await d.subscriber(0, both({ op: "sub", as: "binary" })); // the JS registry
       const callback = await d.subscriber(0, both({ op: "csub" }));
       const pattern = await d.subscriber(0, [{ op: "sub", ch: ch("チャット/*"), match: "redis" }]);
-      await d.ready(pub, [[raw, [native, binary, callback]], [unicode, [native, binary, callback, pattern]]]);
+      await d.ready(pub, [
+        [raw, [native, binary, callback]],
+        [unicode, [native, binary, callback, pattern]],
+      ]);
       await command(native, { op: "slog" }); // the probes
 
       const all = new Uint8Array(256).map((_, i) => i);
@@ -143,7 +183,8 @@ export function pubsubSuite(mode: PubSubMode): void {
 
       // Redis carries bytes: from another server, valid UTF-8 arrives as text.
       const crosses = mode.across === "utf8" && d.serverOf(from) !== d.serverOf(0);
-      const arrived = (m: Msg): Msg => (crosses && typeof m !== "string" && isUtf8(m) ? new TextDecoder().decode(m) : m);
+      const arrived = (m: Msg): Msg =>
+        crosses && typeof m !== "string" && isUtf8(m) ? new TextDecoder().decode(m) : m;
       const [n, b, c, p] = await d.settle(pub, [native, binary, callback, pattern]);
       const sent: Msg[] = [all, big, "", new Uint8Array(0), text];
       expect(n!.length).toBe(5);
@@ -157,34 +198,58 @@ export function pubsubSuite(mode: PubSubMode): void {
       expect(b![0]).toEqual(all);
       expect(sha256(b![1] as Uint8Array)).toBe(sha256(big));
       expect(b!.slice(2)).toEqual([new Uint8Array(0), new Uint8Array(0), bytes(text)]); // "" as binary, then bytes
-      const described = (cb: string, m: Msg): Record<string, string> => (typeof m === "string" ? { cb, text: m } : { cb, base64: b64(m) });
+      const described = (cb: string, m: Msg): Record<string, string> =>
+        typeof m === "string" ? { cb, text: m } : { cb, base64: b64(m) };
       const expected = sent.map((m, i) => described(i < 4 ? raw : unicode, arrived(m)));
       expect((c as string[]).map((m) => JSON.parse(m))).toEqual(expected);
       expect(p).toEqual([text]);
       const log = (await command(native, { op: "slog" })) as Record<string, string>[];
-      const logged = expected.slice(0, 4).map(({ cb, ...r }): Record<string, string> => ({ channel: cb!, ...r }));
+      const logged = expected
+        .slice(0, 4)
+        .map(({ cb, ...r }): Record<string, string> => ({ channel: cb!, ...r }));
       expect(log.map(({ key: _, ...rest }) => rest)).toEqual(logged);
     }, 30_000);
 
     test("unsubscribe stops delivery (a later message still arrives, the unsubscribed one never does)", async () => {
       await using d = await deploy("pubsub-app.ts");
       const pub = await d.peer(mode.patternFrom ?? d.places - 1);
-      const [a, px, pattern, cb, sentinel] = ["a", "p.x", "p.*", "cb", "sentinel"].map(ch) as [string, string, string, string, string];
+      const [a, px, pattern, cb, sentinel] = ["a", "p.x", "p.*", "cb", "sentinel"].map(ch) as [
+        string,
+        string,
+        string,
+        string,
+        string,
+      ];
       const c = await d.subscriber(0, [
         { op: "sub", ch: a },
         { op: "sub", ch: pattern, match: "redis" },
         { op: "csub", ch: cb },
         { op: "sub", ch: sentinel },
       ]);
-      await d.ready(pub, [[a, [c]], [px, [c]], [cb, [c]], [sentinel, [c]]]);
-      for (const [channel, text] of [[a, "a1"], [px, "p1"], [cb, "c1"]] as const) await command(pub, { op: "pub", ch: channel, text, via: "iodine" });
+      await d.ready(pub, [
+        [a, [c]],
+        [px, [c]],
+        [cb, [c]],
+        [sentinel, [c]],
+      ]);
+      for (const [channel, text] of [
+        [a, "a1"],
+        [px, "p1"],
+        [cb, "c1"],
+      ] as const)
+        await command(pub, { op: "pub", ch: channel, text, via: "iodine" });
       expect(await d.settle(pub, [c])).toEqual([["a1", "p1", JSON.stringify({ cb, text: "c1" })]]);
 
       expect(await command(c, { op: "unsub", ch: a })).toBe(true);
       expect(await command(c, { op: "unsub", ch: pattern, match: "redis" })).toBe(true);
       expect(await command(c, { op: "unsub", ch: cb })).toBe(true);
       expect(await command(c, { op: "unsub", ch: a })).toBe(false);
-      for (const [channel, text] of [[a, "a2"], [px, "p2"], [cb, "c2"], [sentinel, "after"]] as const) {
+      for (const [channel, text] of [
+        [a, "a2"],
+        [px, "p2"],
+        [cb, "c2"],
+        [sentinel, "after"],
+      ] as const) {
         await command(pub, { op: "pub", ch: channel, text, via: "iodine" });
       }
       expect(await d.settle(pub, [c])).toEqual([["after"]]);
@@ -203,33 +268,58 @@ export function pubsubSuite(mode: PubSubMode): void {
       const everyone = [...own, ...iodine];
       await untilHeard((probe) => sender.send(`server ${probe}`), everyone);
       const post = async (path: string, body: string) => {
-        const res = await fetch(`${d.servers[0]!.url}${path}?topic=${encodeURIComponent(topic)}`, { method: "POST", body });
+        const res = await fetch(`${d.servers[0]!.url}${path}?topic=${encodeURIComponent(topic)}`, {
+          method: "POST",
+          body,
+        });
         expect(await res.text()).toBe("published");
       };
       // One at a time: two HTTP requests may land on two workers, and then race.
-      const expected = ["server.publish from fetch", "Iodine.publish", "server.publish from a websocket handler"];
+      const expected = [
+        "server.publish from fetch",
+        "Iodine.publish",
+        "server.publish from a websocket handler",
+      ];
       await post("/publish", expected[0]!);
-      expect(await Promise.all(everyone.map((c) => c.next()))).toEqual(everyone.map(() => expected[0]!));
+      expect(await Promise.all(everyone.map((c) => c.next()))).toEqual(
+        everyone.map(() => expected[0]!),
+      );
       await post("/iodine-publish", expected[1]!);
-      expect(await Promise.all(everyone.map((c) => c.next()))).toEqual(everyone.map(() => expected[1]!));
+      expect(await Promise.all(everyone.map((c) => c.next()))).toEqual(
+        everyone.map(() => expected[1]!),
+      );
       sender.send(`server ${expected[2]}`);
-      expect(await Promise.all(everyone.map((c) => c.next()))).toEqual(everyone.map(() => expected[2]!));
-      const fences = own.map((client) => ({ client, send: (t: string) => client.send(`server ${t}`) }));
+      expect(await Promise.all(everyone.map((c) => c.next()))).toEqual(
+        everyone.map(() => expected[2]!),
+      );
+      const fences = own.map((client) => ({
+        client,
+        send: (t: string) => client.send(`server ${t}`),
+      }));
       expect(await fenced(fences, everyone)).toEqual(everyone.map(() => []));
       for (const c of iodine) {
         c.send("log");
         const reply = String(await c.waitFor((m) => String(m).startsWith("log ")));
         const log = JSON.parse(reply.slice(4)) as string[];
-        expect(log.filter((m) => !m.includes(PROBE) && !m.includes(FENCE))).toEqual(expected.map((m) => `${topic}:${m}`));
+        expect(log.filter((m) => !m.includes(PROBE) && !m.includes(FENCE))).toEqual(
+          expected.map((m) => `${topic}:${m}`),
+        );
       }
 
       // A topic only the app's own sockets subscribe to (no iodine connection on it).
       const lone = ch("alone");
       const alone: WsClient[] = [];
-      for (let p = 0; p < d.places; p++) alone.push(await d.native(p, `/native?topic=${encodeURIComponent(lone)}`));
+      for (let p = 0; p < d.places; p++)
+        alone.push(await d.native(p, `/native?topic=${encodeURIComponent(lone)}`));
       await untilHeard((probe) => alone.at(-1)!.send(`server ${probe}`), alone);
-      for (const [path, body] of [["/publish", "server.publish, no iodine connection"], ["/iodine-publish", "Iodine.publish, no iodine connection"]] as const) {
-        const res = await fetch(`${d.servers[0]!.url}${path}?topic=${encodeURIComponent(lone)}`, { method: "POST", body });
+      for (const [path, body] of [
+        ["/publish", "server.publish, no iodine connection"],
+        ["/iodine-publish", "Iodine.publish, no iodine connection"],
+      ] as const) {
+        const res = await fetch(`${d.servers[0]!.url}${path}?topic=${encodeURIComponent(lone)}`, {
+          method: "POST",
+          body,
+        });
         expect(await res.text()).toBe("published");
         expect(await Promise.all(alone.map((c) => c.next()))).toEqual(alone.map(() => body));
       }
@@ -254,13 +344,19 @@ export function pubsubSuite(mode: PubSubMode): void {
       for (let i = 0; i < N; i++) sender.send(`${calls[i % 3]} m${i}`);
       // publishBinary's bytes stay binary, except across Redis, where valid UTF-8 arrives as text.
       for (const c of others) {
-        const crosses = mode.across === "utf8" && d.serverOf(placeOf.get(c)!) !== d.serverOf(d.places - 1);
-        const expected = Array.from({ length: N }, (_, i) => (i % 3 === 2 && !crosses ? bytes(`m${i}`) : `m${i}`));
+        const crosses =
+          mode.across === "utf8" && d.serverOf(placeOf.get(c)!) !== d.serverOf(d.places - 1);
+        const expected = Array.from({ length: N }, (_, i) =>
+          i % 3 === 2 && !crosses ? bytes(`m${i}`) : `m${i}`,
+        );
         const got = await c.take(N, 30_000);
         expect(got.filter((m, i) => !Bun.deepEquals(m, expected[i])).length).toBe(0);
         expect(got).toEqual(expected);
       }
-      const fences = sockets.map((client) => ({ client, send: (t: string) => client.send(`publish ${t}`) }));
+      const fences = sockets.map((client) => ({
+        client,
+        send: (t: string) => client.send(`publish ${t}`),
+      }));
       expect(await fenced(fences, sockets, { skipOwn: true })).toEqual(sockets.map(() => []));
     }, 60_000);
   });
@@ -276,8 +372,11 @@ const BIG_MESSAGES = ["--max-msg", "2048"];
 async function startAll(starts: (() => Promise<CliProcess>)[]): Promise<CliProcess[]> {
   const settled = await Promise.allSettled(starts.map((s) => s()));
   const failed = settled.find((r) => r.status === "rejected");
-  if (failed === undefined) return settled.map((r) => (r as PromiseFulfilledResult<CliProcess>).value);
-  await Promise.all(settled.map((r) => (r.status === "fulfilled" ? r.value[Symbol.asyncDispose]() : undefined)));
+  if (failed === undefined)
+    return settled.map((r) => (r as PromiseFulfilledResult<CliProcess>).value);
+  await Promise.all(
+    settled.map((r) => (r.status === "fulfilled" ? r.value[Symbol.asyncDispose]() : undefined)),
+  );
   throw (failed as PromiseRejectedResult).reason;
 }
 
@@ -285,7 +384,8 @@ async function startAll(starts: (() => Promise<CliProcess>)[]): Promise<CliProce
 export const oneProcess = (scale: PubSubMode["scale"]): PubSubMode => ({
   name: "one process",
   workers: 1,
-  start: (app) => startAll([() => startCli(["-p", "0", ...BIG_MESSAGES, app], { env: NO_REDIS_ENV })]),
+  start: (app) =>
+    startAll([() => startCli(["-p", "0", ...BIG_MESSAGES, app], { env: NO_REDIS_ENV })]),
   scale,
 });
 
@@ -293,7 +393,14 @@ export const oneProcess = (scale: PubSubMode["scale"]): PubSubMode => ({
 export const twoWorkers = (scale: PubSubMode["scale"]): PubSubMode => ({
   name: "-w 2 (cluster pub/sub)",
   workers: 2,
-  start: (app) => startAll([() => startCli(["-p", "0", "-w", "2", ...BIG_MESSAGES, app], { env: NO_REDIS_ENV, timeout: 20_000 })]),
+  start: (app) =>
+    startAll([
+      () =>
+        startCli(["-p", "0", "-w", "2", ...BIG_MESSAGES, app], {
+          env: NO_REDIS_ENV,
+          timeout: 20_000,
+        }),
+    ]),
   scale,
 });
 
@@ -304,7 +411,10 @@ export const twoWorkers = (scale: PubSubMode["scale"]): PubSubMode => ({
 function twoClusters(url: () => string, connected: RegExp) {
   return (app: string) => {
     const one = async () => {
-      const srv = await startCli(["-p", "0", "-w", "2", ...BIG_MESSAGES, "-r", url(), app], { env: NO_REDIS_ENV, timeout: 20_000 });
+      const srv = await startCli(["-p", "0", "-w", "2", ...BIG_MESSAGES, "-r", url(), app], {
+        env: NO_REDIS_ENV,
+        timeout: 20_000,
+      });
       await srv.waitFor(connected).catch(async (err) => {
         await srv[Symbol.asyncDispose]();
         throw err;
@@ -316,7 +426,11 @@ function twoClusters(url: () => string, connected: RegExp) {
 }
 
 /** Two `-w 2` clusters on one Redis. */
-export const twoClustersOnRedis = (url: () => string, scale: PubSubMode["scale"], skip: boolean): PubSubMode => ({
+export const twoClustersOnRedis = (
+  url: () => string,
+  scale: PubSubMode["scale"],
+  skip: boolean,
+): PubSubMode => ({
   name: "two -w 2 clusters on one Redis",
   workers: 2,
   start: twoClusters(url, /redis: connected to /),
@@ -331,7 +445,11 @@ export const twoClustersOnRedis = (url: () => string, scale: PubSubMode["scale"]
  * hash tag `{s}`, so all live in one slot and a fence is ordered after them (channels on three
  * masters are test/redis-sharded.test.ts's own test).
  */
-export const twoClustersSharded = (url: () => string, scale: PubSubMode["scale"], skip: boolean): PubSubMode => ({
+export const twoClustersSharded = (
+  url: () => string,
+  scale: PubSubMode["scale"],
+  skip: boolean,
+): PubSubMode => ({
   name: "two -w 2 clusters on a Redis Cluster (sharded)",
   workers: 2,
   start: twoClusters(() => `${url()}?sharded`, /redis \(sharded\): connected to the Redis Cluster/),
@@ -358,7 +476,10 @@ let commands = 0;
 async function command(c: WsClient, cmd: Record<string, unknown>): Promise<unknown> {
   const id = ++commands;
   c.send(JSON.stringify({ ch: "", ...cmd, id }));
-  const ack = await c.waitFor((m) => isAck(m) && (JSON.parse(m as string) as { id?: number }).id === id, 10_000);
+  const ack = await c.waitFor(
+    (m) => isAck(m) && (JSON.parse(m as string) as { id?: number }).id === id,
+    10_000,
+  );
   return (JSON.parse(ack as string) as { result?: unknown }).result;
 }
 
@@ -391,7 +512,10 @@ class Deployment implements AsyncDisposable {
   }
 
   /** Connects (to the server of `place`) until the kernel gives the connection to that place's worker. */
-  async #at<T extends WsClient>(place: number, connect: (base: string) => Promise<[T, string]>): Promise<T> {
+  async #at<T extends WsClient>(
+    place: number,
+    connect: (base: string) => Promise<[T, string]>,
+  ): Promise<T> {
     const s = this.serverOf(place);
     const known = this.#pids[s]!;
     const k = place % this.#workers;
@@ -432,9 +556,14 @@ class Deployment implements AsyncDisposable {
       await command(c, s);
       // One at a time: a channel subscription this client hears (not a pattern, not the server's),
       // heard from a place on another server before the next.
-      if (!this.#oneAtATime || s.match !== undefined || (s.op !== "sub" && s.op !== "csub")) continue;
+      if (!this.#oneAtATime || s.match !== undefined || (s.op !== "sub" && s.op !== "csub"))
+        continue;
       const from = await this.peer(this.serverOf(Math.max(c.place, 0)) === 0 ? this.places - 1 : 0);
-      const heard = () => untilHeard((probe) => command(from, { op: "pub", ch: s.ch, text: probe }), [c], { what: `a probe on ${String(s.ch)}`, ms: 3000 });
+      const heard = () =>
+        untilHeard((probe) => command(from, { op: "pub", ch: s.ch, text: probe }), [c], {
+          what: `a probe on ${String(s.ch)}`,
+          ms: 3000,
+        });
       for (let attempt = 1; ; attempt++) {
         try {
           await heard();
@@ -443,7 +572,9 @@ class Deployment implements AsyncDisposable {
           if (attempt === 3) throw err;
           // Seen now and then with the sharded engine: the SSUBSCRIBE never takes effect, for good.
           // Said loudly each time; subscribing again (a SUNSUBSCRIBE, then an SSUBSCRIBE) mends it.
-          console.warn(`\n*** ${String(s.ch)}: the subscription of place ${c.place} never reached Redis; subscribing again ***\n`);
+          console.warn(
+            `\n*** ${String(s.ch)}: the subscription of place ${c.place} never reached Redis; subscribing again ***\n`,
+          );
           await command(c, { ...s, op: "unsub" });
           await command(c, s);
         }
@@ -478,12 +609,18 @@ class Deployment implements AsyncDisposable {
    */
   async ready(from: Peer, routes: [string, Peer[]][]): Promise<void> {
     for (const [channel, subs] of routes) {
-      await untilHeard((probe) => command(from, { op: "pub", ch: channel, text: probe }), subs, { what: `a probe on ${channel}` });
+      await untilHeard((probe) => command(from, { op: "pub", ch: channel, text: probe }), subs, {
+        what: `a probe on ${channel}`,
+      });
     }
     const everyone = [...new Set(routes.flatMap(([, subs]) => subs))];
     for (let p = 0; p < this.places; p++) {
       const fencer = await this.peer(p);
-      await untilHeard((probe) => command(fencer, { op: "pub", ch: this.#fences, text: probe }), everyone, { what: `place ${p}'s fence probe` });
+      await untilHeard(
+        (probe) => command(fencer, { op: "pub", ch: this.#fences, text: probe }),
+        everyone,
+        { what: `place ${p}'s fence probe` },
+      );
     }
   }
 
@@ -492,11 +629,16 @@ class Deployment implements AsyncDisposable {
    * which nothing else may come (a duplicate, a late echo), asserted here.
    */
   async settle(publisher: Peer, readers: Peer[], ms = 10_000): Promise<Msg[][]> {
-    const fence = (c: Peer) => ({ client: c as WsClient, send: (t: string) => command(c, { op: "pub", ch: this.#fences, text: t }) });
+    const fence = (c: Peer) => ({
+      client: c as WsClient,
+      send: (t: string) => command(c, { op: "pub", ch: this.#fences, text: t }),
+    });
     const got = await fenced([fence(publisher)], readers, { ms });
     const others: Peer[] = [];
-    for (let p = 0; p < this.places; p++) if (p !== publisher.place) others.push(await this.peer(p));
-    if (others.length > 0) expect(await fenced(others.map(fence), readers, { ms })).toEqual(readers.map(() => []));
+    for (let p = 0; p < this.places; p++)
+      if (p !== publisher.place) others.push(await this.peer(p));
+    if (others.length > 0)
+      expect(await fenced(others.map(fence), readers, { ms })).toEqual(readers.map(() => []));
     return got;
   }
 
