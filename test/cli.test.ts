@@ -357,16 +357,21 @@ describe("the CLI process", () => {
     );
   });
 
-  test("a throw in a file the app imports is placed in that file; iodine's own frames are skipped", async () => {
-    using dir = tempDir();
+  /** app.ts imports config.ts, whose need() throws while app.ts loads. */
+  const writeThrowingApp = (dir: string) => {
     writeFileSync(
-      join(dir.path, "config.ts"),
+      join(dir, "config.ts"),
       "export function need(name: string): string {\n  throw new TypeError(`${name} is not set`);\n}\n",
     );
     writeFileSync(
-      join(dir.path, "app.ts"),
+      join(dir, "app.ts"),
       "import { need } from './config.ts';\nneed('SECRET');\nexport default () => new Response('x');\n",
     );
+  };
+
+  test("a throw in a file the app imports is placed in that file; iodine's own frames are skipped", async () => {
+    using dir = tempDir();
+    writeThrowingApp(dir.path);
     writeFileSync(
       join(dir.path, "listen.ts"),
       "import { Iodine } from 'iodine';\n\nIodine.listen({ port: 'abc' as never, handler: () => new Response('x') });\n",
@@ -384,14 +389,7 @@ describe("the CLI process", () => {
 
   test("-V 5 adds the stack to the load error, in the same entry", async () => {
     using dir = tempDir();
-    writeFileSync(
-      join(dir.path, "config.ts"),
-      "export function need(name: string): string {\n  throw new TypeError(`${name} is not set`);\n}\n",
-    );
-    writeFileSync(
-      join(dir.path, "app.ts"),
-      "import { need } from './config.ts';\nneed('SECRET');\nexport default () => new Response('x');\n",
-    );
+    writeThrowingApp(dir.path);
     const r = await runCli(["-V", "5", "-p", "0", "app.ts"], { cwd: dir.path });
     expect(r.code).toBe(2);
     expect(r.stderr.split("\n")).toEqual([
