@@ -174,9 +174,9 @@ export class Hub {
       onCommand: (id, args) => this.#command(peer, id, args),
       // A worker's answer to the hub's SYNC (see #settled).
       onReply: (id) => {
+        // An id no longer waited for is a late answer (the wait gave up after SETTLE_MS): nothing to do.
         const done = peer.syncs.get(id);
-        if (done === undefined)
-          throw new BusError(`a REPLY frame from a worker to no SYNC of the hub (id ${id})`);
+        if (done === undefined) return;
         peer.syncs.delete(id);
         done();
       },
