@@ -18,6 +18,7 @@ import {
   startCli,
   startCommand,
   tempDir,
+  ws,
   type CliProcess,
 } from "./harness.ts";
 import { Clients, FENCE, fenced, untilHeard, WsClient, type Msg } from "./ws.ts";
@@ -38,8 +39,6 @@ interface Answer {
   headers: Record<string, string | null>;
   body: string;
 }
-
-const ws = (srv: CliProcess) => srv.url.replace("http", "ws");
 
 async function ask(
   base: string,

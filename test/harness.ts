@@ -238,6 +238,20 @@ export async function ctrlCDuringRequest(
   return { ...res, code };
 }
 
+/** The `ws://` (or `wss://`) form of a server's URL. */
+export const ws = (srv: CliProcess) => srv.url.replace("http", "ws");
+
+/** The lines of a process's stderr that match `pattern`. */
+export const stderrLines = (srv: CliProcess, pattern: RegExp) =>
+  srv
+    .stderr()
+    .split("\n")
+    .filter((l) => pattern.test(l));
+
+/** `prefix0` … `prefix(n-1)`: messages to send and to expect, in order. */
+export const numbered = (prefix: string, n: number) =>
+  Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
 /** Runs the CLI to completion (for error paths, --help, --version). */
 export function runCli(
   args: string[],

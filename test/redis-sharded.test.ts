@@ -6,7 +6,16 @@
 // inside the cluster, at most two connections per node per cluster, `cmd` from a worker, raw payloads
 // from any Redis client, a master killed and restarted mid-stream, and then the whole Redis Cluster.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { fixture, sharedByFile, startCli, waitUntil, type CliProcess } from "./harness.ts";
+import {
+  fixture,
+  numbered,
+  sharedByFile,
+  startCli,
+  stderrLines,
+  waitUntil,
+  ws,
+  type CliProcess,
+} from "./harness.ts";
 import { skipRedisCluster, startRedisCluster } from "./redis-cluster.ts";
 import { pubsubSuite, twoClustersSharded } from "./suites/pubsub.ts";
 import { Clients, fenced, isProbe, linked, untilHeard, type WorkerClient } from "./ws.ts";
@@ -22,14 +31,6 @@ async function post(srv: CliProcess, channel: string, body: string): Promise<voi
   expect(res.status).toBe(200);
 }
 
-const lines = (srv: CliProcess, pattern: RegExp) =>
-  srv
-    .stderr()
-    .split("\n")
-    .filter((l) => pattern.test(l));
-const numbered = (prefix: string, n: number) =>
-  Array.from({ length: n }, (_, i) => `${prefix}${i}`);
-const ws = (srv: CliProcess) => srv.url.replace("http", "ws");
 /** Fences from each client (cluster-app publishes what a socket sends on its channel). */
 const fencesFrom = (...clients: WorkerClient[]) =>
   clients.map((c) => ({ client: c, send: (t: string) => c.send(t) }));
@@ -179,8 +180,8 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
     const fresh = "after-the-pattern";
     await clients.onWorker(`${ws(a)}/ws?ch=${fresh}`, first);
     await settled(await redis().ownerOf(fresh), fresh, 1);
-    expect(lines(a, line)).toHaveLength(1);
-    expect(lines(b, line)).toHaveLength(0);
+    expect(stderrLines(a, line)).toHaveLength(1);
+    expect(stderrLines(b, line)).toHaveLength(0);
   }, 20_000);
 
   test("CLIENT LIST: at most two connections per node per cluster, all held by the masters", async () => {
@@ -252,9 +253,9 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
       ),
     );
     for (const s of [a, b]) {
-      expect(lines(s, unreachable)).toHaveLength(1);
-      expect(lines(s, /is back after/)).toHaveLength(1);
-      expect(lines(s, /redis \(sharded\): connection to .* lost/)).toHaveLength(0);
+      expect(stderrLines(s, unreachable)).toHaveLength(1);
+      expect(stderrLines(s, /is back after/)).toHaveLength(1);
+      expect(stderrLines(s, /redis \(sharded\): connection to .* lost/)).toHaveLength(0);
     }
 
     const after = numbered("after", 500);
@@ -286,8 +287,8 @@ describe.skipIf(skip)("two clusters (-w 2) on a Redis Cluster (sharded pub/sub)"
     // Nothing from the outage arrived late (probes sent before the first was heard may still be here).
     expect(a1.drain().filter((m) => !isProbe(m))).toEqual([]);
     for (const s of [a, b]) {
-      expect(lines(s, lost)).toHaveLength(1);
-      expect(lines(s, again)).toHaveLength(1);
+      expect(stderrLines(s, lost)).toHaveLength(1);
+      expect(stderrLines(s, again)).toHaveLength(1);
     }
     const after = numbered("after", 500);
     for (const m of after) b1.send(m);

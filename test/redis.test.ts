@@ -11,10 +11,13 @@ import {
   errorOf,
   fixture,
   freePort,
+  numbered,
   runCommand,
   sharedByFile,
   startCli,
+  stderrLines,
   waitUntil,
+  ws,
   type CliProcess,
 } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
@@ -67,14 +70,6 @@ async function rawSubscriber(
   return { got, [Symbol.dispose]: () => raw.disconnect() };
 }
 
-const lines = (srv: CliProcess, pattern: RegExp) =>
-  srv
-    .stderr()
-    .split("\n")
-    .filter((l) => pattern.test(l));
-const numbered = (prefix: string, n: number) =>
-  Array.from({ length: n }, (_, i) => `${prefix}${i}`);
-const ws = (srv: CliProcess) => srv.url.replace("http", "ws");
 /** A fence published by an HTTP request to `srv` on `channel`. */
 const httpFence = (srv: CliProcess, channel: string) => ({
   send: (t: string) => post(srv, channel, t),
@@ -281,8 +276,8 @@ describe.skipIf(skip)("two clusters (-w 2) on one Redis", () => {
     );
     // One line per change of state: lost once, back once (per cluster).
     for (const s of [a, b]) {
-      expect(lines(s, /redis: connection to .* lost/)).toHaveLength(1);
-      expect(lines(s, /redis: connected to .* again/)).toHaveLength(1);
+      expect(stderrLines(s, /redis: connection to .* lost/)).toHaveLength(1);
+      expect(stderrLines(s, /redis: connected to .* again/)).toHaveLength(1);
     }
 
     const after = numbered("after", 500);
@@ -379,7 +374,7 @@ describe.skipIf(skip)("publishing", () => {
       for (let i = 0; i < 20; i++) await post(srv, "plain", `p${i}`);
       await waitUntil(() => got.length >= 20, 5000, "20 messages at the raw subscriber");
       expect(got).toEqual(numbered("p", 20));
-      expect(lines(srv, /cannot publish through a script/)).toHaveLength(1);
+      expect(stderrLines(srv, /cannot publish through a script/)).toHaveLength(1);
     } finally {
       raw.disconnect();
     }

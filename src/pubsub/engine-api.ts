@@ -147,7 +147,8 @@ export function callEngine(engine: PubSubEngine, what: string, fn: () => unknown
   return DONE;
 }
 const noop = () => {};
-const DONE = Promise.resolve();
+/** An engine call, or a subscription, that has nothing to wait for: already settled. */
+export const DONE = Promise.resolve();
 
 /** Engine calls still under way (subscriptions Redis has not confirmed yet), to wait for as a whole. */
 export class PendingCalls {

@@ -28,6 +28,7 @@ import type { Cluster, ClusterNode, ClusterOptions } from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { EchoLog, type Sent } from "./echoes.ts";
+import { DONE } from "./engine-api.ts";
 import {
   Backlog,
   ioredis,
@@ -37,8 +38,6 @@ import {
   type RedisEngineOptions,
 } from "./redis-common.ts";
 import { redactUrl } from "./redis-url.ts";
-
-const DONE = Promise.resolve();
 
 /**
  * Publishes waiting for an answer past which publishes stay in the cluster: fewer than the classic

@@ -24,7 +24,7 @@ import type { Redis as IORedis, RedisOptions } from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { EchoLog } from "./echoes.ts";
-import { PUBLISH_BYTES, type BytesEngine } from "./engine-api.ts";
+import { DONE, PUBLISH_BYTES, type BytesEngine } from "./engine-api.ts";
 import { compileGlob } from "./match.ts";
 import { BatchSender } from "./redis-batch.ts";
 import {
@@ -35,8 +35,6 @@ import {
   type RedisEngineOptions,
 } from "./redis-common.ts";
 import { redactUrl } from "./redis-url.ts";
-
-const DONE = Promise.resolve();
 
 export type { RedisEngineOptions };
 

@@ -11,6 +11,7 @@ import type { Connection, Message, SubscribeCallback, SubscribeOptions } from ".
 import {
   CLUSTER,
   defaultEngine,
+  DONE,
   PROCESS,
   type PubSubEngine,
   type PubSubScope,
@@ -167,7 +168,6 @@ function touchPattern(pattern: string): void {
 function inEffect(): Promise<void> {
   return link.remote === undefined ? DONE : link.remote.settled();
 }
-const DONE = Promise.resolve();
 
 /** `Iodine.subscribe`: a process-level subscription; a callback is required. Resolves once it is in effect everywhere. */
 export function subscribeProcess(
