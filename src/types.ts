@@ -181,10 +181,60 @@ export interface SubscribeOptions {
   match?: "redis";
   /** How a connection without a callback receives messages. @default text unless the message is bytes */
   as?: "text" | "binary";
+  /**
+   * A history channel (`Iodine.history`): deliver the retained messages after this position first,
+   * then live ones, with no gap and no duplicate. A `Position` or its `"epoch:offset"` text.
+   */
+  since?: Position | string;
 }
 
-/** Called for each message; on a connection subscription the connection is the third argument. */
-export type SubscribeCallback = (channel: string, message: Message, client?: Connection) => unknown;
+/**
+ * Where a message stands in its history channel (SPEC §5), written `"<epoch>:<offset>"`: `offset`
+ * grows by one per message of the channel; `epoch` names the lifetime of the store that counted it.
+ */
+export interface Position {
+  readonly epoch: string;
+  readonly offset: number;
+}
+
+/** What a subscription promise resolves to. */
+export interface Subscribed {
+  /**
+   * False when `since` was given and the history no longer reaches back to it (trimmed, expired,
+   * another epoch): the subscription is live, and the app should reload its state.
+   */
+  recovered: boolean;
+  /** The last position this subscriber has seen of a history channel, when `since` was given. */
+  position: Position | undefined;
+}
+
+/** `Iodine.history(channel, options)`: what to keep of a channel (or, with `match`, of many). */
+export interface HistoryOptions {
+  /** messages kept per channel. @default 100 */
+  size?: number;
+  /** seconds a message is kept. @default 300 */
+  ttl?: number;
+  /** `"redis"`: `channel` is a Redis glob pattern naming every channel it matches */
+  match?: "redis";
+}
+
+/**
+ * Called for each message; on a connection subscription the connection is the third argument. On a
+ * history channel the message's position comes last.
+ */
+export type SubscribeCallback = (
+  channel: string,
+  message: Message,
+  client?: Connection,
+  position?: Position,
+) => unknown;
+
+/** `Iodine.subscribe`'s callback: on a history channel the message's position comes last. */
+export type ProcessSubscribeCallback = (
+  channel: string,
+  message: Message,
+  position?: Position,
+) => unknown;
 
 /**
  * An external pub/sub engine, set as `Iodine.PubSub.default`. iodine calls it only in the process

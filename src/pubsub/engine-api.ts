@@ -6,9 +6,9 @@
 // publish made in the cluster; the engine hands what it receives to `host.deliver`. An engine never
 // imports the process that holds it.
 import { logException } from "../log.ts";
-import type { PubSubEngine, PubSubEngineHost, PubSubScope } from "../types.ts";
+import type { Position, PubSubEngine, PubSubEngineHost, PubSubScope } from "../types.ts";
 
-export type { PubSubEngine, PubSubEngineHost, PubSubScope };
+export type { Position, PubSubEngine, PubSubEngineHost, PubSubScope };
 
 /** Every process of this cluster, not the external engine (the default when none is set). */
 export const CLUSTER: PubSubScope = Object.freeze({ scope: "cluster" });
@@ -30,6 +30,58 @@ export interface BytesEngine extends PubSubEngine {
 export interface EngineHost extends PubSubEngineHost {
   /** A message received as bytes (`text`: they are valid UTF-8), handed on without decoding them here. */
   deliverBytes(channel: string, bytes: Uint8Array, text: boolean): void;
+  /** A message of a history channel, with the position the engine's store gave it (bytes as above). */
+  deliverAt(channel: string, bytes: Uint8Array, text: boolean, position: Position): void;
+}
+
+/**
+ * Internal: an engine that keeps history and presence itself (the Redis engine does: SPEC §5), so
+ * every cluster on it shares one sequence per channel. `engine[HISTORY_API]` is that part of it.
+ */
+export const HISTORY_API: unique symbol = Symbol("iodine.historyApi");
+export interface HistoryEngine extends PubSubEngine {
+  readonly [HISTORY_API]: EngineHistory;
+}
+
+/** What a store holds of one channel after a position (SPEC §5 history). */
+export interface Retained {
+  epoch: string;
+  /** the offset of the channel's last message (0: none yet) */
+  top: number;
+  /** the offset of the oldest message still retained (`top + 1` when none is) */
+  first: number;
+  /** the retained messages after the offset asked for, oldest first */
+  entries: { offset: number; bytes: Uint8Array; text: boolean }[];
+}
+
+export interface EngineHistory {
+  /** False while the engine cannot take a history publish (Redis away): the master keeps it then. */
+  readonly available: boolean;
+  /**
+   * Appends `bytes` to the channel's history (keeping the last `size` for `ttlMs`) and publishes it
+   * with its position, in one step; every cluster subscribed to the channel gets it through
+   * `host.deliverAt` (this one too: nothing is delivered here). Resolves to the position; rejects
+   * when the engine could not take it (the caller keeps it then).
+   */
+  append(
+    channel: string,
+    bytes: Uint8Array,
+    text: boolean,
+    size: number,
+    ttlMs: number,
+  ): Promise<Position>;
+  /** What the channel still retains after `after` (messages older than `ttlMs` are not). */
+  read(channel: string, after: number, ttlMs: number): Promise<Retained>;
+  /** This cluster's number of subscriptions per channel changed: only the changed ones, 0 for none left. */
+  counts(changed: ReadonlyMap<string, number>): void;
+  /** Subscriptions to `channel` in every cluster on the engine that is still alive (this one's included). */
+  presence(channel: string): Promise<number>;
+}
+
+export function historyOf(engine: PubSubEngine | undefined): EngineHistory | undefined {
+  return engine !== undefined && HISTORY_API in engine
+    ? (engine as HistoryEngine)[HISTORY_API]
+    : undefined;
 }
 
 /** Runs a command (a `redis.cmd(...)` as strings) on the master's engine; resolves to its reply. */

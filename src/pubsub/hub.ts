@@ -57,6 +57,7 @@ export class Hub {
       const at = this.#scratch.publish(channel, bytes, true, text);
       this.#route(this.#enginePeer, channel, this.#scratch.take(), at, !text, true, undefined);
     },
+    deliverAt: (channel, bytes, text) => this.#host.deliverBytes(channel, bytes, text),
   };
 
   constructor(path: string) {

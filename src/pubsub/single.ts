@@ -23,6 +23,7 @@ const host: EngineHost = {
   deliver: (channel: string, message: Message) => void publish(channel, message, CLUSTER),
   deliverBytes: (channel, bytes, text) =>
     void deliverLocal(channel, text ? decoder.decode(bytes) : new Uint8Array(bytes)),
+  deliverAt: (channel, bytes, text) => host.deliverBytes(channel, bytes, text),
 };
 
 /** Drives `Iodine.PubSub.default` in this process from now on; returns the stop. */
