@@ -10,7 +10,8 @@ import {
   type PubSubEngine,
   type PubSubScope,
 } from "./pubsub/engine-api.ts";
-import { publish, subscribeProcess, unsubscribeProcess } from "./pubsub/registry.ts";
+import { presence, publish, subscribeProcess, unsubscribeProcess } from "./pubsub/registry.ts";
+import { declareHistory } from "./pubsub/history.ts";
 import { RedisEngine } from "./pubsub/redis.ts";
 import { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";
 import { onState, type StateEvent } from "./hooks.ts";
@@ -20,9 +21,11 @@ import { Mustache } from "./mustache.ts";
 import { TLS } from "./tls.ts";
 import type {
   Connection,
+  HistoryOptions,
   ListenOptions,
   Message,
-  SubscribeCallback,
+  ProcessSubscribeCallback,
+  Subscribed,
   SubscribeOptions,
 } from "./types.ts";
 import { upgrade, upgradeKind } from "./connections/upgrade.ts";
@@ -74,16 +77,30 @@ export const Iodine = {
     return connect(options);
   },
   /**
-   * Subscribes the process: `callback(channel, message)` for each message (SPEC §5). Resolves once
-   * the subscription is in effect everywhere (every worker, and Redis with an engine).
+   * Subscribes the process: `callback(channel, message)` for each message (SPEC §5; on a history
+   * channel the position comes third). Resolves once the subscription is in effect everywhere
+   * (every worker, and Redis with an engine); with `since`, once the history after it was delivered.
    */
   subscribe(
     channel: string,
-    options: SubscribeOptions | SubscribeCallback,
-    callback?: SubscribeCallback,
-  ): Promise<void> {
+    options: SubscribeOptions | ProcessSubscribeCallback,
+    callback?: ProcessSubscribeCallback,
+  ): Promise<Subscribed> {
     if (typeof options === "function") return subscribeProcess(channel, undefined, options);
     return subscribeProcess(channel, options, callback!);
+  },
+  /**
+   * Keeps the last `size` messages of `channel` (or of every channel a `{ match: "redis" }` pattern
+   * names) for `ttl` seconds (SPEC §5): each message gets a position, `subscribe(…, { since })`
+   * replays what came after one, and SSE streams resume from `Last-Event-ID`. Call it where the app
+   * loads (every process), before publishing on the channel.
+   */
+  history(channel: string, options?: HistoryOptions): void {
+    declareHistory(channel, options);
+  },
+  /** Subscriptions to exactly `channel` across the cluster and, with Redis, every cluster on it. */
+  presence(channel: string): Promise<number> {
+    return presence(channel);
   },
   /** Cancels a process subscription; true when there was one. */
   unsubscribe(channel: string, options?: SubscribeOptions): boolean {
@@ -153,6 +170,7 @@ export type { SSEEvent } from "./types.ts";
 export type { StateEvent } from "./hooks.ts";
 // Pub/sub and timers.
 export type { SubscribeCallback, SubscribeOptions, TimerHandle } from "./types.ts";
+export type { HistoryOptions, Position, ProcessSubscribeCallback, Subscribed } from "./types.ts";
 export type { PubSubEngine, PubSubScope } from "./pubsub/engine-api.ts";
 export type { RedisEngine, RedisEngineOptions } from "./pubsub/redis.ts";
 export type { ShardedRedisEngine } from "./pubsub/redis-sharded.ts";

@@ -131,12 +131,12 @@ export interface Connection {
    * resolves once the subscription is in effect everywhere (every worker, and Redis with an engine):
    * a message published after that reaches it. Ignoring the promise is fine.
    */
-  subscribe(channel: string, callback: SubscribeCallback): Promise<void>;
+  subscribe(channel: string, callback: SubscribeCallback): Promise<Subscribed>;
   subscribe(
     channel: string,
     options?: SubscribeOptions,
     callback?: SubscribeCallback,
-  ): Promise<void>;
+  ): Promise<Subscribed>;
   /** Cancels a subscription made by this connection; true when there was one. */
   unsubscribe(channel: string, options?: SubscribeOptions): boolean;
   /** Publishes to every subscriber of `channel` (`engine` as for `Iodine.publish`). */

@@ -8,21 +8,40 @@ import {
   BusError,
   FRAME_ALL,
   FRAME_CMD,
+  FRAME_CTL,
   FRAME_HELLO,
+  FRAME_HPUB,
   FRAME_REPLY,
   FRAME_PUB,
   FRAME_SUB,
   FRAME_SYNC,
   FRAME_UNSUB,
   FrameReader,
-  FrameWriter,
   MAX_FRAME,
   messageOf,
   type FrameSink,
 } from "../src/pubsub/bus.ts";
+import { FrameWriter } from "../src/pubsub/bus-writer.ts";
+import type { Position } from "../src/types.ts";
 
 type Frame =
-  | { type: "pub"; channel: string; message: string | Uint8Array; clusterOnly?: true }
+  | {
+      type: "pub";
+      channel: string;
+      message: string | Uint8Array;
+      clusterOnly?: true;
+      sequence?: true;
+    }
+  | {
+      type: "hpub";
+      channel: string;
+      message: Uint8Array;
+      text: boolean;
+      epoch: string;
+      offset: number;
+      request: number;
+    }
+  | { type: "ctl"; id: number; json: string }
   | { type: "interest"; subscribe: boolean; key: string; pattern: boolean }
   | { type: "hello"; text: string }
   | { type: "all"; want: boolean }
@@ -42,14 +61,31 @@ class Recorder implements FrameSink {
     at: number,
     binary: boolean,
     clusterOnly: boolean,
+    sequence: boolean,
   ): void {
     this.frames.push({
       type: "pub",
       channel,
       message: messageOf(frame, at, binary),
       ...(clusterOnly ? { clusterOnly } : {}),
+      ...(sequence ? { sequence } : {}),
     });
     this.published.push(frame.slice());
+  }
+  onPositioned(
+    channel: string,
+    frame: Uint8Array,
+    at: number,
+    binary: boolean,
+    position: Position,
+    request: number,
+  ): void {
+    const { epoch, offset } = position;
+    const message = frame.slice(at);
+    this.frames.push({ type: "hpub", channel, message, text: !binary, epoch, offset, request });
+  }
+  onControl(id: number, json: string): void {
+    this.frames.push({ type: "ctl", id, json });
   }
   onWantAll(want: boolean): void {
     this.frames.push({ type: "all", want });
@@ -72,7 +108,11 @@ class Recorder implements FrameSink {
 }
 
 function write(w: FrameWriter, f: Frame): void {
-  if (f.type === "pub") w.publish(f.channel, f.message, f.clusterOnly === true);
+  if (f.type === "pub")
+    w.publish(f.channel, f.message, f.clusterOnly === true, false, f.sequence === true);
+  else if (f.type === "hpub")
+    w.positioned(f.channel, f.message, f.text, { epoch: f.epoch, offset: f.offset }, f.request);
+  else if (f.type === "ctl") w.control(f.id, f.json);
   else if (f.type === "interest") w.interest(f.subscribe, f.key, f.pattern);
   else if (f.type === "hello") w.hello(f.text);
   else if (f.type === "all") w.wantAll(f.want);
@@ -143,6 +183,8 @@ const ignored = {
   onCommand() {},
   onReply() {},
   onSync() {},
+  onPositioned() {},
+  onControl() {},
 };
 
 const u32 = (n: number): number[] => [n & 255, (n >>> 8) & 255, (n >>> 16) & 255, (n >>> 24) & 255];
@@ -179,7 +221,7 @@ function reference(bytes: Uint8Array): { frames: Frame[]; error: boolean } {
     const body = bytes.subarray(at + 5, at + 4 + size);
     at += 4 + size;
     if (type === FRAME_PUB) {
-      if (body.length < 5 || body[0]! > 3) return broken;
+      if (body.length < 5 || body[0]! > 7) return broken;
       const chLen = view.getUint32(body.byteOffset - bytes.byteOffset + 1, true);
       if (chLen > body.length - 5) return broken;
       const channel = name(body.subarray(5, 5 + chLen));
@@ -191,6 +233,36 @@ function reference(bytes: Uint8Array): { frames: Frame[]; error: boolean } {
         channel,
         message,
         ...((body[0]! & 2) === 2 ? { clusterOnly: true as const } : {}),
+        ...((body[0]! & 4) === 4 ? { sequence: true as const } : {}),
+      });
+    } else if (type === FRAME_HPUB) {
+      // flags | u32 request | u32 offset low | u32 offset high | u8 epoch length | epoch | u32 channel length | channel | message
+      if (body.length < 18 || body[0]! > 1) return broken;
+      const v = new DataView(body.buffer, body.byteOffset, body.byteLength);
+      const epochEnd = 14 + body[13]!;
+      if (epochEnd + 4 > body.length) return broken;
+      const epoch = name(body.subarray(14, epochEnd));
+      const chLen = v.getUint32(epochEnd, true);
+      if (epoch === undefined || epochEnd + 4 + chLen > body.length) return broken;
+      const channel = name(body.subarray(epochEnd + 4, epochEnd + 4 + chLen));
+      if (channel === undefined) return broken;
+      frames.push({
+        type: "hpub",
+        channel,
+        message: body.slice(epochEnd + 4 + chLen),
+        text: body[0] === 0,
+        epoch,
+        offset: v.getUint32(5, true) + v.getUint32(9, true) * 2 ** 32,
+        request: v.getUint32(1, true),
+      });
+    } else if (type === FRAME_CTL) {
+      if (body.length < 4) return broken;
+      const json = name(body.subarray(4));
+      if (json === undefined) return broken;
+      frames.push({
+        type: "ctl",
+        id: new DataView(body.buffer, body.byteOffset, 4).getUint32(0, true),
+        json,
       });
     } else if (type === FRAME_SUB || type === FRAME_UNSUB) {
       if (body.length < 1 || body[0]! > 1) return broken;
@@ -272,8 +344,34 @@ const anyFrame: fc.Arbitrary<Frame> = fc.oneof(
         channel: text,
         message: fc.oneof(text, bytes),
         only: fc.boolean(),
+        sequence: fc.boolean(),
       })
-      .map(({ only, ...f }): Frame => (only ? { ...f, clusterOnly: true } : f)),
+      .map(({ only, sequence, ...f }): Frame => ({
+        ...f,
+        ...(only ? { clusterOnly: true as const } : {}),
+        ...(sequence ? { sequence: true as const } : {}),
+      })),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      type: fc.constant("hpub" as const),
+      channel: text,
+      message: bytes,
+      text: fc.boolean(),
+      // epochs have no ':' and at most 255 bytes; offsets up to 2^53 - 1
+      epoch: text.filter((t) => !t.includes(":") && new TextEncoder().encode(t).length < 256),
+      offset: fc.oneof(fc.nat(), fc.maxSafeNat()),
+      request: fc.nat({ max: 0xffffffff }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      type: fc.constant("ctl" as const),
+      id: fc.nat({ max: 0xffffffff }),
+      json: text,
+    }),
   },
   {
     weight: 2,
@@ -501,12 +599,31 @@ describe("garbage and corrupted streams", () => {
         .tuple(fc.integer({ min: 0, max: 5 }), u32s, utf8OrNot, utf8OrNot)
         .map(([flags, chLen, ch, msg]) => [FRAME_PUB, flags, ...u32(chLen), ...ch, ...msg]),
       fc
+        .tuple(
+          fc.integer({ min: 0, max: 2 }),
+          fc.uint8Array({ maxLength: 14 }),
+          fc.nat(6),
+          utf8OrNot,
+          u32s,
+          utf8OrNot,
+        )
+        .map(([flags, head, epochLen, ch, chLen, msg]) => [
+          FRAME_HPUB,
+          flags,
+          ...head.subarray(0, 12),
+          epochLen,
+          ...ch.subarray(0, epochLen),
+          ...u32(chLen),
+          ...ch,
+          ...msg,
+        ]),
+      fc
         .tuple(fc.constantFrom(FRAME_SUB, FRAME_UNSUB), fc.integer({ min: 0, max: 3 }), utf8OrNot)
         .map(([type, kind, key]) => [type, kind, ...key]),
       utf8OrNot.map((t) => [FRAME_HELLO, ...t]),
       fc
         .tuple(
-          fc.constantFrom(FRAME_ALL, FRAME_CMD, FRAME_REPLY),
+          fc.constantFrom(FRAME_ALL, FRAME_CMD, FRAME_REPLY, FRAME_CTL),
           fc.uint8Array({ maxLength: 6 }),
           utf8OrNot,
         )
@@ -556,9 +673,26 @@ describe("malformed frames throw a BusError", () => {
       new RegExp(`frame length ${MAX_FRAME + 1} out of range`),
     ],
     ["frame type 0", frame(0, 1, 2), /unknown frame type 0/],
-    ["frame type 9", frame(9), /unknown frame type 9/],
+    ["frame type 11", frame(11), /unknown frame type 11/],
+    ["HPUB too short", frame(FRAME_HPUB, 0, u32(0), u32(1)), /HPUB frame too short/],
+    [
+      "HPUB with flags 2",
+      frame(FRAME_HPUB, 2, u32(0), u32(1), u32(0), 0, u32(0)),
+      /HPUB frame with unknown flags 2/,
+    ],
+    [
+      "HPUB whose epoch runs past the frame",
+      frame(FRAME_HPUB, 0, u32(0), u32(1), u32(0), 9, u32(0)),
+      /epoch past the frame/,
+    ],
+    [
+      "HPUB whose channel runs past the frame",
+      frame(FRAME_HPUB, 0, u32(0), u32(1), u32(0), 0, u32(3), 0x61),
+      /channel length 3 past the frame/,
+    ],
+    ["CTL too short", frame(FRAME_CTL, 1, 2), /CTL frame too short/],
     ["frame type 255", frame(255, 0), /unknown frame type 255/],
-    ["PUB with flags 4", frame(FRAME_PUB, 4, u32(1), 0x61), /PUB frame with unknown flags 4/],
+    ["PUB with flags 8", frame(FRAME_PUB, 8, u32(1), 0x61), /PUB frame with unknown flags 8/],
     ["PUB with flags 255", frame(FRAME_PUB, 255, u32(0)), /PUB frame with unknown flags 255/],
     ["PUB without a whole channel length", frame(FRAME_PUB, 0, 0, 0, 0), /PUB frame too short/],
     ["PUB with no body", frame(FRAME_PUB), /PUB frame too short/],
@@ -640,8 +774,8 @@ describe("malformed frames throw a BusError", () => {
 
   test("frames before the broken one in the same chunk are delivered, none after it", () => {
     const hi = (c: number) => frame(FRAME_HELLO, c);
-    const { message, frames } = rejected([...hi(0x61), ...hi(0x62), ...frame(9), ...hi(0x63)]);
-    expect(message).toMatch(/unknown frame type 9/);
+    const { message, frames } = rejected([...hi(0x61), ...hi(0x62), ...frame(11), ...hi(0x63)]);
+    expect(message).toMatch(/unknown frame type 11/);
     expect(frames).toEqual([
       { type: "hello", text: "a" },
       { type: "hello", text: "b" },

@@ -573,7 +573,8 @@ describe("single process and the CLI", () => {
 
 describe("a worker's bus link (in this process, against a hub written with the bus framing)", () => {
   test("it announces its interests, reconnects after a bad frame, replays them, and delivers what the hub sends", async () => {
-    const { FrameReader, FrameWriter, messageOf } = await import("../src/pubsub/bus.ts");
+    const { FrameReader, messageOf } = await import("../src/pubsub/bus.ts");
+    const { FrameWriter } = await import("../src/pubsub/bus-writer.ts");
     const { joinCluster } = await import("../src/pubsub/member.ts");
     const { Iodine } = await import("../src/index.ts");
     using dir = tempDir();
@@ -594,6 +595,8 @@ describe("a worker's bus link (in this process, against a hub written with the b
             onWantAll: (want) => void link.frames.push(`all ${want}`),
             onCommand: (id, args) => void link.frames.push(`cmd ${id} ${args}`),
             onReply: (id, ok, json) => void link.frames.push(`reply ${id} ${ok} ${json}`),
+            onPositioned: (ch) => void link.frames.push(`hpub ${ch}`),
+            onControl: (id, json) => void link.frames.push(`ctl ${id} ${json}`),
             // A subscription waits for the hub's answer (SPEC §5: it resolves once in effect).
             onSync: (id) => {
               link.frames.push(`sync ${id}`);
@@ -623,16 +626,19 @@ describe("a worker's bus link (in this process, against a hub written with the b
       const subscribed = Iodine.subscribe("news.*", { match: "redis" }, () => {});
       Iodine.publish("out", "from the worker");
       await subscribed; // the hub answered the SYNC that followed the SUB
-      await waitUntil(() => links[0]!.frames.length >= 5, 2000, "the pattern and the publish");
+      await waitUntil(() => links[0]!.frames.length >= 6, 2000, "the pattern and the publish");
+      // It also reports its subscriptions to each exact channel (presence, SPEC §5).
       expect(links[0]!.frames.slice(2)).toEqual([
+        'ctl 0 ["count","link-test",1]',
         "sub pattern news.*",
         "sync 1",
         "pub out from the worker",
       ]);
       // The hub sends garbage: the worker drops the link (logged) and comes back with its interests.
       links[0]!.socket.write(new Uint8Array([5, 0, 0, 0, 77, 0, 0, 0, 0]));
-      await waitUntil(() => (links[1]?.frames.length ?? 0) >= 3, 2000, "the link to come back");
+      await waitUntil(() => (links[1]?.frames.length ?? 0) >= 4, 2000, "the link to come back");
       expect([...links[1]!.frames].sort()).toEqual([
+        'ctl 0 ["count","link-test",1]',
         "hello test worker",
         "sub link-test",
         "sub pattern news.*",
@@ -673,7 +679,7 @@ describe("a worker's bus link (in this process, against a hub written with the b
         2000,
         "the wanted publishes",
       );
-      expect(links[1]!.frames.slice(3)).toEqual([
+      expect(links[1]!.frames.slice(4)).toEqual([
         "pub wanted wanted",
         "pub room.1 room.1",
         "pub wanted wanted",

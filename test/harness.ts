@@ -527,8 +527,10 @@ export function streamReader(res: Response) {
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
   let text = "";
-  const matches = (p: RegExp | string) => (typeof p === "string" ? text.includes(p) : p.test(text));
-  const until = async (pattern: RegExp | string, ms = 5000) => {
+  const matches = (p: RegExp | string | ((text: string) => boolean)) =>
+    typeof p === "string" ? text.includes(p) : typeof p === "function" ? p(text) : p.test(text);
+  /** `pattern`: text to contain, a RegExp to match, or a check of all the text so far. */
+  const until = async (pattern: RegExp | string | ((text: string) => boolean), ms = 5000) => {
     const deadline = Date.now() + ms;
     const what = typeof pattern === "string" ? JSON.stringify(pattern) : String(pattern);
     while (!matches(pattern)) {

@@ -17,6 +17,7 @@ import type {
   SnakeHandler,
   SubscribeCallback,
   SubscribeOptions,
+  Subscribed,
 } from "../types.ts";
 
 type Event = "onOpen" | "onMessage" | "onDrained" | "onTimeout" | "onShutdown" | "onClose";
@@ -84,7 +85,7 @@ export abstract class BaseConnection implements Connection {
     channel: string,
     options?: SubscribeOptions | SubscribeCallback,
     callback?: SubscribeCallback,
-  ): Promise<void> {
+  ): Promise<Subscribed> {
     const [opts, cb] = typeof options === "function" ? [undefined, options] : [options, callback];
     return subscribeConnection(this, channel, opts, cb);
   }

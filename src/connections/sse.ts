@@ -4,7 +4,15 @@
 // from cutting an idle stream; the stream is exempt from the HTTP idle timeout.
 import { BaseConnection, openConnections, OUTGOING_LIMIT } from "./connection.ts";
 import { log } from "../log.ts";
-import type { Handler, Message, SnakeHandler, SSEEvent, SubscribeOptions } from "../types.ts";
+import type {
+  Handler,
+  Message,
+  Position,
+  SnakeHandler,
+  SSEEvent,
+  SubscribeOptions,
+} from "../types.ts";
+import { parsePosition } from "../pubsub/history.ts";
 
 const live = new Set<SseConnection>();
 let pingSeconds = 40;
@@ -94,9 +102,28 @@ export class SseConnection extends BaseConnection {
     return this.#pending;
   }
 
-  /** A published message: one `data:` event (bytes are read as UTF-8: SSE is text). */
-  deliver(message: Message, _options: SubscribeOptions | undefined): void {
-    this.write(message);
+  /**
+   * A published message: one `data:` event (bytes are read as UTF-8: SSE is text); a history
+   * channel's carries its position as the event's `id`, which the browser sends back as
+   * `Last-Event-ID` when it reconnects.
+   */
+  deliver(
+    message: Message,
+    _options: SubscribeOptions | undefined,
+    _channel?: string,
+    position?: Position,
+  ): void {
+    if (position === undefined) {
+      this.write(message);
+      return;
+    }
+    const text = typeof message === "string" ? message : new TextDecoder().decode(message);
+    this.#send(`id: ${position.epoch}:${position.offset}\n${dataLines(text)}\n`);
+  }
+
+  /** Where a subscription to a history channel resumes when it names no `since`: the browser's `Last-Event-ID`. */
+  defaultSince(_channel: string): Position | undefined {
+    return parsePosition(this.request?.headers.get("last-event-id") ?? undefined);
   }
 
   /** A comment line: ignored by EventSource, keeps the connection busy for proxies. */

@@ -4,15 +4,23 @@
 //
 // A frame is `u32 LE body length | u8 type | body`. Bodies:
 //   PUB    u8 flags (bit 0: the message is bytes, else UTF-8 text; bit 1: for this cluster only,
-//          not for an external engine such as Redis) | u32 LE channel length | channel UTF-8 |
-//          message bytes (to the end of the frame)
+//          not for an external engine such as Redis; bit 2: a history channel's message, not
+//          delivered by its sender: the hub sequences it and sends it to every process, the sender
+//          included) | u32 LE channel length | channel UTF-8 | message bytes (to the end of the frame)
 //   SUB, UNSUB   u8 kind (0 exact channel, 1 Redis glob pattern) | key UTF-8
 //   HELLO  UTF-8 text (who is calling, for logs)
 //   ALL    u8 (1: send every publish, an external engine takes them all; 0: only what is wanted)
 //   CMD    u32 LE id | UTF-8 JSON array of strings (a worker's `redis.cmd(...)`)
 //   REPLY  u32 LE id | u8 ok (1) or error (0) | UTF-8 JSON (the reply, or the error message)
 //   SYNC   u32 LE id: answered by a REPLY with that id once every frame before it was handled
-// Writes are appended to one buffer per link and sent once per turn of the event loop (link.ts).
+//   HPUB   a history channel's message with its position: u8 flags (bit 0 as PUB's) | u32 LE request
+//          id (0: live; else a READ's answer, before its REPLY) | u32 LE offset low | u32 LE offset
+//          high | u8 epoch length | epoch | u32 LE channel length | channel | message bytes
+//   CTL    u32 LE id | UTF-8 JSON array: history and presence control (pubsub/control.ts); an id
+//          other than 0 is answered by a REPLY
+// Writes are appended to one buffer per link and sent once per turn of the event loop (link.ts);
+// bus-writer.ts writes the frames.
+import type { Position } from "../types.ts";
 
 export const FRAME_PUB = 1;
 export const FRAME_SUB = 2;
@@ -22,16 +30,18 @@ export const FRAME_ALL = 5;
 export const FRAME_CMD = 6;
 export const FRAME_REPLY = 7;
 export const FRAME_SYNC = 8;
-const LAST_TYPE = FRAME_SYNC;
+export const FRAME_HPUB = 9;
+export const FRAME_CTL = 10;
+const LAST_TYPE = FRAME_CTL;
 /** PUB flag bits */
-const BYTES = 1;
-const CLUSTER_ONLY = 2;
+export const PUB_BYTES = 1;
+export const PUB_CLUSTER_ONLY = 2;
+export const PUB_SEQUENCE = 4;
 
 /** The largest frame body; a longer length prefix is a broken link. Messages above it are refused by publish. */
 export const MAX_FRAME = 64 * 1024 * 1024;
 
-const HEADER = 5;
-const encoder = new TextEncoder();
+export const HEADER = 5;
 // ignoreBOM: a leading U+FEFF is part of a channel name or a message, not a byte-order mark.
 const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -47,6 +57,7 @@ export interface FrameSink {
    * A published message. `frame` is the whole frame (header included), ready to forward byte for
    * byte; `messageOf(frame, at, binary)` decodes the message when this process needs it.
    * `clusterOnly`: not for an external engine (published with `Iodine.PubSub.CLUSTER`).
+   * `sequence`: a history channel's message its sender did not deliver (PUB bit 2).
    */
   onPublish(
     channel: string,
@@ -54,7 +65,19 @@ export interface FrameSink {
     at: number,
     binary: boolean,
     clusterOnly: boolean,
+    sequence: boolean,
   ): void;
+  /** A history channel's message with its position; `request` 0 is live, else it answers a read. */
+  onPositioned(
+    channel: string,
+    frame: Uint8Array,
+    at: number,
+    binary: boolean,
+    position: Position,
+    request: number,
+  ): void;
+  /** history and presence control: `json` is the text of an array (control.ts) */
+  onControl(id: number, json: string): void;
   /** `pattern` is true for a Redis glob subscription */
   onInterest(subscribe: boolean, key: string, pattern: boolean): void;
   onHello(text: string): void;
@@ -136,7 +159,7 @@ export class FrameReader {
     if (type === FRAME_PUB) {
       if (end - body < 5) throw new BusError("PUB frame too short");
       const flags = buf[body]!;
-      if (flags > (BYTES | CLUSTER_ONLY))
+      if (flags > (PUB_BYTES | PUB_CLUSTER_ONLY | PUB_SEQUENCE))
         throw new BusError(`PUB frame with unknown flags ${flags}`);
       const chLen = readU32(buf, body + 1);
       const chStart = body + 5;
@@ -147,8 +170,9 @@ export class FrameReader {
         channel,
         buf.subarray(start, end),
         chStart + chLen - start,
-        (flags & BYTES) !== 0,
-        (flags & CLUSTER_ONLY) !== 0,
+        (flags & PUB_BYTES) !== 0,
+        (flags & PUB_CLUSTER_ONLY) !== 0,
+        (flags & PUB_SEQUENCE) !== 0,
       );
       return;
     }
@@ -193,7 +217,38 @@ export class FrameReader {
       this.#sink.onSync(readU32(buf, body));
       return;
     }
+    if (type === FRAME_HPUB) return this.#positioned(buf, start, body, end);
+    if (type === FRAME_CTL) {
+      if (end - body < 4) throw new BusError("CTL frame too short");
+      this.#sink.onControl(readU32(buf, body), utf8(buf.subarray(body + 4, end), "a control"));
+      return;
+    }
     throw new BusError(`unknown frame type ${type} (1–${LAST_TYPE})`);
+  }
+
+  #positioned(buf: Uint8Array, start: number, body: number, end: number): void {
+    if (end - body < 18) throw new BusError("HPUB frame too short");
+    const flags = buf[body]!;
+    if (flags > PUB_BYTES) throw new BusError(`HPUB frame with unknown flags ${flags}`);
+    const request = readU32(buf, body + 1);
+    const offset = readU32(buf, body + 5) + readU32(buf, body + 9) * 0x100000000;
+    const epochLen = buf[body + 13]!;
+    const chLenAt = body + 14 + epochLen;
+    if (chLenAt + 4 > end) throw new BusError("HPUB frame epoch past the frame");
+    const epoch = utf8(buf.subarray(body + 14, chLenAt), "an epoch");
+    const chLen = readU32(buf, chLenAt);
+    const chStart = chLenAt + 4;
+    if (chStart + chLen > end)
+      throw new BusError(`HPUB frame channel length ${chLen} past the frame`);
+    const channel = this.#channel(buf, chStart, chStart + chLen);
+    this.#sink.onPositioned(
+      channel,
+      buf.subarray(start, end),
+      chStart + chLen - start,
+      (flags & PUB_BYTES) !== 0,
+      { epoch, offset },
+      request,
+    );
   }
 
   #channel(buf: Uint8Array, start: number, end: number): string {
@@ -225,147 +280,6 @@ function utf8(bytes: Uint8Array, what: string): string {
   }
 }
 
-/**
- * Appends frames to a growing buffer; `take()` hands the bytes over and continues in a second
- * buffer, so what `take()` returned stays valid until the `take()` after next (a link can keep the
- * part a socket did not accept without copying it).
- */
-export class FrameWriter {
-  #buf = new Uint8Array(64 * 1024);
-  #spare = new Uint8Array(64 * 1024);
-  #len = 0;
-
-  get length(): number {
-    return this.#len;
-  }
-
-  /**
-   * Appends a PUB frame; returns where its message starts, counted from the frame's first byte.
-   * `clusterOnly`: not for an external engine. `textBytes`: `message` is bytes known to be UTF-8
-   * text (from Redis), sent as text without decoding it here.
-   */
-  publish(
-    channel: string,
-    message: string | Uint8Array,
-    clusterOnly = false,
-    textBytes = false,
-  ): number {
-    const text = typeof message === "string";
-    if (channel.length + message.length > MAX_FRAME) throw tooBig();
-    // Worst case of UTF-8 is 3 bytes per UTF-16 unit.
-    this.#reserve(HEADER + 5 + channel.length * 3 + (text ? message.length * 3 : message.length));
-    const start = this.#len;
-    const buf = this.#buf;
-    buf[start + 4] = FRAME_PUB;
-    buf[start + 5] = (text || textBytes ? 0 : BYTES) | (clusterOnly ? CLUSTER_ONLY : 0);
-    let at = start + HEADER + 5;
-    const ch = encoder.encodeInto(channel, buf.subarray(at)).written;
-    writeU32(buf, start + HEADER + 1, ch);
-    at += ch;
-    const messageAt = at - start;
-    if (text) at += encoder.encodeInto(message, buf.subarray(at)).written;
-    else {
-      buf.set(message, at);
-      at += message.length;
-    }
-    if (at - start - 4 > MAX_FRAME) throw tooBig();
-    writeU32(buf, start, at - start - 4);
-    this.#len = at;
-    return messageAt;
-  }
-
-  interest(subscribe: boolean, key: string, pattern: boolean): void {
-    if (key.length * 3 > MAX_FRAME) throw tooBig();
-    this.#reserve(HEADER + 1 + key.length * 3);
-    const start = this.#len;
-    this.#buf[start + 4] = subscribe ? FRAME_SUB : FRAME_UNSUB;
-    this.#buf[start + 5] = pattern ? 1 : 0;
-    const n = encoder.encodeInto(key, this.#buf.subarray(start + HEADER + 1)).written;
-    writeU32(this.#buf, start, 1 + 1 + n);
-    this.#len = start + HEADER + 1 + n;
-  }
-
-  hello(text: string): void {
-    if (text.length * 3 > MAX_FRAME) throw tooBig();
-    this.#reserve(HEADER + text.length * 3);
-    const start = this.#len;
-    this.#buf[start + 4] = FRAME_HELLO;
-    const n = encoder.encodeInto(text, this.#buf.subarray(start + HEADER)).written;
-    writeU32(this.#buf, start, 1 + n);
-    this.#len = start + HEADER + n;
-  }
-
-  wantAll(want: boolean): void {
-    this.#reserve(HEADER + 1);
-    const start = this.#len;
-    writeU32(this.#buf, start, 2);
-    this.#buf[start + 4] = FRAME_ALL;
-    this.#buf[start + 5] = want ? 1 : 0;
-    this.#len = start + HEADER + 1;
-  }
-
-  command(id: number, args: string): void {
-    this.#idFrame(FRAME_CMD, id, -1, args);
-  }
-
-  reply(id: number, ok: boolean, json: string): void {
-    this.#idFrame(FRAME_REPLY, id, ok ? 1 : 0, json);
-  }
-
-  sync(id: number): void {
-    this.#idFrame(FRAME_SYNC, id, -1, "");
-  }
-
-  #idFrame(type: number, id: number, status: number, text: string): void {
-    if (text.length * 3 > MAX_FRAME - 10) throw tooBig();
-    const head = status < 0 ? 4 : 5;
-    this.#reserve(HEADER + head + text.length * 3);
-    const start = this.#len;
-    this.#buf[start + 4] = type;
-    writeU32(this.#buf, start + HEADER, id);
-    if (status >= 0) this.#buf[start + HEADER + 4] = status;
-    const n = encoder.encodeInto(text, this.#buf.subarray(start + HEADER + head)).written;
-    writeU32(this.#buf, start, 1 + head + n);
-    this.#len = start + HEADER + head + n;
-  }
-
-  /** Appends a frame that is already encoded (the master forwarding a PUB as it came). */
-  raw(frame: Uint8Array): void {
-    this.#reserve(frame.length);
-    this.#buf.set(frame, this.#len);
-    this.#len += frame.length;
-  }
-
-  /** The bytes written so far; the writer starts again in its other buffer (see above). */
-  take(): Uint8Array {
-    const out = this.#buf.subarray(0, this.#len);
-    [this.#buf, this.#spare] = [this.#spare, this.#buf];
-    this.#len = 0;
-    return out;
-  }
-
-  #reserve(n: number): void {
-    if (this.#len + n <= this.#buf.length) return;
-    let size = this.#buf.length * 2;
-    while (size < this.#len + n) size *= 2;
-    const grown = new Uint8Array(size);
-    grown.set(this.#buf.subarray(0, this.#len));
-    this.#buf = grown;
-  }
-}
-
-const tooBig = () =>
-  new RangeError(
-    `a frame on the cluster bus may be at most ${MAX_FRAME} bytes (a message with its channel name: ${MAX_FRAME - 6})`,
-  );
-
-function readU32(buf: Uint8Array, at: number): number {
+export function readU32(buf: Uint8Array, at: number): number {
   return (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0;
-}
-
-function writeU32(buf: Uint8Array, at: number, v: number): void {
-  buf[at] = v & 255;
-  buf[at + 1] = (v >>> 8) & 255;
-  buf[at + 2] = (v >>> 16) & 255;
-  buf[at + 3] = (v >>> 24) & 255;
 }

@@ -11,8 +11,9 @@ import { unlinkSync } from "node:fs";
 import type { Socket, UnixSocketListener } from "bun";
 import { SETTLE_MS } from "../limits.ts";
 import { log, logException } from "../log.ts";
-import type { Message } from "../types.ts";
-import { BusError, FrameWriter, messageOf, type FrameSink } from "./bus.ts";
+import type { Message, Position } from "../types.ts";
+import { BusError, messageOf, type FrameSink } from "./bus.ts";
+import { FrameWriter } from "./bus-writer.ts";
 import {
   CLUSTER,
   closeEngine,
@@ -22,13 +23,15 @@ import {
   PUBLISH_BYTES,
   tellEngine,
   watchDefaultEngine,
+  historyOf,
   type BytesEngine,
   type EngineHost,
   type PubSubEngine,
 } from "./engine-api.ts";
-import { newPeer, plain, type Peer } from "./hub-peer.ts";
+import { HubHistory } from "./hub-history.ts";
+import { newPeer, runCommand, type Peer } from "./hub-peer.ts";
+import { Wants } from "./hub-wants.ts";
 import { Link } from "./link.ts";
-import { compileGlob } from "./match.ts";
 import { attachRemote, deliverLocal, publish } from "./registry.ts";
 
 /** The master's hub: routes every publish to the peers that want it, and to the external engine. */
@@ -37,14 +40,19 @@ export class Hub {
   #path: string;
   #peers = new Set<Peer>();
   #self: Peer = newPeer("master");
-  #byChannel = new Map<string, Set<Peer>>();
-  #byPattern = new Map<string, { test: (channel: string) => boolean; peers: Set<Peer> }>();
+  /** who wants what: exact channels and patterns */
+  #wants = new Wants();
   #stamp = 0;
   #scratch = new FrameWriter();
   /** the external engine (`Iodine.PubSub.default`): told what the cluster wants, handed every publish */
   #engine: PubSubEngine | undefined;
   /** the engine as the sender of what it receives (so the hub never hands it back) */
   #enginePeer: Peer = newPeer("engine");
+  /** the sender of a history channel's sequenced message: nobody, so every process gets it */
+  #keeperPeer: Peer = newPeer("history");
+  #history = new HubHistory((channel, bytes, text, position) =>
+    this.#routeAt(channel, bytes, text, position),
+  );
   #unwatch: (() => void) | undefined;
   #detach: (() => void) | undefined;
   /** the engine's subscribe calls not confirmed yet */
@@ -57,7 +65,7 @@ export class Hub {
       const at = this.#scratch.publish(channel, bytes, true, text);
       this.#route(this.#enginePeer, channel, this.#scratch.take(), at, !text, true, undefined);
     },
-    deliverAt: (channel, bytes, text) => this.#host.deliverBytes(channel, bytes, text),
+    deliverAt: (channel, bytes, text, position) => this.#routeAt(channel, bytes, text, position),
   };
 
   constructor(path: string) {
@@ -82,8 +90,8 @@ export class Hub {
           hub.#peers.add(peer);
           // Everything wanted so far is wanted by others than this new peer; then HELLO: complete.
           if (hub.#engine !== undefined) peer.link.out.wantAll(true);
-          for (const key of hub.#byChannel.keys()) hub.#tell(peer, key, false);
-          for (const key of hub.#byPattern.keys()) hub.#tell(peer, key, true);
+          for (const key of hub.#wants.byChannel.keys()) hub.#wants.tell(peer, key, false);
+          for (const key of hub.#wants.byPattern.keys()) hub.#wants.tell(peer, key, true);
           peer.link.out.hello("hub");
           peer.link.attach(socket as Socket<unknown>);
         },
@@ -113,6 +121,11 @@ export class Hub {
       forward: (channel, message, clusterOnly) => this.#routeLocal(channel, message, clusterOnly),
       interest: (subscribe, key, pattern) => this.#interest(this.#self, subscribe, key, pattern),
       settled: () => this.#settled(this.#self),
+      sequence: (channel, message, clusterOnly) =>
+        this.#sequence(channel, message, typeof message === "string", clusterOnly, message),
+      read: (channel, after) => this.#history.keeper.read(channel, after),
+      count: (channel, n) => this.#history.count(this.#self, channel, n),
+      presence: (channel) => this.#history.counts.presence(channel),
     });
     this.#useEngine(defaultEngine());
     this.#unwatch = watchDefaultEngine((engine) => this.#useEngine(engine));
@@ -133,6 +146,7 @@ export class Hub {
     }
     const engine = this.#engine;
     this.#engine = undefined;
+    this.#history.stop();
     return closeEngine(engine);
   }
 
@@ -144,11 +158,13 @@ export class Hub {
     void closeEngine(old);
     if (engine !== undefined && openEngine(engine, this.#host)) {
       this.#engine = engine;
-      for (const key of this.#byChannel.keys())
+      this.#history.useEngine(engine);
+      for (const key of this.#wants.byChannel.keys())
         this.#pending.add(tellEngine(engine, true, key, false));
-      for (const key of this.#byPattern.keys())
+      for (const key of this.#wants.byPattern.keys())
         this.#pending.add(tellEngine(engine, true, key, true));
     }
+    if (this.#engine === undefined) this.#history.useEngine(undefined);
     if ((old === undefined) === (this.#engine === undefined)) return;
     for (const p of this.#peers) {
       p.link!.out.wantAll(this.#engine !== undefined);
@@ -163,8 +179,24 @@ export class Hub {
 
   #sinkFor(peer: Peer): FrameSink {
     return {
-      onPublish: (channel, frame, at, binary, clusterOnly) =>
-        this.#route(peer, channel, frame, at, binary, clusterOnly, undefined),
+      onPublish: (channel, frame, at, binary, clusterOnly, sequence) => {
+        if (sequence) this.#sequence(channel, frame.subarray(at), !binary, clusterOnly, undefined);
+        else this.#route(peer, channel, frame, at, binary, clusterOnly, undefined);
+      },
+      onPositioned: () => {
+        throw new BusError("an HPUB frame from a worker");
+      },
+      onControl: (id, json) =>
+        this.#history.control(
+          peer,
+          id,
+          json,
+          (ok, value) => this.#answer(peer, id, ok, value),
+          (channel, bytes, text, position) => {
+            peer.link!.out.positioned(channel, bytes, text, position, id);
+            peer.link!.flushSoon();
+          },
+        ),
       onInterest: (subscribe, key, pattern) => this.#interest(peer, subscribe, key, pattern),
       onHello: (text) => {
         peer.name = text;
@@ -172,7 +204,8 @@ export class Hub {
       onWantAll: () => {
         throw new BusError("an ALL frame from a worker");
       },
-      onCommand: (id, args) => this.#command(peer, id, args),
+      onCommand: (id, args) =>
+        runCommand(this.#engine, args, (ok, value) => this.#answer(peer, id, ok, value)),
       // A worker's answer to the hub's SYNC (see #settled).
       onReply: (id) => {
         // An id no longer waited for is a late answer (the wait gave up after SETTLE_MS): nothing to do.
@@ -205,16 +238,17 @@ export class Hub {
     binary: boolean,
     clusterOnly: boolean,
     message: Message | undefined,
+    position?: Position,
   ): void {
     const stamp = ++this.#stamp;
     from.stamp = stamp;
-    const direct = this.#byChannel.get(channel);
+    const direct = this.#wants.byChannel.get(channel);
     if (direct !== undefined)
-      for (const p of direct) this.#send(p, stamp, channel, frame, at, binary);
-    if (this.#byPattern.size > 0) {
-      for (const entry of this.#byPattern.values()) {
+      for (const p of direct) this.#send(p, stamp, channel, frame, at, binary, position);
+    if (this.#wants.byPattern.size > 0) {
+      for (const entry of this.#wants.byPattern.values()) {
         if (entry.test(channel))
-          for (const p of entry.peers) this.#send(p, stamp, channel, frame, at, binary);
+          for (const p of entry.peers) this.#send(p, stamp, channel, frame, at, binary, position);
       }
     }
     const engine = this.#engine;
@@ -229,27 +263,51 @@ export class Hub {
     }
   }
 
-  /** A worker's `redis.cmd(...)`: run on the engine, the reply sent back (JSON: this is control, not payload). */
-  #command(peer: Peer, id: number, json: string): void {
-    const answer = (ok: boolean, value: unknown) => {
-      if (!this.#peers.has(peer)) return;
-      peer.link!.out.reply(id, ok, JSON.stringify(value));
-      peer.link!.flushSoon();
-    };
-    const engine = this.#engine as
-      (PubSubEngine & { cmd?: (...args: string[]) => Promise<unknown> }) | undefined;
-    if (typeof engine?.cmd !== "function")
-      return answer(false, "the master's pub/sub engine has no cmd()");
-    let args: unknown;
+  /** Sends a REPLY to a worker still linked (JSON: this is control, not payload). */
+  #answer(peer: Peer, id: number, ok: boolean, value: unknown): void {
+    if (!this.#peers.has(peer)) return;
+    peer.link!.out.reply(id, ok, JSON.stringify(value));
+    peer.link!.flushSoon();
+  }
+
+  /**
+   * A history channel's message (not delivered anywhere yet): sequenced by the keeper, which hands
+   * it to #routeAt with its position. An engine that keeps no history gets it as any publish.
+   */
+  #sequence(
+    channel: string,
+    bytes: Uint8Array | string,
+    text: boolean,
+    clusterOnly: boolean,
+    message: Message | undefined,
+  ): void {
+    const engine = this.#engine;
+    const local = clusterOnly || engine === undefined || historyOf(engine) === undefined;
+    this.#history.keeper.publish(channel, bytes, text, local);
+    if (engine === undefined || clusterOnly || !local) return;
     try {
-      args = JSON.parse(json);
-    } catch {
-      throw new BusError("a CMD frame that is not JSON");
+      engine.publish(
+        channel,
+        message ??
+          (text ? messageOf(bytes as Uint8Array, 0, false) : (bytes as Uint8Array).slice()),
+      );
+    } catch (err) {
+      logException("the pub/sub engine's publish()", err);
     }
-    if (!Array.isArray(args)) throw new BusError("a CMD frame that is not a JSON array");
-    engine.cmd(...(args as string[])).then(
-      (reply) => answer(true, plain(reply)),
-      (err: unknown) => answer(false, err instanceof Error ? err.message : String(err)),
+  }
+
+  /** A sequenced message, with its position: to every process that wants it, its sender included. */
+  #routeAt(channel: string, bytes: Uint8Array, text: boolean, position: Position): void {
+    const at = this.#scratch.positioned(channel, bytes, text, position, 0);
+    this.#route(
+      this.#keeperPeer,
+      channel,
+      this.#scratch.take(),
+      at,
+      !text,
+      true,
+      undefined,
+      position,
     );
   }
 
@@ -260,10 +318,12 @@ export class Hub {
     frame: Uint8Array,
     at: number,
     binary: boolean,
+    position: Position | undefined,
   ): void {
     if (p.stamp === stamp) return;
     p.stamp = stamp;
-    if (p.link === undefined) deliverLocal(channel, messageOf(frame, at, binary));
+    if (p.link === undefined)
+      deliverLocal(channel, messageOf(frame, at, binary), undefined, position);
     else {
       p.link.out.raw(frame);
       p.link.flushSoon();
@@ -286,9 +346,10 @@ export class Hub {
   }
 
   #interest(peer: Peer, subscribe: boolean, key: string, pattern: boolean): void {
-    const before = pattern ? this.#byPattern.has(key) : this.#byChannel.has(key);
-    this.#changeInterest(peer, subscribe, key, pattern);
-    const after = pattern ? this.#byPattern.has(key) : this.#byChannel.has(key);
+    const before = pattern ? this.#wants.byPattern.has(key) : this.#wants.byChannel.has(key);
+    if (this.#wants.change(peer, subscribe, key, pattern))
+      for (const p of this.#peers) this.#wants.tell(p, key, pattern);
+    const after = pattern ? this.#wants.byPattern.has(key) : this.#wants.byChannel.has(key);
     if (before !== after && this.#engine !== undefined)
       this.#pending.add(tellEngine(this.#engine, after, key, pattern));
   }
@@ -321,50 +382,9 @@ export class Hub {
     });
   }
 
-  #changeInterest(peer: Peer, subscribe: boolean, key: string, pattern: boolean): void {
-    if (pattern) {
-      if (subscribe === peer.patterns.has(key)) return;
-      let entry = this.#byPattern.get(key);
-      if (subscribe) {
-        peer.patterns.add(key);
-        if (entry === undefined)
-          this.#byPattern.set(key, (entry = { test: compileGlob(key), peers: new Set() }));
-        entry.peers.add(peer);
-      } else {
-        peer.patterns.delete(key);
-        entry?.peers.delete(peer);
-        if (entry?.peers.size === 0) this.#byPattern.delete(key);
-      }
-    } else {
-      if (subscribe === peer.channels.has(key)) return;
-      let set = this.#byChannel.get(key);
-      if (subscribe) {
-        peer.channels.add(key);
-        if (set === undefined) this.#byChannel.set(key, (set = new Set()));
-        set.add(peer);
-      } else {
-        peer.channels.delete(key);
-        set?.delete(peer);
-        if (set?.size === 0) this.#byChannel.delete(key);
-      }
-    }
-    for (const p of this.#peers) this.#tell(p, key, pattern);
-  }
-
-  /** Tells a worker whether processes other than itself want `key`, if that changed. */
-  #tell(p: Peer, key: string, pattern: boolean): void {
-    const holders = pattern ? this.#byPattern.get(key)?.peers : this.#byChannel.get(key);
-    const others = holders === undefined ? 0 : holders.size - (holders.has(p) ? 1 : 0);
-    const told = pattern ? p.toldPatterns : p.toldChannels;
-    if (others > 0 === told.has(key)) return;
-    if (others > 0) told.add(key);
-    else told.delete(key);
-    p.link!.out.interest(others > 0, key, pattern);
-    p.link!.flushSoon();
-  }
-
   #drop(peer: Peer): void {
     this.#peers.delete(peer);
+    this.#history.drop(peer);
     for (const done of peer.syncs.values()) done();
     peer.syncs.clear();
     for (const key of [...peer.channels]) this.#interest(peer, false, key, false);

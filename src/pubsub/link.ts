@@ -1,7 +1,8 @@
 // One end of a bus connection (bus.ts has the frames): what the hub holds per worker (hub.ts) and
 // a worker holds to the hub (member.ts).
 import type { Socket } from "bun";
-import { FrameReader, FrameWriter, type FrameSink } from "./bus.ts";
+import { FrameReader, type FrameSink } from "./bus.ts";
+import { FrameWriter } from "./bus-writer.ts";
 
 /** Bytes a link may hold unsent (its peer not reading) before it is closed and logged. */
 export const LINK_LIMIT = 256 * 1024 * 1024;

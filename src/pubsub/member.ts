@@ -8,7 +8,14 @@ import { SETTLE_MS } from "../limits.ts";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { BusError, messageOf, type FrameSink } from "./bus.ts";
-import { defaultEngine, lendRelay, watchDefaultEngine, type Relay } from "./engine-api.ts";
+import {
+  defaultEngine,
+  lendRelay,
+  watchDefaultEngine,
+  type Relay,
+  type Retained,
+} from "./engine-api.ts";
+import { declarations, watchDeclarations, type HistoryConfig } from "./history.ts";
 import { Link } from "./link.ts";
 import { compileGlob } from "./match.ts";
 import { attachRemote, deliverLocal, interests } from "./registry.ts";
@@ -55,7 +62,13 @@ class Member implements ClusterMember {
   #othersMatch = new Map<string, (channel: string) => boolean>();
   /** commands and syncs waiting for the hub's REPLY, by id */
   #waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  /** the retained messages of reads under way, by id (they arrive before the REPLY) */
+  #reads = new Map<number, Retained["entries"]>();
   #nextId = 0;
+  /** this process's subscriptions per exact channel (presence), and those the hub has not heard yet */
+  #counts = new Map<string, number>();
+  #countsDirty = new Set<string>();
+  #unwatchHistory: () => void;
 
   constructor(path: string, name: string, onLinkLost: () => void, retryMs: number) {
     this.#path = path;
@@ -75,6 +88,21 @@ class Member implements ClusterMember {
       },
       // The hub answers a SYNC once the other workers (and Redis) have taken what came before it.
       settled: () => this.sync(SETTLE_MS).then(() => {}),
+      // The hub sequences it and sends it back with its position (it waits here while the link is down).
+      sequence: (channel, message, clusterOnly) => {
+        this.#link.out.publish(channel, message, clusterOnly, false, true);
+        this.#link.flushSoon();
+      },
+      read: (channel, after) => this.#read(channel, after),
+      count: (channel, n) => this.#count(channel, n),
+      presence: (channel) => {
+        this.#flushCounts();
+        return this.#ask(["presence", channel]) as Promise<number>;
+      },
+    });
+    this.#unwatchHistory = watchDeclarations((config) => {
+      this.#declare(config);
+      this.#link.flushSoon();
     });
     this.#connect();
     // The default engine's `cmd` runs in the master, whichever engine is the default.
@@ -106,6 +134,7 @@ class Member implements ClusterMember {
   leave(): void {
     this.#leaving = true;
     this.#unwatch();
+    this.#unwatchHistory();
     lendRelay(defaultEngine(), undefined);
     this.#detach();
     this.#link.socket?.end();
@@ -124,6 +153,55 @@ class Member implements ClusterMember {
     if (this.#othersMatch.size > 0)
       for (const test of this.#othersMatch.values()) if (test(channel)) return true;
     return false;
+  }
+
+  /** A control question for the hub (hub-history.ts); resolves to its REPLY. */
+  #ask(args: unknown[]): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      if (this.#link.socket === undefined)
+        return reject(new Error("the link to the master is down"));
+      const id = this.#newId();
+      this.#waiting.set(id, { resolve, reject });
+      this.#link.out.control(id, JSON.stringify(args));
+      this.#link.flushSoon();
+    });
+  }
+
+  async #read(channel: string, after: number): Promise<Retained> {
+    const id = this.#nextId + 1;
+    this.#reads.set(id, []);
+    try {
+      const held = (await this.#ask(["read", channel, after])) as Omit<Retained, "entries">;
+      return { ...held, entries: this.#reads.get(id) ?? [] };
+    } finally {
+      this.#reads.delete(id);
+    }
+  }
+
+  #declare(config: HistoryConfig): void {
+    const { key, pattern, size, ttlMs } = config;
+    this.#link.out.control(0, JSON.stringify(["history", key, pattern ? 1 : 0, size, ttlMs]));
+  }
+
+  /** Counts go to the hub once per burst (a thousand subscriptions in one turn: one frame). */
+  #count(channel: string, n: number): void {
+    if (n > 0) this.#counts.set(channel, n);
+    else this.#counts.delete(channel);
+    if (this.#countsDirty.size === 0) queueMicrotask(() => this.#flushCounts());
+    this.#countsDirty.add(channel);
+  }
+
+  #flushCounts(): void {
+    if (this.#countsDirty.size === 0) return;
+    if (this.#link.socket !== undefined) {
+      for (const channel of this.#countsDirty)
+        this.#link.out.control(
+          0,
+          JSON.stringify(["count", channel, this.#counts.get(channel) ?? 0]),
+        );
+      this.#link.flushSoon();
+    }
+    this.#countsDirty.clear();
   }
 
   #relay: Relay = (args) =>
@@ -146,6 +224,16 @@ class Member implements ClusterMember {
     return {
       onPublish: (channel, frame, at, binary) =>
         void deliverLocal(channel, messageOf(frame, at, binary)),
+      onPositioned: (channel, frame, at, binary, position, request) => {
+        if (request === 0)
+          return void deliverLocal(channel, messageOf(frame, at, binary), undefined, position);
+        this.#reads
+          .get(request)
+          ?.push({ offset: position.offset, bytes: frame.slice(at), text: !binary });
+      },
+      onControl: () => {
+        throw new BusError("a CTL frame from the master");
+      },
       onWantAll: (want) => void (this.#wantAll = want),
       onCommand: () => {
         throw new BusError("a command frame from the master");
@@ -217,7 +305,11 @@ class Member implements ClusterMember {
     const link = this.#link;
     const waiting = link.out.take().slice();
     link.out.hello(this.#name);
+    for (const config of declarations()) this.#declare(config);
     for (const i of interests()) link.out.interest(true, i.key, i.pattern);
+    for (const [channel, n] of this.#counts)
+      link.out.control(0, JSON.stringify(["count", channel, n]));
+    this.#countsDirty.clear();
     link.out.raw(waiting);
     link.attach(socket);
   }

@@ -7,7 +7,15 @@
 // forward; messages from other processes come in through deliverLocal.
 import type { Server } from "bun";
 import { logException } from "../log.ts";
-import type { Connection, Message, SubscribeCallback, SubscribeOptions } from "../types.ts";
+import type {
+  Connection,
+  Message,
+  Position,
+  ProcessSubscribeCallback,
+  Subscribed,
+  SubscribeCallback,
+  SubscribeOptions,
+} from "../types.ts";
 import {
   CLUSTER,
   defaultEngine,
@@ -20,29 +28,12 @@ import { compileGlob } from "./match.ts";
 import { OutgoingCheck, type OutgoingChecked } from "./outgoing.ts";
 import { BunApps, sizeOf } from "./bun-apps.ts";
 import { RemoteLink, type Remote } from "./remote-link.ts";
+import { anyHistory, historyFor, parsePosition } from "./history.ts";
+import { Keeper } from "./keeper.ts";
+import { LIVE, recover } from "./recovery.ts";
+import type { NativeTopics, Subscriber, Subscription } from "./subscription.ts";
 
-/** One subscription: of a connection or of the process (`Iodine.subscribe`). */
-export interface Subscription {
-  /** the channel, or the pattern for `{ match: "redis" }` */
-  key: string;
-  options: SubscribeOptions | undefined;
-  /** delivered through Bun's native topic of a WebSocket (no JS per message) */
-  native: boolean;
-  deliver: (channel: string, message: Message) => void;
-}
-
-/** A connection that can use Bun's native topics (WebSocket). */
-export interface NativeTopics extends OutgoingChecked {
-  nativeSubscribe(channel: string): void;
-  nativeUnsubscribe(channel: string): void;
-}
-
-/** The connection side the registry needs: its subscription list and how to write to it. */
-export interface Subscriber extends Connection {
-  readonly subscriptions: Map<string, Subscription>;
-  /** writes a published message as the subscription asked (`as: "binary"` …); `channel` is for logs */
-  deliver(message: Message, options: SubscribeOptions | undefined, channel?: string): void;
-}
+export type { NativeTopics, Subscriber, Subscription };
 
 const exact = new Map<string, Set<Subscription>>();
 const patterns = new Map<string, { test: (channel: string) => boolean; subs: Set<Subscription> }>();
@@ -55,6 +46,13 @@ const processSubs = new Map<string, Subscription>();
 
 /** the rest of the cluster (or the engine of a single process), once its one owner attached it */
 const link = new RemoteLink();
+/** a process alone keeps its history channels itself */
+let keeper: Keeper | undefined;
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+const keeperHere = (): Keeper =>
+  (keeper ??= new Keeper((channel, bytes, text, position) =>
+    deliverLocal(channel, text ? decoder.decode(bytes) : bytes, undefined, position),
+  ));
 /** Bun-native apps' servers, sockets and topics (bun-apps.ts), which reach the registry through this port */
 const bunApps = new BunApps({
   deliverLocal: (channel, message, covered) => deliverLocal(channel, message, covered),
@@ -97,6 +95,12 @@ export function publish(
     (to as PubSubEngine).publish(channel, message);
     return true;
   }
+  // A history channel's messages are sequenced where its history lives, then delivered (here too).
+  if (anyHistory && to !== PROCESS && historyFor(channel) !== undefined) {
+    if (link.remote !== undefined) link.remote.sequence(channel, message, to === CLUSTER);
+    else keeperHere().publish(channel, message, typeof message === "string", false);
+    return true;
+  }
   deliverLocal(channel, message);
   if (link.remote !== undefined && to !== PROCESS)
     link.remote.forward(channel, message, to === CLUSTER);
@@ -108,20 +112,25 @@ export function publish(
  * process. `covered`: a server whose topic subscribers Bun's own `ws.publish` already reached.
  * Returns the bytes Bun sent, or the message's size when a JS subscriber got it, else 0.
  */
-export function deliverLocal(channel: string, message: Message, covered?: Server<unknown>): number {
+export function deliverLocal(
+  channel: string,
+  message: Message,
+  covered?: Server<unknown>,
+  position?: Position,
+): number {
   let sent = 0;
   const natives = nativeSubs.get(channel);
   if (bunApps.hasServers) sent = bunApps.deliver(channel, message, natives !== undefined, covered);
   if (natives !== undefined) outgoing.watch(channel);
   const subs = exact.get(channel);
   if (subs !== undefined) {
-    for (const s of subs) safely(s, channel, message);
+    for (const s of subs) safely(s, channel, message, position);
     if (subs.size > 0 && sent <= 0) sent = sizeOf(message);
   }
   if (patterns.size > 0) {
     for (const p of patterns.values()) {
       if (!p.test(channel)) continue;
-      for (const s of p.subs) safely(s, channel, message);
+      for (const s of p.subs) safely(s, channel, message, position);
       if (p.subs.size > 0 && sent <= 0) sent = sizeOf(message);
     }
   }
@@ -148,12 +157,26 @@ export function interests(): { key: string; pattern: boolean }[] {
 
 /** After a channel's subscribers changed: tells the remote if this process now wants it, or stopped. */
 function touch(channel: string): void {
-  if (link.remote === undefined) return;
+  const remote = link.remote;
+  if (remote === undefined) return;
   link.announce(
     channel,
     exact.has(channel) || nativeSubs.has(channel) || bunApps.topics.has(channel),
     false,
   );
+  remote.count(channel, countHere(channel));
+}
+
+/** Subscriptions to exactly `channel` in this process (connections' and the process's own). */
+function countHere(channel: string): number {
+  return (exact.get(channel)?.size ?? 0) + (nativeSubs.get(channel)?.size ?? 0);
+}
+
+/** `Iodine.presence`: subscriptions to exactly `channel` in the cluster (and on Redis, every cluster). */
+export function presence(channel: string): Promise<number> {
+  checkChannel("Iodine.presence", channel);
+  const remote = link.remote;
+  return remote === undefined ? Promise.resolve(countHere(channel)) : remote.presence(channel);
 }
 
 function touchPattern(pattern: string): void {
@@ -169,15 +192,53 @@ function inEffect(): Promise<void> {
   return link.remote === undefined ? DONE : link.remote.settled();
 }
 
+const SETTLED_LIVE = Promise.resolve(LIVE);
+/** What a subscribe resolves to: in effect everywhere, and with `since`, the history replayed first. */
+function subscribed(
+  sub: Subscription,
+  channel: string,
+  since: Position | undefined,
+): Promise<Subscribed> {
+  if (since !== undefined) {
+    const read = (ch: string, after: number) =>
+      link.remote !== undefined ? link.remote.read(ch, after) : keeperHere().read(ch, after);
+    return recover(sub, channel, since, inEffect(), read, safely);
+  }
+  return link.remote === undefined ? SETTLED_LIVE : link.remote.settled().then(() => LIVE);
+}
+
+/** The `since` of a subscription: its option, or a stream's own default (SSE's Last-Event-ID). */
+function sinceOf(
+  where: string,
+  channel: string,
+  options: SubscribeOptions | undefined,
+  conn?: Partial<Subscriber>,
+): Position | undefined {
+  const given = options?.since;
+  if (given === undefined)
+    return conn?.defaultSince !== undefined && historyFor(channel) !== undefined
+      ? conn.defaultSince(channel)
+      : undefined;
+  const since = parsePosition(given);
+  if (since === undefined)
+    throw new TypeError(
+      `${where}: "since" must be a position { epoch, offset } or its "epoch:offset" text, got ${JSON.stringify(given)}`,
+    );
+  if (isPattern(options))
+    throw new TypeError(`${where}: "since" needs an exact channel, not a pattern`);
+  return since;
+}
+
 /** `Iodine.subscribe`: a process-level subscription; a callback is required. Resolves once it is in effect everywhere. */
 export function subscribeProcess(
   channel: string,
   options: SubscribeOptions | undefined,
-  callback: SubscribeCallback,
-): Promise<void> {
+  callback: ProcessSubscribeCallback,
+): Promise<Subscribed> {
   checkChannel("Iodine.subscribe", channel);
   if (typeof callback !== "function")
     throw new TypeError(`Iodine.subscribe: "callback" must be a function, got ${typeof callback}`);
+  const since = sinceOf("Iodine.subscribe", channel, options);
   const key = keyOf(channel, options);
   const old = processSubs.get(key);
   if (old) remove(old);
@@ -185,11 +246,12 @@ export function subscribeProcess(
     key: channel,
     options,
     native: false,
-    deliver: (ch, m) => callback(ch, m),
+    deliver: (ch, m, p) => callback(ch, m, p),
+    held: since === undefined ? undefined : [],
   };
   processSubs.set(key, sub);
   add(sub);
-  return inEffect();
+  return subscribed(sub, channel, since);
 }
 
 export function unsubscribeProcess(channel: string, options?: SubscribeOptions): boolean {
@@ -207,17 +269,19 @@ export function subscribeConnection(
   channel: string,
   options: SubscribeOptions | undefined,
   callback: SubscribeCallback | undefined,
-): Promise<void> {
+): Promise<Subscribed> {
   checkChannel("client.subscribe", channel);
   if (callback !== undefined && typeof callback !== "function") {
     throw new TypeError(`client.subscribe: "callback" must be a function, got ${typeof callback}`);
   }
-  if (!conn.isOpen) return DONE;
+  if (!conn.isOpen) return SETTLED_LIVE;
+  const since = sinceOf("client.subscribe", channel, options, conn as Partial<Subscriber>);
   const key = keyOf(channel, options);
   const old = conn.subscriptions.get(key);
   if (old) dropConnectionSub(conn, key, old);
   const native =
     callback === undefined &&
+    since === undefined &&
     !isPattern(options) &&
     options?.as !== "binary" &&
     "nativeSubscribe" in conn;
@@ -226,8 +290,9 @@ export function subscribeConnection(
     options,
     native,
     deliver: callback
-      ? (ch, m) => callback(ch, m, conn)
-      : (ch, m) => (conn as unknown as Subscriber).deliver(m, options, ch),
+      ? (ch, m, p) => callback(ch, m, conn, p)
+      : (ch, m, p) => (conn as unknown as Subscriber).deliver(m, options, ch, p),
+    held: since === undefined ? undefined : [],
   };
   conn.subscriptions.set(key, sub);
   if (native) {
@@ -237,7 +302,7 @@ export function subscribeConnection(
     set.add(conn as unknown as NativeTopics);
     touch(channel);
   } else add(sub);
-  return inEffect();
+  return subscribed(sub, channel, since);
 }
 
 export function unsubscribeConnection(
@@ -260,6 +325,7 @@ function dropConnectionSub(
   sub: Subscription,
 ): void {
   conn.subscriptions.delete(key);
+  sub.dropped = true;
   if (!sub.native) return remove(sub);
   const set = nativeSubs.get(sub.key);
   set?.delete(conn as unknown as NativeTopics);
@@ -282,6 +348,7 @@ function add(sub: Subscription): void {
 }
 
 function remove(sub: Subscription): void {
+  sub.dropped = true;
   const table = isPattern(sub.options) ? patterns : exact;
   const entry = table.get(sub.key);
   const set = entry instanceof Set ? entry : entry?.subs;
@@ -292,9 +359,19 @@ function remove(sub: Subscription): void {
   else touch(sub.key);
 }
 
-function safely(sub: Subscription, channel: string, message: Message): void {
+function safely(
+  sub: Subscription,
+  channel: string,
+  message: Message,
+  position: Position | undefined,
+): void {
+  if (sub.held !== undefined) {
+    sub.held.push(channel, message, position);
+    return;
+  }
+  if (position !== undefined) sub.position = position;
   try {
-    const r = sub.deliver(channel, message) as unknown;
+    const r = sub.deliver(channel, message, position) as unknown;
     if (r instanceof Promise)
       r.catch((err) => logException(`subscription to ${JSON.stringify(sub.key)}`, err));
   } catch (err) {

@@ -3,6 +3,7 @@
 // worker (member.ts), or the driver of a single process with an external engine (single.ts) —
 // attaches it, and can detach only its own link.
 import type { Message } from "../types.ts";
+import type { Retained } from "./engine-api.ts";
 
 /** How the registry reaches the other processes of a cluster (or a single process's engine). */
 export interface Remote {
@@ -18,6 +19,17 @@ export interface Remote {
    * process of the cluster knows it, and the external engine (Redis) is subscribed (SPEC §5).
    */
   settled(): Promise<void>;
+  /**
+   * A publish on a history channel, not delivered here yet: sequenced where the history lives, then
+   * delivered everywhere (this process included) with its position. `clusterOnly` as for forward.
+   */
+  sequence(channel: string, message: Message, clusterOnly: boolean): void;
+  /** What a history channel retains after the offset `after`. */
+  read(channel: string, after: number): Promise<Retained>;
+  /** This process now has `n` subscriptions to exactly `channel` (for presence). */
+  count(channel: string, n: number): void;
+  /** Subscriptions to exactly `channel` in the cluster (and every cluster on the engine). */
+  presence(channel: string): Promise<number>;
 }
 
 export class RemoteLink {
