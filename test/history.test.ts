@@ -2,7 +2,7 @@
 // test/suites/history.ts (two clusters on one Redis run it in test/redis.test.ts).
 import { describe, expect, test } from "bun:test";
 import { historySuite, parseEvents } from "./suites/history.ts";
-import { fixture, startCli, waitUntil, Waiters, ws } from "./harness.ts";
+import { fixture, openStream, startCli, waitUntil, Waiters, ws } from "./harness.ts";
 import { Clients, WsClient } from "./ws.ts";
 
 /** acknowledgements of test/fixtures/history-app.ts are read by `waitFor`, never queued */
@@ -79,6 +79,47 @@ describe("history across a hot restart, and presence when a worker dies (-w 2)",
       "presence to drop the killed worker's subscription",
     );
   }, 30_000);
+});
+
+test("a Bun-native app's server.publish on a history channel is kept; a socket's ws.publish is delivered, not kept, with one line", async () => {
+  await using srv = await startCli(["-p", "0", fixture("history-bun-app.ts")], {
+    env: NO_REDIS_ENV,
+  });
+  await using native = await WsClient.open(ws(srv));
+  expect(await native.next()).toBe("open");
+  const sse = await openStream(`${srv.url}/sse`);
+  try {
+    await sse.until("event: subscribed");
+    for (const m of ["p1", "p2", "p3"]) await fetch(`${srv.url}/pub?m=${m}`);
+    const text = await sse.until("data: p3");
+    const ids = parseEvents(text)
+      .filter((e) => e.event === "message")
+      .map((e) => e.id);
+    expect(ids.map((id) => Number(id.split(":").pop()))).toEqual([1, 2, 3]);
+    expect([await native.next(), await native.next(), await native.next()]).toEqual([
+      "p1",
+      "p2",
+      "p3",
+    ]);
+    // A resuming stream gets what followed its Last-Event-ID: the history kept server.publish.
+    const resumed = await openStream(`${srv.url}/sse`, { "last-event-id": ids[0]! });
+    try {
+      const again = await resumed.until("data: p3");
+      expect(
+        parseEvents(again)
+          .filter((e) => e.event === "message")
+          .map((e) => e.data),
+      ).toEqual(["p2", "p3"]);
+    } finally {
+      resumed.close();
+    }
+    native.send("from a socket");
+    const live = await sse.until("data: from a socket");
+    expect(parseEvents(live).at(-1)?.id ?? "").toBe("");
+    await srv.waitFor(/ws\.publish\("feed"\) from a Bun-native socket is delivered but not kept/);
+  } finally {
+    sse.close();
+  }
 });
 
 /** An EventSource as a browser runs it: reconnects with Last-Event-ID whenever the stream ends. */

@@ -4,6 +4,7 @@
 // sockets to itself (`ws.subscribe`), which the cluster must hear about. It reaches the registry
 // only through the port it is given, so the registry imports this file and never the reverse.
 import type { Server } from "bun";
+import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 
 /** What this file asks of the registry. */
@@ -16,6 +17,10 @@ export interface RegistryPort {
   touch(channel: string): void;
   /** the registry is linked to a cluster or an engine */
   linked(): boolean;
+  /** the channel keeps history (`Iodine.history`): its publishes must be sequenced */
+  kept(channel: string): boolean;
+  /** an `Iodine.publish`: sequenced where the history lives, then delivered everywhere */
+  publish(channel: string, message: Message): void;
 }
 
 type BunPublish = (topic: string, data: Message, compress: boolean) => number;
@@ -37,6 +42,7 @@ export class BunApps {
   /** the server of each open Bun-native socket, for its `ws.publish` */
   #serverOf = new WeakMap<object, Server<unknown>>();
   #sweep: ReturnType<typeof setTimeout> | undefined;
+  #saidUnkept = false;
   readonly #registry: RegistryPort;
 
   constructor(registry: RegistryPort) {
@@ -99,6 +105,21 @@ export class BunApps {
     covered: Server<unknown> | undefined,
   ): number => {
     const message = toMessage(data);
+    if (this.#registry.kept(topic)) {
+      // `server.publish` on a history channel is kept like `Iodine.publish`. A socket's own
+      // publish was already sent by Bun to its server's subscribers (the sender left out), so it
+      // cannot wait for a position: it goes on as an ordinary publish, and is not kept.
+      if (covered === undefined) {
+        this.#registry.publish(topic, message);
+        return sizeOf(message);
+      }
+      if (!this.#saidUnkept) {
+        this.#saidUnkept = true;
+        log.warn(
+          `pub/sub history: ws.publish(${JSON.stringify(topic)}) from a Bun-native socket is delivered but not kept in the channel's history (use server.publish or Iodine.publish; said once)`,
+        );
+      }
+    }
     const local = this.#registry.deliverLocal(topic, message, covered);
     const away = this.#registry.forward(topic, message);
     if (sentHere > 0) return sentHere;

@@ -60,6 +60,8 @@ const bunApps = new BunApps({
     link.remote !== undefined && link.remote.forward(channel, message, false),
   touch: (channel) => touch(channel),
   linked: () => link.remote !== undefined,
+  kept: (channel) => anyHistory && historyFor(channel) !== undefined,
+  publish: (channel, message) => void publish(channel, message),
 });
 export const attachServer = bunApps.attachServer;
 export const publishFromApp = bunApps.publishFromApp;
