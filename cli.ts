@@ -5,7 +5,8 @@
 import { loadApp, defaultAppPath } from "./src/cli/load-app.ts";
 import { readArgv, usage } from "./src/cli/options.ts";
 import { leaveWhenOrphaned, relaunchForHeaderLimit } from "./src/cli/relaunch.ts";
-import { readConfig, resolveSettings } from "./src/cli/settings.ts";
+import { countIfAsked, serveClusterMetrics, serveSingleMetrics } from "./src/cli/metrics.ts";
+import { readConfig, resolveSettings, type Settings } from "./src/cli/settings.ts";
 import {
   checkPublicFolder,
   redisEngine,
@@ -23,7 +24,7 @@ import {
 import { CliError, ListenError, StartError } from "./src/errors.ts";
 import { driveFromCli, listenerCount, startAll } from "./src/lifecycle.ts";
 import { log, setVerbosity, withCauseStack } from "./src/log.ts";
-import { CLUSTER_MASTER, SINGLE_PROCESS } from "./src/placement.ts";
+import { CLUSTER_MASTER, SINGLE_PROCESS, type Placement } from "./src/placement.ts";
 import { setDefaultEngine } from "./src/pubsub/engine-api.ts";
 import pkg from "./package.json" with { type: "json" };
 
@@ -36,6 +37,7 @@ async function main(argv: string[]): Promise<void> {
   const settings = resolveSettings(cli, readConfig(cli), process.env);
   if (relaunchForHeaderLimit(settings.maxHeader)) return;
   setVerbosity(settings.verbosity);
+  countIfAsked(settings);
 
   const worker = isWorkerProcess();
   const cluster = !worker && (settings.workers > 1 || settings.threads > 1);
@@ -57,16 +59,25 @@ async function main(argv: string[]): Promise<void> {
   await loadApp(appFile);
   if (worker) return startWorker(placement, settings.threads);
   writePid(settings.pid);
-  if (!cluster) return startAll();
+  if (!cluster) return startSingle(settings);
   if (listenerCount() === 0) {
     // A client script (timers, clients, pub/sub, no listener): N copies would each connect and act
     // on their own, so it runs once, as the single process it would be with -w 1.
     log.warn(
       `${appFile} opens no listener: it runs as one process (--workers and --threads apply to listeners)`,
     );
-    return startAll(SINGLE_PROCESS);
+    return startSingle(settings, SINGLE_PROCESS);
   }
-  await new Supervisor(settings, tlsForWorkers(settings, tls)).start();
+  const supervisor = new Supervisor(settings, tlsForWorkers(settings, tls));
+  serveClusterMetrics(settings, supervisor);
+  await supervisor.start();
+}
+
+async function startSingle(settings: Settings, runAs?: Placement): Promise<void> {
+  let started = false;
+  serveSingleMetrics(settings, () => started);
+  await startAll(runAs);
+  started = true;
 }
 
 leaveWhenOrphaned();

@@ -71,6 +71,9 @@ describe("option parsing", () => {
     [["-pidfile", "run/"], "pid", "run/iodine.pid"],
     [["-V", "5"], "verbosity", 5],
     [["-verbosity", "0"], "verbosity", 0],
+    [["--metrics", "0"], "metrics", { hostname: "127.0.0.1", port: 0 }],
+    [["-metrics", "0.0.0.0:9100"], "metrics", { hostname: "0.0.0.0", port: 9100 }],
+    [["--metrics=[::1]:9100"], "metrics", { hostname: "::1", port: 9100 }],
     [["--warmup"], "warmup", true],
     [["--preload"], "warmup", true],
     [["-warmup"], "warmup", true],
@@ -113,6 +116,7 @@ describe("option parsing", () => {
       tlsPass: undefined,
       pid: undefined,
       verbosity: 4,
+      metrics: undefined,
       warmup: false,
       given: new Set(),
     });

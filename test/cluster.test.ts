@@ -439,7 +439,7 @@ describe("supervision", () => {
         env: { START_HOLD_MS: "150" },
         onSpawn(proc) {
           poller = setInterval(() => {
-            const kids = childrenOf(proc.pid).sort((x, y) => x - y);
+            const kids = childrenOf(proc.pid); // oldest first: worker 0 first
             if (kids.length < (early ? 1 : 2)) return;
             victim = kids[0]!;
             process.kill(victim, "SIGKILL");

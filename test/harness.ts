@@ -459,20 +459,22 @@ export function portIsFree(port: number): boolean {
   }
 }
 
-/** The pids of the running (not zombie) children of `pid`, from /proc. */
+/** The pids of the running (not zombie) children of `pid`, from /proc, oldest first (pids wrap around). */
 export function childrenOf(pid: number): number[] {
-  const out: number[] = [];
+  const out: { pid: number; started: number }[] = [];
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const stat = readFileSync(`/proc/${d}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[1]) === pid && fields[0] !== "Z") out.push(Number(d));
+      // fields[19]: the start time in clock ticks since boot (stat's 22nd field)
+      if (Number(fields[1]) === pid && fields[0] !== "Z")
+        out.push({ pid: Number(d), started: Number(fields[19]) });
     } catch {
       // gone meanwhile
     }
   }
-  return out;
+  return out.sort((a, b) => a.started - b.started || a.pid - b.pid).map((c) => c.pid);
 }
 
 /**

@@ -91,6 +91,15 @@ export const OPTIONS: readonly OptionDef[] = [
     default: "300",
   },
   {
+    name: "metrics",
+    kind: "string",
+    iodine: ["metrics"],
+    valueHint: "ADDR",
+    description:
+      "serve `/metrics` (Prometheus), `/health` and `/ready` from the master on ADDR (a port, or host:port; 0 picks a port)",
+    default: "off; a port alone binds 127.0.0.1",
+  },
+  {
     name: "keep-alive",
     kind: "string",
     short: "k",

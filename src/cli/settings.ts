@@ -35,6 +35,8 @@ export interface Settings extends ListenDefaults {
   tlsPass: string | undefined;
   pid: string | undefined;
   verbosity: number;
+  /** `--metrics`: where the master serves its metrics */
+  metrics: { hostname: string; port: number } | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -109,6 +111,7 @@ export function resolveSettings(
     tlsPass: opt.str("tls-pass"),
     pid,
     verbosity,
+    metrics: metricsAddress(opt.str("metrics")),
     warmup: opt.flag("warmup"),
     given: new Set([...cli.values.keys(), ...(config?.values.keys() ?? [])]),
   };
@@ -209,6 +212,18 @@ function bindAddress(bind: string | undefined): {
     if (unix === "") throw new CliError(`option "--bind" needs a socket path after "unix:"`);
   }
   return { hostname, unix };
+}
+
+/** `--metrics 9100`, `--metrics 0.0.0.0:9100`, `--metrics [::1]:9100`. */
+function metricsAddress(addr: string | undefined): Settings["metrics"] {
+  if (addr === undefined) return undefined;
+  const m = /^(?:(\[[^\]]+\]|[^:\[\]]+):)?(\d{1,5})$/.exec(addr);
+  const port = Number(m?.[2]);
+  if (m === null || port > 65535)
+    throw new CliError(
+      `option "--metrics" takes a port (0–65535) or host:port, got ${JSON.stringify(addr)}`,
+    );
+  return { hostname: (m[1] ?? "127.0.0.1").replace(/^\[|\]$/g, ""), port };
 }
 
 function redisUrl(src: { value: string; source: string } | undefined): string | undefined {

@@ -6,7 +6,7 @@
 import type { Subprocess } from "bun";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readdirSync, readFileSync, unlinkSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { StartError } from "../errors.ts";
 import { fireState } from "../hooks.ts";
 import { StopRequests, type Bound, type StopMode } from "../lifecycle.ts";
@@ -22,6 +22,7 @@ import {
 import { flushAccessLog, log, logException } from "../log.ts";
 import { Hub } from "../pubsub/hub.ts";
 import { defaultEngine, engineLabel } from "../pubsub/engine-api.ts";
+import { removeStaleBusSockets } from "./bus-sockets.ts";
 import { WORKER_ENV, type MasterOrder, type WorkerReport } from "./worker.ts";
 
 /** The cluster's shape: the CLI passes its settings. */
@@ -52,8 +53,6 @@ interface WorkerProcess {
   failure?: string;
 }
 
-const BUS_SOCKET = /^iodine-(\d+)-[a-z0-9]+\.sock$/;
-
 /** The master of a cluster: its workers, the hub they publish through, and its signals. */
 export class Supervisor {
   readonly #cluster: ClusterOptions;
@@ -76,6 +75,14 @@ export class Supervisor {
   #stopping = false;
   #restarting = false;
   #restartAgain = false;
+  /** what `--metrics` shows of the cluster (SPEC §7a) */
+  readonly stats = {
+    started: false,
+    restarts: 0,
+    hotRestarts: 0,
+    hotFailures: 0,
+    hotFailed: false,
+  };
 
   constructor(cluster: ClusterOptions, env: Record<string, string> = {}) {
     this.#cluster = cluster;
@@ -114,6 +121,7 @@ export class Supervisor {
       throw new StartError((err as Error).message);
     }
     await fireState("enter_master");
+    this.stats.started = true;
     this.#announce(listening);
     await fireState("on_start");
   }
@@ -223,14 +231,19 @@ export class Supervisor {
         await fresh.ready;
       } catch (err) {
         log.error(`hot restart stopped: ${(err as Error).message}; the old workers keep serving`);
+        this.stats.hotFailures++;
+        this.stats.hotFailed = true;
         break;
       }
       if (this.#stopping) break; // the stop retires every worker, the new one included
       await this.retire(w, "handover");
       replaced++;
     }
-    if (replaced === old.length)
+    if (replaced === old.length) {
+      this.stats.hotRestarts++;
+      this.stats.hotFailed = false;
       log.info(`hot restart done: ${replaced} new worker${replaced === 1 ? "" : "s"}`);
+    }
     this.#restarting = false;
     if (this.#restartAgain && !this.#stopping) {
       this.#restartAgain = false;
@@ -270,6 +283,7 @@ export class Supervisor {
     if (w.state === "starting" && w.origin !== "respawn") return;
     const { slot, proc } = w;
     void fireState("on_child_crush");
+    this.stats.restarts++;
     const quick = Date.now() - w.startedAt < HEALTHY_AFTER_MS;
     const n = quick ? (this.#failures.get(slot) ?? 0) + 1 : 0;
     this.#failures.set(slot, n);
@@ -311,10 +325,18 @@ export class Supervisor {
   }
 
   #everySlotListens(): boolean {
-    const workers = [...this.#workers];
-    return Array.from({ length: this.#cluster.workers }, (_, slot) => slot).every((slot) =>
-      workers.some((w) => w.slot === slot && w.state === "ready"),
-    );
+    return this.listeningSlots() === this.#cluster.workers;
+  }
+
+  /** Slots with a worker listening now (a hot restart's new one and its old one count once). */
+  listeningSlots(): number {
+    const slots = new Set<number>();
+    for (const w of this.#workers) if (w.state === "ready") slots.add(w.slot);
+    return slots.size;
+  }
+
+  get slots(): number {
+    return this.#cluster.workers;
   }
 
   /** The start-up lines: one per listener, with the cluster's shape and its pub/sub. */
@@ -325,32 +347,6 @@ export class Supervisor {
     const pubsub =
       engine === undefined ? "cluster pub/sub" : `cluster + ${engineLabel(engine)} pub/sub`;
     for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, ${pubsub})`);
-  }
-}
-
-/** Bus sockets left in the temp folder by masters that were killed (SIGKILL cannot clean up). */
-function removeStaleBusSockets(): void {
-  try {
-    for (const name of readdirSync(tmpdir())) {
-      const pid = Number(BUS_SOCKET.exec(name)?.[1]);
-      if (!pid || pid === process.pid || alive(pid)) continue;
-      try {
-        unlinkSync(join(tmpdir(), name));
-      } catch {
-        // someone else's, or gone already
-      }
-    }
-  } catch {
-    // an unreadable temp folder is not ours to fix
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

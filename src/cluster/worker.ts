@@ -2,6 +2,8 @@
 // IODINE_ROLE=worker. It joins the bus, loads the app (so `enter_child` hooks the app registers run),
 // binds its listeners with reusePort, reports ready over IPC, and leaves within a second when the
 // master is gone.
+import { counting } from "../metrics/counters.ts";
+import { REPORT_MS, takeReport } from "../metrics/report.ts";
 import { fireState } from "../hooks.ts";
 import {
   beforeExit,
@@ -76,7 +78,7 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): Placement {
   if (thread !== undefined) {
     // The process's main thread watches the master and handles signals for every thread.
     setLogPrefix(`iodine: [${process.pid}/${thread}] `);
-    if (bus) flushOnStop((member = joinCluster(bus, name, () => {})));
+    if (bus) reportTo(flushOnStop((member = joinCluster(bus, name, () => {}))), false);
     return clusterWorker(ports, true);
   }
   setLogPrefix(`iodine: [${process.pid}] `);
@@ -86,7 +88,7 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): Placement {
     if (masterGone()) void leaveOrphaned();
   };
   setInterval(check, 200).unref();
-  if (bus) flushOnStop(joinCluster(bus, name, check));
+  if (bus) reportTo(flushOnStop(joinCluster(bus, name, check)), true);
   return clusterWorker(ports, false);
 }
 
@@ -94,14 +96,24 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): Placement {
  * What this worker published while it stopped (an onClose saying "ann left") reaches the hub before
  * the process exits (SPEC §8): the last step of the stop waits for the hub's answer to a sync.
  */
-function flushOnStop(link: ClusterMember): void {
+function flushOnStop(link: ClusterMember): ClusterMember {
   beforeExit(async () => {
     if (orphaned) return; // no master left to confirm anything
+    if (counting) link.tell(() => JSON.stringify(["metrics", takeReport(false)]));
     if (!(await link.sync(SYNC_MS)))
       log.warn(
         `stop: the master did not confirm this worker's last publishes within ${SYNC_MS} ms`,
       );
   });
+  return link;
+}
+
+/** `--metrics`: this thread's counts go to the master once a second (a main thread adds its memory). */
+function reportTo(link: ClusterMember, withRss: boolean): void {
+  const frame = () => JSON.stringify(["metrics", takeReport(withRss)]);
+  setInterval(() => {
+    if (counting) link.tell(frame);
+  }, REPORT_MS).unref();
 }
 
 /** This thread's bus link (a thread closes it itself when it stops). */

@@ -2,6 +2,7 @@
 // opened by `Iodine.connect({ url: "tcp://…" | "unix:/…" })` on Bun.connect, with the handler
 // callbacks and connection object of WebSockets. Bun's socket.write is unbuffered (it may take part
 // of the data); what it does not take waits here, bounded, and goes out on `drain`.
+import { counts } from "../metrics/counters.ts";
 import type { Socket, SocketHandler } from "bun";
 import { IodineError } from "../errors.ts";
 import { log } from "../log.ts";
@@ -191,6 +192,7 @@ export class RawConnection extends BaseConnection {
       `raw connection ${this.peer} closed: too slow, ${this.#pending} bytes still waiting to be sent ` +
         `(outgoing limit ${mib(this.#limit)})`,
     );
+    counts.slowCloses++;
     this.#closing = true;
     this.markClosed();
     this.#socket?.terminate();

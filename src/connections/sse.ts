@@ -2,6 +2,7 @@
 // (no queue in JS: each write goes straight to the socket), with the WebSocket callbacks (SPEC §4).
 // Half-duplex: `write` sends a `data:` event, `writeEvent` the rest; comment pings keep proxies
 // from cutting an idle stream; the stream is exempt from the HTTP idle timeout.
+import { counts } from "../metrics/counters.ts";
 import { BaseConnection, openConnections, OUTGOING_LIMIT } from "./connection.ts";
 import { log } from "../log.ts";
 import type {
@@ -156,6 +157,7 @@ export class SseConnection extends BaseConnection {
       log.warn(
         `sse: closing a client that is ${this.#pending} bytes behind (limit ${OUTGOING_LIMIT}) on ${this.request?.url ?? "?"}`,
       );
+      counts.slowCloses++;
       this.close();
       return false;
     }

@@ -1,6 +1,7 @@
 // WebSocket connections made by `Iodine.upgrade`: Bun's ServerWebSocket behind the connection
 // object, and the Bun `websocket` handlers that route each event either to an iodine connection
 // or to a Bun-native app's own handlers (both can live on one server).
+import { counts } from "../metrics/counters.ts";
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
 import { BaseConnection, mib, openConnections, OUTGOING_LIMIT } from "./connection.ts";
 import { log } from "../log.ts";
@@ -124,6 +125,7 @@ export class WsConnection extends BaseConnection implements NativeTopics {
       `WebSocket ${ip} ${path} closed (1013): too slow${on}, ${ws.getBufferedAmount()} bytes still ` +
         `waiting to be sent (outgoing limit ${mib(this.#limit)})`,
     );
+    counts.slowCloses++;
     this.markClosed();
     ws.close(1013, "outgoing buffer limit");
   }

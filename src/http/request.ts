@@ -5,6 +5,7 @@ import type { Server } from "bun";
 import { SseConnection } from "../connections/sse.ts";
 import { UpgradeResponse } from "../connections/upgrade.ts";
 import { accessLog, clock } from "../log.ts";
+import { counting, countRequest } from "../metrics/counters.ts";
 import { activity } from "../hooks.ts";
 import type { FetchHandler } from "../types.ts";
 import { appFailed, notAResponse, type AppErrorHandler } from "./app-errors.ts";
@@ -71,6 +72,16 @@ export function makeFetch(
     return handle(req, server, method);
   };
 
+  const fetch = plainOrLogged(handle, respond, statics, verbose);
+  return counting ? counted(fetch) : fetch;
+}
+
+function plainOrLogged(
+  handle: Handle,
+  respond: Respond,
+  statics: StaticFiles | undefined,
+  verbose: boolean,
+): Fetch {
   if (verbose) return withAccessLog(respond);
   if (statics === undefined) {
     return (req, server) => {
@@ -83,6 +94,23 @@ export function makeFetch(
     if (!validHost(req.headers.get("host")))
       return unusualHost(req, server, (r) => respond(r, server, r.url, r.method));
     return respond(req, server, req.url, req.method);
+  };
+}
+
+/** `--metrics`: each answer's status and time go to this thread's counters (an upgrade counts as 101). */
+function counted(fetch: Fetch): Fetch {
+  const done = (res: Response | undefined, t0: number) =>
+    countRequest(res === undefined ? 101 : res.status, performance.now() - t0);
+  return (req, server) => {
+    const t0 = performance.now();
+    const res = fetch(req, server);
+    if (res instanceof Promise)
+      return res.then((r) => {
+        done(r, t0);
+        return r;
+      });
+    done(res, t0);
+    return res;
   };
 }
 

@@ -1,6 +1,7 @@
 // The HTTP service on Bun.serve: one listener's options as Bun takes them, its request path
 // (request.ts) on `fetch` and on Bun's routes (routes.ts), `server.upgrade` as an app sees it, and
 // what may change while it listens (`server.reload`, a hot restart's hand-over).
+import { httpServers } from "../metrics/counters.ts";
 import type { Server, TLSOptions, WebSocketHandler } from "bun";
 import { OUTGOING_LIMIT } from "../connections/connection.ts";
 import { setSsePing } from "../connections/sse.ts";
@@ -101,6 +102,7 @@ export function serveHttp(o: HttpServiceOptions): Server<unknown> {
   >[0]);
   fetchOf.set(server, built);
   attachServer(server, o.websocket !== undefined, DEFLATE_MIN);
+  httpServers.add(server);
   noteAppTimeouts(server);
   interceptUpgrade(server, o);
   return server;

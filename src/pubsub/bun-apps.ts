@@ -5,6 +5,7 @@
 // only through the port it is given, so the registry imports this file and never the reverse.
 import type { Server } from "bun";
 import { log } from "../log.ts";
+import { counts } from "../metrics/counters.ts";
 import type { Message } from "../types.ts";
 
 /** What this file asks of the registry. */
@@ -120,6 +121,7 @@ export class BunApps {
         );
       }
     }
+    counts.published++;
     const local = this.#registry.deliverLocal(topic, message, covered);
     const away = this.#registry.forward(topic, message);
     if (sentHere > 0) return sentHere;

@@ -6,6 +6,9 @@
 //   ["count", channel, n]                         the sender now has n subscriptions to it (id 0)
 //   ["read", channel, after]                      HPUB frames with the id, then a REPLY {epoch, top, first}
 //   ["presence", channel]                         a REPLY with the number
+//   ["metrics", report]                           the sender's metrics (metrics/report.ts), once a second
+import { asReport } from "../metrics/report.ts";
+import { totals } from "../metrics/totals.ts";
 import type { Position } from "../types.ts";
 import { BusError } from "./bus.ts";
 import { historyOf, type PubSubEngine, type Retained } from "./engine-api.ts";
@@ -18,8 +21,21 @@ export class HubHistory {
   readonly keeper: Keeper;
   readonly counts = new Counts();
 
-  constructor(routeAt: Sequenced) {
+  readonly #settled: (from: Peer) => Promise<void>;
+
+  /**
+   * `settled(from)`: resolves once every other process has handled what it sent before (a SYNC
+   * round), so a presence question sees the counts of subscriptions whose acknowledgement the
+   * asker may have seen through another worker.
+   */
+  constructor(routeAt: Sequenced, settled: (from: Peer) => Promise<void>) {
     this.keeper = new Keeper(routeAt);
+    this.#settled = settled;
+  }
+
+  /** Subscriptions to `channel` in the cluster (and on the engine), asked by `from`. */
+  presence(from: Peer, channel: string): Promise<number> {
+    return this.#settled(from).then(() => this.counts.presence(channel));
   }
 
   useEngine(engine: PubSubEngine | undefined): void {
@@ -38,6 +54,7 @@ export class HubHistory {
 
   /** A process left: its subscriptions no longer count. */
   drop(peer: Peer): void {
+    totals.drop(peer);
     for (const [channel, n] of peer.counts) this.counts.add(channel, -n);
     peer.counts.clear();
   }
@@ -55,6 +72,11 @@ export class HubHistory {
   ): void {
     const args = parse(json);
     const [kind, channel] = args;
+    if (kind === "metrics") {
+      const report = asReport(channel);
+      if (report === undefined) throw new BusError("a CTL metrics frame that is not a report");
+      return totals.add(peer, report);
+    }
     if (typeof channel !== "string") throw new BusError(`a CTL ${kind} frame without a channel`);
     if (kind === "history") {
       const [, , pattern, size, ttlMs] = args;
@@ -82,7 +104,7 @@ export class HubHistory {
       return;
     }
     if (kind === "presence") {
-      this.counts.presence(channel).then(
+      this.presence(peer, channel).then(
         (n) => answer(true, n),
         (err: unknown) => answer(false, String(err)),
       );

@@ -50,8 +50,9 @@ export class Hub {
   #enginePeer: Peer = newPeer("engine");
   /** the sender of a history channel's sequenced message: nobody, so every process gets it */
   #keeperPeer: Peer = newPeer("history");
-  #history = new HubHistory((channel, bytes, text, position) =>
-    this.#routeAt(channel, bytes, text, position),
+  #history = new HubHistory(
+    (channel, bytes, text, position) => this.#routeAt(channel, bytes, text, position),
+    (from) => this.#settled(from),
   );
   #unwatch: (() => void) | undefined;
   #detach: (() => void) | undefined;
@@ -97,7 +98,7 @@ export class Hub {
         },
         data(socket, data) {
           try {
-            socket.data.link!.reader.push(data);
+            socket.data.link!.receive(data);
           } catch (err) {
             log.error(
               `cluster bus: bad frame from ${socket.data.name} (${(err as Error).message}); closing its link`,
@@ -125,7 +126,7 @@ export class Hub {
         this.#sequence(channel, message, typeof message === "string", clusterOnly, message),
       read: (channel, after) => this.#history.keeper.read(channel, after),
       count: (channel, n) => this.#history.count(this.#self, channel, n),
-      presence: (channel) => this.#history.counts.presence(channel),
+      presence: (channel) => this.#history.presence(this.#self, channel),
     });
     this.#useEngine(defaultEngine());
     this.#unwatch = watchDefaultEngine((engine) => this.#useEngine(engine));

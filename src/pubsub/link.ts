@@ -7,6 +7,9 @@ import { FrameWriter } from "./bus-writer.ts";
 /** Bytes a link may hold unsent (its peer not reading) before it is closed and logged. */
 export const LINK_LIMIT = 256 * 1024 * 1024;
 
+/** Bytes this process's links took in and wrote out (the master's show the whole bus: SPEC §7a). */
+export const busBytes = { in: 0, out: 0 };
+
 /**
  * One end of a bus connection: frames out through a FrameWriter flushed once per turn of the event
  * loop (setImmediate: every publish of that turn in one write), frames in through a FrameReader.
@@ -30,6 +33,12 @@ export class Link {
 
   get socket(): Socket<unknown> | undefined {
     return this.#socket;
+  }
+
+  /** Bytes from the socket. */
+  receive(data: Uint8Array): void {
+    busBytes.in += data.length;
+    this.reader.push(data);
   }
 
   /** Binds the link to a (new) socket with a fresh reader; what was waiting is sent. */
@@ -73,6 +82,7 @@ export class Link {
     // there is no next take while something is unsent.
     const bytes = this.out.take();
     const n = socket.write(bytes);
+    if (n > 0) busBytes.out += n;
     if (n < bytes.length) this.#unsent = bytes.subarray(Math.max(n, 0));
   };
 
@@ -82,6 +92,7 @@ export class Link {
     if (socket === undefined) return;
     while (this.#unsent !== undefined) {
       const n = socket.write(this.#unsent);
+      if (n > 0) busBytes.out += n;
       if (n < this.#unsent.length) {
         this.#unsent = this.#unsent.subarray(Math.max(n, 0));
         return;

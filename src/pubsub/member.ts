@@ -28,6 +28,8 @@ export interface ClusterMember {
    */
   sync(ms: number): Promise<boolean>;
   leave(): void;
+  /** Sends a control frame (the JSON `frame()` makes) to the hub, only while the link is up. */
+  tell(frame: () => string): void;
 }
 
 /**
@@ -178,6 +180,12 @@ class Member implements ClusterMember {
     }
   }
 
+  tell(frame: () => string): void {
+    if (this.#link.socket === undefined) return;
+    this.#link.out.control(0, frame());
+    this.#link.flushSoon();
+  }
+
   #declare(config: HistoryConfig): void {
     const { key, pattern, size, ttlMs } = config;
     this.#link.out.control(0, JSON.stringify(["history", key, pattern ? 1 : 0, size, ttlMs]));
@@ -269,7 +277,7 @@ class Member implements ClusterMember {
         open: (socket) => this.#opened(socket as Socket<unknown>),
         data: (socket, data) => {
           try {
-            this.#link.reader.push(data);
+            this.#link.receive(data);
           } catch (err) {
             log.error(
               `cluster bus: bad frame from the master (${(err as Error).message}); reconnecting`,

@@ -5,6 +5,7 @@
 // also tells its remote link (remote-link.ts: the hub, the member or the single-process engine
 // driver) which channels and patterns this process wants, and hands it every local publish to
 // forward; messages from other processes come in through deliverLocal.
+import { counts } from "../metrics/counters.ts";
 import type { Server } from "bun";
 import { logException } from "../log.ts";
 import type {
@@ -97,6 +98,7 @@ export function publish(
     (to as PubSubEngine).publish(channel, message);
     return true;
   }
+  counts.published++;
   // A history channel's messages are sequenced where its history lives, then delivered (here too).
   if (anyHistory && to !== PROCESS && historyFor(channel) !== undefined) {
     if (link.remote !== undefined) link.remote.sequence(channel, message, to === CLUSTER);
@@ -125,6 +127,7 @@ export function deliverLocal(
   if (bunApps.hasServers) sent = bunApps.deliver(channel, message, natives !== undefined, covered);
   if (natives !== undefined) outgoing.watch(channel);
   const subs = exact.get(channel);
+  counts.delivered += (natives?.size ?? 0) + (subs?.size ?? 0);
   if (subs !== undefined) {
     for (const s of subs) safely(s, channel, message, position);
     if (subs.size > 0 && sent <= 0) sent = sizeOf(message);
@@ -133,6 +136,7 @@ export function deliverLocal(
     for (const p of patterns.values()) {
       if (!p.test(channel)) continue;
       for (const s of p.subs) safely(s, channel, message, position);
+      counts.delivered += p.subs.size;
       if (p.subs.size > 0 && sent <= 0) sent = sizeOf(message);
     }
   }
