@@ -28,7 +28,7 @@ import {
   type CliProcess,
 } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
-import { chatLinked, chatter, Clients, type Chatter } from "./ws.ts";
+import { chatLine, chatLinked, chatter, Clients, type Chatter } from "./ws.ts";
 
 const dir = tempDir("iodine-exe-");
 const exe = join(dir.path, "iodine");
@@ -76,8 +76,8 @@ async function talkAcross(a: Chatter, b: Chatter): Promise<void> {
   a.send("hello from a");
   b.send("hello from b");
   for (const c of [a, b]) {
-    await c.waitFor(`${a.name}: hello from a`);
-    await c.waitFor(`${b.name}: hello from b`);
+    await c.waitFor(chatLine(`${a.name}: hello from a`));
+    await c.waitFor(chatLine(`${b.name}: hello from b`));
   }
 }
 
