@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Browser, Page } from "playwright-core";
-import { ROOT, skipWithout, startCli, type CliProcess } from "./harness.ts";
+import { ROOT, skipWithout, startCli, waitUntil, type CliProcess } from "./harness.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const noChromium = skipWithout(
@@ -88,6 +88,38 @@ async function say(page: Page, text: string): Promise<void> {
   await page.click("button");
 }
 
+/**
+ * A chatter outside the browser saying p1, p2, … every `every` ms, reconnecting when the server cuts
+ * it (a hot restart closes its connection like the tabs').
+ */
+function steadyTalker(srv: CliProcess, name: string, every = 100) {
+  let said = 0;
+  let ws: WebSocket | undefined;
+  let stopped = false;
+  const opened = () => ws?.readyState === WebSocket.OPEN;
+  const open = () => {
+    if (stopped) return;
+    ws = new WebSocket(`${baseOf(srv).replace("http", "ws")}/chat?name=${name}`);
+    ws.onclose = () => void setTimeout(open, 20);
+  };
+  open();
+  const timer = setInterval(() => opened() && ws!.send(`p${++said}`), every);
+  return {
+    said: () => said,
+    /** Stops the p-lines and says `text` once connected. */
+    async last(text: string) {
+      clearInterval(timer);
+      await waitUntil(opened, 5000, `${name} connected`);
+      ws!.send(text);
+    },
+    [Symbol.dispose]() {
+      stopped = true;
+      clearInterval(timer);
+      ws?.close();
+    },
+  };
+}
+
 describe.skipIf(noChromium)("examples/chat.ts in Chromium", () => {
   test("a WebSocket tab's message reaches an EventSource tab", async () => {
     await using srv = await startCli(["-p", "0", CHAT]);
@@ -143,4 +175,51 @@ describe.skipIf(noChromium)("examples/chat.ts in Chromium", () => {
     await showsLine(ann, "bob left");
     expect(await shown(ann)).toEqual(printed(srv));
   }, 30_000);
+
+  test("-w 2, hot restart: a WebSocket tab and an EventSource tab resume and show every line once, in order", async () => {
+    await using srv = await startCli(["-p", "0", "-w", "2", CHAT], {
+      env: NO_REDIS_ENV,
+      timeout: 20_000,
+    });
+    await using browser = await launch();
+    const ann = await tab(browser, srv, "ann");
+    const bob = await tab(browser, srv, "bob", true);
+    // How the tabs come back: the page's WebSocket with ?since=, the EventSource with Last-Event-ID.
+    const sockets: string[] = [];
+    ann.on("websocket", (ws) => sockets.push(ws.url()));
+    const resumes: Promise<string | undefined>[] = [];
+    bob.on("request", (r) => {
+      if (r.url().includes("/chat?")) resumes.push(r.allHeaders().then((h) => h["last-event-id"]));
+    });
+    await say(ann, "before the restart");
+    await showsLine(bob, "ann: before the restart");
+
+    // Lines go on during the restart (every 100 ms: well within the 100 the room keeps, even
+    // across an EventSource's reconnection delay of a few seconds) and after it.
+    using pub = steadyTalker(srv, "pub");
+    await showsLine(bob, "pub: p3");
+    srv.proc.kill("SIGUSR1");
+    await srv.waitFor(/hot restart done: 2 new workers/, 20_000);
+    const done = pub.said();
+    await waitUntil(() => pub.said() >= done + 5, 5000, "five lines after the restart");
+    await pub.last("the end");
+    await wasPrinted(srv, "pub: the end");
+
+    for (const page of [ann, bob]) {
+      await showsLine(page, "pub: the end", 1, 15_000);
+      // Every line the master printed, once, in order (the master may have printed more since).
+      const lines = await shown(page);
+      await waitUntil(() => printed(srv).length >= lines.length, 5000, "stdout to catch up");
+      expect(lines).toEqual(printed(srv).slice(0, lines.length));
+    }
+    // Each tab came back with the id of the last line it had shown, and lines were said between
+    // that one and its joining again (positions count from 1: the Nth line printed is offset N).
+    const lines = printed(srv);
+    const missed = (id: string | null | undefined, rejoined: string) =>
+      lines.indexOf(rejoined, lines.indexOf(rejoined) + 1) - Number(id?.split(":")[1]);
+    const since = sockets.map((url) => new URL(url).searchParams.get("since")).find(Boolean);
+    expect(missed(since, "ann joined (websocket)")).toBeGreaterThan(0);
+    const lastEventId = (await Promise.all(resumes)).find(Boolean);
+    expect(missed(lastEventId, "bob joined (sse)")).toBeGreaterThan(0);
+  }, 60_000);
 });
