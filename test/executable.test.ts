@@ -358,7 +358,7 @@ describe("examples/deploy", () => {
           ann.send("through nginx");
           // Event by event, not held in nginx's buffer until it fills.
           await eve.until("data: ann: through nginx\n\n");
-          await ann.waitFor("ann: through nginx"); // its own message over the proxied WebSocket
+          await ann.waitFor(chatLine("ann: through nginx")); // its own message over the proxied WebSocket
         } finally {
           eve.close();
         }
