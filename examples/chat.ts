@@ -2,11 +2,11 @@
 // A browser tab chats over WebSocket; another tab can follow the room over EventSource (SSE);
 // the server itself subscribes and prints every message.
 //
-// The room keeps its last 100 lines (`Iodine.history`): a new or reloaded tab shows them, and a tab
-// whose connection drops misses nothing — the WebSocket page reconnects with `?since=` the id of the
-// last line it showed; an EventSource reconnects by itself and sends that id as `Last-Event-ID`.
+// The room keeps its last lines (`Iodine.history`): a new or reloaded tab shows the last 100, and a
+// tab whose connection drops misses nothing: the WebSocket page reconnects with `?since=` the id of
+// the last line it showed; an EventSource reconnects by itself and sends that id as Last-Event-ID.
 // The history lives in the master: with `-w 2`, `kill -USR1` (a hot restart) replaces the workers
-// and the tabs resume where they were; stopping the server (or a one-process server) empties the room.
+// and the tabs resume where they were; stopping the server (one process included) empties the room.
 //
 // Run:   bun run iodine examples/chat.ts                 (then open http://localhost:3000/)
 // Poke:  http://localhost:3000/?name=ann                 chat over WebSocket
@@ -24,8 +24,10 @@ import {
 
 const page = Bun.file(new URL("./chat/index.html", import.meta.url));
 
+/** What a new tab shows. The room keeps more: lines said while a tab joins push the oldest out. */
 const LAST_LINES = 100;
-Iodine.history("chat", { size: LAST_LINES, ttl: 24 * 60 * 60 });
+// A day, not the default 5 minutes: a quiet room still shows its last lines.
+Iodine.history("chat", { size: LAST_LINES + 50, ttl: 24 * 60 * 60 });
 
 const textOf = (m: Message) => (typeof m === "string" ? m : new TextDecoder().decode(m));
 const idOf = (p: Position | undefined) => (p ? `${p.epoch}:${p.offset}` : undefined);
@@ -58,7 +60,7 @@ class Chatter implements Handler {
   async onOpen(client: Connection) {
     // An EventSource gets no callback: iodine writes each line as an event with `id: epoch:offset`.
     await join(client, this.since, client.protocol === "websocket" ? toPage : undefined);
-    client.publish("chat", `${this.name} joined (${client.protocol})`);
+    if (client.isOpen) client.publish("chat", `${this.name} joined (${client.protocol})`);
   }
 
   onMessage(client: Connection, data: Message) {
@@ -87,7 +89,7 @@ function nameOf(url: URL): string {
   return raw || "guest";
 }
 
-/** Where a tab resumes: `?since=` (the WebSocket page) or `Last-Event-ID` (an EventSource reconnecting). */
+/** Where a tab resumes: `?since=` (the WebSocket page) or Last-Event-ID (a reconnecting EventSource). */
 function sinceOf(req: Request, url: URL): string | undefined {
   const id = url.searchParams.get("since") ?? req.headers.get("last-event-id") ?? "";
   return /^[^:\s]+:\d+$/.test(id) ? id : undefined;

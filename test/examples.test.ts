@@ -14,7 +14,7 @@ import {
   ROOT,
 } from "./harness.ts";
 import { rawClient, type RawClient } from "./raw-client.ts";
-import { chatText, fenced, WsClient } from "./ws.ts";
+import { chatLine, chatText, fenced, WsClient } from "./ws.ts";
 
 const example = (name: string) => join(ROOT, "examples", name);
 
@@ -107,6 +107,30 @@ describe("examples", () => {
     } finally {
       resumed.close();
     }
+  });
+
+  test("chat.ts: a new chatter gets the room's last 100 lines, then live ones", async () => {
+    await using srv = await startCli(["-p", "0", example("chat.ts")]);
+    const room = srv.url.replace("http", "ws") + "/chat";
+    {
+      await using ann = await WsClient.open(`${room}?name=ann`);
+      for (let i = 1; i <= 120; i++) ann.send(String(i));
+      await ann.waitFor(chatLine("ann: 120"));
+    }
+    await srv.waitFor(/\[chat\] ann left\n/, 5000, "stdout");
+    const printed = srv
+      .stdout()
+      .split("\n")
+      .filter((l) => l.startsWith("[chat] "))
+      .map((l) => l.slice(7));
+    expect(printed).toHaveLength(122);
+    await using bob = await WsClient.open(`${room}?name=bob`);
+    expect((await bob.take(101)).map(chatText)).toEqual([
+      ...printed.slice(-100),
+      "bob joined (websocket)",
+    ]);
+    bob.send("hi");
+    expect(chatText(await bob.next())).toBe("bob: hi");
   });
 
   test("chat.ts through `bun run iodine` (the README's quick start)", async () => {
