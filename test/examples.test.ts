@@ -14,7 +14,7 @@ import {
   ROOT,
 } from "./harness.ts";
 import { rawClient, type RawClient } from "./raw-client.ts";
-import { fenced, WsClient } from "./ws.ts";
+import { chatLine, chatText, fenced, WsClient } from "./ws.ts";
 
 const example = (name: string) => join(ROOT, "examples", name);
 
@@ -67,13 +67,19 @@ describe("examples", () => {
     expect(await page.text()).toContain("<title>iodine chat</title>");
 
     const sse = await openStream(srv.url + "/chat?name=bob");
-    await sse.until("data: bob joined (sse)\n\n");
+    // A history channel: each event carries its position as its id.
+    const bobJoined = await sse.until(/id: (\S+):1\ndata: bob joined \(sse\)\n\n/);
+    const epoch = /id: (\S+):1\n/.exec(bobJoined)![1]!;
     try {
       await using ws = await WsClient.open(srv.url.replace("http", "ws") + "/chat?name=ann");
-      expect(await ws.next()).toBe("ann joined (websocket)");
+      // A new WebSocket chatter gets the room's last lines first, each as {id, text}.
+      expect(await ws.take(2)).toEqual([
+        JSON.stringify({ id: `${epoch}:1`, text: "bob joined (sse)" }),
+        JSON.stringify({ id: `${epoch}:2`, text: "ann joined (websocket)" }),
+      ]);
       ws.send("hi all");
-      expect(await ws.next()).toBe("ann: hi all");
-      await sse.until("data: ann: hi all\n\n");
+      expect(await ws.next()).toBe(JSON.stringify({ id: `${epoch}:3`, text: "ann: hi all" }));
+      await sse.until(`id: ${epoch}:3\ndata: ann: hi all\n\n`);
     } finally {
       sse.close();
     }
@@ -82,7 +88,49 @@ describe("examples", () => {
       5000,
       "stdout",
     );
+    await srv.waitFor(/\[chat\] ann left\n\[chat\] bob left\n/, 5000, "stdout");
+
+    // Resuming: `?since=` (the page's reconnect) or Last-Event-ID (an EventSource's) gets what came after.
+    await using again = await WsClient.open(
+      `${srv.url.replace("http", "ws")}/chat?name=ann&since=${epoch}:2`,
+    );
+    expect((await again.take(4)).map(chatText)).toEqual([
+      "ann: hi all",
+      "ann left",
+      "bob left",
+      "ann joined (websocket)",
+    ]);
+    const resumed = await openStream(srv.url + "/chat?name=eve", { "last-event-id": `${epoch}:4` });
+    try {
+      await resumed.until("data: eve joined (sse)\n\n");
+      expect(resumed.text()).toStartWith(`id: ${epoch}:5\ndata: bob left\n\n`);
+    } finally {
+      resumed.close();
+    }
+  });
+
+  test("chat.ts: a new chatter gets the room's last 100 lines, then live ones", async () => {
+    await using srv = await startCli(["-p", "0", example("chat.ts")]);
+    const room = srv.url.replace("http", "ws") + "/chat";
+    {
+      await using ann = await WsClient.open(`${room}?name=ann`);
+      for (let i = 1; i <= 120; i++) ann.send(String(i));
+      await ann.waitFor(chatLine("ann: 120"));
+    }
     await srv.waitFor(/\[chat\] ann left\n/, 5000, "stdout");
+    const printed = srv
+      .stdout()
+      .split("\n")
+      .filter((l) => l.startsWith("[chat] "))
+      .map((l) => l.slice(7));
+    expect(printed).toHaveLength(122);
+    await using bob = await WsClient.open(`${room}?name=bob`);
+    expect((await bob.take(101)).map(chatText)).toEqual([
+      ...printed.slice(-100),
+      "bob joined (websocket)",
+    ]);
+    bob.send("hi");
+    expect(chatText(await bob.next())).toBe("bob: hi");
   });
 
   test("chat.ts through `bun run iodine` (the README's quick start)", async () => {

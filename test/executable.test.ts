@@ -28,7 +28,7 @@ import {
   type CliProcess,
 } from "./harness.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
-import { chatLinked, chatter, Clients, type Chatter } from "./ws.ts";
+import { chatLine, chatLinked, chatter, Clients, type Chatter } from "./ws.ts";
 
 const dir = tempDir("iodine-exe-");
 const exe = join(dir.path, "iodine");
@@ -76,8 +76,8 @@ async function talkAcross(a: Chatter, b: Chatter): Promise<void> {
   a.send("hello from a");
   b.send("hello from b");
   for (const c of [a, b]) {
-    await c.waitFor(`${a.name}: hello from a`);
-    await c.waitFor(`${b.name}: hello from b`);
+    await c.waitFor(chatLine(`${a.name}: hello from a`));
+    await c.waitFor(chatLine(`${b.name}: hello from b`));
   }
 }
 
@@ -358,7 +358,7 @@ describe("examples/deploy", () => {
           ann.send("through nginx");
           // Event by event, not held in nginx's buffer until it fills.
           await eve.until("data: ann: through nginx\n\n");
-          await ann.waitFor("ann: through nginx"); // its own message over the proxied WebSocket
+          await ann.waitFor(chatLine("ann: through nginx")); // its own message over the proxied WebSocket
         } finally {
           eve.close();
         }

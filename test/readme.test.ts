@@ -6,7 +6,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { blockOf, generatedBlocks, README } from "../scripts/readme.ts";
 import { helpLine, OPTIONS, readArgv } from "../src/cli/options.ts";
-import { chatLinked, chatter } from "./ws.ts";
+import { chatLine, chatLinked, chatter } from "./ws.ts";
 import {
   childrenOf,
   ROOT,
@@ -317,8 +317,8 @@ describe("the README's tour runs as written", () => {
         await chatLinked(ann, bob);
         ann.send("hi bob");
         bob.send("hi ann");
-        await bob.waitFor("ann: hi bob");
-        await ann.waitFor("bob: hi ann");
+        await bob.waitFor(chatLine("ann: hi bob"));
+        await ann.waitFor(chatLine("bob: hi ann"));
       });
     },
     30_000,

@@ -342,12 +342,21 @@ export interface Chatter extends WsClient {
   name: string;
 }
 
+/** The text of one of examples/chat.ts's WebSocket lines (`{"id":"epoch:offset","text":…}`). */
+export function chatText(m: Msg): string | undefined {
+  if (typeof m !== "string" || !m.startsWith("{")) return undefined;
+  return (JSON.parse(m) as { text?: string }).text;
+}
+
+/** A `waitFor` match for the chat line `text`. */
+export const chatLine = (text: string) => (m: Msg) => chatText(m) === text;
+
 /** Joins the room at `base`/chat as `name`, the way the chat page does; rejects after `ms`. */
 export async function chatter(base: string, name: string, ms = 5000): Promise<Chatter> {
   const c = new WsClient(`${base.replace(/^http/, "ws")}/chat?name=${name}`);
   try {
     await within(c.opened, ms, `${name} to connect to ${base}`);
-    await c.waitFor(`${name} joined (websocket)`, ms);
+    await c.waitFor(chatLine(`${name} joined (websocket)`), ms);
   } catch (err) {
     c.close();
     throw err;
