@@ -24,10 +24,10 @@ import {
 
 const page = Bun.file(new URL("./chat/index.html", import.meta.url));
 
-/** What a new tab shows. The room keeps more: lines said while a tab joins push the oldest out. */
+/** What a new tab shows. */
 const LAST_LINES = 100;
 // A day, not the default 5 minutes: a quiet room still shows its last lines.
-Iodine.history("chat", { size: LAST_LINES + 50, ttl: 24 * 60 * 60 });
+Iodine.history("chat", { size: LAST_LINES, ttl: 24 * 60 * 60 });
 
 const textOf = (m: Message) => (typeof m === "string" ? m : new TextDecoder().decode(m));
 const idOf = (p: Position | undefined) => (p ? `${p.epoch}:${p.offset}` : undefined);
@@ -37,17 +37,12 @@ const toPage: SubscribeCallback = (_channel, message, client, position) =>
   client!.write(JSON.stringify({ id: idOf(position), text: textOf(message) }));
 
 /**
- * Subscribes `client` to the room. A tab that has shown lines names the last one (`since`) and gets
- * what it missed, then live lines; a new tab gets the last lines the room keeps, then live ones.
+ * Subscribes `client` to the room. A tab that has shown lines names the last one (`since`; an
+ * EventSource's Last-Event-ID does it by itself) and gets what it missed, then live lines; a new tab
+ * gets the last lines the room keeps (`rewind`), then live ones.
  */
-async function join(client: Connection, since: string | undefined, write?: SubscribeCallback) {
-  if (since) return client.subscribe("chat", { since }, write);
-  // Where the room stands now: a `since` of no known epoch subscribes live (ignored here: the next
-  // subscription, which replaces this one, replays it) and resolves to the newest position.
-  const { position } = await client.subscribe("chat", { since: "none:0" }, () => {});
-  if (!position) return client.subscribe("chat", {}, write);
-  const from = { epoch: position.epoch, offset: Math.max(0, position.offset - LAST_LINES) };
-  return client.subscribe("chat", { since: from }, write);
+function join(client: Connection, since: string | undefined, write?: SubscribeCallback) {
+  return client.subscribe("chat", since ? { since } : { rewind: LAST_LINES }, write);
 }
 
 /** One chatter: WebSocket clients talk and listen, EventSource clients listen. */

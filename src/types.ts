@@ -186,6 +186,11 @@ export interface SubscribeOptions {
    * then live ones, with no gap and no duplicate. A `Position` or its `"epoch:offset"` text.
    */
   since?: Position | string;
+  /**
+   * A history channel: deliver the last `rewind` messages it retains first (a page that opens and
+   * shows the last lines), then live ones. `since`, or a stream's Last-Event-ID, wins over it.
+   */
+  rewind?: number;
 }
 
 /**

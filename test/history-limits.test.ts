@@ -21,6 +21,9 @@ test("history refuses bad declarations and positions, numbers a channel's messag
     'since not a position: TypeError: Iodine.subscribe: "since" must be a position { epoch, offset } or its "epoch:offset" text, got "nope"',
     'subscribe without since: {"recovered":true}',
     "positions: 1,2,3 one epoch: true",
+    "rewind 2: s2@2,s3@3 recovered true at 3",
+    'rewind 0: TypeError: Iodine.subscribe: "rewind" must be an integer ≥ 1, got 0',
+    'rewind on a pattern: TypeError: Iodine.subscribe: "rewind" needs an exact channel, not a pattern',
     // 40 × 64 KiB into 1 MB: the first messages are gone (and "small"'s, older still), the last kept.
     "big since its first: false replayed 0",
     "big since its 35th: true replayed 5",

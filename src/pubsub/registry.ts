@@ -29,9 +29,9 @@ import { compileGlob } from "./match.ts";
 import { OutgoingCheck, type OutgoingChecked } from "./outgoing.ts";
 import { BunApps, sizeOf } from "./bun-apps.ts";
 import { RemoteLink, type Remote } from "./remote-link.ts";
-import { anyHistory, historyFor, parsePosition } from "./history.ts";
+import { anyHistory, historyFor } from "./history.ts";
 import { Keeper } from "./keeper.ts";
-import { LIVE, recover } from "./recovery.ts";
+import { LIVE, recover, sinceOf, type Since } from "./recovery.ts";
 import type { NativeTopics, Subscriber, Subscription } from "./subscription.ts";
 
 export type { NativeTopics, Subscriber, Subscription };
@@ -203,7 +203,7 @@ const SETTLED_LIVE = Promise.resolve(LIVE);
 function subscribed(
   sub: Subscription,
   channel: string,
-  since: Position | undefined,
+  since: Since | undefined,
 ): Promise<Subscribed> {
   if (since !== undefined) {
     const read = (ch: string, after: number) =>
@@ -211,28 +211,6 @@ function subscribed(
     return recover(sub, channel, since, inEffect(), read, safely);
   }
   return link.remote === undefined ? SETTLED_LIVE : link.remote.settled().then(() => LIVE);
-}
-
-/** The `since` of a subscription: its option, or a stream's own default (SSE's Last-Event-ID). */
-function sinceOf(
-  where: string,
-  channel: string,
-  options: SubscribeOptions | undefined,
-  conn?: Partial<Subscriber>,
-): Position | undefined {
-  const given = options?.since;
-  if (given === undefined)
-    return conn?.defaultSince !== undefined && historyFor(channel) !== undefined
-      ? conn.defaultSince(channel)
-      : undefined;
-  const since = parsePosition(given);
-  if (since === undefined)
-    throw new TypeError(
-      `${where}: "since" must be a position { epoch, offset } or its "epoch:offset" text, got ${JSON.stringify(given)}`,
-    );
-  if (isPattern(options))
-    throw new TypeError(`${where}: "since" needs an exact channel, not a pattern`);
-  return since;
 }
 
 /** `Iodine.subscribe`: a process-level subscription; a callback is required. Resolves once it is in effect everywhere. */
@@ -244,7 +222,7 @@ export function subscribeProcess(
   checkChannel("Iodine.subscribe", channel);
   if (typeof callback !== "function")
     throw new TypeError(`Iodine.subscribe: "callback" must be a function, got ${typeof callback}`);
-  const since = sinceOf("Iodine.subscribe", channel, options);
+  const since = sinceOf("Iodine.subscribe", channel, options, undefined);
   const key = keyOf(channel, options);
   const old = processSubs.get(key);
   if (old) remove(old);
@@ -281,7 +259,12 @@ export function subscribeConnection(
     throw new TypeError(`client.subscribe: "callback" must be a function, got ${typeof callback}`);
   }
   if (!conn.isOpen) return SETTLED_LIVE;
-  const since = sinceOf("client.subscribe", channel, options, conn as Partial<Subscriber>);
+  const since = sinceOf(
+    "client.subscribe",
+    channel,
+    options,
+    (conn as Partial<Subscriber>).defaultSince?.bind(conn),
+  );
   const key = keyOf(channel, options);
   const old = conn.subscriptions.get(key);
   if (old) dropConnectionSub(conn, key, old);
