@@ -1,0 +1,501 @@
+// The history phase of bench/pubsub.ts (SPEC §5, issue 19): what publishing on a history channel
+// costs next to an ordinary channel, in one `-w 2` cluster and in one `-w 2` cluster on Redis, and
+// what a retained message costs in memory.
+//
+// Run:   bun bench/pubsub.ts --only history               (this phase alone, ~40 s)
+//        bun bench/pubsub.ts --only history --rounds 3 --size 256
+//
+// The rigs, one after the other:
+//   cluster   `iodine -w 2 bench/history-app.ts`
+//   redis     `iodine -w 2 -r redis://127.0.0.1:PORT bench/history-app.ts`, on a redis-server the bench
+//             starts (no persistence); without redis-server its rows are skipped, and said so.
+// In each, one bench/pubsub-client.ts process holds SUBSCRIBERS WebSockets (raw sockets counting
+// frames), which the kernel spreads over the two workers; each subscribes without a callback to
+// "bench" (ordinary) and "h:bench" (a history channel keeping the last 1,000 messages), so one set
+// of sockets serves both sides.
+//   throughput  POST /burst?n=N&size=S&channel=C: N publishes of S bytes in a tight loop in the
+//               handler of the worker that took the request. A round is timed from the request to the
+//               last of the K × N deliveries at the client: delivery throughput, what subscribers feel
+//               (the worker's publish loop, printed, is not what limits it). Rounds alternate the
+//               channels, the order rotating; the ratio is history ÷ ordinary of the median rounds;
+//               bursts are sized for --seconds on the faster channel. Targets: ≥ 0.7 in the cluster,
+//               ≥ 0.5 on Redis. The two paths differ in where the work runs:
+//                 ordinary  the publishing worker writes to its own sockets inside the loop, then its
+//                           bus frames reach the master and the other worker (and Redis, with -r);
+//                 history   the loop only frames each message to the master, which sequences it (its
+//                           own store, or Redis once the Redis engine keeps history) and sends it with
+//                           its position to both workers, which then write to their sockets at once.
+//               So on 2 cores a history burst can finish sooner than an ordinary one; the cluster's CPU
+//               per publish (master and workers, from /proc) is printed next to it and says what it costs.
+//   memory      on channels keeping M messages each (`m:*`), POST /fill publishes C × M messages of
+//               16 B, then of 64 B, on channels not used before, three times; the master's RSS (and on
+//               Redis INFO memory's used_memory) is read after a full GC in the master before and
+//               after each fill: growth ÷ messages retained, median and range over the fills.
+import { findTool, missingTool, ROOT } from "./lib/tools.ts";
+import {
+  assertAlive,
+  iodineCmd,
+  LoadClient,
+  startServer,
+  stopServer,
+  type Server,
+} from "./lib/processes.ts";
+import { cpuSeconds, cpuTicks, rssBytes } from "./lib/machine.ts";
+import {
+  absoluteEntry,
+  fmtRatio,
+  fmtRps,
+  inRounds,
+  median,
+  notesText,
+  ratioEntry,
+  spread,
+  type Absolute,
+  type Ratio,
+  type Spread,
+} from "./lib/stats.ts";
+import { startRedis, usedMemory, type RedisRig } from "./lib/redis-server.ts";
+
+const SUBSCRIBERS = 100;
+const MEMORY_CHANNELS = 100;
+const MEMORY_BYTES = [16, 64] as const;
+/** fills of each message size (each MEMORY_CHANNELS × the app's MEMORY_SIZE messages more) */
+const MEMORY_ROUNDS = 3;
+const TARGET = { cluster: 0.7, redis: 0.5 } as const;
+const CHANNEL = { ordinary: "bench", history: "h:bench" } as const;
+type Kind = keyof typeof CHANNEL;
+const KINDS: readonly Kind[] = ["ordinary", "history"];
+type RigName = keyof typeof TARGET;
+const RIG_LABEL: Record<RigName, string> = { cluster: "-w 2", redis: "-w 2 on Redis" };
+
+export interface HistoryPhaseOptions {
+  rounds: number;
+  /** message size of the throughput bursts, bytes */
+  size: number;
+  /** a burst is sized for this many seconds on the faster channel */
+  seconds: number;
+  /** what the bench's cleanup stops (also on Ctrl-C) */
+  servers: Server[];
+  clients: LoadClient[];
+}
+
+/** What bench/pubsub-client.ts answers to a burst (the fields used here). */
+interface BurstAnswer {
+  expected: number;
+  received: number;
+  complete: boolean;
+  seconds: number;
+  publishMs: number;
+  perConnection: { min: number; max: number };
+  closedDuring: number;
+}
+
+type Run = BurstAnswer & {
+  /** deliveries per second */
+  rate: number;
+  /** CPU of the cluster (master and workers) per publish, µs; and of redis-server */
+  clusterCpuUs: number;
+  redisCpuUs: number;
+};
+
+interface Row extends Spread {
+  kind: Kind;
+  rounds: Run[];
+  clusterCpuUs: number;
+  redisCpuUs: number;
+}
+
+/** One fill: MEMORY_CHANNELS × M messages of one size on channels not used before, and what grew. */
+interface Fill {
+  messageBytes: number;
+  messages: number;
+  seconds: number;
+  rssBefore: number;
+  rssAfter: number;
+  rssPerMessage: number;
+  /** Redis's used_memory (rig "redis" only) */
+  usedBefore?: number;
+  usedAfter?: number;
+  usedPerMessage?: number;
+}
+
+/** The fills of one message size: growth per message, the median fill and the range. */
+interface MemoryRow {
+  messageBytes: number;
+  messagesPerFill: number;
+  rss: Spread;
+  used?: Spread;
+  fills: Fill[];
+}
+
+interface Part {
+  rig: RigName;
+  command: string;
+  subscribers: number;
+  historySize: number;
+  messagesPerBurst: number;
+  rows: Row[];
+  memory: MemoryRow[];
+}
+
+interface AppStats {
+  plain: number;
+  history: number;
+  size: number;
+  memorySize: number;
+}
+
+/** Both rigs in turn; the report's lines, and everything measured for bench/results/pubsub.json. */
+export async function historyPhase(o: HistoryPhaseOptions) {
+  const parts: Part[] = [await measureRig(o, "cluster")];
+  const notes: string[] = [];
+  const redisServer = findTool("redis-server");
+  if (redisServer === null) {
+    notes.push(`${missingTool("redis-server", "redis-server")}: the Redis rows are skipped`);
+    console.log(`  !! ${notes[0]}`);
+  } else {
+    const redis = await startRedis(redisServer, (s) => o.servers.push(s));
+    try {
+      parts.push(await measureRig(o, "redis", redis));
+    } finally {
+      redis.admin.disconnect();
+      await stopServer(redis.server);
+    }
+  }
+  return {
+    parts,
+    notes,
+    ratios: parts.map((p) => ratioOf(p, o.size)),
+    absolutes: parts.flatMap(absolutesOf),
+  };
+}
+
+export type HistoryPhase = Awaited<ReturnType<typeof historyPhase>>;
+
+async function measureRig(o: HistoryPhaseOptions, rig: RigName, redis?: RedisRig): Promise<Part> {
+  const args = ["-w", "2", ...(redis ? ["-r", redis.url] : []), "bench/history-app.ts"];
+  const server = await startServer(`iodine ${args.join(" ")}`, iodineCmd(...args), { cwd: ROOT });
+  o.servers.push(server);
+  const client = new LoadClient("pubsub-client.ts", `history ${rig} client`);
+  o.clients.push(client);
+  try {
+    const stats = await subscribeAll(server, client);
+    const command = `iodine ${args.join(" ")}`.replace(/redis:\/\/\S+/, "redis://127.0.0.1:PORT");
+    console.log(
+      `  history ${rig}: ${command}, master pid ${server.proc.pid}; ${SUBSCRIBERS} WebSockets on "${CHANNEL.ordinary}" and "${CHANNEL.history}" (history size ${stats.size})`,
+    );
+    const { n, rows } = await throughput(o, rig, server, client, redis);
+    const memory = await memoryOf(rig, server, stats.memorySize, redis);
+    return {
+      rig,
+      command,
+      subscribers: SUBSCRIBERS,
+      historySize: stats.size,
+      messagesPerBurst: n,
+      rows,
+      memory,
+    };
+  } finally {
+    await client.stop();
+    await stopServer(server);
+  }
+}
+
+/** Opens the WebSockets and waits until the cluster counts each on both channels (Iodine.presence). */
+async function subscribeAll(server: Server, client: LoadClient): Promise<AppStats> {
+  const r = await client.send<{ live: number; failed: number }>({
+    op: "ws",
+    n: SUBSCRIBERS,
+    port: server.port,
+  });
+  if (r.live !== SUBSCRIBERS)
+    throw new Error(
+      `${server.name}: only ${r.live} of ${SUBSCRIBERS} WebSockets opened (${r.failed} failed)`,
+    );
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    assertAlive(server);
+    const stats = (await (await fetch(`${server.url}/stats`)).json()) as AppStats;
+    if (stats.plain === SUBSCRIBERS && stats.history === SUBSCRIBERS) return stats;
+    if (Date.now() > deadline)
+      throw new Error(
+        `${server.name}: the cluster counts ${stats.plain} and ${stats.history} subscriptions, the client ${SUBSCRIBERS}`,
+      );
+    await Bun.sleep(50);
+  }
+}
+
+/** A warm-up burst per channel sizes N; then alternating rounds. */
+async function throughput(
+  o: HistoryPhaseOptions,
+  rig: RigName,
+  server: Server,
+  client: LoadClient,
+  redis: RedisRig | undefined,
+): Promise<{ n: number; rows: Row[] }> {
+  const tag = `history ${rig}`.padEnd(15);
+  let fastest = 0;
+  for (const kind of KINDS) {
+    const r = await burst(server, client, redis, kind, Math.round(200_000 / SUBSCRIBERS), o.size);
+    fastest = Math.max(fastest, r.rate);
+    console.log(
+      `  ${tag} warm-up  ${kind.padEnd(9)}${fmtRps(r.rate).padStart(11)} deliveries/s${runNote(r)}`,
+    );
+  }
+  const n = Math.min(100_000, Math.max(1, Math.round((fastest * o.seconds) / SUBSCRIBERS)));
+  const runs: Record<Kind, Run[]> = { ordinary: [], history: [] };
+  await inRounds(o.rounds, KINDS, async (kind, round) => {
+    const r = await burst(server, client, redis, kind, n, o.size);
+    runs[kind].push(r);
+    console.log(
+      `  ${tag} round ${round + 1}  ${kind.padEnd(9)}${fmtRps(r.rate).padStart(11)} deliveries/s  ${r.seconds.toFixed(2)} s  ` +
+        `publish loop ${r.publishMs.toFixed(0)} ms  ${r.clusterCpuUs.toFixed(1)} µs cluster CPU/publish${redis ? `, redis ${r.redisCpuUs.toFixed(1)}` : ""}${runNote(r)}`,
+    );
+  });
+  const rows = KINDS.map((kind): Row => ({
+    kind,
+    rounds: runs[kind],
+    ...spread(runs[kind].map((r) => r.rate)),
+    clusterCpuUs: median(runs[kind].map((r) => r.clusterCpuUs)),
+    redisCpuUs: median(runs[kind].map((r) => r.redisCpuUs)),
+  }));
+  return { n, rows };
+}
+
+async function burst(
+  server: Server,
+  client: LoadClient,
+  redis: RedisRig | undefined,
+  kind: Kind,
+  n: number,
+  size: number,
+): Promise<Run> {
+  assertAlive(server);
+  // the master's ticks with its workers'
+  const cluster0 = cpuTicks(server.proc.pid);
+  const redis0 = redis ? cpuTicks(redis.server.proc.pid) : 0;
+  const r = await client.send<BurstAnswer>({
+    op: "burst",
+    n,
+    size,
+    port: server.port,
+    channel: CHANNEL[kind],
+  });
+  const perPublish = (ticks: number) => (cpuSeconds(ticks) * 1e6) / n;
+  return {
+    ...r,
+    rate: r.received / r.seconds,
+    clusterCpuUs: perPublish(cpuTicks(server.proc.pid) - cluster0),
+    redisCpuUs: redis ? perPublish(cpuTicks(redis.server.proc.pid) - redis0) : 0,
+  };
+}
+
+/**
+ * The master's RSS (and Redis's used_memory) before and after each fill, each read after a full GC in
+ * the master; MEMORY_ROUNDS fills of each size, the sizes alternating.
+ */
+async function memoryOf(
+  rig: RigName,
+  server: Server,
+  perChannel: number,
+  redis: RedisRig | undefined,
+): Promise<MemoryRow[]> {
+  const messages = MEMORY_CHANNELS * perChannel;
+  const read = async () => ({
+    rss: await settledRss(server),
+    used: redis ? await usedMemory(redis.admin) : undefined,
+  });
+  await post(server, "/gc");
+  let before = await read();
+  const fills: Fill[] = [];
+  for (let round = 0; round < MEMORY_ROUNDS; round++) {
+    for (const bytes of MEMORY_BYTES) {
+      const t0 = performance.now();
+      const prefix = `m:${bytes}:${round}:`;
+      await post(
+        server,
+        `/fill?prefix=${prefix}&channels=${MEMORY_CHANNELS}&per=${perChannel}&size=${bytes}`,
+      );
+      const seconds = (performance.now() - t0) / 1000;
+      const after = await read();
+      const f: Fill = {
+        messageBytes: bytes,
+        messages,
+        seconds,
+        rssBefore: before.rss,
+        rssAfter: after.rss,
+        rssPerMessage: (after.rss - before.rss) / messages,
+      };
+      if (before.used !== undefined && after.used !== undefined) {
+        f.usedBefore = before.used;
+        f.usedAfter = after.used;
+        f.usedPerMessage = (after.used - before.used) / messages;
+      }
+      fills.push(f);
+      before = after;
+      console.log(
+        `  history ${rig.padEnd(7)} memory ${round + 1}  ${fmtRps(messages)} × ${bytes} B more kept (${MEMORY_CHANNELS} channels × ${fmtRps(perChannel)}, ${seconds.toFixed(1)} s): ` +
+          `master RSS ${mb(f.rssBefore)} → ${mb(f.rssAfter)}, ${perMessage(f.rssPerMessage)} B/message` +
+          (f.usedPerMessage === undefined
+            ? ""
+            : `; Redis used_memory ${mb(f.usedBefore!)} → ${mb(f.usedAfter!)}, ${perMessage(f.usedPerMessage)} B/message`),
+      );
+    }
+  }
+  return MEMORY_BYTES.map((bytes): MemoryRow => {
+    const of = fills.filter((f) => f.messageBytes === bytes);
+    return {
+      messageBytes: bytes,
+      messagesPerFill: messages,
+      rss: spread(of.map((f) => f.rssPerMessage)),
+      ...(redis ? { used: spread(of.map((f) => f.usedPerMessage!)) } : {}),
+      fills: of,
+    };
+  });
+}
+
+/**
+ * The master's RSS once it stops falling: after a full GC the allocator hands pages back over the next
+ * few hundred ms, so a reading too soon counts garbage. Every 100 ms until two agree within 64 KiB.
+ */
+async function settledRss(server: Server): Promise<number> {
+  const deadline = Date.now() + 3000;
+  let last = rssBytes(server.proc.pid);
+  for (;;) {
+    assertAlive(server);
+    await Bun.sleep(100);
+    const now = rssBytes(server.proc.pid);
+    if (Math.abs(now - last) <= 65536 || Date.now() > deadline) return now;
+    last = now;
+  }
+}
+
+async function post(server: Server, path: string): Promise<void> {
+  const res = await fetch(server.url + path, { method: "POST" });
+  const body = await res.text();
+  if (!res.ok) throw new Error(`${server.name}: POST ${path}: ${res.status} ${body}`);
+}
+
+// --- the report ---
+
+/** The lines bench/pubsub.ts prints for this phase. */
+export function printHistory(h: HistoryPhase): void {
+  console.log("");
+  console.log(
+    `${"history".padEnd(18)}${"channel".padEnd(10)}${"msgs/burst".padStart(10)}${"median deliveries/s".padStart(21)}   ${"min–max".padEnd(23)}${"cluster µs CPU/publish".padStart(22)}`,
+  );
+  console.log("-".repeat(107));
+  for (const p of h.parts) {
+    p.rows.forEach((r, i) => {
+      const redisCpu = p.rig === "redis" ? `   redis-server ${r.redisCpuUs.toFixed(1)} µs` : "";
+      console.log(
+        `${(i === 0 ? RIG_LABEL[p.rig] : "").padEnd(18)}${r.kind.padEnd(10)}${(i === 0 ? fmtRps(p.messagesPerBurst) : "").padStart(10)}${fmtRps(r.median).padStart(21)}   ${`${fmtRps(r.min)}–${fmtRps(r.max)}`.padEnd(23)}${r.clusterCpuUs.toFixed(1).padStart(22)}${redisCpu}${dropNote(r)}`,
+      );
+    });
+    const [ordinary, history] = p.rows as [Row, Row];
+    const ratio = history.median / ordinary.median;
+    console.log(
+      `${"".padEnd(18)}history ÷ ordinary ${fmtRatio(ratio)} (target ≥ ${TARGET[p.rig]}: ${ratio >= TARGET[p.rig] ? "PASS" : "MISS"})   ${p.command}`,
+    );
+  }
+  console.log("");
+  console.log(
+    `${"retained message".padEnd(18)}${"size".padStart(6)}${"msgs/fill".padStart(11)}${"master RSS B/msg".padStart(18)}${"min–max".padStart(11)}${"Redis used_memory B/msg".padStart(25)}${"min–max".padStart(11)}`,
+  );
+  console.log("-".repeat(100));
+  for (const p of h.parts) {
+    p.memory.forEach((m, i) => {
+      const range = (x: Spread) => `${perMessage(x.min)}–${perMessage(x.max)}`;
+      console.log(
+        `${(i === 0 ? RIG_LABEL[p.rig] : "").padEnd(18)}${`${m.messageBytes} B`.padStart(6)}${fmtRps(m.messagesPerFill).padStart(11)}${perMessage(m.rss.median).padStart(18)}${range(m.rss).padStart(11)}` +
+          (m.used === undefined
+            ? "—".padStart(25)
+            : `${perMessage(m.used.median).padStart(25)}${range(m.used).padStart(11)}`),
+      );
+    });
+  }
+  console.log("");
+  console.log(
+    `history: ${SUBSCRIBERS} WebSockets on 2 workers, each on both channels; deliveries/s = K × N ÷ (burst request → last delivery).`,
+  );
+  console.log(
+    "cluster µs CPU/publish: master and workers together ÷ N. Memory: growth after a full GC in the master ÷ messages kept.",
+  );
+}
+
+function ratioOf(p: Part, size: number): Ratio {
+  const [ordinary, history] = p.rows as [Row, Row];
+  const where = p.rig === "redis" ? "one -w 2 -r cluster on a redis-server of the bench's" : "-w 2";
+  return ratioEntry(
+    "pubsub",
+    `history ÷ ordinary channel, ${RIG_LABEL[p.rig]}`,
+    history.rounds.map((r) => r.rate),
+    ordinary.rounds.map((r) => r.rate),
+    {
+      target: TARGET[p.rig],
+      detail:
+        `${where}: ${fmtRps(p.messagesPerBurst)} × ${size} B published in a worker's handler to ${p.subscribers} WebSockets ` +
+        `on both workers, history size ${fmtRps(p.historySize)}: ${fmtRps(history.median)} vs ${fmtRps(ordinary.median)} deliveries/s; ` +
+        `cluster CPU ${history.clusterCpuUs.toFixed(1)} vs ${ordinary.clusterCpuUs.toFixed(1)} µs per publish`,
+    },
+  );
+}
+
+/** Master RSS per retained message without Redis; Redis used_memory per retained message with it. */
+function absolutesOf(p: Part): Absolute[] {
+  return p.memory.flatMap((m): Absolute[] => {
+    const kept = `${m.fills.length} fills of ${fmtRps(m.messagesPerFill)} × ${m.messageBytes} B more kept on ${MEMORY_CHANNELS} channels`;
+    const total = (f: Fill[], key: "rss" | "used") =>
+      f.reduce(
+        (sum, x) => sum + (key === "rss" ? x.rssAfter - x.rssBefore : x.usedAfter! - x.usedBefore!),
+        0,
+      );
+    if (p.rig === "cluster")
+      return [
+        absoluteEntry(
+          "pubsub",
+          `history, master RSS per retained ${m.messageBytes} B message`,
+          m.fills.map((f) => f.rssPerMessage),
+          "B",
+          {
+            better: "lower",
+            detail: `-w 2, ${kept} (each read after a full GC in the master): +${mb(total(m.fills, "rss"))} in all`,
+          },
+        ),
+      ];
+    if (m.used === undefined) return [];
+    return [
+      absoluteEntry(
+        "pubsub",
+        `history on Redis, used_memory per retained ${m.messageBytes} B message`,
+        m.fills.map((f) => f.usedPerMessage!),
+        "B",
+        {
+          better: "lower",
+          detail: `-w 2 -r, ${kept}: +${mb(total(m.fills, "used"))} in all; the master's RSS +${perMessage(m.rss.median)} B/message meanwhile`,
+        },
+      ),
+    ];
+  });
+}
+
+// --- formatting ---
+
+const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+/** bytes per message to the unit, never "-0" */
+const perMessage = (x: number) => fmtRps(Math.round(x) || 0);
+
+function runNote(r: Run): string {
+  const notes: string[] = [];
+  if (!r.complete)
+    notes.push(`${fmtRps(r.expected - r.received)} of ${fmtRps(r.expected)} never arrived`);
+  if (r.closedDuring) notes.push(`${r.closedDuring} connections closed`);
+  if (r.perConnection.min !== r.perConnection.max)
+    notes.push(`per connection ${r.perConnection.min}–${r.perConnection.max}`);
+  return notesText(notes);
+}
+
+function dropNote(r: Row): string {
+  const bad = r.rounds.filter((x) => !x.complete).length;
+  return bad ? `   !! ${bad} round(s) incomplete` : "";
+}
