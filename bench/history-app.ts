@@ -9,12 +9,14 @@
 //   POST /fill?prefix=P&channels=C&per=M&size=S
 //        M publishes of S bytes on each of the C channels P0 … P(C-1), then waits until the last of them
 //        came back to this worker through the store (a history message on this worker's own `m:sync:`
-//        channel, published after them), then a full GC in the master → {ms}
-//   POST /gc                           a full GC in the master (and here) → "ok"
+//        channel, published after them), then a full GC in the master → {ms, heap}
+//   POST /gc                           a full GC in the master (and here) → {heap}
 //   GET  /stats                        {plain, history}: subscriptions to "bench" and "h:bench" across the
 //                                      cluster (Iodine.presence); {size, memorySize}: what is declared
-// The master follows "ctl:gc" (a full GC, then "ctl:gc-done" with the request's id), so the bench reads
-// the master's RSS with its garbage gone.
+// The master follows "ctl:gc" (a full GC, then "ctl:gc-done" with the request's id and the master's
+// JS heap: live objects and the bytes they own, bun:jsc heapSize), so the bench reads the master's
+// RSS with its garbage gone; `heap` in the answers is that figure.
+import { fullGC, heapSize } from "bun:jsc";
 import { Iodine, type Connection, type Handler } from "iodine";
 import { text } from "./pubsub-routes.ts";
 
@@ -28,39 +30,43 @@ Iodine.history("m:*", { match: "redis", size: MEMORY_SIZE });
 
 if (Iodine.isMaster) {
   void Iodine.subscribe("ctl:gc", (_channel, id) => {
-    Bun.gc(true);
-    Iodine.publish("ctl:gc-done", id);
+    fullGC();
+    Iodine.publish("ctl:gc-done", `${String(id)} ${heapSize()}`);
   });
 }
 
 // --- waiting for a message this worker sent to come back ---
 
-const waiters = new Map<string, () => void>();
+const waiters = new Map<string, (rest: string) => void>();
 let seq = 0;
 const SYNC = `m:sync:${process.pid}`;
 
-/** Publishes a fresh id on `channel` and resolves once this worker heard it (it subscribes to the answer). */
-function roundTrip(channel: string): Promise<void> {
+/**
+ * Publishes a fresh id on `channel` and resolves, with what followed the id, once this worker heard
+ * it back (it subscribes to the answer).
+ */
+function roundTrip(channel: string): Promise<string> {
   const id = `${process.pid}-${++seq}`;
-  const done = new Promise<void>((resolve) => waiters.set(id, resolve));
+  const done = new Promise<string>((resolve) => waiters.set(id, resolve));
   Iodine.publish(channel, id);
   return done;
 }
 
-const arrived = (_channel: string, id: string | Uint8Array) => {
-  const key = String(id);
-  waiters.get(key)?.();
-  waiters.delete(key);
+/** `ID` or `ID REST`: the waiter of ID gets REST. */
+const arrived = (_channel: string, message: string | Uint8Array) => {
+  const [id = "", rest = ""] = String(message).split(" ");
+  waiters.get(id)?.(rest);
+  waiters.delete(id);
 };
 
 const ready = Iodine.isWorker
   ? Promise.all([Iodine.subscribe("ctl:gc-done", arrived), Iodine.subscribe(SYNC, arrived)])
   : Promise.resolve();
 
-/** A full GC in the master, once every message this worker published before it reached the master. */
-async function masterGc(): Promise<void> {
+/** A full GC in the master, once every message this worker published before it reached the master; its JS heap then. */
+async function masterGc(): Promise<number> {
   await ready;
-  await roundTrip("ctl:gc");
+  return Number(await roundTrip("ctl:gc"));
 }
 
 // --- the endpoints ---
@@ -94,8 +100,8 @@ async function fill(q: URLSearchParams): Promise<Response> {
   }
   // history publishes are sequenced in order, wherever the store is: this one comes back last
   await roundTrip(SYNC);
-  await masterGc();
-  return Response.json({ ms: performance.now() - t0 });
+  const heap = await masterGc();
+  return Response.json({ ms: performance.now() - t0, heap });
 }
 
 export default {
@@ -107,10 +113,11 @@ export default {
         return burst(url.searchParams);
       case "/fill":
         return fill(url.searchParams);
-      case "/gc":
-        await masterGc();
+      case "/gc": {
+        const heap = await masterGc();
         Bun.gc(true);
-        return new Response("ok");
+        return Response.json({ heap });
+      }
       case "/stats": {
         const [plain, history] = await Promise.all([
           Iodine.presence(PLAIN),

@@ -57,7 +57,7 @@ import {
 import { startRedis, usedMemory, type RedisRig } from "./lib/redis-server.ts";
 
 const SUBSCRIBERS = 100;
-const MEMORY_CHANNELS = 100;
+const MEMORY_CHANNELS = 200;
 const MEMORY_BYTES = [16, 64] as const;
 /** fills of each message size (each MEMORY_CHANNELS × the app's MEMORY_SIZE messages more) */
 const MEMORY_ROUNDS = 3;
@@ -113,6 +113,8 @@ interface Fill {
   rssBefore: number;
   rssAfter: number;
   rssPerMessage: number;
+  /** the master's JS heap after a full GC (bun:jsc heapSize: live objects and the bytes they own) */
+  heapPerMessage: number;
   /** Redis's used_memory (rig "redis" only) */
   usedBefore?: number;
   usedAfter?: number;
@@ -124,6 +126,7 @@ interface MemoryRow {
   messageBytes: number;
   messagesPerFill: number;
   rss: Spread;
+  heap: Spread;
   used?: Spread;
   fills: Fill[];
 }
@@ -301,23 +304,23 @@ async function memoryOf(
   redis: RedisRig | undefined,
 ): Promise<MemoryRow[]> {
   const messages = MEMORY_CHANNELS * perChannel;
-  const read = async () => ({
+  const read = async (heap: number) => ({
+    heap,
     rss: await settledRss(server),
     used: redis ? await usedMemory(redis.admin) : undefined,
   });
-  await post(server, "/gc");
-  let before = await read();
+  let before = await read((await post(server, "/gc")).heap);
   const fills: Fill[] = [];
   for (let round = 0; round < MEMORY_ROUNDS; round++) {
     for (const bytes of MEMORY_BYTES) {
       const t0 = performance.now();
       const prefix = `m:${bytes}:${round}:`;
-      await post(
+      const { heap } = await post(
         server,
         `/fill?prefix=${prefix}&channels=${MEMORY_CHANNELS}&per=${perChannel}&size=${bytes}`,
       );
       const seconds = (performance.now() - t0) / 1000;
-      const after = await read();
+      const after = await read(heap);
       const f: Fill = {
         messageBytes: bytes,
         messages,
@@ -325,6 +328,7 @@ async function memoryOf(
         rssBefore: before.rss,
         rssAfter: after.rss,
         rssPerMessage: (after.rss - before.rss) / messages,
+        heapPerMessage: (after.heap - before.heap) / messages,
       };
       if (before.used !== undefined && after.used !== undefined) {
         f.usedBefore = before.used;
@@ -335,7 +339,7 @@ async function memoryOf(
       before = after;
       console.log(
         `  history ${rig.padEnd(7)} memory ${round + 1}  ${fmtRps(messages)} × ${bytes} B more kept (${MEMORY_CHANNELS} channels × ${fmtRps(perChannel)}, ${seconds.toFixed(1)} s): ` +
-          `master RSS ${mb(f.rssBefore)} → ${mb(f.rssAfter)}, ${perMessage(f.rssPerMessage)} B/message` +
+          `master RSS ${mb(f.rssBefore)} → ${mb(f.rssAfter)}, ${perMessage(f.rssPerMessage)} B/message (JS heap ${perMessage(f.heapPerMessage)})` +
           (f.usedPerMessage === undefined
             ? ""
             : `; Redis used_memory ${mb(f.usedBefore!)} → ${mb(f.usedAfter!)}, ${perMessage(f.usedPerMessage)} B/message`),
@@ -348,6 +352,7 @@ async function memoryOf(
       messageBytes: bytes,
       messagesPerFill: messages,
       rss: spread(of.map((f) => f.rssPerMessage)),
+      heap: spread(of.map((f) => f.heapPerMessage)),
       ...(redis ? { used: spread(of.map((f) => f.usedPerMessage!)) } : {}),
       fills: of,
     };
@@ -370,10 +375,12 @@ async function settledRss(server: Server): Promise<number> {
   }
 }
 
-async function post(server: Server, path: string): Promise<void> {
+/** POST /gc or /fill: the master's JS heap after its full GC. */
+async function post(server: Server, path: string): Promise<{ heap: number }> {
   const res = await fetch(server.url + path, { method: "POST" });
   const body = await res.text();
   if (!res.ok) throw new Error(`${server.name}: POST ${path}: ${res.status} ${body}`);
+  return JSON.parse(body) as { heap: number };
 }
 
 // --- the report ---
@@ -400,14 +407,15 @@ export function printHistory(h: HistoryPhase): void {
   }
   console.log("");
   console.log(
-    `${"retained message".padEnd(18)}${"size".padStart(6)}${"msgs/fill".padStart(11)}${"master RSS B/msg".padStart(18)}${"min–max".padStart(11)}${"Redis used_memory B/msg".padStart(25)}${"min–max".padStart(11)}`,
+    `${"retained message".padEnd(18)}${"size".padStart(6)}${"msgs/fill".padStart(11)}${"master RSS B/msg".padStart(18)}${"min–max".padStart(11)}${"JS heap B/msg".padStart(15)}${"min–max".padStart(11)}${"Redis used_memory B/msg".padStart(25)}${"min–max".padStart(11)}`,
   );
-  console.log("-".repeat(100));
+  console.log("-".repeat(126));
   for (const p of h.parts) {
     p.memory.forEach((m, i) => {
       const range = (x: Spread) => `${perMessage(x.min)}–${perMessage(x.max)}`;
       console.log(
         `${(i === 0 ? RIG_LABEL[p.rig] : "").padEnd(18)}${`${m.messageBytes} B`.padStart(6)}${fmtRps(m.messagesPerFill).padStart(11)}${perMessage(m.rss.median).padStart(18)}${range(m.rss).padStart(11)}` +
+          `${perMessage(m.heap.median).padStart(15)}${range(m.heap).padStart(11)}` +
           (m.used === undefined
             ? "—".padStart(25)
             : `${perMessage(m.used.median).padStart(25)}${range(m.used).padStart(11)}`),
@@ -419,7 +427,10 @@ export function printHistory(h: HistoryPhase): void {
     `history: ${SUBSCRIBERS} WebSockets on 2 workers, each on both channels; deliveries/s = K × N ÷ (burst request → last delivery).`,
   );
   console.log(
-    "cluster µs CPU/publish: master and workers together ÷ N. Memory: growth after a full GC in the master ÷ messages kept.",
+    "cluster µs CPU/publish: master and workers together ÷ N. Memory: growth after a full GC in the master ÷ messages kept",
+  );
+  console.log(
+    "(median fill); JS heap: what the master's live objects take (bun:jsc heapSize), RSS adds the allocator's slack.",
   );
 }
 
@@ -459,7 +470,7 @@ function absolutesOf(p: Part): Absolute[] {
           "B",
           {
             better: "lower",
-            detail: `-w 2, ${kept} (each read after a full GC in the master): +${mb(total(m.fills, "rss"))} in all`,
+            detail: `-w 2, ${kept} (each read after a full GC in the master): ${signedMb(total(m.fills, "rss"))} in all; its JS heap ${perMessage(m.heap.median)} B/message`,
           },
         ),
       ];
@@ -472,7 +483,7 @@ function absolutesOf(p: Part): Absolute[] {
         "B",
         {
           better: "lower",
-          detail: `-w 2 -r, ${kept}: +${mb(total(m.fills, "used"))} in all; the master's RSS +${perMessage(m.rss.median)} B/message meanwhile`,
+          detail: `-w 2 -r, ${kept}: ${signedMb(total(m.fills, "used"))} in all; the master's RSS +${perMessage(m.rss.median)} B/message meanwhile`,
         },
       ),
     ];
@@ -482,6 +493,7 @@ function absolutesOf(p: Part): Absolute[] {
 // --- formatting ---
 
 const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+const signedMb = (bytes: number) => `${bytes < 0 ? "−" : "+"}${mb(Math.abs(bytes))}`;
 /** bytes per message to the unit, never "-0" */
 const perMessage = (x: number) => fmtRps(Math.round(x) || 0);
 
