@@ -134,6 +134,8 @@ interface MemoryRow {
 interface Part {
   rig: RigName;
   command: string;
+  /** where the history was: Redis when it holds keys after the fills (plain PUBLISH leaves none) */
+  keptIn: "the master" | "Redis";
   subscribers: number;
   historySize: number;
   messagesPerBurst: number;
@@ -189,9 +191,12 @@ async function measureRig(o: HistoryPhaseOptions, rig: RigName, redis?: RedisRig
     );
     const { n, rows } = await throughput(o, rig, server, client, redis);
     const memory = await memoryOf(rig, server, stats.memorySize, redis);
+    const keptIn = redis && (await redis.admin.dbsize()) > 0 ? "Redis" : "the master";
+    console.log(`  history ${rig}: the history was kept in ${keptIn}`);
     return {
       rig,
       command,
+      keptIn,
       subscribers: SUBSCRIBERS,
       historySize: stats.size,
       messagesPerBurst: n,
@@ -436,7 +441,7 @@ export function printHistory(h: HistoryPhase): void {
 
 function ratioOf(p: Part, size: number): Ratio {
   const [ordinary, history] = p.rows as [Row, Row];
-  const where = p.rig === "redis" ? "one -w 2 -r cluster on a redis-server of the bench's" : "-w 2";
+  const where = `${p.command}${p.rig === "redis" ? " on a redis-server of the bench's" : ""}, history kept in ${p.keptIn}`;
   return ratioEntry(
     "pubsub",
     `history ÷ ordinary channel, ${RIG_LABEL[p.rig]}`,
@@ -445,8 +450,8 @@ function ratioOf(p: Part, size: number): Ratio {
     {
       target: TARGET[p.rig],
       detail:
-        `${where}: ${fmtRps(p.messagesPerBurst)} × ${size} B published in a worker's handler to ${p.subscribers} WebSockets ` +
-        `on both workers, history size ${fmtRps(p.historySize)}: ${fmtRps(history.median)} vs ${fmtRps(ordinary.median)} deliveries/s; ` +
+        `${where}: ${fmtRps(p.messagesPerBurst)} × ${size} B published in a tight loop in one worker's handler to ${p.subscribers} WebSockets ` +
+        `on the 2 workers, each on both channels, history size ${fmtRps(p.historySize)}: ${fmtRps(history.median)} vs ${fmtRps(ordinary.median)} deliveries/s; ` +
         `cluster CPU ${history.clusterCpuUs.toFixed(1)} vs ${ordinary.clusterCpuUs.toFixed(1)} µs per publish`,
     },
   );
@@ -483,7 +488,7 @@ function absolutesOf(p: Part): Absolute[] {
         "B",
         {
           better: "lower",
-          detail: `-w 2 -r, ${kept}: ${signedMb(total(m.fills, "used"))} in all; the master's RSS +${perMessage(m.rss.median)} B/message meanwhile`,
+          detail: `-w 2 -r, history kept in ${p.keptIn}, ${kept}: ${signedMb(total(m.fills, "used"))} in all; the master's RSS +${perMessage(m.rss.median)} B/message meanwhile`,
         },
       ),
     ];
