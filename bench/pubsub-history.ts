@@ -30,7 +30,11 @@
 //   memory      on channels keeping M messages each (`m:*`), POST /fill publishes C × M messages of
 //               16 B, then of 64 B, on channels not used before, three times; the master's RSS (and on
 //               Redis INFO memory's used_memory) is read after a full GC in the master before and
-//               after each fill: growth ÷ messages retained, median and range over the fills.
+//               after each fill: growth ÷ messages retained, median and range over the fills. The master's
+//               JS heap (bun:jsc heapSize after its full GC) is given too: RSS moves in the allocator's
+//               steps, the heap by what is live.
+//   churn       then, with all that held, 200,000 more publishes on one channel that keeps 1,000: the
+//               master's JS heap should not grow (the history is bounded by size × channels).
 import { findTool, missingTool, ROOT } from "./lib/tools.ts";
 import {
   assertAlive,
@@ -61,6 +65,8 @@ const MEMORY_CHANNELS = 200;
 const MEMORY_BYTES = [16, 64] as const;
 /** fills of each message size (each MEMORY_CHANNELS × the app's MEMORY_SIZE messages more) */
 const MEMORY_ROUNDS = 3;
+/** publishes on one more history channel (h:*, keeping 1,000) once the fills are held */
+const CHURN = 200_000;
 const TARGET = { cluster: 0.7, redis: 0.5 } as const;
 const CHANNEL = { ordinary: "bench", history: "h:bench" } as const;
 type Kind = keyof typeof CHANNEL;
@@ -141,6 +147,18 @@ interface Part {
   messagesPerBurst: number;
   rows: Row[];
   memory: MemoryRow[];
+  churn: Churn;
+}
+
+/**
+ * The master's JS heap across CHURN publishes on a channel already full (it keeps 1,000), published
+ * while the fills' messages are held: bounded history means ≈ 0 per publish, whatever is held elsewhere.
+ */
+interface Churn {
+  publishes: number;
+  heapBefore: number;
+  heapAfter: number;
+  perPublish: number;
 }
 
 interface AppStats {
@@ -191,6 +209,7 @@ async function measureRig(o: HistoryPhaseOptions, rig: RigName, redis?: RedisRig
     );
     const { n, rows } = await throughput(o, rig, server, client, redis);
     const memory = await memoryOf(rig, server, stats.memorySize, redis);
+    const churn = await churnOf(rig, server);
     const keptIn = redis && (await redis.admin.dbsize()) > 0 ? "Redis" : "the master";
     console.log(`  history ${rig}: the history was kept in ${keptIn}`);
     return {
@@ -202,6 +221,7 @@ async function measureRig(o: HistoryPhaseOptions, rig: RigName, redis?: RedisRig
       messagesPerBurst: n,
       rows,
       memory,
+      churn,
     };
   } finally {
     await client.stop();
@@ -364,6 +384,23 @@ async function memoryOf(
   });
 }
 
+/** CHURN publishes of 16 B on "h:churn:0" in a worker's handler, the master's JS heap before and after. */
+async function churnOf(rig: RigName, server: Server): Promise<Churn> {
+  const before = (await post(server, "/gc")).heap;
+  const after = (await post(server, `/fill?prefix=h:churn:&channels=1&per=${CHURN}&size=16`)).heap;
+  const churn = {
+    publishes: CHURN,
+    heapBefore: before,
+    heapAfter: after,
+    perPublish: (after - before) / CHURN,
+  };
+  console.log(
+    `  history ${rig.padEnd(7)} churn     ${fmtRps(CHURN)} × 16 B on one channel keeping 1,000, the fills held: ` +
+      `master JS heap ${signedMb(after - before)} (${perMessage(churn.perPublish)} B/publish)`,
+  );
+  return churn;
+}
+
 /**
  * The master's RSS once it stops falling: after a full GC the allocator hands pages back over the next
  * few hundred ms, so a reading too soon counts garbage. Every 100 ms until two agree within 64 KiB.
@@ -427,6 +464,13 @@ export function printHistory(h: HistoryPhase): void {
       );
     });
   }
+  for (const p of h.parts) {
+    const c = p.churn;
+    console.log(
+      `${RIG_LABEL[p.rig].padEnd(18)}master JS heap over ${fmtRps(c.publishes)} more publishes on a full channel (keeping 1,000), the above held: ` +
+        `${signedMb(c.heapAfter - c.heapBefore)}, ${perMessage(c.perPublish)} B/publish (bounded: ≈ 0)`,
+    );
+  }
   console.log("");
   console.log(
     `history: ${SUBSCRIBERS} WebSockets on 2 workers, each on both channels; deliveries/s = K × N ÷ (burst request → last delivery).`,
@@ -459,40 +503,60 @@ function ratioOf(p: Part, size: number): Ratio {
 
 /** Master RSS per retained message without Redis; Redis used_memory per retained message with it. */
 function absolutesOf(p: Part): Absolute[] {
-  return p.memory.flatMap((m): Absolute[] => {
-    const kept = `${m.fills.length} fills of ${fmtRps(m.messagesPerFill)} × ${m.messageBytes} B more kept on ${MEMORY_CHANNELS} channels`;
-    const total = (f: Fill[], key: "rss" | "used") =>
-      f.reduce(
-        (sum, x) => sum + (key === "rss" ? x.rssAfter - x.rssBefore : x.usedAfter! - x.usedBefore!),
-        0,
-      );
-    if (p.rig === "cluster")
-      return [
-        absoluteEntry(
-          "pubsub",
-          `history, master RSS per retained ${m.messageBytes} B message`,
-          m.fills.map((f) => f.rssPerMessage),
-          "B",
-          {
-            better: "lower",
-            detail: `-w 2, ${kept} (each read after a full GC in the master): ${signedMb(total(m.fills, "rss"))} in all; its JS heap ${perMessage(m.heap.median)} B/message`,
-          },
-        ),
-      ];
-    if (m.used === undefined) return [];
+  return [...p.memory.flatMap((m) => memoryEntries(p, m)), ...churnEntries(p)];
+}
+
+/** The master's heap growth per publish on a full channel, in the rig where the master keeps the history. */
+function churnEntries(p: Part): Absolute[] {
+  if (p.rig !== "cluster") return [];
+  const c = p.churn;
+  return [
+    absoluteEntry(
+      "pubsub",
+      "history, master JS heap growth per publish on a full channel",
+      [c.perPublish],
+      "B",
+      {
+        better: "lower",
+        detail: `-w 2, ${fmtRps(c.publishes)} × 16 B on one channel keeping 1,000 while the fills above are held: ${signedMb(c.heapAfter - c.heapBefore)} (bounded history: ≈ 0)`,
+      },
+    ),
+  ];
+}
+
+function memoryEntries(p: Part, m: MemoryRow): Absolute[] {
+  const kept = `${m.fills.length} fills of ${fmtRps(m.messagesPerFill)} × ${m.messageBytes} B more kept on ${MEMORY_CHANNELS} channels`;
+  const total = (f: Fill[], key: "rss" | "used") =>
+    f.reduce(
+      (sum, x) => sum + (key === "rss" ? x.rssAfter - x.rssBefore : x.usedAfter! - x.usedBefore!),
+      0,
+    );
+  if (p.rig === "cluster")
     return [
       absoluteEntry(
         "pubsub",
-        `history on Redis, used_memory per retained ${m.messageBytes} B message`,
-        m.fills.map((f) => f.usedPerMessage!),
+        `history, master RSS per retained ${m.messageBytes} B message`,
+        m.fills.map((f) => f.rssPerMessage),
         "B",
         {
           better: "lower",
-          detail: `-w 2 -r, history kept in ${p.keptIn}, ${kept}: ${signedMb(total(m.fills, "used"))} in all; the master's RSS +${perMessage(m.rss.median)} B/message meanwhile`,
+          detail: `-w 2, ${kept} (each read after a full GC in the master): ${signedMb(total(m.fills, "rss"))} in all; its JS heap ${perMessage(m.heap.median)} B/message`,
         },
       ),
     ];
-  });
+  if (m.used === undefined) return [];
+  return [
+    absoluteEntry(
+      "pubsub",
+      `history on Redis, used_memory per retained ${m.messageBytes} B message`,
+      m.fills.map((f) => f.usedPerMessage!),
+      "B",
+      {
+        better: "lower",
+        detail: `-w 2 -r, history kept in ${p.keptIn}, ${kept}: ${signedMb(total(m.fills, "used"))} in all; the master's RSS +${perMessage(m.rss.median)} B/message meanwhile`,
+      },
+    ),
+  ];
 }
 
 // --- formatting ---
