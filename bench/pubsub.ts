@@ -58,7 +58,8 @@ import {
   type Spread,
 } from "./lib/stats.ts";
 import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
-import { historyPhase, printHistory, type HistoryPhase } from "./pubsub-history.ts";
+import { historyPhase } from "./pubsub-history.ts";
+import { printHistory, type HistoryResults } from "./pubsub-history-report.ts";
 
 const WS_COUNTS = [1_000, 10_000] as const;
 /** subscribers and the larger message size of the permessage-deflate phase */
@@ -305,7 +306,7 @@ function report(
   scenarios: Scenario[],
   memory: Memory[],
   facts: Facts,
-  history: HistoryPhase | undefined,
+  history: HistoryResults | undefined,
 ): void {
   if (scenarios.length > 0) printScenarios(scenarios, memory);
   if (history !== undefined) printHistory(history);
