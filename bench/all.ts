@@ -1,6 +1,6 @@
 // Every bench in turn, then the report: what `bun run bench` runs.
 //
-// Run:   bun run bench                          (every bench with its own defaults, ~8 minutes on 2 cores)
+// Run:   bun run bench                          (every bench with its own defaults, ~9 minutes on 2 cores)
 //        bun run bench --rounds 1               (a quick run, ~2½ minutes: every kind of round once)
 //        bun run bench --only http,mustache --duration 2
 // Out:   each bench's own output as it runs, its bench/results/NAME.json, bench/results/run.json (the

@@ -8,6 +8,7 @@
 //   {"seq":3,"op":"burst","n":N,"size":64,"port":PORT}
 //        POST /burst?n=N&size=64, then wait until every connection has its N messages; answers
 //        {received, expected, seconds (burst request → last delivery), compressed, payloadBytes, ...}
+//        (`"channel":"C"` adds &channel=C: bench/history-app.ts publishes on the channel it names)
 //
 // The sockets are raw TCP (Bun.connect, see bench/client-lib.ts) with a minimal WebSocket frame
 // walker / SSE `data:` counter.
@@ -199,7 +200,7 @@ async function resize(kind: Kind, n: number, port: number, deflate: boolean) {
   return { live: set.size, failed, ms: performance.now() - t0 };
 }
 
-async function burst(cmd: { n: number; size: number; port: number }) {
+async function burst(cmd: { n: number; size: number; port: number; channel?: string }) {
   const live = [...peers.ws, ...peers.sse];
   for (const p of live) p.count = 0;
   received = 0;
@@ -212,7 +213,8 @@ async function burst(cmd: { n: number; size: number; port: number }) {
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const last = new Promise<number>((resolve) => (waiting = { expected, resolve }));
-  const answer = fetch(`http://${HOST}:${cmd.port}/burst?n=${cmd.n}&size=${cmd.size}`, {
+  const on = cmd.channel === undefined ? "" : `&channel=${encodeURIComponent(cmd.channel)}`;
+  const answer = fetch(`http://${HOST}:${cmd.port}/burst?n=${cmd.n}&size=${cmd.size}${on}`, {
     method: "POST",
   }).then(async (res) => ({ at: performance.now(), body: (await res.json()) as { ms: number } }));
   const { at: answeredAt, body } = await answer;
@@ -262,6 +264,7 @@ async function run(cmd: {
   size: number;
   port: number;
   deflate?: boolean;
+  channel?: string;
 }): Promise<object> {
   if (cmd.op === "ws" || cmd.op === "sse")
     return resize(cmd.op, cmd.n, cmd.port, cmd.deflate === true);

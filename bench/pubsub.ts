@@ -3,9 +3,11 @@
 // Run:   bun bench/pubsub.ts                      (5 rounds, 64-byte messages, ~2 s per burst)
 //        bun bench/pubsub.ts --rounds 3 --size 256 --seconds 1
 //        bun bench/pubsub.ts --rounds 3 --only deflate   (the permessage-deflate phase alone)
+//        bun bench/pubsub.ts --rounds 3 --only history   (the history phase alone, bench/pubsub-history.ts)
 // Out:   a table on stdout, and every round in bench/results/pubsub.json (its `ratios`: iodine ÷ raw
 //        msg/s per WebSocket scenario, `iodine -deflate` ÷ `perMessageDeflate` in the deflate ones,
-//        for bench/report.ts).
+//        history channel ÷ ordinary channel in a cluster and on Redis; its `absolutes`: the memory a
+//        retained history message costs; for bench/report.ts).
 //
 // Servers (each its own process): iodine through the CLI with bench/pubsub-server.ts, whose
 // WebSockets subscribe to "bench" without a callback (Bun's native topics), and the raw
@@ -20,7 +22,10 @@
 // Phases: memory (RSS with 0, then 10,000 idle subscribed WebSockets, fresh servers) → WebSocket
 // fan-out to 10,000, then 1,000 subscribers → SSE fan-out to 1,000 streams (iodine only) →
 // permessage-deflate: 1,000 subscribers at 4 KiB plain, then two more servers (`iodine -deflate`,
-// the baseline with `--deflate`) to 1,000 subscribers that offer the extension, at --size and 4 KiB.
+// the baseline with `--deflate`) to 1,000 subscribers that offer the extension, at --size and 4 KiB →
+// history (bench/pubsub-history.ts, the servers above stopped): a history channel against an ordinary
+// one in `iodine -w 2`, then in `iodine -w 2 -r` on a redis-server of the bench's, 100 subscribers at
+// --size; the master's RSS (and Redis's used_memory) per retained message of 16 and 64 bytes.
 // Messages are words (bench/pubsub-routes.ts `text`), which deflate shrinks as it would chat or JSON;
 // the load client counts compressed frames and never inflates them.
 import { join } from "node:path";
@@ -53,6 +58,8 @@ import {
   type Spread,
 } from "./lib/stats.ts";
 import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
+import { historyPhase } from "./pubsub-history.ts";
+import { printHistory, type HistoryResults } from "./pubsub-history-report.ts";
 
 const WS_COUNTS = [1_000, 10_000] as const;
 /** subscribers and the larger message size of the permessage-deflate phase */
@@ -66,17 +73,20 @@ const DEADLINE_MS = 285_000;
 // --- options ---
 
 const flags = parseFlags(
-  "usage: bun bench/pubsub.ts [--rounds N (5)] [--size BYTES (64)] [--seconds PER_BURST (2)] [--only deflate]",
+  "usage: bun bench/pubsub.ts [--rounds N (5)] [--size BYTES (64)] [--seconds PER_BURST (2)] [--only deflate|history]",
   ["rounds", "size", "seconds", "only"],
 );
 const rounds = positive(flags.rounds ?? process.env.BENCH_ROUNDS ?? "5", "rounds", true);
 const size = positive(flags.size ?? "64", "size", true);
 const targetSeconds = positive(flags.seconds ?? "2", "seconds", false);
-if (flags.only !== undefined && flags.only !== "deflate") {
-  console.error(`bench: --only ${flags.only}: the one phase that runs alone is "deflate"`);
+if (flags.only !== undefined && flags.only !== "deflate" && flags.only !== "history") {
+  console.error(
+    `bench: --only ${flags.only}: the phases that run alone are "deflate" and "history"`,
+  );
   process.exit(2);
 }
 const onlyDeflate = flags.only === "deflate";
+const onlyHistory = flags.only === "history";
 
 // --- cleanup, also on Ctrl-C and at the deadline ---
 
@@ -167,7 +177,23 @@ async function main(): Promise<void> {
   console.log(
     `${size}-byte text messages (words), ${rounds} rounds, bursts sized for ~${targetSeconds} s\n`,
   );
+  const memory: Memory[] = [];
+  const scenarios: Scenario[] = [];
+  if (!onlyHistory) {
+    await plainPhases(facts, memory, scenarios);
+    // their servers and clients are done: the history phase's clusters get the machine to themselves
+    await cleanup();
+  }
+  const history = onlyDeflate
+    ? undefined
+    : await historyPhase({ rounds, size, seconds: targetSeconds, servers, clients });
+  report(scenarios, memory, facts, history);
+}
 
+type Facts = ReturnType<typeof machineFacts> & { openFiles: Record<string, string> };
+
+/** Every phase of iodine against the raw Bun.serve: memory, fan-out, SSE, permessage-deflate. */
+async function plainPhases(facts: Facts, memory: Memory[], scenarios: Scenario[]): Promise<void> {
   // --- processes ---
   const sides = [await startSide("iodine"), await startSide("raw")];
   const [iodine, raw] = sides as [Side, Side];
@@ -179,8 +205,6 @@ async function main(): Promise<void> {
   );
 
   // --- memory: fresh servers, 0 then 10,000 idle subscribed WebSockets ---
-  const memory: Memory[] = [];
-  const scenarios: Scenario[] = [];
   if (!onlyDeflate) await mainPhases(sides, memory, scenarios);
 
   // --- permessage-deflate: the plain servers at 4 KiB (and --size, if not done above), then the
@@ -208,8 +232,6 @@ async function main(): Promise<void> {
     );
   }
   for (const side of deflating) await resize(side, "ws", 0);
-
-  report(scenarios, memory, facts);
 }
 
 /** Starts one server and its load client. */
@@ -283,8 +305,60 @@ type Memory = {
 function report(
   scenarios: Scenario[],
   memory: Memory[],
-  facts: ReturnType<typeof machineFacts> & { openFiles: Record<string, string> },
+  facts: Facts,
+  history: HistoryResults | undefined,
 ): void {
+  if (scenarios.length > 0) printScenarios(scenarios, memory);
+  if (history !== undefined) printHistory(history);
+
+  const settings = {
+    rounds,
+    messageBytes: size,
+    targetSecondsPerBurst: targetSeconds,
+    wsSubscribers: WS_COUNTS,
+    sseSubscribers: SSE_COUNT,
+    deflateSubscribers: DEFLATE_COUNT,
+    largeMessageBytes: LARGE,
+    onlyDeflate,
+    onlyHistory,
+  };
+  const report = scenarios.map((sc) => {
+    const pair = pairOf(sc);
+    return {
+      scenario: sc.name,
+      kind: sc.kind,
+      messageBytes: sc.bytes,
+      subscribers: sc.subscribers,
+      messagesPerBurst: sc.messagesPerBurst,
+      deliveriesPerBurst: sc.subscribers * sc.messagesPerBurst,
+      servers: sc.rows.map((r) => ({
+        server: LABEL[r.role],
+        median: r.median,
+        min: r.min,
+        max: r.max,
+        serverCpuNsPerMessage: r.serverCpuNsPerMessage,
+        clientCpuShare: r.clientCpuShare,
+        rounds: r.rounds,
+      })),
+      iodineOverRaw: pair && pair[0].median / pair[1].median,
+      cpuRawOverIodine: pair && pair[1].serverCpuNsPerMessage / pair[0].serverCpuNsPerMessage,
+    };
+  });
+  const ratios = [...scenarios.flatMap(ratioEntries), ...(history?.ratios ?? [])];
+  const absolutes = history?.absolutes ?? [];
+  const written = writeResults("pubsub", {
+    machine: facts,
+    settings,
+    scenarios: report,
+    memory,
+    history: history && { parts: history.parts, notes: history.notes },
+    ratios,
+    absolutes,
+  });
+  console.log(`\nresults: ${written}`);
+}
+
+function printScenarios(scenarios: Scenario[], memory: Memory[]): void {
   const nameWidth = Math.max(16, ...scenarios.map((sc) => sc.name.length + 2));
   console.log("");
   console.log(
@@ -345,43 +419,6 @@ function report(
   );
   console.log(
     "baseline every message (server.publish's default). The load client counts compressed frames, never inflates them.",
-  );
-
-  const settings = {
-    rounds,
-    messageBytes: size,
-    targetSecondsPerBurst: targetSeconds,
-    wsSubscribers: WS_COUNTS,
-    sseSubscribers: SSE_COUNT,
-    deflateSubscribers: DEFLATE_COUNT,
-    largeMessageBytes: LARGE,
-    onlyDeflate,
-  };
-  const report = scenarios.map((sc) => {
-    const pair = pairOf(sc);
-    return {
-      scenario: sc.name,
-      kind: sc.kind,
-      messageBytes: sc.bytes,
-      subscribers: sc.subscribers,
-      messagesPerBurst: sc.messagesPerBurst,
-      deliveriesPerBurst: sc.subscribers * sc.messagesPerBurst,
-      servers: sc.rows.map((r) => ({
-        server: LABEL[r.role],
-        median: r.median,
-        min: r.min,
-        max: r.max,
-        serverCpuNsPerMessage: r.serverCpuNsPerMessage,
-        clientCpuShare: r.clientCpuShare,
-        rounds: r.rounds,
-      })),
-      iodineOverRaw: pair && pair[0].median / pair[1].median,
-      cpuRawOverIodine: pair && pair[1].serverCpuNsPerMessage / pair[0].serverCpuNsPerMessage,
-    };
-  });
-  const ratios = scenarios.flatMap(ratioEntries);
-  console.log(
-    `\nresults: ${writeResults("pubsub", { machine: facts, settings, scenarios: report, memory, ratios })}`,
   );
 }
 

@@ -34,11 +34,10 @@
 // every process, which the report prints next to the ratio; the columns say where it goes (B's
 // master: ioredis encoding, most of it; A's workers: the WebSocket frames).
 import { resolve } from "node:path";
-import IORedis from "ioredis";
+import type IORedis from "ioredis";
 import { requireTool, ROOT, versionLine } from "./lib/tools.ts";
 import {
   assertAlive,
-  freePort,
   iodineCmd,
   LoadClient,
   startServer,
@@ -57,6 +56,7 @@ import {
   type Ratio,
 } from "./lib/stats.ts";
 import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
+import { startRedis } from "./lib/redis-server.ts";
 
 const BATCH = 1_000;
 const LATENCY_RATE = 5_000;
@@ -299,24 +299,9 @@ async function main(): Promise<void> {
 // --- the rig ---
 
 async function startRig(redisServer: string): Promise<Rig> {
-  const port = freePort();
-  redis = await startServer(
-    "redis-server",
-    [
-      redisServer,
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-    ],
-    { port },
-  );
-  await redisReady(port);
-  const url = `redis://127.0.0.1:${port}`;
+  const started = await startRedis(redisServer, (server) => (redis = server));
+  admin = started.admin;
+  const { port, url } = started;
   const cluster = async (name: string) => {
     const cmd = iodineCmd("-w", "2", "-r", url, "bench/cluster-app.ts");
     // runtime flags reach the workers too (the master spawns them with its own)
@@ -359,7 +344,7 @@ async function startRig(redisServer: string): Promise<Rig> {
     );
   }
   const rig: Rig = {
-    redis,
+    redis: started.server,
     a,
     b,
     receiver,
@@ -372,32 +357,6 @@ async function startRig(redisServer: string): Promise<Rig> {
   // End to end before measuring: A's master has subscribed in Redis, B's master publishes to it.
   for (const side of SIDES) await probe(rig, side);
   return rig;
-}
-
-/** Polls PING until the redis-server answers. */
-async function redisReady(port: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  admin = new IORedis({
-    host: "127.0.0.1",
-    port,
-    lazyConnect: true,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => 50,
-  });
-  admin.on("error", () => {});
-  for (;;) {
-    try {
-      if (admin.status === "wait") await admin.connect();
-      if ((await admin.ping()) === "PONG") return;
-    } catch (err) {
-      if (redis) assertAlive(redis);
-      if (Date.now() > deadline)
-        throw new Error(
-          `redis-server on port ${port}: no PONG after 10 s (${err})\n${redis?.stdout.tail ?? ""}`,
-        );
-      await Bun.sleep(50);
-    }
-  }
 }
 
 /** Publishes `#probe` until every subscriber of the side got one, then lets the stragglers arrive. */

@@ -3,7 +3,8 @@
 // Run:   bun bench/report.ts             (bun run bench runs it after the benches)
 //        bun bench/report.ts --partial   (after a partial run: the report goes to bench/results/)
 // Out:   bench/RESULTS.md — date, machine, Bun, the command, a table of every ratio (median, min–max,
-//        target, ✓/✗) and one of the absolute figures that have targets — and bench/ratios.svg;
+//        target, ✓/✗) and one of the absolute figures (cross-worker msg/s, p99 µs, bytes per retained
+//        history message), with their targets where they have one — and bench/ratios.svg;
 //        then README.md's bench block is regenerated from RESULTS.md (scripts/readme.ts). With
 //        --partial, RESULTS.md and ratios.svg are written in bench/results/ and the README is left
 //        alone, so a quick look never replaces the numbers of a full run.
@@ -131,7 +132,7 @@ function markdown(results: BenchResults[], run: SuiteRun | null, stale: BenchRes
       "",
       "## Absolute numbers",
       "",
-      "Figures whose target is a number rather than a ratio: the median round, and the range over the rounds.",
+      "Figures that stand alone rather than against a baseline, with a target where there is one: the median round, and the range over the rounds.",
       "",
       "| bench | what | value | min–max | target | ✓/✗ |",
       "|---|---|--:|--:|--:|:-:|",

@@ -67,7 +67,7 @@ export interface Ratio {
   detail: string;
 }
 
-/** A figure with a target of its own rather than a baseline (cross-worker msg/s, p99 µs), listed under `absolutes`. */
+/** A figure that stands alone rather than against a baseline (cross-worker msg/s, p99 µs, bytes per retained message), listed under `absolutes`; its target, if any, is a number. */
 export interface Absolute {
   bench: string;
   name: string;
