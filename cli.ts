@@ -1,4 +1,4 @@
-#!/usr/bin/env -S bun --max-http-header-size=32768
+#!/usr/bin/env bun
 // `iodine [options] [APP]` (SPEC §2): read the command line, load the app, then serve it here or
 // hand it to a cluster supervisor. Every problem with the command line, the environment or the app
 // module is one stderr line `iodine: <problem>` and exit code 2: no stack, no usage dump.
@@ -14,13 +14,7 @@ import {
   tlsForWorkers,
   writePid,
 } from "./src/cli/setup.ts";
-import { Supervisor } from "./src/cluster/supervisor.ts";
-import {
-  enterWorker,
-  isWorkerProcess,
-  reportStartFailure,
-  startWorker,
-} from "./src/cluster/worker.ts";
+import { isWorkerProcess } from "./src/cluster/role.ts";
 import { CliError, ListenError, StartError } from "./src/errors.ts";
 import { driveFromCli, listenerCount, startAll } from "./src/lifecycle.ts";
 import { log, setVerbosity, withCauseStack } from "./src/log.ts";
@@ -51,13 +45,15 @@ async function main(argv: string[]): Promise<void> {
   checkPublicFolder(settings.www);
   const appFile = settings.app || defaultAppPath();
   // Where this process runs is settled before the app module loads, so `Iodine.isMaster` is right in it.
-  const placement = worker ? enterWorker() : cluster ? CLUSTER_MASTER : SINGLE_PROCESS;
+  // The cluster's code loads only in a cluster: a single process does not pay for it at start.
+  const workerSide = worker ? await import("./src/cluster/worker.ts") : undefined;
+  const placement = workerSide?.enterWorker() ?? (cluster ? CLUSTER_MASTER : SINGLE_PROCESS);
   driveFromCli(settings, tls, placement);
   // Every process makes the engine (the app may replace it); only the master, or a single process, connects it.
   if (settings.redis !== undefined)
-    setDefaultEngine(redisEngine(settings.redis, settings.redisPing));
+    setDefaultEngine(await redisEngine(settings.redis, settings.redisPing));
   await loadApp(appFile);
-  if (worker) return startWorker(placement, settings.threads);
+  if (workerSide) return workerSide.startWorker(placement, settings.threads);
   writePid(settings.pid);
   if (!cluster) return startSingle(settings);
   if (listenerCount() === 0) {
@@ -68,21 +64,22 @@ async function main(argv: string[]): Promise<void> {
     );
     return startSingle(settings, SINGLE_PROCESS);
   }
+  const { Supervisor } = await import("./src/cluster/supervisor.ts");
   const supervisor = new Supervisor(settings, tlsForWorkers(settings, tls));
-  serveClusterMetrics(settings, supervisor);
+  await serveClusterMetrics(settings, supervisor);
   await supervisor.start();
 }
 
 async function startSingle(settings: Settings, runAs?: Placement): Promise<void> {
   let started = false;
-  serveSingleMetrics(settings, () => started);
+  await serveSingleMetrics(settings, () => started);
   await startAll(runAs);
   started = true;
 }
 
 leaveWhenOrphaned();
 
-main(process.argv.slice(2)).catch((err: unknown) => {
+main(process.argv.slice(2)).catch(async (err: unknown) => {
   // What the user can fix is one line and exit code 2; anything else is a bug, shown with its stack.
   const fixable =
     err instanceof CliError || err instanceof StartError || err instanceof ListenError;
@@ -91,7 +88,8 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     : `failed to start: ${(err as Error)?.stack ?? String(err)}`;
   const code = fixable ? 2 : 1;
   // A cluster worker tells its master, which says it once for every worker.
-  if (reportStartFailure(text, code)) return;
+  if (isWorkerProcess() && (await import("./src/cluster/worker.ts")).reportStartFailure(text, code))
+    return;
   log.error(text);
   process.exit(code);
 });

@@ -1,5 +1,5 @@
 // The iodine app for bench/cluster.ts, run as a cluster through the CLI:
-//   bun --max-http-header-size=32768 cli.ts -p 0 -b 127.0.0.1 -w 2 bench/cluster-app.ts
+//   bun cli.ts -p 0 -b 127.0.0.1 -w 2 bench/cluster-app.ts
 //
 // A WebSocket on /ws is told which process serves it (first message `pid N`) and then takes
 // commands, one per text message. The publishing always happens in the worker that serves the

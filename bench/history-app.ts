@@ -1,5 +1,5 @@
 // The iodine app of bench/pubsub-history.ts (the history phase of bench/pubsub.ts), run as a cluster:
-//   bun --max-http-header-size=32768 cli.ts -p 0 -b 127.0.0.1 -w 2 [-r redis://…] bench/history-app.ts
+//   bun cli.ts -p 0 -b 127.0.0.1 -w 2 [-r redis://…] bench/history-app.ts
 //
 // Channels: "bench" is ordinary; "h:bench" keeps history (`h:*`, the last HISTORY_SIZE messages,
 // the default ttl); `m:*` keep MEMORY_SIZE messages each, for the memory figures. Every WebSocket

@@ -47,7 +47,7 @@ async function main(): Promise<void> {
   tmp = mkdtempSync(join(tmpdir(), "iodine-bench-startup-"));
   const exe = await buildExecutable(join(tmp, "iodine"));
   const app = join(ROOT, "examples", "hello.ts");
-  const cli = [process.execPath, "--max-http-header-size=32768", join(ROOT, "cli.ts")];
+  const cli = [process.execPath, join(ROOT, "cli.ts")];
   const ways: Way[] = [
     { name: "Bun.serve script", cmd: () => [process.execPath, "-e", BASELINE] },
     { name: "bun run iodine", cmd: (p) => [process.execPath, "run", "iodine", "-p", `${p}`, app] },

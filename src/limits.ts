@@ -16,7 +16,7 @@ export const DEFAULTS = {
   bodyTimeout: 10,
   ping: 40,
   maxBody: 50 * MiB,
-  maxHeader: 32 * KiB,
+  maxHeader: 16 * KiB,
   maxMsg: 250 * KiB,
   /**
    * WebSocket permessage-deflate, off: Bun compresses a published message once per subscriber, so

@@ -4,9 +4,10 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { OPTIONS, readArgv, readConfigText } from "../src/cli/options.ts";
+import { BUN_DEFAULT_HEADER_LIMIT, bunHeaderLimit } from "../src/cli/relaunch.ts";
 import { resolveCount, resolveSettings, type Settings } from "../src/cli/settings.ts";
 import { selfSigned } from "../src/tls.ts";
-import { errorOf, fixture, runCli, startCli, tempDir } from "./harness.ts";
+import { childrenOf, errorOf, fixture, runCli, startCli, tempDir } from "./harness.ts";
 
 const settingsOf = (argv: string[], env: Record<string, string> = {}, cores = 8): Settings =>
   resolveSettings(readArgv(argv), undefined, env, cores);
@@ -107,7 +108,7 @@ describe("option parsing", () => {
       bodyTimeout: 10,
       ping: 40,
       maxBody: 50 * MiB,
-      maxHeader: 32 * KiB,
+      maxHeader: 16 * KiB,
       maxMsg: 250 * KiB,
       deflate: false,
       tls: false,
@@ -681,13 +682,27 @@ describe("the CLI process", () => {
     expect(await (await fetch(cold.url + "/first")).text()).toBe("call 1 /first");
   });
 
-  test("the CLI re-launches itself with Bun's header flag when it was started without it", async () => {
-    await using srv = await startCli(
-      ["--max-header", "20", "-p", "0", fixture("function-app.ts")],
-      { headerFlag: false },
-    );
+  test("Bun's default header limit is what the CLI assumes without a flag (a Bun upgrade that changes it fails here)", () => {
+    expect(process.execArgv.some((a) => a.startsWith("--max-http-header-size"))).toBe(false);
+    expect(BUN_DEFAULT_HEADER_LIMIT).toBe(require("node:http").maxHeaderSize);
+    expect(bunHeaderLimit()).toBe(BUN_DEFAULT_HEADER_LIMIT);
+  });
+
+  test("the CLI re-launches itself with Bun's header flag only for a --max-header Bun is not running with", async () => {
+    await using srv = await startCli(["--max-header", "20", "-p", "0", fixture("function-app.ts")]);
     expect((await fetch(srv.url)).status).toBe(200);
+    expect(childrenOf(srv.proc.pid)).toHaveLength(1); // the re-launched Bun
     // The listening line comes from the re-launched child; SIGTERM reaches it through the parent.
     expect(await srv.stop("SIGTERM")).toBe(0);
+    // The default (Bun's own 16 KiB) and a flag that matches need no second process.
+    await using plain = await startCli(["-p", "0", fixture("function-app.ts")]);
+    expect(childrenOf(plain.proc.pid)).toHaveLength(0);
+    await using flagged = await startCli(
+      ["--max-header", "20", "-p", "0", fixture("function-app.ts")],
+      {
+        headerFlag: 20 * 1024,
+      },
+    );
+    expect(childrenOf(flagged.proc.pid)).toHaveLength(0);
   });
 });

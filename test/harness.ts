@@ -39,8 +39,8 @@ export interface CliProcess extends AsyncDisposable {
 export interface StartOptions {
   env?: Record<string, string | undefined>;
   cwd?: string;
-  /** pass Bun's header flag up front so the CLI need not re-launch itself (default true) */
-  headerFlag?: boolean;
+  /** Bun's header flag for this many bytes up front (the CLI re-launches Bun when it differs from --max-header) */
+  headerFlag?: number;
   /** how long to wait for the listening line, ms */
   timeout?: number;
   /** start it as the leader of a process group of its own, as a shell does for a foreground job */
@@ -54,7 +54,7 @@ export interface StartOptions {
 }
 
 function spawnCli(args: string[], o: StartOptions = {}) {
-  const flag = o.headerFlag === false ? [] : ["--max-http-header-size=32768"];
+  const flag = o.headerFlag === undefined ? [] : [`--max-http-header-size=${o.headerFlag}`];
   return spawnCommand([process.execPath, ...flag, CLI, ...args], o);
 }
 

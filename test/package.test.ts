@@ -84,7 +84,7 @@ describe("the package, installed into a user's project as the README says", () =
     expect(APP).toContain('from "iodine-bun"');
     expect(SCRIPTS).toEqual({
       start: "iodine -w -1 app.ts",
-      dev: "bun --watch --max-http-header-size=32768 node_modules/.bin/iodine app.ts",
+      dev: "bun --watch node_modules/.bin/iodine app.ts",
     });
     expect(JSON.parse(TSCONFIG).compilerOptions.strict).toBe(true);
   });
@@ -149,7 +149,7 @@ describe("the package, installed into a user's project as the README says", () =
 
   test("another copy's CLI (this checkout's) gives the app that CLI's iodine, not the project's copy: one runtime", async () => {
     await using srv = await startCommand(
-      [process.execPath, "--max-http-header-size=32768", CLI, "-p", "0", "app.ts"],
+      [process.execPath, CLI, "-p", "0", "app.ts"],
       { cwd: project },
     );
     await servesTheApp(srv);

@@ -12,8 +12,12 @@ const modes: [string, () => Promise<CliProcess>][] = [
     () => startCommand([process.execPath, "run", "iodine", "-p", "0", slowApp], { group: true }),
   ],
   [
-    "bun cli.ts (the header-size re-launch)",
-    () => startCli(["-p", "0", slowApp], { group: true, headerFlag: false }),
+    "bun cli.ts (one process)",
+    () => startCli(["-p", "0", slowApp], { group: true }),
+  ],
+  [
+    "bun cli.ts --max-header 32 (the header-size re-launch)",
+    () => startCli(["--max-header", "32", "-p", "0", slowApp], { group: true }),
   ],
   [
     "bun run iodine -w 2",
@@ -23,8 +27,8 @@ const modes: [string, () => Promise<CliProcess>][] = [
       }),
   ],
   [
-    "bun cli.ts -w 2 (the header-size re-launch)",
-    () => startCli(["-p", "0", "-w", "2", slowApp], { group: true, headerFlag: false }),
+    "bun cli.ts --max-header 32 -w 2 (the header-size re-launch)",
+    () => startCli(["--max-header", "32", "-p", "0", "-w", "2", slowApp], { group: true }),
   ],
 ];
 

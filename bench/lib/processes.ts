@@ -147,11 +147,10 @@ export async function startServer(
   return server(Number(outcome[1]));
 }
 
-/** The iodine CLI on a port of its choosing on 127.0.0.1, with the header limit it would otherwise relaunch itself for. */
+/** The iodine CLI on a port of its choosing on 127.0.0.1 (one process: Bun's own header limit). */
 export function iodineCmd(...args: string[]): string[] {
   return [
     process.execPath,
-    "--max-http-header-size=32768",
     "cli.ts",
     "-p",
     "0",

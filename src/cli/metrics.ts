@@ -3,7 +3,7 @@
 import type { Supervisor } from "../cluster/supervisor.ts";
 import { StartError } from "../errors.ts";
 import { startCounting } from "../metrics/counters.ts";
-import { serveMetrics, type Facts } from "../metrics/server.ts";
+import type { Facts } from "../metrics/server.ts";
 import type { Settings } from "./settings.ts";
 
 /** In every process: count from now on (before the app's listeners are built). */
@@ -12,9 +12,9 @@ export function countIfAsked(s: Settings): void {
 }
 
 /** The master: the supervisor's view of its workers. */
-export function serveClusterMetrics(s: Settings, supervisor: Supervisor): void {
+export async function serveClusterMetrics(s: Settings, supervisor: Supervisor): Promise<void> {
   if (s.metrics === undefined) return;
-  serve(s.metrics, () => {
+  await serve(s.metrics, () => {
     const st = supervisor.stats;
     const workers = supervisor.listeningSlots();
     return {
@@ -31,9 +31,9 @@ export function serveClusterMetrics(s: Settings, supervisor: Supervisor): void {
 }
 
 /** A single process: ready once `started()` says its listeners are up. */
-export function serveSingleMetrics(s: Settings, started: () => boolean): void {
+export async function serveSingleMetrics(s: Settings, started: () => boolean): Promise<void> {
   if (s.metrics === undefined) return;
-  serve(s.metrics, () => ({
+  await serve(s.metrics, () => ({
     role: "single",
     workers: started() ? 1 : 0,
     slots: 1,
@@ -45,7 +45,9 @@ export function serveSingleMetrics(s: Settings, started: () => boolean): void {
   }));
 }
 
-function serve(at: NonNullable<Settings["metrics"]>, facts: () => Facts): void {
+async function serve(at: NonNullable<Settings["metrics"]>, facts: () => Facts): Promise<void> {
+  // Loaded only with --metrics.
+  const { serveMetrics } = await import("../metrics/server.ts");
   try {
     serveMetrics(at, facts);
   } catch (err) {

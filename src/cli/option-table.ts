@@ -147,8 +147,9 @@ export const OPTIONS: readonly OptionDef[] = [
     kind: "string",
     iodine: ["maxhd", "max-header"],
     valueHint: "KB",
-    description: "largest header block in KiB, request line included; 431 above it",
-    default: "32",
+    description:
+      "largest header block in KiB, request line included; 431 above it (another value than Bun's 16 re-launches Bun with its flag)",
+    default: "16 (Bun's own)",
   },
   {
     name: "max-msg",

@@ -2,14 +2,14 @@
 // cluster), the Redis engine of `-r`, the public folder check and the pid file.
 import { existsSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { CliError } from "../errors.ts";
-import { RedisEngine } from "../pubsub/redis.ts";
-import { ShardedRedisEngine } from "../pubsub/redis-sharded.ts";
-import { selfSigned, tlsFromFiles } from "../tls.ts";
-import type { TLSOptions } from "../types.ts";
+import type { PubSubEngine, TLSOptions } from "../types.ts";
 import type { Settings } from "./settings.ts";
 
 /** `--tls-cert`/`--tls-key`, else `--tls`: a self-signed certificate, made by the master and handed to its workers. */
 export async function tlsFor(s: Settings, inWorker: boolean): Promise<TLSOptions | undefined> {
+  if (!s.tls && s.tlsCert === undefined) return undefined;
+  // Loaded only for TLS: a plain start does not pay for it.
+  const { selfSigned, tlsFromFiles } = await import("../tls.ts");
   if (s.tlsCert !== undefined && s.tlsKey !== undefined)
     return tlsFromFiles(s.tlsCert, s.tlsKey, s.tlsPass);
   const cert = process.env.IODINE_TLS_CERT_PEM;
@@ -27,9 +27,12 @@ export function tlsForWorkers(s: Settings, tls: TLSOptions | undefined): Record<
 }
 
 /** `-r URL`: the Redis engine, or with `?sharded` in the URL the Redis Cluster (sharded pub/sub) engine. */
-export function redisEngine(url: string, ping: number): RedisEngine | ShardedRedisEngine {
+export async function redisEngine(url: string, ping: number): Promise<PubSubEngine> {
+  // Loaded only with -r: a start without Redis does not pay for the engines.
   const sharded = /[?&]sharded(=(1|true|yes))?(?=&|$)/;
-  if (!sharded.test(url)) return new RedisEngine(url, { ping });
+  if (!sharded.test(url))
+    return new (await import("../pubsub/redis.ts")).RedisEngine(url, { ping });
+  const { ShardedRedisEngine } = await import("../pubsub/redis-sharded.ts");
   const plain = url
     .replace(sharded, (m) => (m.startsWith("?") ? "?" : ""))
     .replace(/\?&/, "?")

@@ -23,6 +23,7 @@ import { flushAccessLog, log, logException } from "../log.ts";
 import { Hub } from "../pubsub/hub.ts";
 import { defaultEngine, engineLabel } from "../pubsub/engine-api.ts";
 import { removeStaleBusSockets } from "./bus-sockets.ts";
+import { selfCommand } from "./self-command.ts";
 import { WORKER_ENV, type MasterOrder, type WorkerReport } from "./worker.ts";
 
 /** The cluster's shape: the CLI passes its settings. */
@@ -348,22 +349,6 @@ export class Supervisor {
       engine === undefined ? "cluster pub/sub" : `cluster + ${engineLabel(engine)} pub/sub`;
     for (const b of listening as Bound[]) log.info(`listening on ${b.where} (${shape}, ${pubsub})`);
   }
-}
-
-/**
- * This same command again: this runtime, this script and its arguments — or, in a `bun build
- * --compile` executable, the executable itself, which takes every argument as its own (its runtime
- * flags come from $BUN_OPTIONS). `runtimeFlags` keeps bun's own flags (e.g. --max-http-header-size).
- */
-export function selfCommand(runtimeFlags: boolean): string[] {
-  const compiled = process.argv[1]?.startsWith("/$bunfs/") ?? false;
-  if (compiled) return [process.execPath, ...process.argv.slice(2)];
-  return [
-    process.execPath,
-    ...(runtimeFlags ? process.execArgv : []),
-    process.argv[1]!,
-    ...process.argv.slice(2),
-  ];
 }
 
 let hinted = false;

@@ -19,17 +19,9 @@ import { SYNC_MS } from "../limits.ts";
 import { log, setLogPrefix } from "../log.ts";
 import { clusterWorker, type Placement } from "../placement.ts";
 import { joinCluster, type ClusterMember } from "../pubsub/member.ts";
+import { isWorkerProcess, WORKER_ENV } from "./role.ts";
 
-/** What the master puts in a worker's environment. */
-export const WORKER_ENV = {
-  role: "IODINE_ROLE",
-  bus: "IODINE_BUS",
-  id: "IODINE_WORKER",
-  ports: "IODINE_PORTS",
-  master: "IODINE_MASTER_PID",
-  /** set in a worker's extra threads (Bun Workers running this same entry), 1…threads-1 */
-  thread: "IODINE_THREAD",
-} as const;
+export { isWorkerProcess, WORKER_ENV };
 
 /**
  * The IPC messages a worker sends its master (and a thread its worker, by postMessage). "failed": the
@@ -39,10 +31,6 @@ export type WorkerReport =
   { type: "ready"; bound: Bound[] } | { type: "stopped" } | { type: "failed"; message: string };
 /** What the master tells a worker over IPC: a hot restart's replacement listens; hand over and exit. */
 export type MasterOrder = { type: "handover" };
-
-export function isWorkerProcess(env: NodeJS.ProcessEnv = process.env): boolean {
-  return env[WORKER_ENV.role] === "worker";
-}
 
 /**
  * A worker that cannot start tells its master why and exits with `exitCode`: the master says it once
