@@ -148,10 +148,9 @@ describe("the package, installed into a user's project as the README says", () =
   }, 20_000);
 
   test("another copy's CLI (this checkout's) gives the app that CLI's iodine, not the project's copy: one runtime", async () => {
-    await using srv = await startCommand(
-      [process.execPath, CLI, "-p", "0", "app.ts"],
-      { cwd: project },
-    );
+    await using srv = await startCommand([process.execPath, CLI, "-p", "0", "app.ts"], {
+      cwd: project,
+    });
     await servesTheApp(srv);
   }, 20_000);
 

@@ -11,10 +11,7 @@ const modes: [string, () => Promise<CliProcess>][] = [
     "bun run iodine",
     () => startCommand([process.execPath, "run", "iodine", "-p", "0", slowApp], { group: true }),
   ],
-  [
-    "bun cli.ts (one process)",
-    () => startCli(["-p", "0", slowApp], { group: true }),
-  ],
+  ["bun cli.ts (one process)", () => startCli(["-p", "0", slowApp], { group: true })],
   [
     "bun cli.ts --max-header 32 (the header-size re-launch)",
     () => startCli(["--max-header", "32", "-p", "0", slowApp], { group: true }),

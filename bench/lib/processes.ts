@@ -149,15 +149,7 @@ export async function startServer(
 
 /** The iodine CLI on a port of its choosing on 127.0.0.1 (one process: Bun's own header limit). */
 export function iodineCmd(...args: string[]): string[] {
-  return [
-    process.execPath,
-    "cli.ts",
-    "-p",
-    "0",
-    "-b",
-    "127.0.0.1",
-    ...args,
-  ];
+  return [process.execPath, "cli.ts", "-p", "0", "-b", "127.0.0.1", ...args];
 }
 
 /** Throws, with the end of its stderr, if the server is gone. */
