@@ -70,6 +70,11 @@ export interface EngineHistory {
     size: number,
     ttlMs: number,
   ): Promise<Position>;
+  /**
+   * The caller kept a message of `channel` itself (the engine was not available, or rejected the
+   * append): the engine's history of the channel now lacks it, so its next append starts a new epoch.
+   */
+  missed(channel: string): void;
   /** What the channel still retains after `after` (messages older than `ttlMs` are not). */
   read(channel: string, after: number, ttlMs: number): Promise<Retained>;
   /** This cluster's number of subscriptions per channel changed: only the changed ones, 0 for none left. */

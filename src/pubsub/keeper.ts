@@ -55,6 +55,7 @@ export class Keeper {
     if (engine === undefined || local) return this.#keep(channel, bytes, text, config);
     if (!engine.available) {
       this.#away();
+      engine.missed(channel);
       return this.#keep(channel, bytes, text, config);
     }
     // The engine takes it later (the caller's bytes may be reused meanwhile).
@@ -63,6 +64,7 @@ export class Keeper {
       () => void (this.#saidAway = false),
       () => {
         this.#away();
+        engine.missed(channel);
         this.#keep(channel, copy, text, config);
       },
     );

@@ -1,0 +1,318 @@
+// History and presence kept in one Redis (SPEC §5), for the Redis engine (redis.ts): every cluster on
+// that Redis shares one sequence per history channel. Key layout and scripts: redis-lua.ts.
+//
+// - Appends: what a turn of the event loop collected goes out as EVALSHAs of APPEND_SCRIPT (≤ 256
+//   messages each, runs of one channel sharing the hash's bookkeeping) on the publishing connection;
+//   the script numbers each message, adds it to the channel's stream and PUBLISHes it with a header
+//   carrying its position, atomically. Nothing is delivered here: every cluster, this one included,
+//   gets the message back on its subscribing connection (`receive`), and delivers it with its position.
+// - Redis away: `available` is false unless both connections are ready, and the master keeps history
+//   publishes itself under its own epoch (keeper.ts) and tells us (`missed`): the next append of such a
+//   channel starts a new epoch in Redis, since its history there lacks what was kept elsewhere (so a
+//   `since` from before the outage resolves `recovered: false`, which is the truth). An append in
+//   flight when the publishing connection drops is rejected (maxRetriesPerRequest 0: ioredis would
+//   otherwise send it again after the reconnect, late and out of order) and kept by the master; if
+//   Redis had run it before the drop, this cluster delivers it twice (once per epoch).
+// - Reads: READ_SCRIPT, then a PING on the subscribing connection, so every live message the read saw
+//   has arrived before the read resolves (recovery drops duplicates only while it holds live ones).
+// - Per-message ttl: the stream expires ttl after its last message, and each entry's id carries
+//   Redis's clock, so a read leaves out the older ones even while newer ones keep the stream alive.
+//   They stay in memory until trimmed by size or the stream expires.
+// - Presence: `iodine:pres:<channel>` holds each cluster's count; a cluster proves it is alive with
+//   `iodine:alive:<id>` (PX 5000, refreshed every 1.5 s), so a SIGKILLed one's share goes within 5 s.
+import { hostname } from "node:os";
+import type { Redis as IORedis } from "ioredis";
+import { log } from "../log.ts";
+import type { Position } from "../types.ts";
+import type { EngineHistory, Retained } from "./engine-api.ts";
+import { historyFor } from "./history.ts";
+import { Backlog } from "./redis-common.ts";
+import { APPEND_SCRIPT, PRESENCE_SCRIPT, READ_SCRIPT } from "./redis-lua.ts";
+
+/** Messages per EVALSHA of the append script (bounded so Redis serves others in between). */
+const APPEND_BATCH = 256;
+/** Appends waiting for Redis's answer past which the master keeps history publishes itself. */
+const MAX_APPENDS_WAITING = 200_000;
+const ALIVE_MS = 5_000;
+const REFRESH_MS = 1_500;
+/** Entries of the append queue: channel, bytes, text, size, ttlMs, resolve, reject. */
+const STRIDE = 7;
+const HEADER = Buffer.from("\0iodine-h ");
+const NL = 10;
+const COLON = 58;
+
+type Conn = IORedis & {
+  iodineAppend(...args: (string | Buffer)[]): Promise<(string | number)[]>;
+  iodineReadBuffer(channel: string, after: string, ttlMs: string): Promise<ReadReply>;
+  iodinePresence(channel: string, id: string): Promise<number>;
+};
+type ReadReply = [Buffer, number, number, number, number, [Buffer, Buffer[]][]];
+
+/** What the history part needs of its engine. */
+export interface HistoryLinks {
+  /** the publishing connection, the subscribing one (undefined while the engine is closed) */
+  pub(): IORedis | undefined;
+  sub(): IORedis | undefined;
+  deliverAt(channel: string, bytes: Buffer, text: boolean, position: Position): void;
+}
+
+export class RedisHistory implements EngineHistory {
+  /** names this cluster in presence hashes and its alive key */
+  readonly clusterId = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+  readonly #links: HistoryLinks;
+  #queue: unknown[] = [];
+  #queued = false;
+  #backlog = new Backlog("redis (history)", MAX_APPENDS_WAITING);
+  /** channels the master kept messages of while Redis was away: their next append starts a new epoch */
+  #gaps = new Set<string>();
+  /** this cluster's subscriptions per channel (what Redis is told again after a reconnect) */
+  #counts = new Map<string, number>();
+  #refused = false;
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(links: HistoryLinks) {
+    this.#links = links;
+  }
+
+  get available(): boolean {
+    const pub = this.#links.pub();
+    const sub = this.#links.sub();
+    return (
+      pub?.status === "ready" &&
+      sub?.status === "ready" &&
+      !this.#refused &&
+      this.#backlog.hasRoom()
+    );
+  }
+
+  /** A new publishing connection: its scripts, and on every (re)connection, presence again. */
+  prepare(pub: IORedis): void {
+    pub.defineCommand("iodineAppend", { numberOfKeys: 0, lua: APPEND_SCRIPT });
+    pub.defineCommand("iodineRead", { numberOfKeys: 0, lua: READ_SCRIPT });
+    pub.defineCommand("iodinePresence", { numberOfKeys: 0, lua: PRESENCE_SCRIPT });
+    pub.on("ready", () => {
+      this.#refused = false;
+      this.#backlog.resume();
+      this.#refresh();
+    });
+  }
+
+  open(): void {
+    this.#timer = setInterval(() => this.#refresh(), REFRESH_MS);
+    this.#timer.unref?.();
+  }
+
+  /** The engine closes: pending appends fail (the caller keeps them), and this cluster leaves presence. */
+  close(): void {
+    clearInterval(this.#timer);
+    this.#flush();
+    this.#backlog.clear();
+    const pub = this.#links.pub();
+    if (pub?.status === "ready" && this.#counts.size > 0) {
+      // Best effort: written before the connection ends; else the alive key expires in 5 s.
+      const p = pub.pipeline().del(this.#aliveKey);
+      for (const channel of this.#counts.keys()) p.hdel(presKey(channel), this.clusterId);
+      p.exec().catch(() => {});
+    }
+    this.#counts.clear();
+  }
+
+  // --- appends ---
+
+  append(
+    channel: string,
+    bytes: Uint8Array,
+    text: boolean,
+    size: number,
+    ttlMs: number,
+  ): Promise<Position> {
+    return new Promise<Position>((resolve, reject) => {
+      this.#queue.push(channel, bytes, text, size, ttlMs, resolve, reject);
+      if (this.#queued) return;
+      this.#queued = true;
+      setImmediate(this.#flush);
+    });
+  }
+
+  missed(channel: string): void {
+    this.#gaps.add(channel);
+  }
+
+  /** Sends what is queued, in order: one EVALSHA per APPEND_BATCH messages. */
+  #flush = (): void => {
+    this.#queued = false;
+    const q = this.#queue;
+    if (q.length === 0) return;
+    this.#queue = [];
+    const pub = this.#links.pub() as Conn | undefined;
+    if (pub?.status !== "ready") return fail(q, 0, q.length, new Error("redis: not connected"));
+    for (let i = 0; i < q.length;) {
+      const start = i;
+      const args: (string | Buffer)[] = [];
+      const runs: number[] = [];
+      let bytes = 0;
+      while (i < q.length && i - start < APPEND_BATCH * STRIDE) {
+        const channel = q[i] as string;
+        const head = args.length;
+        const fresh = this.#gaps.delete(channel) ? "1" : "0";
+        args.push(channel, String(q[i + 3]), String(q[i + 4]), fresh, "");
+        let flags = "";
+        do {
+          const b = q[i + 1] as Uint8Array;
+          args.push(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+          bytes += b.byteLength;
+          flags += q[i + 2] === true ? "1" : "0";
+          i += STRIDE;
+        } while (i < q.length && i - start < APPEND_BATCH * STRIDE && q[i] === channel);
+        args[head + 4] = flags;
+        runs.push(flags.length);
+      }
+      const n = (i - start) / STRIDE;
+      this.#backlog.add(n, bytes);
+      const end = i;
+      pub.iodineAppend(...args).then(
+        (reply) => {
+          this.#backlog.answered(n, bytes);
+          settle(q, start, runs, reply);
+        },
+        (err: Error) => {
+          this.#backlog.answered(n, bytes);
+          if (err.name === "ReplyError") this.#refuse(err);
+          fail(q, start, end, err);
+        },
+      );
+    }
+  };
+
+  #refuse(err: Error): void {
+    if (this.#refused) return;
+    this.#refused = true;
+    log.warn(
+      `redis: cannot keep history in Redis (${err.message}); the master keeps it until Redis reconnects`,
+    );
+  }
+
+  // --- reads ---
+
+  async read(channel: string, after: number, ttlMs: number): Promise<Retained> {
+    // Appends queued before this read are sent before it (one connection: Redis runs them first).
+    this.#flush();
+    const pub = this.#links.pub() as Conn | undefined;
+    if (pub?.status !== "ready") throw new Error("redis: not connected");
+    const reply = await pub.iodineReadBuffer(channel, String(after), String(ttlMs));
+    // Every live message Redis published before the read is on the subscribing connection before
+    // this PING's answer: it has been delivered once this resolves.
+    const sub = this.#links.sub();
+    if (sub?.status === "ready") await sub.ping();
+    return retained(reply, ttlMs);
+  }
+
+  // --- presence ---
+
+  counts(changed: ReadonlyMap<string, number>): void {
+    for (const [channel, n] of changed) {
+      if (n > 0) this.#counts.set(channel, n);
+      else this.#counts.delete(channel);
+    }
+    const pub = this.#links.pub();
+    // While away: told again on "ready" (#refresh finds its alive key gone).
+    if (pub?.status === "ready") this.#tell(pub, changed);
+  }
+
+  async presence(channel: string): Promise<number> {
+    const pub = this.#links.pub() as Conn | undefined;
+    if (pub?.status !== "ready") throw new Error("redis: not connected");
+    // Counts are sent as they change, on this connection: Redis has them before this.
+    return Number(await pub.iodinePresence(channel, this.clusterId));
+  }
+
+  get #aliveKey(): string {
+    return `iodine:alive:${this.clusterId}`;
+  }
+
+  /** Proves this cluster alive; when Redis had let it lapse (or lost it), tells every count again. */
+  #refresh(): void {
+    const pub = this.#links.pub();
+    if (pub?.status !== "ready") return;
+    pub.set(this.#aliveKey, "1", "PX", ALIVE_MS, "GET").then(
+      (old) => {
+        if (old === null && this.#counts.size > 0 && pub.status === "ready")
+          this.#tell(pub, this.#counts);
+      },
+      (err: Error) => log.debug(`redis: refreshing presence failed: ${err.message}`),
+    );
+  }
+
+  #tell(pub: IORedis, counts: ReadonlyMap<string, number>): void {
+    const p = pub.pipeline();
+    for (const [channel, n] of counts) {
+      if (n > 0) p.hset(presKey(channel), this.clusterId, n);
+      else p.hdel(presKey(channel), this.clusterId);
+    }
+    p.exec().catch((err: Error) => log.debug(`redis: presence counts failed: ${err.message}`));
+  }
+
+  // --- receiving ---
+
+  /**
+   * A message from the subscribing connection: true when it is a history message of a history
+   * channel (delivered here with its position); anything else is an ordinary message.
+   */
+  receive(channel: string, message: Buffer): boolean {
+    if (message.length <= HEADER.length || message[0] !== 0) return false;
+    for (let i = 1; i < HEADER.length; i++) if (message[i] !== HEADER[i]) return false;
+    if (historyFor(channel) === undefined) return false;
+    const nl = message.indexOf(NL, HEADER.length);
+    if (nl < 0) return false;
+    const binary = message[nl - 1] === 98 && message[nl - 2] === 32; // " b"
+    const end = binary ? nl - 2 : nl;
+    const colon = message.lastIndexOf(COLON, end);
+    if (colon < HEADER.length) return false;
+    let offset = 0;
+    for (let i = colon + 1; i < end; i++) {
+      const d = message[i]! - 48;
+      if (d < 0 || d > 9) return false;
+      offset = offset * 10 + d;
+    }
+    const epoch = message.toString("latin1", HEADER.length, colon);
+    this.#links.deliverAt(channel, message.subarray(nl + 1), !binary, { epoch, offset });
+    return true;
+  }
+}
+
+const presKey = (channel: string) => `iodine:pres:${channel}`;
+
+/** Resolves each queued append of `runs` (message counts) from the script's `epoch, top` per run. */
+function settle(q: unknown[], start: number, runs: number[], reply: (string | number)[]): void {
+  let i = start;
+  for (let r = 0; r < runs.length; r++) {
+    const epoch = String(reply[2 * r]);
+    const top = Number(reply[2 * r + 1]);
+    for (let k = runs[r]! - 1; k >= 0; k--, i += STRIDE)
+      (q[i + 5] as (p: Position) => void)({ epoch, offset: top - k });
+  }
+}
+
+function fail(q: unknown[], start: number, end: number, err: Error): void {
+  for (let i = start; i < end; i += STRIDE) (q[i + 6] as (e: Error) => void)(err);
+}
+
+/** The read script's answer as a Retained: only the entries within ttl (see the top of this file). */
+function retained(reply: ReadReply, ttlMs: number): Retained {
+  const [epochBytes, top, size, now, oldest, list] = reply;
+  const floor = size > 0 ? top - size + 1 : 1;
+  let first = oldest > 0 ? Math.max(oldest, floor) : top + 1;
+  const entries: Retained["entries"] = [];
+  for (const [id, fields] of list) {
+    const text = id.toString("latin1");
+    const dash = text.indexOf("-");
+    const offset = Number(text.slice(0, dash));
+    if (Number(text.slice(dash + 1)) < now - ttlMs) {
+      first = Math.max(first, offset + 1);
+      continue;
+    }
+    const t = fields[1]?.toString("latin1");
+    entries.push({ offset, bytes: fields[3] ?? Buffer.alloc(0), text: t === "1" });
+  }
+  return { epoch: epochBytes.toString("latin1"), top, first, entries };
+}

@@ -1,0 +1,171 @@
+// History and presence kept in Redis (SPEC §5; src/pubsub/redis-history.ts), against a real
+// redis-server on a free port: the history suite across two `-w 2` clusters on one Redis; what a raw
+// Redis client sees of a history channel (the header, the stream, the hash) and of an ordinary one
+// (raw); a SIGKILLed cluster's share of presence expiring; and Redis killed while a cluster publishes
+// on a history channel (kept by the master meanwhile, then in Redis again under a new epoch).
+import { describe, expect, test } from "bun:test";
+import IORedis from "ioredis";
+import {
+  fixture,
+  sharedByFile,
+  startCli,
+  stderrLines,
+  tempDir,
+  waitUntil,
+  ws,
+  type CliProcess,
+} from "./harness.ts";
+import { skipRedis, startRedis } from "./redis-server.ts";
+import { historySuite } from "./suites/history.ts";
+import { twoClustersOnRedis } from "./suites/pubsub.ts";
+import { workerClient, type WorkerClient } from "./ws.ts";
+
+const skip = skipRedis("test/redis-history.test.ts", "the Redis history test");
+const redis = sharedByFile(() => startRedis(), { skip });
+const APP = fixture("history-app.ts");
+const NO_REDIS_ENV = { REDIS_URL: undefined, IODINE_REDIS_URL: undefined };
+
+historySuite({
+  name: "two -w 2 clusters on one Redis",
+  workers: 2,
+  start: (app) => twoClustersOnRedis(() => redis().url, { fanOut: [], stream: 0 }, skip).start(app),
+  skip,
+});
+
+/** A `-w 2` cluster of test/fixtures/history-app.ts on `url` (a process group of its own: `group`). */
+async function cluster(url: string, group = false): Promise<CliProcess> {
+  const srv = await startCli(["-p", "0", "-w", "2", "-r", url, APP], {
+    env: NO_REDIS_ENV,
+    timeout: 20_000,
+    group,
+  });
+  await srv.waitFor(/redis: connected to /).catch(async (err) => {
+    await srv[Symbol.asyncDispose]();
+    throw err;
+  });
+  return srv;
+}
+
+interface Ack {
+  recovered?: boolean;
+  position?: string | null;
+  result?: unknown;
+}
+
+/** A WebSocket client of history-app.ts: commands answered by acks, deliveries queued. */
+class Client {
+  #next = 0;
+  private constructor(readonly ws: WorkerClient) {}
+
+  static async open(srv: CliProcess): Promise<Client> {
+    return new Client(
+      await workerClient(ws(srv), {
+        ignore: (m) => typeof m === "string" && m.startsWith('{"ack"'),
+      }),
+    );
+  }
+
+  async do(op: string, ch: string, more: object = {}): Promise<Ack> {
+    const id = ++this.#next;
+    this.ws.send(JSON.stringify({ op, ch, id, ...more }));
+    const text = await this.ws.waitFor(
+      (m) => typeof m === "string" && m.startsWith('{"ack"') && JSON.parse(m).id === id,
+      20_000,
+    );
+    return JSON.parse(text as string) as Ack;
+  }
+
+  /** The next `n` deliveries as `{m, p}`. */
+  async deliveries(n: number): Promise<{ m: string; p: string | null }[]> {
+    return (await this.ws.take(n, 20_000)).map((m) => JSON.parse(m as string));
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.ws[Symbol.asyncDispose]();
+  }
+}
+
+const epochOf = (p: string | null) => p!.slice(0, p!.lastIndexOf(":"));
+
+describe.skipIf(skip)("history and presence in Redis", () => {
+  test("what a raw Redis client sees: a history channel's header and message, its stream and hash; an ordinary channel stays raw", async () => {
+    await using srv = await cluster(redis().url);
+    await using c = await Client.open(srv);
+    const hist = `h:raw:${process.pid}`;
+    const plain = `plain:${process.pid}`;
+    const raw = new IORedis(redis().port, "127.0.0.1", { connectionName: "test-raw" });
+    raw.on("error", () => {});
+    try {
+      const heard: string[] = [];
+      raw.on("messageBuffer", (ch: Buffer, m: Buffer) => heard.push(`${ch} ${m.toString()}`));
+      await raw.subscribe(hist, plain);
+      await c.do("sub", hist);
+      await c.do("pub", hist, { text: "hello" });
+      const [got] = await c.deliveries(1);
+      expect(got!.m).toBe("hello");
+      const epoch = epochOf(got!.p);
+      expect(epoch).toMatch(/^\d{16}$/);
+      expect(got!.p).toBe(`${epoch}:1`);
+      await c.do("pub", plain, { text: "world" });
+      await waitUntil(() => heard.length >= 2, 5000, "the raw subscriber to hear both");
+      expect(heard).toEqual([`${hist} \0iodine-h ${epoch}:1\nhello`, `${plain} world`]);
+
+      const admin = new IORedis(redis().port, "127.0.0.1");
+      try {
+        expect(await admin.hgetall(`iodine:hseq:${hist}`)).toEqual({
+          epoch,
+          seq: "1",
+          size: "20000",
+        });
+        const entries = await admin.xrange(`iodine:hist:${hist}`, "-", "+");
+        expect(entries).toEqual([[expect.stringMatching(/^1-\d{13}$/), ["t", "1", "m", "hello"]]]);
+        // ttl 300 s (the fixture's default) for the stream, a day more for the hash.
+        const pttl = await admin.pttl(`iodine:hist:${hist}`);
+        expect(pttl).toBeGreaterThan(290_000);
+        expect(pttl).toBeLessThanOrEqual(300_000);
+        expect(await admin.pttl(`iodine:hseq:${hist}`)).toBeGreaterThan(86_400_000);
+        expect(await admin.exists(`iodine:hist:${plain}`, `iodine:hseq:${plain}`)).toBe(0);
+        // Presence: this cluster's count, under its id, which has an alive key.
+        const pres = await admin.hgetall(`iodine:pres:${hist}`);
+        expect(Object.values(pres)).toEqual(["1"]);
+        expect(await admin.exists(`iodine:alive:${Object.keys(pres)[0]}`)).toBe(1);
+
+        // What a raw client publishes reaches iodine as it is: without a header, a history channel's
+        // subscriber gets it with no position; a header on an ordinary channel is just bytes.
+        await admin.publish(hist, "from redis-cli");
+        expect(await c.deliveries(1)).toEqual([{ m: "from redis-cli", p: null }]);
+        await c.do("sub", plain);
+        await admin.publish(plain, "\0iodine-h 1:1\nfake");
+        expect(await c.deliveries(1)).toEqual([{ m: "\0iodine-h 1:1\nfake", p: null }]);
+      } finally {
+        admin.disconnect();
+      }
+    } finally {
+      raw.disconnect();
+    }
+  }, 30_000);
+
+  test("presence: a SIGKILLed cluster's subscriptions drop out within seconds", async () => {
+    await using a = await cluster(redis().url);
+    await using b = await cluster(redis().url, true);
+    await using onA = await Client.open(a);
+    await using onB = await Client.open(b);
+    await using onB2 = await Client.open(b);
+    const room = `room:kill:${process.pid}`;
+    await onA.do("sub", room);
+    await onB.do("sub", room);
+    await onB2.do("sub", room);
+    expect((await onA.do("presence", room)).result).toBe(3);
+    b.signalGroup("SIGKILL");
+    await b.proc.exited;
+    const killed = Date.now();
+    await waitUntil(
+      async () => (await onA.do("presence", room)).result === 1,
+      8000,
+      "presence to drop the killed cluster",
+      100,
+    );
+    // Its alive key lives 5 s after its last refresh.
+    expect(Date.now() - killed).toBeLessThan(6000);
+  }, 30_000);
+});
