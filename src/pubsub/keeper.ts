@@ -37,6 +37,9 @@ export class Keeper {
   #engine: EngineHistory | undefined;
   #deliver: Sequenced;
   #saidAway = false;
+  /** the engine's promise for the appends since, and what they were (channel, bytes, text, config …) */
+  #batch: Promise<void> | undefined;
+  #inBatch: unknown[] = [];
 
   constructor(deliver: Sequenced) {
     this.#deliver = deliver;
@@ -50,22 +53,44 @@ export class Keeper {
   /** A publish on a history channel; `local`: kept here even with an engine (a publish for this cluster only). */
   publish(channel: string, message: Uint8Array | string, text: boolean, local: boolean): void {
     const config = historyFor(channel) ?? FALLBACK;
-    const bytes = typeof message === "string" ? encoder.encode(message) : message;
     const engine = this.#engine;
-    if (engine === undefined || local) return this.#keep(channel, bytes, text, config);
-    if (!engine.available) {
-      this.#away();
-      engine.missed(channel);
+    if (engine === undefined || local || !engine.available) {
+      if (engine !== undefined && !local) {
+        this.#away();
+        engine.missed(channel);
+      }
+      const bytes = typeof message === "string" ? encoder.encode(message) : message;
       return this.#keep(channel, bytes, text, config);
     }
-    // The engine takes it later (the caller's bytes may be reused meanwhile).
-    const copy = bytes.slice();
-    engine.append(channel, copy, text, config.size, config.ttlMs).then(
+    // The engine keeps what it is given, and the caller may reuse its buffer meanwhile: a copy.
+    const copy = typeof message === "string" ? Buffer.from(message) : Buffer.from(message);
+    const batch = engine.append(channel, copy, text, config.size, config.ttlMs);
+    if (batch !== this.#batch) this.#watch(engine, (this.#batch = batch));
+    this.#inBatch.push(channel, copy, text, config);
+  }
+
+  /**
+   * One handler per batch of appends (they share a promise): what it held is kept here when the
+   * engine could not take it, in order.
+   */
+  #watch(engine: EngineHistory, batch: Promise<void>): void {
+    const held: unknown[] = [];
+    this.#inBatch = held;
+    batch.then(
       () => void (this.#saidAway = false),
       () => {
         this.#away();
-        engine.missed(channel);
-        this.#keep(channel, copy, text, config);
+        for (let i = 0; i < held.length; i += 4) {
+          const channel = held[i] as string;
+          engine.missed(channel);
+          // (a Uint8Array: what the store hands out is sliced, and a Buffer's slice is a view)
+          this.#keep(
+            channel,
+            new Uint8Array(held[i + 1] as Buffer),
+            held[i + 2] as boolean,
+            held[i + 3] as HistoryConfig,
+          );
+        }
       },
     );
   }

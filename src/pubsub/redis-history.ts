@@ -35,18 +35,29 @@ const APPEND_BATCH = 256;
 const MAX_APPENDS_WAITING = 200_000;
 const ALIVE_MS = 5_000;
 const REFRESH_MS = 1_500;
-/** Entries of the append queue: channel, bytes, text, size, ttlMs, resolve, reject. */
-const STRIDE = 7;
 const HEADER = Buffer.from("\0iodine-h ");
 const NL = 10;
 const COLON = 58;
 
 type Conn = IORedis & {
-  iodineAppend(...args: (string | Buffer)[]): Promise<(string | number)[]>;
+  iodineAppend(...args: (string | Buffer)[]): Promise<unknown>;
   iodineReadBuffer(channel: string, after: string, ttlMs: string): Promise<ReadReply>;
   iodinePresence(channel: string, id: string): Promise<number>;
 };
 type ReadReply = [Buffer, number, number, number, number, [Buffer, Buffer[]][]];
+
+/** The appends of one EVALSHA of APPEND_SCRIPT: its arguments, built as they come. */
+class Chunk {
+  args: (string | Buffer)[] = [];
+  n = 0;
+  bytes = 0;
+  /** where the current run starts in `args` (-1: none yet), its channel, text flag and count */
+  run = -1;
+  channel = "";
+  text = false;
+  inRun = 0;
+  done = Promise.withResolvers<void>();
+}
 
 /** What the history part needs of its engine. */
 export interface HistoryLinks {
@@ -60,8 +71,9 @@ export class RedisHistory implements EngineHistory {
   /** names this cluster in presence hashes and its alive key */
   readonly clusterId = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
   readonly #links: HistoryLinks;
-  #queue: unknown[] = [];
-  #queued = false;
+  /** appends waiting for the next turn, by EVALSHA; `#open` takes more */
+  #chunks: Chunk[] = [];
+  #open: Chunk | undefined;
   #backlog = new Backlog("redis (history)", MAX_APPENDS_WAITING);
   /** channels the master kept messages of while Redis was away: their next append starts a new epoch */
   #gaps = new Set<string>();
@@ -125,60 +137,62 @@ export class RedisHistory implements EngineHistory {
     text: boolean,
     size: number,
     ttlMs: number,
-  ): Promise<Position> {
-    return new Promise<Position>((resolve, reject) => {
-      this.#queue.push(channel, bytes, text, size, ttlMs, resolve, reject);
-      if (this.#queued) return;
-      this.#queued = true;
-      setImmediate(this.#flush);
-    });
+  ): Promise<void> {
+    let c = this.#open;
+    if (c === undefined || c.n === APPEND_BATCH) {
+      c = this.#open = new Chunk();
+      this.#chunks.push(c);
+      if (this.#chunks.length === 1) setImmediate(this.#flush);
+    }
+    if (channel !== c.channel || text !== c.text) {
+      // A new run: its channel, size, ttl, how (a new epoch?, its field) and count.
+      if (c.run >= 0) c.args[c.run + 4] = String(c.inRun);
+      c.run = c.args.length;
+      c.channel = channel;
+      c.text = text;
+      c.inRun = 0;
+      const fresh = this.#gaps.delete(channel) ? "1" : "0";
+      c.args.push(channel, String(size), String(ttlMs), fresh + (text ? "t" : "b"), "");
+    }
+    c.args.push(
+      bytes instanceof Buffer
+        ? bytes
+        : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+    );
+    c.inRun++;
+    c.n++;
+    c.bytes += bytes.byteLength;
+    return c.done.promise;
   }
 
   missed(channel: string): void {
     this.#gaps.add(channel);
   }
 
-  /** Sends what is queued, in order: one EVALSHA per APPEND_BATCH messages. */
+  /** Sends what is queued, in order: one EVALSHA per chunk (≤ APPEND_BATCH messages). */
   #flush = (): void => {
-    this.#queued = false;
-    const q = this.#queue;
-    if (q.length === 0) return;
-    this.#queue = [];
+    const chunks = this.#chunks;
+    if (chunks.length === 0) return;
+    this.#chunks = [];
+    this.#open = undefined;
     const pub = this.#links.pub() as Conn | undefined;
-    if (pub?.status !== "ready") return fail(q, 0, q.length, new Error("redis: not connected"));
-    for (let i = 0; i < q.length;) {
-      const start = i;
-      const args: (string | Buffer)[] = [];
-      const runs: number[] = [];
-      let bytes = 0;
-      while (i < q.length && i - start < APPEND_BATCH * STRIDE) {
-        const channel = q[i] as string;
-        const head = args.length;
-        const fresh = this.#gaps.delete(channel) ? "1" : "0";
-        args.push(channel, String(q[i + 3]), String(q[i + 4]), fresh, "");
-        let flags = "";
-        do {
-          const b = q[i + 1] as Uint8Array;
-          args.push(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-          bytes += b.byteLength;
-          flags += q[i + 2] === true ? "1" : "0";
-          i += STRIDE;
-        } while (i < q.length && i - start < APPEND_BATCH * STRIDE && q[i] === channel);
-        args[head + 4] = flags;
-        runs.push(flags.length);
+    for (const c of chunks) {
+      c.args[c.run + 4] = String(c.inRun);
+      if (pub?.status !== "ready") {
+        c.done.reject(new Error("redis: not connected"));
+        continue;
       }
-      const n = (i - start) / STRIDE;
+      const { n, bytes } = c;
       this.#backlog.add(n, bytes);
-      const end = i;
-      pub.iodineAppend(...args).then(
-        (reply) => {
+      pub.iodineAppend(...c.args).then(
+        () => {
           this.#backlog.answered(n, bytes);
-          settle(q, start, runs, reply);
+          c.done.resolve();
         },
         (err: Error) => {
           this.#backlog.answered(n, bytes);
           if (err.name === "ReplyError") this.#refuse(err);
-          fail(q, start, end, err);
+          c.done.reject(err);
         },
       );
     }
@@ -282,21 +296,6 @@ export class RedisHistory implements EngineHistory {
 
 const presKey = (channel: string) => `iodine:pres:${channel}`;
 
-/** Resolves each queued append of `runs` (message counts) from the script's `epoch, top` per run. */
-function settle(q: unknown[], start: number, runs: number[], reply: (string | number)[]): void {
-  let i = start;
-  for (let r = 0; r < runs.length; r++) {
-    const epoch = String(reply[2 * r]);
-    const top = Number(reply[2 * r + 1]);
-    for (let k = runs[r]! - 1; k >= 0; k--, i += STRIDE)
-      (q[i + 5] as (p: Position) => void)({ epoch, offset: top - k });
-  }
-}
-
-function fail(q: unknown[], start: number, end: number, err: Error): void {
-  for (let i = start; i < end; i += STRIDE) (q[i + 6] as (e: Error) => void)(err);
-}
-
 /** The read script's answer as a Retained: only the entries within ttl (see the top of this file). */
 function retained(reply: ReadReply, ttlMs: number): Retained {
   const [epochBytes, top, size, now, oldest, list] = reply;
@@ -311,8 +310,8 @@ function retained(reply: ReadReply, ttlMs: number): Retained {
       first = Math.max(first, offset + 1);
       continue;
     }
-    const t = fields[1]?.toString("latin1");
-    entries.push({ offset, bytes: fields[3] ?? Buffer.alloc(0), text: t === "1" });
+    // one field: t (text) or b (binary), the message its value
+    entries.push({ offset, bytes: fields[1] ?? Buffer.alloc(0), text: fields[0]?.[0] === 116 });
   }
   return { epoch: epochBytes.toString("latin1"), top, first, entries };
 }

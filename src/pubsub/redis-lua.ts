@@ -2,34 +2,34 @@
 //   iodine:hseq:C   hash {epoch, seq, size}: the channel's epoch, its last offset, the size it keeps
 //                   (expires ttl + 1 day after the last publish: then the next one starts a new epoch)
 //   iodine:hist:C   stream, one entry per message, id `<offset>-<ms>` (Redis's clock at the publish,
-//                   so a read can tell a message older than ttl), fields t (1: text, 0: binary) and
-//                   m (the message); trimmed to about `size` (MAXLEN ~), expires ttl after the last one
+//                   so a read can tell a message older than ttl), one field: `t` (a text message) or
+//                   `b` (binary), its value the message; trimmed to about `size` (MAXLEN ~), expires
+//                   ttl after the last message
 //   iodine:pres:C   hash clusterId → that cluster's subscriptions to C
 //   iodine:alive:I  set (PX 5000) while cluster I lives; it refreshes it every 1.5 s
 // A history message is PUBLISHed on C as `\0iodine-h <epoch>:<offset>\n` (`… <offset> b\n` for a
 // binary one) followed by its bytes. The scripts build key names from the channel (no KEYS): one
 // Redis only, never a Redis Cluster (redis-sharded.ts keeps no history in Redis).
 
-/** Lua's `%d` of a double: exact for any offset or time iodine meets (< 2^53). */
+/** An epoch from Redis's clock, in µs. (Offsets stay below 1e14, which Lua's `..` prints whole.) */
 const EPOCH_OF_TIME = "t[1] .. string.format('%06d', tonumber(t[2]))";
 
 /**
  * Appends and publishes runs of messages: ARGV is a sequence of runs, each
- * `channel, size, ttlMs, fresh, flags, m1 … mN` (N = #flags, a flag '1' text or '0' binary; fresh
- * '1': start a new epoch first, this cluster kept messages of the channel while Redis was away).
- * Returns `epoch, top` per run (the offsets of the run end at top).
+ * `channel, size, ttlMs, how, n, m1 … mN`; `how` is two characters: '1' to start a new epoch first
+ * (this cluster kept messages of the channel while Redis was away) or '0', then the stream field of
+ * the run, 't' (text) or 'b' (binary). Returns `epoch, top` per run (the run's offsets end at top).
  */
 export const APPEND_SCRIPT = `
 local t = redis.call('TIME')
-local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local tail = '-' .. string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 local out = {}
 local i = 1
 while i <= #ARGV do
-  local ch, size, ttl, fresh, flags = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
-  local n = #flags
+  local ch, size, ttl, how, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
   local hk, sk = 'iodine:hseq:' .. ch, 'iodine:hist:' .. ch
   local epoch = redis.call('HGET', hk, 'epoch')
-  if not epoch or fresh == '1' then
+  if not epoch or string.sub(how, 1, 1) == '1' then
     local new = ${EPOCH_OF_TIME}
     if new == epoch then new = new .. 'b' end
     epoch = new
@@ -38,14 +38,15 @@ while i <= #ARGV do
   end
   local top = redis.call('HINCRBY', hk, 'seq', n)
   redis.call('HSET', hk, 'size', size)
-  local base = top - n
-  for k = 1, n do
-    local m = ARGV[i + 4 + k]
-    local off = string.format('%d', base + k)
-    local text = string.sub(flags, k, k)
-    redis.call('XADD', sk, off .. '-' .. now, 't', text, 'm', m)
-    local mark = text == '1' and '\\n' or ' b\\n'
-    redis.call('PUBLISH', ch, '\\0iodine-h ' .. epoch .. ':' .. off .. mark .. m)
+  local field = string.sub(how, 2, 2)
+  local prefix = '\\0iodine-h ' .. epoch .. ':'
+  local mark = field == 't' and '\\n' or ' b\\n'
+  local off = top - n
+  for k = i + 5, i + 4 + n do
+    off = off + 1
+    local m = ARGV[k]
+    redis.call('XADD', sk, off .. tail, field, m)
+    redis.call('PUBLISH', ch, prefix .. off .. mark .. m)
   end
   redis.call('XTRIM', sk, 'MAXLEN', '~', size)
   redis.call('PEXPIRE', sk, ttl)
