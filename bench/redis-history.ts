@@ -1,8 +1,9 @@
 // History kept in Redis (src/pubsub/redis-history.ts) against ordinary Redis publishes, through the
 // same engine, on this machine; and what Redis spends per retained message.
 //
-// Run:   bun bench/redis-history.ts                       (~20 s on 2 cores)
+// Run:   bun bench/redis-history.ts                       (~40 s on 2 cores)
 //        bun bench/redis-history.ts --rounds 7 --messages 200000 --size 64
+//        bun bench/redis-history.ts --only engine            (or --only clusters)
 // Out:   a table on stdout, and every round in bench/results/redis-history.json (its `ratios`: history
 //        msg/s ÷ ordinary msg/s; its `absolutes`: Redis bytes per retained message, 16 B and 64 B).
 //
@@ -14,8 +15,11 @@
 // hub calls for a worker's publish), history ones through a Keeper (keeper.ts, what the hub calls for
 // a history channel: it appends them to Redis). msg/s = N ÷ (first publish → B's N-th delivery). The
 // two sides alternate, the order rotating round by round; medians, and their ratio (target ≥ 0.5).
+// Clusters (bench/redis-history-clusters.ts): the same comparison end to end, as an app sees it,
+// between two `-w 2` clusters on the bench's Redis.
 // Memory: INFO's used_memory before and after appending N messages of 16 and then 64 bytes to a
-// channel that keeps N, ÷ N (the stream and its hash; Redis's allocator included).
+// channel that keeps N, ÷ N (its lists and hash; Redis's allocator included); then 64 bytes to two
+// channels in turn, so each message is a run of its own (the worst case of the run list).
 import IORedis from "ioredis";
 import { HISTORY_API, PUBLISH_BYTES, type EngineHost } from "../src/pubsub/engine-api.ts";
 import { declareHistory } from "../src/pubsub/history.ts";
@@ -31,12 +35,18 @@ import {
   inRounds,
   median,
   ratioEntry,
-  spread,
+  type Ratio,
 } from "./lib/stats.ts";
+import { clustersPhase } from "./redis-history-clusters.ts";
 import { parseFlags, positive, runBench, writeResults } from "./lib/run.ts";
 
-const USAGE = `bun bench/redis-history.ts [--rounds 5] [--messages 100000] [--size 64] [--memory-messages 100000]`;
-const flags = parseFlags(USAGE, ["rounds", "messages", "size", "memory-messages"]);
+const USAGE = `bun bench/redis-history.ts [--rounds 5] [--messages 100000] [--size 64] [--memory-messages 100000] [--only engine|clusters]`;
+const flags = parseFlags(USAGE, ["rounds", "messages", "size", "memory-messages", "only"]);
+const ONLY = flags.only;
+if (ONLY !== undefined && ONLY !== "engine" && ONLY !== "clusters") {
+  console.error(`bench: --only must be engine or clusters, got ${JSON.stringify(ONLY)}`);
+  process.exit(2);
+}
 const ROUNDS = positive(flags.rounds ?? "5", "rounds", true);
 const N = positive(flags.messages ?? "100000", "messages", true);
 const SIZE = positive(flags.size ?? "64", "size", true);
@@ -51,6 +61,8 @@ let redis: Server | undefined;
 let admin: IORedis | undefined;
 const engines: RedisEngine[] = [];
 let keeper: Keeper | undefined;
+let memoryEngine: RedisEngine | undefined;
+const servers: Server[] = [];
 
 /** What B was handed, by side; `wake` runs on every delivery while a round waits. */
 const got = { plain: 0, history: 0, positions: 0, lastOffset: 0 };
@@ -84,6 +96,84 @@ async function main(): Promise<void> {
   admin.on("error", () => {});
   await admin.ping();
   const url = `redis://127.0.0.1:${port}`;
+  console.log(
+    `
+${N.toLocaleString("en-US")} messages of ${SIZE} B per round, ${PER_TURN} per turn, ${ROUNDS} rounds`,
+  );
+  const results: Record<string, unknown> = {
+    machine: facts,
+    settings: { rounds: ROUNDS, messages: N, size: SIZE, perTurn: PER_TURN },
+  };
+  const ratios: Ratio[] = [];
+  if (ONLY !== "clusters") {
+    console.log(`
+engine: appends through a Keeper vs the engine's byte path, A → Redis → B
+`);
+    const runs = await enginePhase(url);
+    const ratio = ratioOf("engine", runs);
+    ratios.push(ratio);
+    const memory = [];
+    for (const bytes of [16, 64]) memory.push(await memoryPer(bytes));
+    memory.push(await memoryPer(64, true));
+    for (const m of memory)
+      console.log(
+        `Redis memory per retained message, ${m.payload} B payload${m.runPerMessage ? ", a run per message" : ""}: ${m.perMessage.toFixed(1)} B ` +
+          `(used_memory +${m.delta.toLocaleString("en-US")} B for ${MEMORY_N.toLocaleString("en-US")}; MEMORY USAGE of the lists ${m.listBytes.toLocaleString("en-US")} B)`,
+      );
+    results.engine = runs;
+    results.memory = memory;
+    results.absolutes = memory.map((m) =>
+      absoluteEntry(
+        "redis-history",
+        `Redis bytes per retained message (${m.payload} B${m.runPerMessage ? ", a run each" : ""})`,
+        [m.perMessage],
+        "B",
+        { better: "lower", detail: `used_memory delta ÷ ${MEMORY_N} messages` },
+      ),
+    );
+  }
+  if (ONLY !== "engine") {
+    console.log(`
+clusters: two -w 2 clusters, B's worker publishes, a WebSocket on A counts
+`);
+    const runs = await clustersPhase(url, redis.proc.pid, {
+      rounds: ROUNDS,
+      messages: N,
+      size: SIZE,
+      servers,
+    });
+    ratios.push(ratioOf("clusters", runs));
+    results.clusters = runs;
+  }
+  results.ratios = ratios;
+  console.log(`
+results: ${writeResults("redis-history", results)}`);
+}
+
+/** The ratio of medians of a phase's rounds, printed. */
+function ratioOf(phase: string, runs: { side: string; rate: number }[]): Ratio {
+  const rates = (side: string) => runs.filter((x) => x.side === side).map((x) => x.rate);
+  const [history, plain] = [rates("history"), rates("plain")];
+  const ratio = ratioEntry(
+    "redis-history",
+    `history ÷ ordinary publishes through Redis (${phase})`,
+    history,
+    plain,
+    {
+      target: TARGET,
+      detail: `${fmtRps(median(history))} vs ${fmtRps(median(plain))} msg/s, ${SIZE} B`,
+    },
+  );
+  console.log(
+    `
+${phase}: median msg/s   ordinary ${fmtRps(median(plain))}   history ${fmtRps(median(history))}   ` +
+      `ratio ${fmtRatio(ratio.ratio)} (rounds ${fmtRatio(ratio.min)} … ${fmtRatio(ratio.max)}; target ≥ ${TARGET})`,
+  );
+  return ratio;
+}
+
+/** Engines A and B in this process; the rounds. */
+async function enginePhase(url: string) {
   declareHistory("bench:h:*", { match: "redis", size: 1000 });
   const a = new RedisEngine(url);
   const b = new RedisEngine(url);
@@ -98,10 +188,6 @@ async function main(): Promise<void> {
   keeper = new Keeper(() => void keptHere++);
   keeper.useEngine(history);
   const payload = new Uint8Array(SIZE).fill(120);
-
-  console.log(
-    `\n${N.toLocaleString("en-US")} messages of ${SIZE} B per round, ${PER_TURN} per turn, ${ROUNDS} rounds\n`,
-  );
   // A warm-up round of each side (scripts loaded, JIT warm) that does not count.
   for (const side of SIDES) await round(a, side, payload, Math.min(N, 20_000));
   const runs = await inRounds(ROUNDS, SIDES, async (side, r) => {
@@ -112,50 +198,8 @@ async function main(): Promise<void> {
     return { side, rate, ...cpu };
   });
   if (keptHere > 0) console.log(`!! ${keptHere} history publishes were kept outside Redis`);
-  const rates = (side: Side) => runs.filter((x) => x.side === side).map((x) => x.rate);
-  const ratio = ratioEntry(
-    "redis-history",
-    "history ÷ ordinary publishes through Redis",
-    rates("history"),
-    rates("plain"),
-    {
-      target: TARGET,
-      detail: `${fmtRps(median(rates("history")))} vs ${fmtRps(median(rates("plain")))} msg/s, ${SIZE} B`,
-    },
-  );
-  console.log(
-    `\nmedian msg/s   ordinary ${fmtRps(median(rates("plain")))}   history ${fmtRps(median(rates("history")))}   ` +
-      `ratio ${fmtRatio(ratio.ratio)} (rounds ${fmtRatio(ratio.min)} … ${fmtRatio(ratio.max)}; target ≥ ${TARGET})`,
-  );
-
-  const memory = [];
-  for (const bytes of [16, 64]) memory.push(await memoryPer(a, bytes));
-  for (const m of memory)
-    console.log(
-      `Redis memory per retained message, ${m.payload} B payload: ${m.perMessage.toFixed(1)} B ` +
-        `(used_memory +${m.delta.toLocaleString("en-US")} B for ${MEMORY_N.toLocaleString("en-US")}; MEMORY USAGE of the stream ${m.streamBytes.toLocaleString("en-US")} B)`,
-    );
-  const absolutes = memory.map((m) =>
-    absoluteEntry(
-      "redis-history",
-      `Redis bytes per retained message (${m.payload} B)`,
-      [m.perMessage],
-      "B",
-      { better: "lower", detail: `used_memory delta ÷ ${MEMORY_N} messages` },
-    ),
-  );
-  console.log(
-    `\nresults: ${writeResults("redis-history", {
-      machine: facts,
-      settings: { rounds: ROUNDS, messages: N, size: SIZE, perTurn: PER_TURN },
-      rounds: runs,
-      plain: spread(rates("plain")),
-      history: spread(rates("history")),
-      memory,
-      ratios: [ratio],
-      absolutes,
-    })}`,
-  );
+  memoryEngine = a;
+  return runs;
 }
 
 /** One round: N messages from A, 1,000 a turn; resolves to msg/s once B has them all. */
@@ -208,35 +252,54 @@ async function cpuOfRedis(): Promise<number> {
   return (f("used_cpu_user") + f("used_cpu_sys")) * 1e6;
 }
 
-/** Redis's used_memory per message retained by a channel that keeps MEMORY_N of `bytes` each. */
-async function memoryPer(a: RedisEngine, bytes: number) {
-  const channel = `bench:mem:${bytes}`;
-  const history = a[HISTORY_API];
+/**
+ * Redis's used_memory per message retained by channels that keep MEMORY_N of `bytes` each: one
+ * channel (a run of up to 256 messages per script call), or two alternating (a run per message).
+ */
+async function memoryPer(bytes: number, alternate = false) {
+  const channels = alternate
+    ? [`bench:mem:${bytes}:a`, `bench:mem:${bytes}:b`]
+    : [`bench:mem:${bytes}`];
+  const keys = channels.flatMap((c) => [
+    `iodine:hist:${c}`,
+    `iodine:hrun:${c}`,
+    `iodine:hseq:${c}`,
+  ]);
+  const history = memoryEngine![HISTORY_API];
   const payload = new Uint8Array(bytes).fill(121);
   const used = async () => Number(/used_memory:(\d+)/.exec(await admin!.info("memory"))![1]);
-  await admin!.del(`iodine:hist:${channel}`, `iodine:hseq:${channel}`);
+  await admin!.del(...keys);
   const before = await used();
   for (let i = 0; i < MEMORY_N; i += PER_TURN) {
     const batch = [];
     for (let k = i; k < Math.min(MEMORY_N, i + PER_TURN); k++)
-      batch.push(history.append(channel, payload, true, MEMORY_N, 3_600_000));
+      batch.push(
+        history.append(channels[k % channels.length]!, payload, true, MEMORY_N, 3_600_000),
+      );
     await Promise.all(batch);
   }
   const delta = (await used()) - before;
-  const streamBytes = Number(
-    await admin!.call("MEMORY", "USAGE", `iodine:hist:${channel}`, "SAMPLES", "0"),
-  );
-  await admin!.del(`iodine:hist:${channel}`, `iodine:hseq:${channel}`);
-  return { payload: bytes, delta, perMessage: delta / MEMORY_N, streamBytes };
+  let listBytes = 0;
+  for (const key of keys.filter((k) => !k.includes(":hseq:")))
+    listBytes += Number(await admin!.call("MEMORY", "USAGE", key, "SAMPLES", "0"));
+  await admin!.del(...keys);
+  return {
+    payload: bytes,
+    runPerMessage: alternate,
+    delta,
+    perMessage: delta / MEMORY_N,
+    listBytes,
+  };
 }
 
 await runBench(main, {
-  stopping: "redis-server and the engines",
+  stopping: "redis-server, the clusters and the engines",
   deadlineMs: 300_000,
   cleanup: async () => {
     keeper?.stop();
     for (const e of engines) await e.close();
     admin?.disconnect();
+    for (const s of servers) await stopServer(s);
     if (redis) await stopServer(redis);
   },
 });

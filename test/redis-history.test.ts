@@ -1,6 +1,6 @@
 // History and presence kept in Redis (SPEC §5; src/pubsub/redis-history.ts), against a real
 // redis-server on a free port: the history suite across two `-w 2` clusters on one Redis; what a raw
-// Redis client sees of a history channel (the header, the stream, the hash) and of an ordinary one
+// Redis client sees of a history channel (the header, the lists, the hash) and of an ordinary one
 // (raw); a SIGKILLed cluster's share of presence expiring; and Redis killed while a cluster publishes
 // on a history channel (kept by the master meanwhile, then in Redis again under a new epoch).
 import { describe, expect, test } from "bun:test";
@@ -88,7 +88,7 @@ class Client {
 const epochOf = (p: string | null) => p!.slice(0, p!.lastIndexOf(":"));
 
 describe.skipIf(skip)("history and presence in Redis", () => {
-  test("what a raw Redis client sees: a history channel's header and message, its stream and hash; an ordinary channel stays raw", async () => {
+  test("what a raw Redis client sees: a history channel's header and message, its lists and hash; an ordinary channel stays raw", async () => {
     await using srv = await cluster(redis().url);
     await using c = await Client.open(srv);
     const hist = `h:raw:${process.pid}`;
@@ -116,15 +116,22 @@ describe.skipIf(skip)("history and presence in Redis", () => {
           epoch,
           seq: "1",
           size: "20000",
+          exp: expect.stringMatching(/^\d{13}$/),
         });
-        const entries = await admin.xrange(`iodine:hist:${hist}`, "-", "+");
-        expect(entries).toEqual([[expect.stringMatching(/^1-\d{13}$/), ["t", "hello"]]]);
-        // ttl 300 s (the fixture's default) for the stream, a day more for the hash.
-        const pttl = await admin.pttl(`iodine:hist:${hist}`);
-        expect(pttl).toBeGreaterThan(290_000);
-        expect(pttl).toBeLessThanOrEqual(300_000);
+        // The messages as published (oldest first), and their runs: last offset, Redis's ms, kind.
+        expect(await admin.lrange(`iodine:hist:${hist}`, 0, -1)).toEqual(["hello"]);
+        const runs = await admin.lrange(`iodine:hrun:${hist}`, 0, -1);
+        expect(runs).toEqual([expect.stringMatching(/^1:\d{13}:t$/)]);
+        // ttl 300 s (the fixture's default) and a quarter (expiries are pushed back every ttl / 4)
+        // for the lists, a day more for the hash.
+        for (const key of [`iodine:hist:${hist}`, `iodine:hrun:${hist}`]) {
+          const pttl = await admin.pttl(key);
+          expect(pttl).toBeGreaterThan(365_000);
+          expect(pttl).toBeLessThanOrEqual(375_000);
+        }
         expect(await admin.pttl(`iodine:hseq:${hist}`)).toBeGreaterThan(86_400_000);
         expect(await admin.exists(`iodine:hist:${plain}`, `iodine:hseq:${plain}`)).toBe(0);
+        expect(await admin.exists(`iodine:hrun:${plain}`)).toBe(0);
         // Presence: this cluster's count, under its id, which has an alive key.
         const pres = await admin.hgetall(`iodine:pres:${hist}`);
         expect(Object.values(pres)).toEqual(["1"]);
@@ -142,6 +149,37 @@ describe.skipIf(skip)("history and presence in Redis", () => {
       }
     } finally {
       raw.disconnect();
+    }
+  }, 30_000);
+
+  test("a message older than ttl is not replayed while newer ones keep the channel's history alive", async () => {
+    await using srv = await cluster(redis().url);
+    await using c = await Client.open(srv);
+    const ch = `brief:active:${process.pid}`; // ttl 1 s
+    await c.do("sub", ch);
+    await c.do("pub", ch, { text: "x", n: 2 });
+    const [x1] = await c.deliveries(2);
+    const admin = new IORedis(redis().port, "127.0.0.1");
+    try {
+      // One message every 200 ms keeps the lists alive; x2, older than 1 s, then no longer counts.
+      let result: Ack | undefined;
+      let last = x1!;
+      for (let i = 0, deadline = Date.now() + 5000; Date.now() < deadline; i++) {
+        await c.do("pub", ch, { text: `z${i}` });
+        last = (await c.deliveries(1))[0]!;
+        expect(await admin.exists(`iodine:hist:${ch}`)).toBe(1);
+        result = await c.do("sub", ch, { since: x1!.p });
+        if (result.recovered === false) break;
+        await c.deliveries(i + 2); // the replay: x2 and every z so far
+        await Bun.sleep(200);
+      }
+      expect(result!.recovered).toBe(false);
+      // The newest is still there.
+      const before = `${epochOf(last.p)}:${Number(last.p!.split(":")[1]) - 1}`;
+      expect((await c.do("sub", ch, { since: before })).recovered).toBe(true);
+      expect((await c.deliveries(1))[0]!.m).toBe(last.m);
+    } finally {
+      admin.disconnect();
     }
   }, 30_000);
 
@@ -228,8 +266,7 @@ describe.skipIf(skip)("history and presence in Redis", () => {
     const admin = new IORedis(r.port, "127.0.0.1");
     try {
       expect(await admin.hget(`iodine:hseq:${ch}`, "epoch")).toBe(newEpoch);
-      const kept = await admin.xrange(`iodine:hist:${ch}`, "-", "+");
-      expect(kept.map(([, fields]) => fields[1])).toEqual(["c1", "c2"]);
+      expect(await admin.lrange(`iodine:hist:${ch}`, 0, -1)).toEqual(["c1", "c2"]);
     } finally {
       admin.disconnect();
     }

@@ -2,9 +2,9 @@
 // that Redis shares one sequence per history channel. Key layout and scripts: redis-lua.ts.
 //
 // - Appends: what a turn of the event loop collected goes out as EVALSHAs of APPEND_SCRIPT (≤ 256
-//   messages each, runs of one channel sharing the hash's bookkeeping) on the publishing connection;
-//   the script numbers each message, adds it to the channel's stream and PUBLISHes it with a header
-//   carrying its position, atomically. Nothing is delivered here: every cluster, this one included,
+//   messages each; a run of one channel and kind shares the bookkeeping and one RPUSH) on the publishing
+//   connection; the script numbers each message, adds it to the channel's list and PUBLISHes it with
+//   a header carrying its position, atomically. Nothing is delivered here: every cluster, this one included,
 //   gets the message back on its subscribing connection (`receive`), and delivers it with its position.
 // - Redis away: `available` is false unless both connections are ready, and the master keeps history
 //   publishes itself under its own epoch (keeper.ts) and tells us (`missed`): the next append of such a
@@ -15,11 +15,12 @@
 //   Redis had run it before the drop, this cluster delivers it twice (once per epoch).
 // - Reads: READ_SCRIPT, then a PING on the subscribing connection, so every live message the read saw
 //   has arrived before the read resolves (recovery drops duplicates only while it holds live ones).
-// - Per-message ttl: the stream expires ttl after its last message, and each entry's id carries
-//   Redis's clock, so a read leaves out the older ones even while newer ones keep the stream alive.
-//   They stay in memory until trimmed by size or the stream expires.
+// - Per-message ttl, to the run: the lists expire ttl after the last message, and each run carries
+//   Redis's clock, so a read leaves out older messages even while newer ones keep the lists alive
+//   (they stay in memory until trimmed by size or the lists expire).
 // - Presence: `iodine:pres:<channel>` holds each cluster's count; a cluster proves it is alive with
 //   `iodine:alive:<id>` (PX 5000, refreshed every 1.5 s), so a SIGKILLed one's share goes within 5 s.
+import { isUtf8 } from "node:buffer";
 import { hostname } from "node:os";
 import type { Redis as IORedis } from "ioredis";
 import { log } from "../log.ts";
@@ -44,19 +45,43 @@ type Conn = IORedis & {
   iodineReadBuffer(channel: string, after: string, ttlMs: string): Promise<ReadReply>;
   iodinePresence(channel: string, id: string): Promise<number>;
 };
-type ReadReply = [Buffer, number, number, number, number, [Buffer, Buffer[]][]];
+type ReadReply = [Buffer, number, number, number, Buffer[], Buffer[]];
 
-/** The appends of one EVALSHA of APPEND_SCRIPT: its arguments, built as they come. */
+/** A run of one channel's messages of one kind, in order (one RPUSH in the script). */
+interface Run {
+  text: boolean;
+  /** "1": start a new epoch first (see `missed`) */
+  fresh: string;
+  size: number;
+  ttlMs: number;
+  messages: Buffer[];
+}
+
+/**
+ * The appends of one EVALSHA of APPEND_SCRIPT, by channel: each channel's runs stay in order, and
+ * channels interleaved in a turn still make one run each (order across channels is not kept, as
+ * between any two channels), so the script's bookkeeping per run is paid once per channel.
+ */
 class Chunk {
-  args: (string | Buffer)[] = [];
+  byChannel = new Map<string, Run[]>();
   n = 0;
   bytes = 0;
-  /** where the current run starts in `args` (-1: none yet), its channel, text flag and count */
-  run = -1;
-  channel = "";
-  text = false;
-  inRun = 0;
   done = Promise.withResolvers<void>();
+
+  args(): (string | Buffer)[] {
+    const args: (string | Buffer)[] = [];
+    for (const [channel, runs] of this.byChannel)
+      for (const r of runs)
+        args.push(
+          channel,
+          String(r.size),
+          String(r.ttlMs),
+          r.fresh + (r.text ? "t" : "b"),
+          String(r.messages.length),
+          ...r.messages,
+        );
+    return args;
+  }
 }
 
 /** What the history part needs of its engine. */
@@ -144,22 +169,18 @@ export class RedisHistory implements EngineHistory {
       this.#chunks.push(c);
       if (this.#chunks.length === 1) setImmediate(this.#flush);
     }
-    if (channel !== c.channel || text !== c.text) {
-      // A new run: its channel, size, ttl, how (a new epoch?, its field) and count.
-      if (c.run >= 0) c.args[c.run + 4] = String(c.inRun);
-      c.run = c.args.length;
-      c.channel = channel;
-      c.text = text;
-      c.inRun = 0;
+    let runs = c.byChannel.get(channel);
+    if (runs === undefined) c.byChannel.set(channel, (runs = []));
+    let run = runs[runs.length - 1];
+    if (run === undefined || run.text !== text) {
       const fresh = this.#gaps.delete(channel) ? "1" : "0";
-      c.args.push(channel, String(size), String(ttlMs), fresh + (text ? "t" : "b"), "");
+      runs.push((run = { text, fresh, size, ttlMs, messages: [] }));
     }
-    c.args.push(
+    run.messages.push(
       bytes instanceof Buffer
         ? bytes
         : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
     );
-    c.inRun++;
     c.n++;
     c.bytes += bytes.byteLength;
     return c.done.promise;
@@ -177,14 +198,13 @@ export class RedisHistory implements EngineHistory {
     this.#open = undefined;
     const pub = this.#links.pub() as Conn | undefined;
     for (const c of chunks) {
-      c.args[c.run + 4] = String(c.inRun);
       if (pub?.status !== "ready") {
         c.done.reject(new Error("redis: not connected"));
         continue;
       }
       const { n, bytes } = c;
       this.#backlog.add(n, bytes);
-      pub.iodineAppend(...c.args).then(
+      pub.iodineAppend(...c.args()).then(
         () => {
           this.#backlog.answered(n, bytes);
           c.done.resolve();
@@ -218,7 +238,7 @@ export class RedisHistory implements EngineHistory {
     // this PING's answer: it has been delivered once this resolves.
     const sub = this.#links.sub();
     if (sub?.status === "ready") await sub.ping();
-    return retained(reply, ttlMs);
+    return retained(reply, after, ttlMs);
   }
 
   // --- presence ---
@@ -296,22 +316,32 @@ export class RedisHistory implements EngineHistory {
 
 const presKey = (channel: string) => `iodine:pres:${channel}`;
 
-/** The read script's answer as a Retained: only the entries within ttl (see the top of this file). */
-function retained(reply: ReadReply, ttlMs: number): Retained {
-  const [epochBytes, top, size, now, oldest, list] = reply;
-  const floor = size > 0 ? top - size + 1 : 1;
-  let first = oldest > 0 ? Math.max(oldest, floor) : top + 1;
+/** The read script's answer as a Retained: only the messages within ttl (see the top of this file). */
+function retained(reply: ReadReply, after: number, ttlMs: number): Retained {
+  const [epochBytes, top, now, listFirst, runs, messages] = reply;
+  const from = Math.max(after + 1, listFirst);
+  let first = listFirst;
   const entries: Retained["entries"] = [];
-  for (const [id, fields] of list) {
-    const text = id.toString("latin1");
-    const dash = text.indexOf("-");
-    const offset = Number(text.slice(0, dash));
-    if (Number(text.slice(dash + 1)) < now - ttlMs) {
-      first = Math.max(first, offset + 1);
+  // Runs come newest first: `<last offset>:<ms>:<t|b>`; the oldest one read may end before `from`.
+  let r = runs.length - 1;
+  let run = parseRun(runs[r]);
+  for (let i = 0; i < messages.length; i++) {
+    const offset = from + i;
+    while (run !== undefined && run.last < offset) run = parseRun(runs[--r]);
+    const bytes = messages[i]!;
+    if (run !== undefined && run.ms < now - ttlMs) {
+      first = Math.max(first, run.last + 1);
       continue;
     }
-    // one field: t (text) or b (binary), the message its value
-    entries.push({ offset, bytes: fields[1] ?? Buffer.alloc(0), text: fields[0]?.[0] === 116 });
+    entries.push({ offset, bytes, text: run !== undefined ? run.text : isUtf8(bytes) });
   }
   return { epoch: epochBytes.toString("latin1"), top, first, entries };
+}
+
+function parseRun(
+  run: Buffer | undefined,
+): { last: number; ms: number; text: boolean } | undefined {
+  if (run === undefined) return undefined;
+  const [last, ms, kind] = run.toString("latin1").split(":");
+  return { last: Number(last), ms: Number(ms), text: kind === "t" };
 }
