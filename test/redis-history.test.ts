@@ -1,8 +1,9 @@
 // History and presence kept in Redis (SPEC §5; src/pubsub/redis-history.ts), against a real
-// redis-server on a free port: the history suite across two `-w 2` clusters on one Redis; what a raw
-// Redis client sees of a history channel (the header, the lists, the hash) and of an ordinary one
-// (raw); a SIGKILLed cluster's share of presence expiring; and Redis killed while a cluster publishes
-// on a history channel (kept by the master meanwhile, then in Redis again under a new epoch).
+// redis-server on a free port: the history suite in one process on Redis and across two `-w 2`
+// clusters on one Redis; what a raw Redis client sees of a history channel (the header, the lists,
+// the hash) and of an ordinary one (raw); ttl while newer messages keep a history alive; a SIGKILLed
+// cluster's share of presence expiring; and Redis killed while a cluster publishes on a history
+// channel (kept by the master meanwhile, then in Redis again under a new epoch).
 import { describe, expect, test } from "bun:test";
 import IORedis from "ioredis";
 import {
@@ -24,6 +25,20 @@ const skip = skipRedis("test/redis-history.test.ts", "the Redis history test");
 const redis = sharedByFile(() => startRedis(), { skip });
 const APP = fixture("history-app.ts");
 const NO_REDIS_ENV = { REDIS_URL: undefined, IODINE_REDIS_URL: undefined };
+
+historySuite({
+  name: "one process on Redis",
+  workers: 1,
+  start: async (app) => {
+    const srv = await startCli(["-p", "0", "-r", redis().url, app], { env: NO_REDIS_ENV });
+    await srv.waitFor(/redis: connected to /).catch(async (err) => {
+      await srv[Symbol.asyncDispose]();
+      throw err;
+    });
+    return [srv];
+  },
+  skip,
+});
 
 historySuite({
   name: "two -w 2 clusters on one Redis",
