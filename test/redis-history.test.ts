@@ -270,7 +270,9 @@ describe.skipIf(skip)("history and presence in Redis", () => {
     await r.restart();
     await srv.waitFor(/redis: connected to \S+ again/, 15_000);
     await c.do("pub", ch, { text: "c", n: 2 });
-    const after = await c.deliveries(2);
+    const after = await c.deliveries(2).catch((err: Error) => {
+      throw new Error(`${err.message}; the cluster's stderr:\n${srv.stderr()}`);
+    });
     const newEpoch = epochOf(after[0]!.p);
     expect(newEpoch).toMatch(/^\d{16}$/);
     expect([redisEpoch, own]).not.toContain(newEpoch);

@@ -37,9 +37,14 @@ export class Keeper {
   #engine: EngineHistory | undefined;
   #deliver: Sequenced;
   #saidAway = false;
-  /** the engine's promise for the appends since, and what they were (channel, bytes, text, config …) */
+  /**
+   * the engine's promise for the appends since, and what they were (channel, bytes, text, config,
+   * waited …; waited: published while the engine was away, kept here once the batch settles)
+   */
   #batch: Promise<void> | undefined;
   #inBatch: unknown[] = [];
+  /** batches not settled yet */
+  #inFlight = 0;
 
   constructor(deliver: Sequenced) {
     this.#deliver = deliver;
@@ -58,6 +63,13 @@ export class Keeper {
       if (engine !== undefined && !local) {
         this.#away();
         engine.missed(channel);
+        // Appends still in flight come first (they may yet fail and be kept here): this one waits
+        // behind them (a copy: the caller may reuse its buffer).
+        if (this.#inFlight > 0) {
+          const copy = typeof message === "string" ? encoder.encode(message) : message.slice();
+          this.#inBatch.push(channel, new Uint8Array(copy), text, config, true);
+          return;
+        }
       }
       const bytes = typeof message === "string" ? encoder.encode(message) : message;
       return this.#keep(channel, bytes, text, config);
@@ -66,32 +78,39 @@ export class Keeper {
     const copy = typeof message === "string" ? Buffer.from(message) : Buffer.from(message);
     const batch = engine.append(channel, copy, text, config.size, config.ttlMs);
     if (batch !== this.#batch) this.#watch(engine, (this.#batch = batch));
-    this.#inBatch.push(channel, copy, text, config);
+    this.#inBatch.push(channel, copy, text, config, false);
   }
 
   /**
-   * One handler per batch of appends (they share a promise): what it held is kept here when the
-   * engine could not take it, in order.
+   * One handler per batch of appends (they share a promise; batches settle in order): what it held
+   * is kept here, in order, when the engine could not take it — and what waited behind it either way.
    */
   #watch(engine: EngineHistory, batch: Promise<void>): void {
     const held: unknown[] = [];
     this.#inBatch = held;
+    this.#inFlight++;
+    const settle = (taken: boolean) => {
+      this.#inFlight--;
+      if (taken) this.#saidAway = false;
+      else this.#away();
+      for (let i = 0; i < held.length; i += 5) {
+        const waited = held[i + 4] === true;
+        if (taken && !waited) continue;
+        const channel = held[i] as string;
+        if (!waited) engine.missed(channel);
+        // (a Uint8Array: what the store hands out is sliced, and a Buffer's slice is a view)
+        const bytes = held[i + 1] as Uint8Array;
+        this.#keep(
+          channel,
+          waited ? bytes : new Uint8Array(bytes),
+          held[i + 2] as boolean,
+          held[i + 3] as HistoryConfig,
+        );
+      }
+    };
     batch.then(
-      () => void (this.#saidAway = false),
-      () => {
-        this.#away();
-        for (let i = 0; i < held.length; i += 4) {
-          const channel = held[i] as string;
-          engine.missed(channel);
-          // (a Uint8Array: what the store hands out is sliced, and a Buffer's slice is a view)
-          this.#keep(
-            channel,
-            new Uint8Array(held[i + 1] as Buffer),
-            held[i + 2] as boolean,
-            held[i + 3] as HistoryConfig,
-          );
-        }
-      },
+      () => settle(true),
+      () => settle(false),
     );
   }
 
