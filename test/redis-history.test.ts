@@ -16,6 +16,10 @@ import {
   ws,
   type CliProcess,
 } from "./harness.ts";
+import type { Position } from "../src/index.ts";
+import { HISTORY_API, type EngineHost } from "../src/pubsub/engine-api.ts";
+import { declareHistory } from "../src/pubsub/history.ts";
+import { RedisEngine } from "../src/pubsub/redis.ts";
 import { skipRedis, startRedis } from "./redis-server.ts";
 import { historySuite } from "./suites/history.ts";
 import { twoClustersOnRedis } from "./suites/pubsub.ts";
@@ -197,6 +201,74 @@ describe.skipIf(skip)("history and presence in Redis", () => {
       admin.disconnect();
     }
   }, 30_000);
+
+  test("the engine itself: text and binary keep their kind live and in a read; trimmed by size; another cluster's presence", async () => {
+    declareHistory("eng:*", { match: "redis", size: 3 });
+    const ch = `eng:${process.pid}`;
+    const live: { bytes: string; text: boolean; at: string }[] = [];
+    let heard = () => {};
+    const host: EngineHost = {
+      deliver: () => {},
+      deliverBytes: () => {},
+      deliverAt: (_c, bytes, text, p: Position) => {
+        live.push({
+          bytes: Buffer.from(bytes).toString("hex"),
+          text,
+          at: `${p.epoch}:${p.offset}`,
+        });
+        heard();
+      },
+    };
+    const one = new RedisEngine(redis().url);
+    const two = new RedisEngine(redis().url);
+    try {
+      one.open(host);
+      two.open(host);
+      const h = one[HISTORY_API];
+      await waitUntil(() => h.available && two[HISTORY_API].available, 5000, "both engines");
+      await one.subscribe(ch);
+      const arrived = new Promise<void>((r) => (heard = () => live.length === 4 && r()));
+      const bin = new Uint8Array([0, 255, 10]);
+      await Promise.all([
+        h.append(ch, Buffer.from("a"), true, 3, 60_000),
+        h.append(ch, bin, false, 3, 60_000),
+        h.append(ch, Buffer.from("c"), true, 3, 60_000),
+        h.append(ch, Buffer.from("d"), true, 3, 60_000),
+      ]);
+      await arrived;
+      const epoch = epochOf(live[0]!.at);
+      expect(live).toEqual([
+        { bytes: "61", text: true, at: `${epoch}:1` },
+        { bytes: "00ff0a", text: false, at: `${epoch}:2` },
+        { bytes: "63", text: true, at: `${epoch}:3` },
+        { bytes: "64", text: true, at: `${epoch}:4` },
+      ]);
+      // Size 3: offset 1 is gone; the binary one is still binary.
+      const held = await two[HISTORY_API].read(ch, 0, 60_000);
+      expect({ ...held, entries: undefined }).toEqual({
+        epoch,
+        top: 4,
+        first: 2,
+        entries: undefined,
+      });
+      expect(
+        held.entries.map((e) => [e.offset, Buffer.from(e.bytes).toString("hex"), e.text]),
+      ).toEqual([
+        [2, "00ff0a", false],
+        [3, "63", true],
+        [4, "64", true],
+      ]);
+      // Presence: each engine is a cluster of its own.
+      h.counts(new Map([[ch, 2]]));
+      two[HISTORY_API].counts(new Map([[ch, 3]]));
+      expect(await h.presence(ch)).toBe(5);
+      two[HISTORY_API].counts(new Map([[ch, 0]]));
+      expect(await two[HISTORY_API].presence(ch)).toBe(2);
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  });
 
   test("presence: a SIGKILLed cluster's subscriptions drop out within seconds", async () => {
     await using a = await cluster(redis().url);
