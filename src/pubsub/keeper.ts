@@ -66,8 +66,9 @@ export class Keeper {
         // Appends still in flight come first (they may yet fail and be kept here): this one waits
         // behind them (a copy: the caller may reuse its buffer).
         if (this.#inFlight > 0) {
-          const copy = typeof message === "string" ? encoder.encode(message) : message.slice();
-          this.#inBatch.push(channel, new Uint8Array(copy), text, config, true);
+          const copy =
+            typeof message === "string" ? encoder.encode(message) : new Uint8Array(message);
+          this.#inBatch.push(channel, copy, text, config, true);
           return;
         }
       }
