@@ -58,10 +58,11 @@ export interface EngineHistory {
   /** False while the engine cannot take a history publish (Redis away): the master keeps it then. */
   readonly available: boolean;
   /**
-   * Appends `bytes` to the channel's history (keeping the last `size` for `ttlMs`) and publishes it
-   * with its position, in one step; every cluster subscribed to the channel gets it through
-   * `host.deliverAt` (this one too: nothing is delivered here). Resolves to the position; rejects
-   * when the engine could not take it (the caller keeps it then).
+   * Appends `bytes` (the engine's to keep) to the channel's history (keeping the last `size` for
+   * `ttlMs`) and publishes it with its position, in one step; every cluster subscribed to the channel
+   * gets it through `host.deliverAt` (this one too: nothing is delivered here). Resolves once the
+   * engine took it; rejects when it could not (the caller keeps it then). Appends of one turn may
+   * share one promise: the caller then handles the batch once.
    */
   append(
     channel: string,
@@ -69,7 +70,12 @@ export interface EngineHistory {
     text: boolean,
     size: number,
     ttlMs: number,
-  ): Promise<Position>;
+  ): Promise<void>;
+  /**
+   * The caller kept a message of `channel` itself (the engine was not available, or rejected the
+   * append): the engine's history of the channel now lacks it, so its next append starts a new epoch.
+   */
+  missed(channel: string): void;
   /** What the channel still retains after `after` (messages older than `ttlMs` are not). */
   read(channel: string, after: number, ttlMs: number): Promise<Retained>;
   /** This cluster's number of subscriptions per channel changed: only the changed ones, 0 for none left. */

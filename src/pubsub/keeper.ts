@@ -37,6 +37,14 @@ export class Keeper {
   #engine: EngineHistory | undefined;
   #deliver: Sequenced;
   #saidAway = false;
+  /**
+   * the engine's promise for the appends since, and what they were (channel, bytes, text, config,
+   * waited …; waited: published while the engine was away, kept here once the batch settles)
+   */
+  #batch: Promise<void> | undefined;
+  #inBatch: unknown[] = [];
+  /** batches not settled yet */
+  #inFlight = 0;
 
   constructor(deliver: Sequenced) {
     this.#deliver = deliver;
@@ -50,21 +58,60 @@ export class Keeper {
   /** A publish on a history channel; `local`: kept here even with an engine (a publish for this cluster only). */
   publish(channel: string, message: Uint8Array | string, text: boolean, local: boolean): void {
     const config = historyFor(channel) ?? FALLBACK;
-    const bytes = typeof message === "string" ? encoder.encode(message) : message;
     const engine = this.#engine;
-    if (engine === undefined || local) return this.#keep(channel, bytes, text, config);
-    if (!engine.available) {
-      this.#away();
+    if (engine === undefined || local || !engine.available) {
+      if (engine !== undefined && !local) {
+        this.#away();
+        engine.missed(channel);
+        // Appends still in flight come first (they may yet fail and be kept here): this one waits
+        // behind them (a copy: the caller may reuse its buffer).
+        if (this.#inFlight > 0) {
+          const copy =
+            typeof message === "string" ? encoder.encode(message) : new Uint8Array(message);
+          this.#inBatch.push(channel, copy, text, config, true);
+          return;
+        }
+      }
+      const bytes = typeof message === "string" ? encoder.encode(message) : message;
       return this.#keep(channel, bytes, text, config);
     }
-    // The engine takes it later (the caller's bytes may be reused meanwhile).
-    const copy = bytes.slice();
-    engine.append(channel, copy, text, config.size, config.ttlMs).then(
-      () => void (this.#saidAway = false),
-      () => {
-        this.#away();
-        this.#keep(channel, copy, text, config);
-      },
+    // The engine keeps what it is given, and the caller may reuse its buffer meanwhile: a copy.
+    const copy = typeof message === "string" ? Buffer.from(message) : Buffer.from(message);
+    const batch = engine.append(channel, copy, text, config.size, config.ttlMs);
+    if (batch !== this.#batch) this.#watch(engine, (this.#batch = batch));
+    this.#inBatch.push(channel, copy, text, config, false);
+  }
+
+  /**
+   * One handler per batch of appends (they share a promise; batches settle in order): what it held
+   * is kept here, in order, when the engine could not take it — and what waited behind it either way.
+   */
+  #watch(engine: EngineHistory, batch: Promise<void>): void {
+    const held: unknown[] = [];
+    this.#inBatch = held;
+    this.#inFlight++;
+    const settle = (taken: boolean) => {
+      this.#inFlight--;
+      if (taken) this.#saidAway = false;
+      else this.#away();
+      for (let i = 0; i < held.length; i += 5) {
+        const waited = held[i + 4] === true;
+        if (taken && !waited) continue;
+        const channel = held[i] as string;
+        if (!waited) engine.missed(channel);
+        // (a Uint8Array: what the store hands out is sliced, and a Buffer's slice is a view)
+        const bytes = held[i + 1] as Uint8Array;
+        this.#keep(
+          channel,
+          waited ? bytes : new Uint8Array(bytes),
+          held[i + 2] as boolean,
+          held[i + 3] as HistoryConfig,
+        );
+      }
+    };
+    batch.then(
+      () => settle(true),
+      () => settle(false),
     );
   }
 

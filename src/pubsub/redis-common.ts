@@ -4,7 +4,7 @@
 import { isUtf8 } from "node:buffer";
 import type * as IORedisModule from "ioredis";
 import { log } from "../log.ts";
-import type { Message } from "../types.ts";
+import type { Message, Position } from "../types.ts";
 import {
   CLUSTER,
   USE_RELAY,
@@ -158,6 +158,14 @@ export abstract class RedisEngineBase implements PubSubEngine, RelayingEngine {
     if (host !== undefined && "deliverBytes" in host)
       (host as EngineHost).deliverBytes(channel, message, text);
     else (host ?? byHand).deliver(channel, text ? message.toString() : new Uint8Array(message));
+  }
+
+  /** A history message from Redis with its position (redis-history.ts); `text` as it was published. */
+  protected deliverAt(channel: string, bytes: Buffer, text: boolean, position: Position): void {
+    const host = this.#host;
+    if (host !== undefined && "deliverAt" in host)
+      (host as EngineHost).deliverAt(channel, bytes, text, position);
+    else (host ?? byHand).deliver(channel, text ? bytes.toString() : new Uint8Array(bytes));
   }
 
   /**

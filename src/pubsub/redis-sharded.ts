@@ -24,6 +24,9 @@
 //   subscription change that failed is retried every second. While a master is down, ioredis
 //   reconnects its sharded subscriber in a tight loop (hundreds of errors a second, about one CPU
 //   core): the engine logs one line per change of state, never per error.
+// - History and presence (`Iodine.history`, `Iodine.presence`): not kept in a Redis Cluster (no
+//   HISTORY_API; one sequence across shards needs a cross-slot script). Each cluster's master keeps its
+//   own history (its epoch, its clients) and publishes raw; presence counts this cluster only.
 import type { Cluster, ClusterNode, ClusterOptions } from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";

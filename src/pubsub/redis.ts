@@ -19,14 +19,17 @@
 //   publish before it), then a PING on the subscribing one (so every echo of them has arrived).
 //
 // While Redis is away, publishes reach the local cluster only (Redis pub/sub is at-most-once across
-// machines); the engine logs one line per state change, reconnects, and subscribes again.
+// machines); the engine logs one line per state change, reconnects, and subscribes again. History
+// channels (`Iodine.history`) are not published raw: redis-history.ts keeps their history and
+// the cluster's presence in this Redis, and their messages come back with a header (never echoes).
 import type { Redis as IORedis, RedisOptions } from "ioredis";
 import { log } from "../log.ts";
 import type { Message } from "../types.ts";
 import { EchoLog } from "./echoes.ts";
-import { DONE, PUBLISH_BYTES, type BytesEngine } from "./engine-api.ts";
+import { DONE, HISTORY_API, PUBLISH_BYTES, type BytesEngine } from "./engine-api.ts";
 import { compileGlob } from "./match.ts";
 import { BatchSender } from "./redis-batch.ts";
+import { RedisHistory } from "./redis-history.ts";
 import {
   Backlog,
   ioredis,
@@ -74,6 +77,13 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
   #groupSeen: string[] = [];
   #lastChannelBytes: Buffer | undefined;
   #lastChannel = "";
+  #history = new RedisHistory({
+    pub: () => this.#pub,
+    sub: () => this.#sub,
+    deliverAt: (channel, bytes, text, position) => this.deliverAt(channel, bytes, text, position),
+  });
+  /** history and presence in this Redis (engine-api.ts HistoryEngine) */
+  readonly [HISTORY_API] = this.#history;
 
   constructor(url: string, options: RedisEngineOptions = {}) {
     const form =
@@ -97,11 +107,13 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
     this.#sub.on("ready", () => this.#resubscribe());
     this.#pingTimer = setInterval(() => this.#keepAlive(), this.pingSeconds * 1000);
     this.#pingTimer.unref?.();
+    this.#history.open();
     for (const c of [this.#pub, this.#sub]) c.connect().catch(() => {});
   }
 
   protected closeConnections(): void {
     clearInterval(this.#pingTimer);
+    this.#history.close();
     const conns = [this.#pub, this.#sub];
     this.#pub = this.#sub = undefined;
     this.state.reset();
@@ -202,13 +214,17 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
       // across machines), subscriptions are sent again on "ready".
       enableOfflineQueue: false,
       autoResubscribe: false,
-      maxRetriesPerRequest: null,
+      // A publish in flight when the connection drops fails, never sent again late (redis-history.ts).
+      maxRetriesPerRequest: role === "pub" ? 0 : null,
       retryStrategy: (times) => Math.min(times * 100, 1000),
       connectTimeout: 5_000,
       connectionName: `iodine-${role}-${process.pid}`,
     };
     const conn = new (ioredis().Redis)(this.url, options);
-    if (role === "pub") this.#sender.prepare(conn, () => this.#pub === conn);
+    if (role === "pub") {
+      this.#sender.prepare(conn, () => this.#pub === conn);
+      this.#history.prepare(conn);
+    }
     conn.on("error", (err: Error) => {
       this.lastError = err.message;
       log.debug(`redis: ${role} connection: ${err.message}`);
@@ -371,6 +387,8 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
       name = this.#lastChannel = channel.toString();
       this.#lastChannelBytes = channel;
     }
+    // A history message is never an echo: the cluster delivers it only when it comes back.
+    if (this.#history.receive(name, message)) return;
     if (this.#echoes.size > 0 && this.#echoes.isEcho(name, message)) return;
     this.deliver(name, message);
   }
