@@ -54,7 +54,7 @@ export abstract class BaseConnection implements Connection {
   abstract get pending(): number;
 
   readonly request: Request | undefined;
-  timeout = 0;
+  #timeout = 0;
   #callbacks: Callbacks;
   /** the tail of this connection's callback chain while a callback's promise is pending */
   #busy: Promise<void> | undefined;
@@ -70,6 +70,15 @@ export abstract class BaseConnection implements Connection {
 
   get isOpen(): boolean {
     return !this.#closed;
+  }
+
+  /** Seconds of silence before onTimeout (raw); 0 = never. An accessor, so a wrapper can pass it on. */
+  get timeout(): number {
+    return this.#timeout;
+  }
+
+  set timeout(seconds: number) {
+    this.#timeout = seconds;
   }
 
   get handler(): Handler | SnakeHandler {
