@@ -200,6 +200,7 @@ export class WsClientConnection extends BaseConnection {
     if (this.#closing || !super.isOpen) return;
     this.#closing = true;
     this.markClosed();
+    this.waitForClose();
     this.#ws.close(1000); // 1000: normal closure (RFC 6455 §7.4.1)
   }
 

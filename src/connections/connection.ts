@@ -60,6 +60,7 @@ export abstract class BaseConnection implements Connection {
   #busy: Promise<void> | undefined;
   #closed = false;
   #closeNotified = false;
+  #closeWait: PromiseWithResolvers<void> | undefined;
   /** this connection's subscriptions, by key (channel or pattern), so close can drop them all */
   readonly subscriptions = new Map<string, Subscription>();
 
@@ -162,6 +163,18 @@ export abstract class BaseConnection implements Connection {
       const done = busy.then(() => void settling.delete(done));
       settling.add(done);
     }
+    this.#closeWait?.resolve();
+  }
+
+  /**
+   * A client's close is under way (the server's close frame, a reconnect's wait): a graceful stop
+   * waits for its onClose too, as for the callbacks of closed connections.
+   */
+  protected waitForClose(): void {
+    if (this.#closeNotified || this.#closeWait !== undefined) return;
+    const wait = (this.#closeWait = Promise.withResolvers<void>());
+    settling.add(wait.promise);
+    void wait.promise.then(() => settling.delete(wait.promise));
   }
 
   /** Calls now; a returned Promise is returned (settled errors logged) so later events wait for it. */

@@ -121,8 +121,12 @@ export class ReconnectingClient extends BaseConnection {
   #openedAt = 0;
   /** why the current transport failed, as it reported */
   #failure: string | undefined;
-  /** the failure last logged while down (undefined: up, or not yet failed) */
-  #said: string | undefined;
+  /** the failure last logged (or taken as part of the outage logged) */
+  #told: string | undefined;
+  /** a line said it is down and none yet that it is up again */
+  #unanswered = false;
+  /** the last line said it was lost: the failed reopen that follows says nothing new */
+  #justLost = false;
   #downSince = 0;
   #attempts = 0;
   readonly #wanted = new Map<string, Wanted>();
@@ -181,6 +185,7 @@ export class ReconnectingClient extends BaseConnection {
     if (this.#stopped) return;
     this.#stopped = true;
     this.markClosed();
+    this.waitForClose();
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#inner !== undefined) this.#inner.close();
@@ -285,11 +290,12 @@ export class ReconnectingClient extends BaseConnection {
     // This client stands for it in openConnections (Iodine.stop() shuts the client down, not it).
     openConnections.delete(inner);
     this.#openedAt = performance.now();
-    if (this.#said !== undefined)
+    if (this.#unanswered)
       log.info(
         `Iodine.connect: ${this.url} connected again after ${((this.#openedAt - this.#downSince) / 1000).toFixed(1)} s (attempt ${this.#attempts})`,
       );
-    this.#said = undefined;
+    this.#unanswered = false;
+    this.#justLost = false;
     this.#attempts = 0;
     this.dispatch("onOpen");
     for (const [key, w] of this.#wanted) {
@@ -315,28 +321,37 @@ export class ReconnectingClient extends BaseConnection {
     if (this.#stopped) return this.#finish();
     if (lasted >= this.#backoff.maxMs) this.#step = 0;
     const wait = this.#nextWait();
-    this.#tell(lasted >= 0, wait);
+    this.#tell(lasted, wait);
     this.#timer = setTimeout(() => this.#attempt(), wait);
   }
 
-  /** One log line per change of state (lost, failing for a new reason, connected again), not per attempt. */
-  #tell(wasUp: boolean, wait: number): void {
-    const failure = this.#failure ?? (wasUp ? "closed by the peer" : "failed to open");
-    if (wasUp) {
-      this.#downSince = performance.now();
-      this.#said = "lost";
+  /**
+   * One log line per change of state, not per attempt: lost (or failing to open, first or for a new
+   * reason), then connected again. A failed reopen right after a loss is the same outage, and a
+   * connection that did not last, lost as the one before, is the same trouble (a flapping server).
+   */
+  #tell(lasted: number, wait: number): void {
+    const failure = this.#failure ?? (lasted >= 0 ? "closed by the peer" : "failed to open");
+    const { minMs, maxMs } = this.#backoff;
+    const start = () => {
+      this.#told = failure;
+      if (!this.#unanswered) this.#downSince = performance.now();
+      this.#unanswered = true;
+    };
+    if (lasted >= 0 && !(lasted < maxMs && this.#told === failure)) {
+      start();
+      this.#justLost = true;
       log.warn(`Iodine.connect: ${this.url} lost: ${failure}; reconnecting`);
-    } else if (this.#said === undefined || (this.#said !== "lost" && this.#said !== failure)) {
-      if (this.#said === undefined) this.#downSince = performance.now();
-      this.#said = failure;
-      const { minMs, maxMs } = this.#backoff;
+    } else if (lasted < 0 && failure !== this.#told && !this.#justLost) {
+      start();
       log.error(
         `Iodine.connect: ${this.url} ${failure}; retrying every ${minMs / 1000}–${maxMs / 1000} s until it opens`,
       );
     } else {
-      if (this.#said === "lost") this.#said = failure;
+      if (this.#justLost) this.#told = failure;
+      this.#justLost = false;
       log.debug(
-        `Iodine.connect: ${this.url} attempt ${this.#attempts} ${failure}; next in ${Math.round(wait)} ms`,
+        `Iodine.connect: ${this.url} attempt ${this.#attempts}: ${failure}; next in ${Math.round(wait)} ms`,
       );
     }
   }
