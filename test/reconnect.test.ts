@@ -6,8 +6,9 @@
 import { describe, expect, test } from "bun:test";
 import { connect } from "../src/connections/client.ts";
 import { parseReconnect } from "../src/connections/reconnect.ts";
-import type { Connection } from "../src/types.ts";
-import { fixture, freePort, startCli, waitUntil, type CliProcess } from "./harness.ts";
+import { publish } from "../src/pubsub/registry.ts";
+import type { Connection, Message } from "../src/types.ts";
+import { fixture, freePort, startCli, waitUntil, Waiters, type CliProcess } from "./harness.ts";
 
 const serve = (port: number, raw: boolean, extra: string[] = []) =>
   startCli([...extra, "-p", String(port), fixture("reconnect-server.ts")], {
@@ -210,6 +211,95 @@ test("close() while it waits to reconnect: onClose once, no more attempts", asyn
   c.close();
   await Bun.sleep(0);
   expect(events).toEqual(["open", "close"]);
+});
+
+test("the back-off starts over once a connection stayed up for max seconds", async () => {
+  // min 0.05 s, max 0.2 s: four flaps grow the step to 0.2 s; the fifth connection is held 0.25 s.
+  const accepted: number[] = [];
+  let heldEnded = 0;
+  const sixth = Promise.withResolvers<void>();
+  using listener = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(s) {
+        const n = accepted.push(performance.now());
+        if (n === 6) sixth.resolve();
+        if (n !== 5) return void s.end();
+        setTimeout(() => {
+          heldEnded = performance.now();
+          s.end();
+        }, 250);
+      },
+      data() {},
+    },
+  });
+  const c = connect({
+    url: `tcp://127.0.0.1:${listener.port}`,
+    reconnect: { min: 0.05, max: 0.2 },
+    handler: {},
+  });
+  try {
+    await sixth.promise;
+  } finally {
+    c.close();
+  }
+  // Before: the fifth attempt waited 0.1–0.2 s (the step had grown to 0.2 s). After a connection
+  // that lasted max, the wait is 25–50 ms again.
+  expect(accepted[4]! - accepted[3]!).toBeGreaterThanOrEqual(95);
+  expect(accepted[5]! - heldEnded).toBeLessThan(95);
+});
+
+test("while down: write returns false, subscribe is held and settles once it is back, unsubscribe drops a held one", async () => {
+  let lines = "";
+  const wrote = new Waiters();
+  const listen = (port: number) =>
+    Bun.listen({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        data(_s, d) {
+          lines += new TextDecoder().decode(d);
+          wrote.wake();
+        },
+      },
+    });
+  let server = listen(0);
+  const port = server.port;
+  let opened = Promise.withResolvers<void>();
+  const closed = Promise.withResolvers<void>();
+  const c = connect({
+    url: `tcp://127.0.0.1:${port}`,
+    reconnect: { min: 0.05, max: 0.1 },
+    handler: { onOpen: () => opened.resolve(), onClose: () => closed.resolve() },
+  });
+  try {
+    await opened.promise;
+    opened = Promise.withResolvers<void>();
+    const write = (_ch: string, m: Message, conn?: Connection) => void conn!.write(`${m}\n`);
+    await c.subscribe("rc:a", (ch, m, conn) => write(ch, `a:${m}`, conn));
+    server.stop(true);
+    await waitUntil(() => !c.isOpen, 2000, "the client to notice the server is gone");
+    expect(c.write("while down")).toBe(false);
+    const held = c.subscribe("rc:b", (ch, m, conn) => write(ch, `b:${m}`, conn));
+    expect(c.unsubscribe("rc:a")).toBe(true);
+    expect(c.unsubscribe("rc:a")).toBe(false);
+    server = listen(port);
+    await opened.promise;
+    expect(await held).toEqual({ recovered: true, position: undefined });
+    publish("rc:a", "1");
+    publish("rc:b", "2");
+    await wrote.until(() => (lines.includes("b:2\n") ? true : undefined), {
+      ms: 3000,
+      ended: () => false,
+      fail: () => new Error(`no b:2 in ${JSON.stringify(lines)}`),
+    });
+    expect(lines).toBe("b:2\n");
+  } finally {
+    c.close();
+    server.stop(true);
+  }
+  await closed.promise;
 });
 
 describe("the reconnect option", () => {
