@@ -16,10 +16,10 @@ const serve = (port: number, raw: boolean, extra: string[] = []) =>
   });
 
 /** The client fixture at debug verbosity (each attempt is a debug line). */
-const client = (url: string, mode: string, min = "0.05", max = "0.2") =>
+const client = (url: string, mode: string, min = "0.05", max = "0.2", size = "10000") =>
   startCli(["-V", "5", fixture("client-reconnect.ts")], {
     noListener: true,
-    env: { URL: url, MIN: min, MAX: max, MODE: mode },
+    env: { URL: url, MIN: min, MAX: max, MODE: mode, SIZE: size },
   });
 
 /** The lines of the client's stderr about the client, but for the debug lines of each attempt. */
@@ -108,6 +108,26 @@ describe("a server killed and started again on the same port", () => {
       expect(lines[1]).toMatch(/connected again after \d+\.\d s \(attempt \d+\)$/);
     }, 30_000);
   }
+});
+
+test("a history trimmed while it was away (size 2): it resumes live, and a warning says from where it could not", async () => {
+  const port = freePort();
+  await using first = await serve(port, false);
+  await using c = await client(`ws://127.0.0.1:${port}/`, "once", "0.05", "0.2", "2");
+  await first.waitFor(/^got m3:up$/m, 10_000, "stdout");
+  first.proc.kill("SIGKILL");
+  await first.proc.exited;
+  await c.waitFor(/attempt 3: failed to open/); // ≥ 0.17 s down: more than 2 messages published
+  await using second = await serve(port, false);
+  await c.waitFor(
+    /"feed" resumed without what was published while it was down \(its history no longer reaches back to \S+:\d+\)/,
+  );
+  await c.waitFor(/^open\n[^]*^open\n(?:got .*\n)*got m\d+:up /m, 10_000, "stdout");
+  expect(await c.stop()).toBe(0);
+  const out = c.stdout().trimEnd().split("\n");
+  const after = deliveries(out.slice(out.lastIndexOf("open")));
+  expect(after.length).toBeGreaterThan(0);
+  expect(after.every((g) => g.state === "up")).toBe(true);
 });
 
 test("a hot restart (SIGUSR1) of a -w 2 server: the WebSocket client is told to go, comes back to a new worker and resumes", async () => {

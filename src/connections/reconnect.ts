@@ -265,15 +265,15 @@ export class ReconnectingClient extends BaseConnection {
     w.made = true;
     const sub = this.subscriptions.get(key);
     if (!w.history || sub === undefined) return made;
-    const resumed = w.position !== undefined && since === w.position;
+    const from = w.position !== undefined && since === w.position ? w.position : undefined;
     // Without since: where the channel stood once the subscription was in effect (it saw all after).
     const at =
       since === undefined
         ? made.then(() => historyTop(w.channel))
         : made.then((r) => {
-            if (!r.recovered && resumed && sub.dropped !== true)
+            if (!r.recovered && from !== undefined && sub.dropped !== true)
               log.warn(
-                `Iodine.connect: ${this.url}: ${JSON.stringify(w.channel)} resumed without what was published while it was down (its history no longer reaches back to ${w.position!.epoch}:${w.position!.offset})`,
+                `Iodine.connect: ${this.url}: ${JSON.stringify(w.channel)} resumed without what was published while it was down (its history no longer reaches back to ${from.epoch}:${from.offset})`,
               );
             return r.position;
           });
