@@ -110,6 +110,42 @@ describe("a server killed and started again on the same port", () => {
   }
 });
 
+test("a -w 2 cluster of clients (the history in its master): each worker's client resumes without a gap or a duplicate", async () => {
+  const port = freePort();
+  await using first = await serve(port, false);
+  const url = `ws://127.0.0.1:${port}/`;
+  await using c = await startCli(["-V", "5", "-w", "2", fixture("client-reconnect.ts")], {
+    env: { URL: url, MIN: "0.05", MAX: "0.2", MODE: "each", CLUSTER: "1" },
+  });
+  await c.waitFor(/^open$[^]*^open$/m, 10_000, "stdout");
+  await first.waitFor(/^got m20:x$[^]*^got m20:x$/m, 10_000, "stdout");
+  first.proc.kill("SIGKILL");
+  await first.proc.exited;
+  await c.waitFor(/lost: [^]*lost: /);
+  await c.waitFor(/attempt 3: failed to open/);
+  await using second = await serve(port, false);
+  await c.waitFor(/connected again after [^]*connected again after /);
+  // Caught up and live again: both workers deliver a message published after they were back.
+  const latest = Math.max(...deliveries(c.stdout().split("\n")).map((g) => g.n));
+  await c.waitFor(
+    new RegExp(`^got m${latest + 10}:x [^]*^got m${latest + 10}:x `, "m"),
+    10_000,
+    "stdout",
+  );
+  expect(await c.stop()).toBe(0);
+  const out = c.stdout().trimEnd().split("\n");
+  expect(out.filter((l) => l === "open")).toHaveLength(4);
+  expect(out.filter((l) => l === "close")).toHaveLength(2);
+  const pids = new Set(out.filter((l) => l.startsWith("got ")).map((l) => l.split(" ")[3]));
+  expect(pids.size).toBe(2);
+  for (const pid of pids) {
+    const got = deliveries(out.filter((l) => l.endsWith(` ${pid}`)));
+    expect(got.map((g) => g.n)).toEqual(numbers(got[0]!.n, got.length));
+    expect(got.map((g) => g.offset)).toEqual(numbers(got[0]!.offset, got.length));
+    expect(got.at(-1)!.n).toBeGreaterThanOrEqual(latest + 10);
+  }
+}, 30_000);
+
 test("a history trimmed while it was away (size 2): it resumes live, and a warning says from where it could not", async () => {
   const port = freePort();
   await using first = await serve(port, false);
