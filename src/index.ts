@@ -165,6 +165,7 @@ export type { AppModule, AppObject, FetchHandler, IodineServer } from "./types.t
 export type { Connection, Handler, Message, Protocol, SnakeHandler } from "./types.ts";
 export type { UpgradeKind, UpgradeOptions } from "./connections/upgrade.ts";
 export type { ConnectOptions } from "./connections/client.ts";
+export type { ReconnectOptions } from "./connections/reconnect.ts";
 export type { SSEEvent } from "./types.ts";
 // Lifecycle.
 export type { StateEvent } from "./hooks.ts";

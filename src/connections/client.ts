@@ -4,6 +4,7 @@ import { BaseConnection, openConnections } from "./connection.ts";
 import { IodineError } from "../errors.ts";
 import { log } from "../log.ts";
 import { connectRaw } from "./raw.ts";
+import { parseReconnect, ReconnectingClient, type ReconnectOptions } from "./reconnect.ts";
 import { TLS } from "../tls.ts";
 import type { TLSOptions as BunTLSOptions } from "bun";
 import type { Connection, Handler, Message, SnakeHandler, SubscribeOptions } from "../types.ts";
@@ -30,6 +31,16 @@ export interface ConnectOptions {
       };
   /** headers for the upgrade request (cookies, authorization …). @default none */
   headers?: Record<string, string>;
+  /**
+   * Reconnect whenever the connection fails or closes, until `close()` or `Iodine.stop()`: `true`
+   * (the first retry after 0.1 s, each wait doubling up to 5 s, jittered) or `{ min, max }` seconds.
+   * The connection object stays the same; `onOpen` runs on every connect and `onClose` once, at the
+   * end; while down `isOpen` is false and `write` returns false (the data is dropped). Subscriptions
+   * made on the connection are made again after each reconnect, on a history channel
+   * (`Iodine.history`) from the last position they saw, so nothing published meanwhile is missed.
+   * @default false
+   */
+  reconnect?: boolean | ReconnectOptions;
 }
 
 const DEFAULT_PING = 40;
@@ -42,6 +53,7 @@ const RAW_SCHEMES = new Set(["tcp:", "tls:", "unix:"]);
 /**
  * Opens a client connection and returns it at once; `onOpen` runs when it is connected, and
  * `onClose` runs exactly once in any case, also when it never opened (the failure is logged).
+ * With `reconnect`, it connects again until closed (see `ConnectOptions.reconnect`).
  * @throws TypeError for a bad URL, handler or option; IodineError `ECONNECT_SCHEME` for another scheme.
  * @example
  * Iodine.connect({
@@ -62,6 +74,7 @@ export function connect(options: ConnectOptions): Connection {
       `Iodine.connect: "ping" must be a number of seconds 0–${MAX_PING}, got "${String(ping)}"`,
     );
   }
+  const backoff = parseReconnect(options.reconnect);
   if (RAW_SCHEMES.has(url.protocol)) {
     if (options.tls !== undefined && !(options.tls instanceof TLS)) {
       throw new TypeError(`Iodine.connect: "tls" for a raw connection must be an Iodine.TLS`);
@@ -71,7 +84,13 @@ export function connect(options: ConnectOptions): Connection {
         `Iodine.connect: "tls" over a Unix socket is not supported ("${url.href}")`,
       );
     }
-    const c = connectRaw(url, options.handler, options.tls);
+    const rawTls = options.tls;
+    const c =
+      backoff === undefined
+        ? connectRaw(url, options.handler, rawTls)
+        : new ReconnectingClient("raw", url.href, options.handler, backoff, (handler, report) =>
+            connectRaw(url, handler, rawTls, report),
+          );
     if (options.ping !== undefined) c.timeout = ping;
     return c;
   }
@@ -79,7 +98,16 @@ export function connect(options: ConnectOptions): Connection {
     throw new TypeError(`Iodine.connect: "tls" needs a wss:// URL, got "${url.href}"`);
   }
   const tls = options.tls instanceof TLS ? options.tls.clientOptions() : options.tls;
-  return new WsClientConnection(url, options.handler, ping, tls, options.headers);
+  const headers = options.headers;
+  if (backoff === undefined)
+    return new WsClientConnection(url, options.handler, ping, tls, headers);
+  return new ReconnectingClient(
+    "websocket",
+    url.href,
+    options.handler,
+    backoff,
+    (handler, report) => new WsClientConnection(url, handler, ping, tls, headers, report),
+  );
 }
 
 function parseUrl(raw: unknown): URL {
@@ -119,6 +147,8 @@ export class WsClientConnection extends BaseConnection {
   /** close() was called: a failure to open is then no error */
   #closing = false;
   #failureLogged = false;
+  /** hears why it failed (by default logged; a reconnecting client decides itself) */
+  #report: ((failure: string) => void) | undefined;
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #drainTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -128,9 +158,11 @@ export class WsClientConnection extends BaseConnection {
     ping: number,
     tls: BunTLSOptions | undefined,
     headers: ConnectOptions["headers"],
+    report?: (failure: string) => void,
   ) {
     super(handler, undefined, "Iodine.connect");
     this.url = url.href;
+    this.#report = report;
     try {
       this.#ws = new WebSocket(url.href, {
         ...(headers ? { headers } : {}),
@@ -168,6 +200,7 @@ export class WsClientConnection extends BaseConnection {
     if (this.#closing || !super.isOpen) return;
     this.#closing = true;
     this.markClosed();
+    this.waitForClose();
     this.#ws.close(1000); // 1000: normal closure (RFC 6455 §7.4.1)
   }
 
@@ -200,24 +233,30 @@ export class WsClientConnection extends BaseConnection {
 
   #onError(e: ErrorEvent): void {
     if (this.#closing || this.#failureLogged) return;
-    this.#failureLogged = true;
     // Bun's message repeats the URL ("WebSocket connection to '…' failed: …"); the code says what failed.
     const detail = e.message.replace(/^WebSocket connection to '[^']*' failed: /, "");
     const code = (e.error as { code?: unknown } | undefined)?.code;
     const why = typeof code === "string" && !detail.includes(code) ? `${detail} (${code})` : detail;
-    log.error(`Iodine.connect: ${this.url} ${this.#opened ? "failed" : "failed to open"}: ${why}`);
+    this.#fail(`${this.#opened ? "failed" : "failed to open"}: ${why}`);
   }
 
   #onClose(code: number): void {
     clearInterval(this.#pingTimer);
     clearInterval(this.#drainTimer);
     this.#drainTimer = undefined;
-    if (!this.#opened && !this.#closing && !this.#failureLogged) {
-      this.#failureLogged = true;
-      log.error(`Iodine.connect: ${this.url} failed to open (close code ${code})`);
+    if (!this.#closing && !this.#failureLogged) {
+      if (!this.#opened) this.#fail(`failed to open (close code ${code})`);
+      else this.#report?.(`closed by the server (close code ${code})`);
     }
     openConnections.delete(this);
     this.closed();
+  }
+
+  /** Once per connection: what went wrong, logged (or told to a reconnecting client). */
+  #fail(failure: string): void {
+    this.#failureLogged = true;
+    if (this.#report !== undefined) this.#report(failure);
+    else log.error(`Iodine.connect: ${this.url} ${failure}`);
   }
 
   /** Bun's client WebSocket has no drain event: poll `bufferedAmount` while bytes are queued. */

@@ -54,12 +54,13 @@ export abstract class BaseConnection implements Connection {
   abstract get pending(): number;
 
   readonly request: Request | undefined;
-  timeout = 0;
+  #timeout = 0;
   #callbacks: Callbacks;
   /** the tail of this connection's callback chain while a callback's promise is pending */
   #busy: Promise<void> | undefined;
   #closed = false;
   #closeNotified = false;
+  #closeWait: PromiseWithResolvers<void> | undefined;
   /** this connection's subscriptions, by key (channel or pattern), so close can drop them all */
   readonly subscriptions = new Map<string, Subscription>();
 
@@ -70,6 +71,15 @@ export abstract class BaseConnection implements Connection {
 
   get isOpen(): boolean {
     return !this.#closed;
+  }
+
+  /** Seconds of silence before onTimeout (raw); 0 = never. An accessor, so a wrapper can pass it on. */
+  get timeout(): number {
+    return this.#timeout;
+  }
+
+  set timeout(seconds: number) {
+    this.#timeout = seconds;
   }
 
   get handler(): Handler | SnakeHandler {
@@ -153,6 +163,18 @@ export abstract class BaseConnection implements Connection {
       const done = busy.then(() => void settling.delete(done));
       settling.add(done);
     }
+    this.#closeWait?.resolve();
+  }
+
+  /**
+   * A client's close is under way (the server's close frame, a reconnect's wait): a graceful stop
+   * waits for its onClose too, as for the callbacks of closed connections.
+   */
+  protected waitForClose(): void {
+    if (this.#closeNotified || this.#closeWait !== undefined) return;
+    const wait = (this.#closeWait = Promise.withResolvers<void>());
+    settling.add(wait.promise);
+    void wait.promise.then(() => settling.delete(wait.promise));
   }
 
   /** Calls now; a returned Promise is returned (settled errors logged) so later events wait for it. */

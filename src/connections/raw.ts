@@ -240,11 +240,16 @@ export function socketHandlers(): SocketHandler<RawConnection, "uint8array"> {
 
 // --- clients ---
 
-/** Opens a raw client connection (`tcp://host:port`, `tls://host:port` or `unix:/path`). */
+/**
+ * Opens a raw client connection (`tcp://host:port`, `tls://host:port` or `unix:/path`); `report`
+ * hears why it failed to open (by default logged; a reconnecting client decides itself).
+ */
 export function connectRaw(
   url: URL,
   handler: Handler | SnakeHandler,
   tls: TLS | undefined,
+  report: (failure: string) => void = (failure) =>
+    log.error(`Iodine.connect: ${url.href} ${failure}`),
 ): RawConnection {
   startSweep();
   const peer = url.protocol === "unix:" ? unixPath(url) : url.host;
@@ -255,8 +260,8 @@ export function connectRaw(
     open(s) {
       // A server whose certificate does not verify: Bun opens, then closes. Not an open for us.
       if (secure && !s.authorized) {
-        log.error(
-          `Iodine.connect: ${url.href} failed to open: TLS handshake failed: ${describeTlsError(s.getAuthorizationError()) ?? "the server's certificate is not trusted"}`,
+        report(
+          `failed to open: TLS handshake failed: ${describeTlsError(s.getAuthorizationError()) ?? "the server's certificate is not trusted"}`,
         );
         s.terminate();
         c.ended();
@@ -265,7 +270,7 @@ export function connectRaw(
       c.attach(s);
     },
     connectError(_s, err) {
-      log.error(`Iodine.connect: ${url.href} failed to open: ${err.message}`);
+      report(`failed to open: ${err.message}`);
       c.ended();
     },
   };

@@ -24,6 +24,7 @@ import {
   PROCESS,
   type PubSubEngine,
   type PubSubScope,
+  type Retained,
 } from "./engine-api.ts";
 import { compileGlob } from "./match.ts";
 import { OutgoingCheck, type OutgoingChecked } from "./outgoing.ts";
@@ -70,7 +71,8 @@ export const watchBunSocket = bunApps.watchSocket;
 export const bunTopicsMayEnd = bunApps.topicsMayEnd;
 
 const isPattern = (o: SubscribeOptions | undefined) => o?.match === "redis";
-const keyOf = (channel: string, o: SubscribeOptions | undefined) =>
+/** A subscription's key in a connection's `subscriptions`: the channel, or the marked pattern. */
+export const keyOf = (channel: string, o: SubscribeOptions | undefined): string =>
   isPattern(o) ? "\u0000p:" + channel : channel;
 
 /**
@@ -205,12 +207,17 @@ function subscribed(
   channel: string,
   since: Since | undefined,
 ): Promise<Subscribed> {
-  if (since !== undefined) {
-    const read = (ch: string, after: number) =>
-      link.remote !== undefined ? link.remote.read(ch, after) : keeperHere().read(ch, after);
-    return recover(sub, channel, since, inEffect(), read, safely);
-  }
+  if (since !== undefined) return recover(sub, channel, since, inEffect(), readHistory, safely);
   return link.remote === undefined ? SETTLED_LIVE : link.remote.settled().then(() => LIVE);
+}
+
+const readHistory = (channel: string, after: number) =>
+  link.remote !== undefined ? link.remote.read(channel, after) : keeperHere().read(channel, after);
+
+/** A history channel's last position now (undefined if unreadable): where a resuming subscriber started. */
+export function historyTop(channel: string): Promise<Position | undefined> {
+  const top = (r: Retained) => ({ epoch: r.epoch, offset: r.top });
+  return readHistory(channel, Number.MAX_SAFE_INTEGER).then(top, () => undefined);
 }
 
 /** `Iodine.subscribe`: a process-level subscription; a callback is required. Resolves once it is in effect everywhere. */
