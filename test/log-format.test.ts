@@ -24,7 +24,9 @@ const EXPECTED: Record<string, string> = {
   "/json": String(Buffer.byteLength(JSON.stringify({ a: "é", n: [1, 2] }))),
   "/json-init": String('{"ok":true}'.length),
   "/json-typed": "3",
+  "/json-status": String('{"missing":true}'.length),
   "/redirect": "0",
+  "/subclass": "5", // an app's own subclass of Response
   "/clone": String("made at load".length),
   "/hono-style": "4",
   "/wrong-length": "11", // Bun sends the real length, whatever Content-Length says
@@ -33,6 +35,18 @@ const EXPECTED: Record<string, string> = {
   "/generator": "-",
   "/not-modified": "0",
   "/no-content": "0",
+};
+
+/** What /checks answers, with or without -v: the swapped Response behaves as Bun's own. */
+const CHECKS = {
+  instance: true,
+  errorInstance: true,
+  redirectInstance: true,
+  cloneInstance: true,
+  name: "Response",
+  subclass: [true, false],
+  mineCounted: true,
+  jsonType: "application/json;charset=utf-8",
 };
 
 describe("the byte field (-v)", () => {
@@ -60,14 +74,7 @@ describe("the byte field (-v)", () => {
   test("the swapped Response behaves as Bun's", async () => {
     await using srv = await startCli(["-v", "-p", "0", APP]);
     expect(await (await fetch(srv.url + "/patched")).json()).toEqual({ atLoad: true, now: true });
-    expect(await (await fetch(srv.url + "/checks")).json()).toEqual({
-      instance: true,
-      errorInstance: true,
-      redirectInstance: true,
-      cloneInstance: true,
-      name: "Response",
-      jsonType: "application/json;charset=utf-8",
-    });
+    expect(await (await fetch(srv.url + "/checks")).json()).toEqual(CHECKS);
     const typed = await fetch(srv.url + "/json-typed");
     expect(typed.headers.get("content-type")).toBe("application/x-mine");
     const init = await fetch(srv.url + "/json-init");
@@ -92,6 +99,7 @@ describe("the byte field (-v)", () => {
       atLoad: false,
       now: false,
     });
+    expect(await (await fetch(srv.url + "/checks")).json()).toEqual(CHECKS);
   });
 });
 

@@ -15,6 +15,7 @@ const JSON_TYPE = "application/json;charset=utf-8";
 const JSON_INIT: ResponseInit = { headers: { "content-type": JSON_TYPE } };
 
 let tracking = false;
+const ordinaryHasInstance = Function.prototype[Symbol.hasInstance];
 
 /**
  * Replaces the global `Response` with a subclass that records each body (idempotent). Code that
@@ -32,12 +33,15 @@ export function trackResponseBodies(): void {
     }
 
     // A fetch() result, Response.error() and the like are native Responses: they stay instances.
+    // An app's own subclass of Response inherits this hook, and keeps the ordinary test.
     static override [Symbol.hasInstance](value: unknown): boolean {
-      return value instanceof NativeResponse;
+      return this === TrackedResponse
+        ? value instanceof NativeResponse
+        : ordinaryHasInstance.call(this, value);
     }
 
     /** Stringified once here, so the log knows the length without a second stringify. */
-    static override json(data?: unknown, init?: ResponseInit): Response {
+    static override json(data?: unknown, init?: number | ResponseInit): Response {
       let text: string | undefined;
       try {
         text = JSON.stringify(data);
@@ -48,6 +52,9 @@ export function trackResponseBodies(): void {
       if (text === undefined) return NativeResponse.json(data, init);
       let res: Response;
       if (init === undefined) res = new NativeResponse(text, JSON_INIT);
+      // Bun also takes a bare status.
+      else if (typeof init === "number")
+        res = new NativeResponse(text, { ...JSON_INIT, status: init });
       else {
         res = new NativeResponse(text, init);
         if (!res.headers.has("content-type")) res.headers.set("content-type", JSON_TYPE);
