@@ -10,6 +10,7 @@ export const NativeResponse = globalThis.Response;
 /** The body a tracked Response was made with (null for none); absent on an untracked one. */
 const BODY = Symbol("iodine.body");
 type Tracked = Response & { [BODY]?: unknown };
+type Body = ConstructorParameters<typeof NativeResponse>[0];
 
 const JSON_TYPE = "application/json;charset=utf-8";
 const JSON_INIT: ResponseInit = { headers: { "content-type": JSON_TYPE } };
@@ -26,9 +27,9 @@ export function trackResponseBodies(): void {
   if (tracking) return;
   tracking = true;
   class TrackedResponse extends NativeResponse {
-    constructor(...args: ConstructorParameters<typeof NativeResponse>) {
-      super(...args);
-      const body = args[0];
+    // Two named parameters, not a rest array: no array per response.
+    constructor(body?: Body, init?: ResponseInit) {
+      super(body, init);
       (this as Tracked)[BODY] = body ?? null;
     }
 
