@@ -17,7 +17,8 @@ import {
 import { isWorkerProcess } from "./src/cluster/role.ts";
 import { CliError, ListenError, StartError } from "./src/errors.ts";
 import { driveFromCli, listenerCount, startAll } from "./src/lifecycle.ts";
-import { log, setVerbosity, withCauseStack } from "./src/log.ts";
+import { trackResponseBodies } from "./src/http/body-size.ts";
+import { log, setLogFormat, setVerbosity, withCauseStack } from "./src/log.ts";
 import { CLUSTER_MASTER, SINGLE_PROCESS, type Placement } from "./src/placement.ts";
 import { setDefaultEngine } from "./src/pubsub/engine-api.ts";
 import pkg from "./package.json" with { type: "json" };
@@ -31,6 +32,7 @@ async function main(argv: string[]): Promise<void> {
   const settings = resolveSettings(cli, readConfig(cli), process.env);
   if (relaunchForHeaderLimit(settings.maxHeader)) return;
   setVerbosity(settings.verbosity);
+  setLogFormat(settings.logFormat);
   countIfAsked(settings);
 
   const worker = isWorkerProcess();
@@ -52,6 +54,8 @@ async function main(argv: string[]): Promise<void> {
   // Every process makes the engine (the app may replace it); only the master, or a single process, connects it.
   if (settings.redis !== undefined)
     setDefaultEngine(await redisEngine(settings.redis, settings.redisPing));
+  // The access log's byte counts: the global Response is swapped before the app can capture it.
+  if (settings.verbose) trackResponseBodies();
   await loadApp(appFile);
   if (workerSide) return workerSide.startWorker(placement, settings.threads);
   writePid(settings.pid);

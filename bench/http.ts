@@ -2,6 +2,7 @@
 //
 // Run:   bun bench/http.ts                    (5 scenarios × 5 rounds × 5 s per server)
 //        bun bench/http.ts --duration 2 --rounds 3 --only plain,log
+//        bun bench/http.ts --duration 3 --rounds 5 --only log-json   (-v JSON ÷ -v text alone)
 //        BENCH_DURATION=2 BENCH_ROUNDS=3 bun bench/http.ts
 // Out:   a table on stdout, and every round in bench/results/http.json (its `ratios`: iodine ÷ each
 //        baseline per scenario, for bench/report.ts).
@@ -44,7 +45,7 @@ const CONNECTIONS = 200;
 // --- options ---
 
 const flags = parseFlags(
-  "usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,routes,static-1k,static-1m]",
+  "usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,log-json,routes,static-1k,static-1m]",
   ["duration", "rounds", "only"],
 );
 const duration = positive(flags.duration ?? process.env.BENCH_DURATION ?? "5", "duration", true);
@@ -67,19 +68,22 @@ async function cleanup(): Promise<void> {
 // --- scenarios ---
 
 // "rawIP" is the raw server asking Bun for each client's address, as an access log must: what
-// iodine -v costs beyond that one call is the part iodine controls.
-type Role = "iodine" | "raw" | "rawIP" | "nginx";
+// iodine -v costs beyond that one call is the part iodine controls. "text" is iodine -v with text
+// lines, the baseline of the JSON access log.
+type Role = "iodine" | "raw" | "rawIP" | "nginx" | "text";
 const LABEL: Record<Role, string> = {
   iodine: "iodine",
   raw: "raw Bun.serve",
   rawIP: "raw + requestIP",
   nginx: "nginx",
+  text: "iodine -v text",
 };
 const SHORT: Record<Role, string> = {
   iodine: "iodine",
   raw: "raw",
   rawIP: "raw+IP",
   nginx: "nginx",
+  text: "-v text",
 };
 
 interface Scenario {
@@ -88,7 +92,7 @@ interface Scenario {
   path: string;
   servers: Partial<Record<Role, Server>>;
   expected: Uint8Array;
-  target: { against: "raw" | "nginx"; ratio: number };
+  target: { against: Exclude<Role, "iodine">; ratio: number };
 }
 
 /** One wrk run and the CPU the server spent on it. */
@@ -176,6 +180,27 @@ async function main(): Promise<void> {
       });
     }
   }
+  if (wants("log-json")) {
+    // The same access log as JSON lines against text lines: what --log-format json costs.
+    const json = await iodine(
+      "iodine -v --log-format json",
+      ["-v", "--log-format", "json", "examples/hello.ts"],
+      join(tmp, "access-json.log"),
+    );
+    const text = await iodine(
+      "iodine -v text",
+      ["-v", "examples/hello.ts"],
+      join(tmp, "access-text.log"),
+    );
+    scenarios.push({
+      id: "log-json",
+      name: "-v JSON",
+      path: "/",
+      servers: { iodine: json, text },
+      expected: hello,
+      target: { against: "text", ratio: 0.95 },
+    });
+  }
   if (wants("routes")) {
     // A handler route: Bun's router, then (under iodine) the same request path as fetch.
     const io = await iodine("iodine routes", ["bench/routes-app.ts"]);
@@ -226,7 +251,7 @@ async function main(): Promise<void> {
   }
   if (scenarios.length === 0)
     throw new Error(
-      `--only ${flags.only}: no such scenario (plain, log, routes, static-1k, static-1m)`,
+      `--only ${flags.only}: no such scenario (plain, log, log-json, routes, static-1k, static-1m)`,
     );
 
   // A server answering with the wrong bytes (say the app's "Hello World!" for /1k.bin) would
@@ -241,7 +266,14 @@ async function main(): Promise<void> {
     const roles = Object.keys(sc.servers) as Role[];
     const runs = new Map<Role, Run[]>(roles.map((r) => [r, []]));
     for (const role of roles) await drive(sc.servers[role]!, sc.path, warmupSeconds);
-    if (sc.id === "log") await assertLogging(sc.servers.iodine!);
+    if (sc.id === "log") await assertLogging(sc.servers.iodine!, /"GET \/ HTTP\/1\.1" 200 12 /);
+    if (sc.id === "log-json") {
+      await assertLogging(
+        sc.servers.iodine!,
+        /"method":"GET","path":"\/","status":200,"bytes":12,/,
+      );
+      await assertLogging(sc.servers.text!, /"GET \/ HTTP\/1\.1" 200 12 /);
+    }
     await inRounds(rounds, roles, async (role, round) => {
       const r = await drive(sc.servers[role]!, sc.path, duration);
       runs.get(role)!.push(r);
@@ -284,7 +316,7 @@ async function main(): Promise<void> {
         rounds: r.rounds,
       })),
       // iodine ÷ each baseline by req/s, and the baseline's CPU per request ÷ iodine's (> 1: iodine cheaper)
-      baselines: (["raw", "rawIP", "nginx"] as const).map((role) => ({
+      baselines: (["raw", "rawIP", "nginx", "text"] as const).map((role) => ({
         server: LABEL[role],
         short: SHORT[role],
         ratio: ratio(role),
@@ -403,11 +435,11 @@ async function checkBody(s: Server, path: string, expected: Uint8Array): Promise
   }
 }
 
-/** `-v` must really be logging, or the log scenario measures plain again. */
-async function assertLogging(s: Server): Promise<void> {
+/** `-v` must really be logging (in the format asked for), or the scenario measures plain again. */
+async function assertLogging(s: Server, line: RegExp): Promise<void> {
   // the access log is flushed in batches on a short timer; the file is polled every 100 ms
   await Bun.sleep(400);
-  if (!/"GET \/ HTTP\/1\.1" 200/.test(s.stderr.tail)) {
+  if (!line.test(s.stderr.tail)) {
     throw new Error(
       `${s.name}: no access-log lines on stderr after a warm-up run\n${indent(s.stderr.tail.slice(-2000))}`,
     );

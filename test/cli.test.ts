@@ -82,6 +82,8 @@ describe("option parsing", () => {
     [["-deflate"], "deflate", true],
     [["--deflate=no"], "deflate", false],
     [["-deflate=1"], "deflate", true],
+    [["--log-format", "json"], "logFormat", "json"],
+    [["-log-format=text"], "logFormat", "text"],
     [["app.ts"], "app", "app.ts"],
     [["-p", "1", "--", "-weird-name.ts"], "app", "-weird-name.ts"],
   ];
@@ -118,6 +120,7 @@ describe("option parsing", () => {
       pid: undefined,
       verbosity: 4,
       metrics: undefined,
+      logFormat: "text",
       warmup: false,
       given: new Set(),
     });
@@ -195,6 +198,7 @@ describe("option parsing", () => {
     [["--max-header", "-1"], {}, "--max-header must be an integer"],
     [["--max-msg", "x"], {}, "--max-msg must be an integer"],
     [["-V", "6"], {}, "--verbosity must be an integer 0–5"],
+    [["--log-format", "JSON"], {}, '--log-format must be text or json, got "JSON"'],
     [["-rp", "0"], {}, "--redis-ping must be an integer"],
     [["-r", "http://x"], {}, "--redis must be a redis:// or rediss:// URL"],
     [[], { REDIS_URL: "localhost:6379" }, "$REDIS_URL must be a redis:// or rediss:// URL"],

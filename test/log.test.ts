@@ -30,9 +30,9 @@ describe("request log (-v)", () => {
       .split("\n")
       .filter((l) => LINE.test(l));
     expect(lines.map((l) => LINE.exec(l)!.slice(2, 6))).toEqual([
-      ["GET", "/path?q=1", "200", "-"],
+      ["GET", "/path?q=1", "200", String("GET /path?q=1 server=true".length)],
       ["GET", "/twelve.txt", "200", "12"],
-      ["POST", "/x", "200", "-"],
+      ["POST", "/x", "200", String("POST /x server=true".length)],
     ]);
     expect(m[1]).toMatch(LINE);
     // The cached time string is at most a second old.
@@ -78,7 +78,7 @@ describe("graceful stop", () => {
       srv.proc.kill(signal);
       expect(await inFlight).toBe("done after 700 ms");
       expect(await srv.proc.exited).toBe(0);
-      expect(srv.stderr()).toMatch(/"GET \/\?ms=700 HTTP\/1\.1" 200 - \d+\.\d{2}ms\n/);
+      expect(srv.stderr()).toMatch(/"GET \/\?ms=700 HTTP\/1\.1" 200 17 \d+\.\d{2}ms\n/);
     });
   }
 

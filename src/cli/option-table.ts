@@ -69,8 +69,18 @@ export const OPTIONS: readonly OptionDef[] = [
     kind: "boolean",
     short: "v",
     iodine: ["log"],
-    description: "log every HTTP request to stderr",
+    description:
+      "log every HTTP request to stderr: address, request line, status, body bytes (`-` for a stream), time",
     default: "off",
+  },
+  {
+    name: "log-format",
+    kind: "string",
+    iodine: ["log-format"],
+    valueHint: "F",
+    description:
+      "`text`, or `json`: one JSON object a line for access lines (`-v`) and for errors, warnings and start-up lines",
+    default: "text",
   },
   {
     name: "redis",

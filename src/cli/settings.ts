@@ -5,6 +5,7 @@ import { availableParallelism } from "node:os";
 import { CliError } from "../errors.ts";
 import { DEFAULTS, PORT_VARIABLES } from "../limits.ts";
 import type { ListenDefaults } from "../listeners.ts";
+import { LOG_FORMATS, type LogFormat } from "../log.ts";
 import { redactUrl, redisUrlProblem } from "../pubsub/redis-url.ts";
 import { readConfigText, type RawOptions } from "./options.ts";
 
@@ -37,6 +38,7 @@ export interface Settings extends ListenDefaults {
   verbosity: number;
   /** `--metrics`: where the master serves its metrics */
   metrics: { hostname: string; port: number } | undefined;
+  logFormat: LogFormat;
 }
 
 type Env = Record<string, string | undefined>;
@@ -112,6 +114,7 @@ export function resolveSettings(
     pid,
     verbosity,
     metrics: metricsAddress(opt.str("metrics")),
+    logFormat: logFormat(opt.str("log-format")),
     warmup: opt.flag("warmup"),
     given: new Set([...cli.values.keys(), ...(config?.values.keys() ?? [])]),
   };
@@ -236,6 +239,15 @@ function redisUrl(src: { value: string; source: string } | undefined): string | 
   const problem = redisUrlProblem(src.value);
   if (problem) throw new CliError(`${src.source} ${problem}`);
   return src.value;
+}
+
+/** `--log-format`: `text` (the default) or `json`. */
+function logFormat(value: string | undefined): LogFormat {
+  if (value === undefined) return "text";
+  const format = LOG_FORMATS.find((f) => f === value);
+  if (format === undefined)
+    throw new CliError(`--log-format must be ${LOG_FORMATS.join(" or ")}, got "${value}"`);
+  return format;
 }
 
 function int(source: string, value: string, min: number, max: number): number {

@@ -6,6 +6,7 @@ import { SseConnection } from "../connections/sse.ts";
 import { UpgradeResponse } from "../connections/upgrade.ts";
 import { accessLog, clock } from "../log.ts";
 import { counting, countRequest } from "../metrics/counters.ts";
+import { bodyBytes, NativeResponse } from "./body-size.ts";
 import { activity } from "../hooks.ts";
 import type { FetchHandler } from "../types.ts";
 import { appFailed, notAResponse, type AppErrorHandler } from "./app-errors.ts";
@@ -130,7 +131,8 @@ function finish(
     if (server.upgrade(req, { data: c, headers: res.upgradeHeaders } as never)) return undefined;
     return badRequest();
   }
-  if (!(res instanceof Response)) {
+  // The native class: with -v the global Response is a subclass whose `instanceof` is a call.
+  if (!(res instanceof NativeResponse)) {
     if (res === undefined && upgraded.has(req)) return undefined;
     return notAResponse(req, method, res);
   }
@@ -199,17 +201,24 @@ function writeLog(
   res: Response | undefined,
   t0: number,
 ): void {
-  let ip = server.requestIP(req)?.address ?? "-";
-  if (ip.startsWith("::ffff:")) ip = ip.slice(7); // IPv4-mapped IPv6, as on a dual-stack socket
+  let ip = server.requestIP(req)?.address;
+  if (ip?.startsWith("::ffff:")) ip = ip.slice(7); // IPv4-mapped IPv6, as on a dual-stack socket
   // An upgraded request has no Response: 101 Switching Protocols is what went out.
-  if (res === undefined) accessLog(ip, method, target, 101, "-", performance.now() - t0);
-  else
-    accessLog(
-      ip,
-      method,
-      target,
-      res.status,
-      res.headers.get("content-length") ?? "-",
-      performance.now() - t0,
-    );
+  if (res === undefined) accessLog(ip, method, target, 101, -1, performance.now() - t0);
+  else accessLog(ip, method, target, res.status, sentBytes(method, res), performance.now() - t0);
+}
+
+/**
+ * The body bytes that go out: none for HEAD, 204 and 304 (Bun sends no body with them); else the
+ * body's length (body-size.ts); else, for a stream or an untracked response, its Content-Length.
+ */
+function sentBytes(method: string, res: Response): number {
+  const status = res.status;
+  if (method === "HEAD" || status === 304 || status === 204) return 0;
+  const known = bodyBytes(res);
+  if (known >= 0) return known;
+  const declared = res.headers.get("content-length");
+  if (declared === null || declared === "") return -1;
+  const n = Number(declared);
+  return Number.isSafeInteger(n) && n >= 0 ? n : -1;
 }
