@@ -1,5 +1,5 @@
 // The iodine app for bench/pubsub.ts, run through the CLI:
-//   bun --max-http-header-size=32768 cli.ts -p 0 -b 127.0.0.1 bench/pubsub-server.ts
+//   bun cli.ts -p 0 -b 127.0.0.1 bench/pubsub-server.ts
 //
 // Every WebSocket and every EventSource client subscribes to "bench" without a callback, so
 // WebSockets ride Bun's native topics and SSE streams go through iodine's JS registry.
