@@ -3,6 +3,7 @@
 // Run:   bun bench/http.ts                    (5 scenarios × 5 rounds × 5 s per server)
 //        bun bench/http.ts --duration 2 --rounds 3 --only plain,log
 //        bun bench/http.ts --duration 3 --rounds 5 --only log-json   (-v JSON ÷ -v text alone)
+//        bun bench/http.ts --duration 3 --rounds 5 --only metrics    (--metrics ÷ without alone)
 //        BENCH_DURATION=2 BENCH_ROUNDS=3 bun bench/http.ts
 // Out:   a table on stdout, and every round in bench/results/http.json (its `ratios`: iodine ÷ each
 //        baseline per scenario, for bench/report.ts).
@@ -45,7 +46,7 @@ const CONNECTIONS = 200;
 // --- options ---
 
 const flags = parseFlags(
-  "usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,log-json,routes,static-1k,static-1m]",
+  "usage: bun bench/http.ts [--duration SECONDS] [--rounds N] [--only plain,log,log-json,metrics,routes,static-1k,static-1m]",
   ["duration", "rounds", "only"],
 );
 const duration = positive(flags.duration ?? process.env.BENCH_DURATION ?? "5", "duration", true);
@@ -69,14 +70,16 @@ async function cleanup(): Promise<void> {
 
 // "rawIP" is the raw server asking Bun for each client's address, as an access log must: what
 // iodine -v costs beyond that one call is the part iodine controls. "text" is iodine -v with text
-// lines, the baseline of the JSON access log.
-type Role = "iodine" | "raw" | "rawIP" | "nginx" | "text";
+// lines, the baseline of the JSON access log. "bare" is iodine without --metrics, the baseline of
+// counting every request for the master's /metrics.
+type Role = "iodine" | "raw" | "rawIP" | "nginx" | "text" | "bare";
 const LABEL: Record<Role, string> = {
   iodine: "iodine",
   raw: "raw Bun.serve",
   rawIP: "raw + requestIP",
   nginx: "nginx",
   text: "iodine -v text",
+  bare: "iodine without --metrics",
 };
 const SHORT: Record<Role, string> = {
   iodine: "iodine",
@@ -84,6 +87,7 @@ const SHORT: Record<Role, string> = {
   rawIP: "raw+IP",
   nginx: "nginx",
   text: "-v text",
+  bare: "no metrics",
 };
 
 interface Scenario {
@@ -201,6 +205,20 @@ async function main(): Promise<void> {
       target: { against: "text", ratio: 0.95 },
     });
   }
+  if (wants("metrics")) {
+    // Counting every request (status, duration histogram) for --metrics against the same server
+    // without it: what the request path pays for the master's /metrics.
+    const counted = await iodine("iodine --metrics 0", ["--metrics", "0", "examples/hello.ts"]);
+    const bare = await iodine("iodine without --metrics", ["examples/hello.ts"]);
+    scenarios.push({
+      id: "metrics",
+      name: "--metrics",
+      path: "/",
+      servers: { iodine: counted, bare },
+      expected: hello,
+      target: { against: "bare", ratio: 0.95 },
+    });
+  }
   if (wants("routes")) {
     // A handler route: Bun's router, then (under iodine) the same request path as fetch.
     const io = await iodine("iodine routes", ["bench/routes-app.ts"]);
@@ -251,7 +269,7 @@ async function main(): Promise<void> {
   }
   if (scenarios.length === 0)
     throw new Error(
-      `--only ${flags.only}: no such scenario (plain, log, log-json, routes, static-1k, static-1m)`,
+      `--only ${flags.only}: no such scenario (plain, log, log-json, metrics, routes, static-1k, static-1m)`,
     );
 
   // A server answering with the wrong bytes (say the app's "Hello World!" for /1k.bin) would
