@@ -334,7 +334,7 @@ async function main(): Promise<void> {
         rounds: r.rounds,
       })),
       // iodine ÷ each baseline by req/s, and the baseline's CPU per request ÷ iodine's (> 1: iodine cheaper)
-      baselines: (["raw", "rawIP", "nginx", "text"] as const).map((role) => ({
+      baselines: (["raw", "rawIP", "nginx", "text", "bare"] as const).map((role) => ({
         server: LABEL[role],
         short: SHORT[role],
         ratio: ratio(role),
