@@ -205,13 +205,14 @@ test("back-off: against a server that accepts and closes at once, attempts come 
   const gaps = accepted.slice(1, 7).map((t, i) => t - accepted[i]!);
   const floor = [50, 100, 200, 200, 200, 200];
   for (const [i, gap] of gaps.entries()) expect(gap).toBeGreaterThanOrEqual(floor[i]! - 5);
-  // Each attempt opened (a raw server that accepts is an open), and closed at once.
+  // Each attempt opened (a raw server that accepts is an open), and closed at once; the seventh
+  // may have been stopped before its onOpen ran.
   expect(
     c
       .stdout()
       .split("\n")
       .filter((l) => l === "open").length,
-  ).toBeGreaterThanOrEqual(7);
+  ).toBeGreaterThanOrEqual(6);
   expect(c.stdout().match(/^close$/gm)).toHaveLength(1);
   // A flapping server is one state: lost, then back; not a line for each flap.
   expect(said(c)).toHaveLength(2);

@@ -18,8 +18,7 @@
 //   never echoes is forgotten at a fence: a PING on the publishing connection (so Redis has run every
 //   publish before it), then a PING on the subscribing one (so every echo of them has arrived).
 //
-// While Redis is away, publishes reach the local cluster only (Redis pub/sub is at-most-once across
-// machines); the engine logs one line per state change, reconnects, and subscribes again. History
+// While Redis is away, publishes reach the local cluster only (one line per state change). History
 // channels (`Iodine.history`) are not published raw: redis-history.ts keeps their history and
 // the cluster's presence in this Redis, and their messages come back with a header (never echoes).
 import type { Redis as IORedis, RedisOptions } from "ioredis";
@@ -58,6 +57,8 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
   #channels = new Set<string>();
   #patterns = new Map<string, (channel: string) => boolean>();
   #subsInFlight = 0;
+  /** Redis confirmed every wanted channel on the subscribing connection since it came up: history may go to Redis */
+  #subscribedAll = false;
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   // Publishing: batched once per turn of the event loop.
   #queue: (string | Buffer)[] = [];
@@ -79,7 +80,7 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
   #lastChannel = "";
   #history = new RedisHistory({
     pub: () => this.#pub,
-    sub: () => this.#sub,
+    sub: () => (this.#subscribedAll ? this.#sub : undefined),
     deliverAt: (channel, bytes, text, position) => this.deliverAt(channel, bytes, text, position),
   });
   /** history and presence in this Redis (engine-api.ts HistoryEngine) */
@@ -271,8 +272,12 @@ export class RedisEngine extends RedisEngineBase implements BytesEngine {
   }
 
   #resubscribe(): void {
-    if (this.#channels.size > 0) this.#subCommand("subscribe", [...this.#channels]);
-    if (this.#patterns.size > 0) this.#subCommand("psubscribe", [...this.#patterns.keys()]);
+    this.#subscribedAll = false;
+    const sub = this.#sub;
+    void Promise.all([
+      this.#channels.size > 0 ? this.#subCommand("subscribe", [...this.#channels]) : DONE,
+      this.#patterns.size > 0 ? this.#subCommand("psubscribe", [...this.#patterns.keys()]) : DONE,
+    ]).then(() => void (this.#subscribedAll = this.#sub === sub && sub?.status === "ready"));
   }
 
   /** Resolves once Redis answered (or at once while it is away: "ready" subscribes to everything wanted then). */
