@@ -157,10 +157,8 @@ export function accessLog(
   bytes: number,
   ms: number,
 ): void {
-  // Hundredths of a millisecond by integer maths: toFixed(2) showed up at ~5 % of the -v profile.
-  const cs = Math.round(ms * 100);
-  const frac = cs % 100;
-  if (json) pending += jsonAccess(ip, method, target, status, bytes, cs, frac);
+  const took = hundredths(ms);
+  if (json) pending += jsonAccess(ip, method, target, status, bytes, took);
   else
     pending +=
       (ip ?? "-") +
@@ -175,12 +173,17 @@ export function accessLog(
       " " +
       (bytes < 0 ? "-" : bytes) +
       " " +
-      (cs - frac) / 100 +
-      (frac < 10 ? ".0" : ".") +
-      frac +
+      took +
       "ms\n";
   if (pending.length >= FLUSH_BYTES) flushAccessLog();
   else if (flushTimer === undefined) flushTimer = setTimeout(flushAccessLog, FLUSH_MS);
+}
+
+/** `0.31` for 0.3127 ms: hundredths by integer maths (toFixed(2) showed up at ~5 % of the -v profile). */
+function hundredths(ms: number): string {
+  const cs = Math.round(ms * 100);
+  const frac = cs % 100;
+  return (cs - frac) / 100 + (frac < 10 ? ".0" : ".") + frac;
 }
 
 // A character JSON must escape: a quote, a backslash, a control character, a lone surrogate.
@@ -194,8 +197,7 @@ function jsonAccess(
   target: string,
   status: number,
   bytes: number,
-  cs: number,
-  frac: number,
+  took: string,
 ): string {
   return (
     '{"time":"' +
@@ -211,9 +213,7 @@ function jsonAccess(
     ',"bytes":' +
     (bytes < 0 ? "null" : bytes) +
     ',"ms":' +
-    (cs - frac) / 100 +
-    (frac < 10 ? ".0" : ".") +
-    frac +
+    took +
     "}\n"
   );
 }

@@ -87,7 +87,7 @@ export function enterWorker(env: NodeJS.ProcessEnv = process.env): Placement {
 function flushOnStop(link: ClusterMember): ClusterMember {
   beforeExit(async () => {
     if (orphaned) return; // no master left to confirm anything
-    if (counting) link.tell(() => JSON.stringify(["metrics", takeReport(false)]));
+    if (counting) link.tell(() => metricsFrame(false));
     if (!(await link.sync(SYNC_MS)))
       log.warn(
         `stop: the master did not confirm this worker's last publishes within ${SYNC_MS} ms`,
@@ -96,9 +96,12 @@ function flushOnStop(link: ClusterMember): ClusterMember {
   return link;
 }
 
+/** This thread's counts since the last report, as the CTL frame the master sums (hub-history.ts). */
+const metricsFrame = (withRss: boolean) => JSON.stringify(["metrics", takeReport(withRss)]);
+
 /** `--metrics`: this thread's counts go to the master once a second (a main thread adds its memory). */
 function reportTo(link: ClusterMember, withRss: boolean): void {
-  const frame = () => JSON.stringify(["metrics", takeReport(withRss)]);
+  const frame = () => metricsFrame(withRss);
   setInterval(() => {
     if (counting) link.tell(frame);
   }, REPORT_MS).unref();
