@@ -1,8 +1,8 @@
 // Binding a listener (SPEC §2): an address this host cannot bind — not an address of this host,
 // a hostname that does not resolve, a port in use, a socket folder that does not exist — is one
 // `ListenError` naming the address and the reason, instead of Bun's bare errno and stack.
-import { dirname } from "node:path";
 import { ListenError } from "./errors.ts";
+import { nodePath } from "./lazy-node.ts";
 
 /** Where a listener binds, as the start-up line names it. */
 export interface Address {
@@ -39,7 +39,8 @@ async function reason(a: Address, err: unknown): Promise<string> {
   const e = err as NodeJS.ErrnoException;
   const code = typeof e?.code === "string" ? e.code : undefined;
   if (a.unix !== undefined) {
-    if (code === "ENOENT") return `the folder ${dirname(a.unix)} does not exist (ENOENT)`;
+    if (code === "ENOENT")
+      return `the folder ${nodePath().dirname(a.unix)} does not exist (ENOENT)`;
     if (code === "EACCES") return `permission denied (EACCES)`;
   } else {
     if (code === "EADDRINUSE") return `port ${a.port} is already in use (EADDRINUSE)`;

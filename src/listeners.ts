@@ -1,17 +1,17 @@
 // One listener of `Iodine.listen` (SPEC §3, §4): its options checked when it is registered, and
 // bound when the process starts: its address (its own, then the command line's, then the app's,
 // then the defaults), HTTP on Bun.serve or raw on Bun.listen, TLS, the warm-up request.
-import type { Server } from "bun";
-import { existsSync, lstatSync, unlinkSync } from "node:fs";
+import type { Server, TLSOptions as BunTLSOptions } from "bun";
 import { normaliseApp } from "./app.ts";
 import { bindOrExplain, probeFreePort, type Address } from "./bind.ts";
 import { CliError } from "./errors.ts";
+import { nodeFs } from "./lazy-node.ts";
 import { DEFAULT_PORT } from "./limits.ts";
 import { log, logException } from "./log.ts";
 import type { Placement } from "./placement.ts";
-import { handlerMaker, listenRaw, type RawListener } from "./connections/raw-listener.ts";
+import { handlerMaker } from "./connections/handler.ts";
+import type { RawListener } from "./connections/raw-listener.ts";
 import { serveHttp, type HttpServiceOptions } from "./http/server.ts";
-import { serverTls, TLS } from "./tls.ts";
 import type {
   HttpListenOptions,
   ListenOptions,
@@ -169,12 +169,17 @@ async function probeIfFirst(i: number, a: Address, placement: Placement): Promis
   if (placement.inCluster && placement.ports[i] === undefined) await probeFreePort(a);
 }
 
-/** A TLS object without a certificate gets a self-signed one (as `--tls` does). */
+/**
+ * A listener's TLS as given and as Bun's options; a TLS object without a certificate gets a
+ * self-signed one (as `--tls` does). The TLS code loads only for a listener that has TLS.
+ */
 async function readyTls(
   tls: TLSSettings | TLSOptions | undefined,
-): Promise<TLSSettings | TLSOptions | undefined> {
+): Promise<{ given: TLSSettings | TLSOptions; bun: BunTLSOptions } | undefined> {
+  if (tls === undefined) return undefined;
+  const { serverTls, TLS } = await import("./tls.ts");
   if (tls instanceof TLS) await tls.ensureCertificate();
-  return tls;
+  return { given: tls, bun: serverTls(tls) };
 }
 
 async function startHttp(i: number, o: HttpListenOptions, at: BindContext): Promise<Started> {
@@ -212,7 +217,7 @@ async function startHttp(i: number, o: HttpListenOptions, at: BindContext): Prom
       ...(unix !== undefined ? { unix } : {}),
       ...(www !== undefined ? { www } : {}),
       ...(tls !== undefined
-        ? { tls: serverTls(tls) }
+        ? { tls: tls.bun }
         : appTls !== undefined
           ? { tls: appTls as never }
           : {}),
@@ -246,13 +251,14 @@ async function startRaw(i: number, o: RawListenOptions, at: BindContext): Promis
   const tls = await readyTls(o.tls);
   const bindAt = bindAddress({ unix, port, hostname }, `${tls ? "tls" : "tcp"}://${host}:${port}`);
   await probeIfFirst(i, bindAt, at.placement);
+  const { listenRaw } = await import("./connections/raw-listener.ts");
   const raw = await bindOrExplain(bindAt, () =>
     listenRaw({
       port,
       hostname,
       unix,
       handler: o.handler,
-      tls,
+      tls: tls?.given,
       timeout: o.timeout ?? 0,
       reusePort: at.placement.inCluster,
     }),
@@ -281,7 +287,8 @@ const WARMUP_SERVER = new Proxy({} as Server<unknown>, {
 
 export function removeStaleSocket(path: string): void {
   try {
-    if (existsSync(path) && lstatSync(path).isSocket()) unlinkSync(path);
+    const fs = nodeFs();
+    if (fs.existsSync(path) && fs.lstatSync(path).isSocket()) fs.unlinkSync(path);
   } catch {
     // not ours to remove
   }

@@ -1,18 +1,19 @@
 // The app loader of SPEC §3: import() the APP module and normalise its default export, or accept a
 // module that called `Iodine.listen`, `Iodine.start` or `Iodine.connect` itself (script mode). The
 // app imports iodine by a virtual module, and a load failure is one line naming the file and place.
-import { existsSync, statSync } from "node:fs";
-import { relative, resolve } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { normaliseApp } from "../app.ts";
 import { captureBunServe } from "../http/bun-serve.ts";
 import { CliError } from "../errors.ts";
+import { nodePath } from "../lazy-node.ts";
 import { addListener, isStarted, plannedAddress, ranAsScript, stopAll } from "../lifecycle.ts";
 import type { AppObject } from "../types.ts";
 
 /** `app.ts`, else `app.js`, in the current directory (SPEC §2). */
-export function defaultAppPath(): string {
-  return existsSync("app.ts") || !existsSync("app.js") ? "app.ts" : "app.js";
+export async function defaultAppPath(): Promise<string> {
+  return (await Bun.file("app.ts").exists()) || !(await Bun.file("app.js").exists())
+    ? "app.ts"
+    : "app.js";
 }
 
 /** The names an app imports iodine by: the package's, and iodine's own. */
@@ -46,6 +47,16 @@ function installResolver(): void {
   });
 }
 
+/** `file` as an absolute, normalised path: node:path's resolve, without loading node:path on every start. */
+function absolute(file: string): string {
+  const parts: string[] = [];
+  for (const part of (file.startsWith("/") ? file : process.cwd() + "/" + file).split("/")) {
+    if (part === "..") parts.pop();
+    else if (part !== "." && part !== "") parts.push(part);
+  }
+  return "/" + parts.join("/");
+}
+
 /**
  * Loads the app module: a `Bun.serve(options)` call in it registers those options as an HTTP
  * listener (SPEC §3), and so does its default export, whatever its shape. Throws `CliError` naming
@@ -54,9 +65,13 @@ function installResolver(): void {
  * `Iodine.listen`, `Iodine.start` or `Iodine.connect`).
  */
 export async function loadApp(file: string): Promise<void> {
-  const path = resolve(file);
-  if (!existsSync(path)) throw new CliError(`app file not found: ${file}`);
-  if (!statSync(path).isFile()) throw new CliError(`app path is not a file: ${file}`);
+  const path = absolute(file);
+  // Bun's own stat: node:fs is not loaded on a plain start.
+  const stat = await Bun.file(path)
+    .stat()
+    .catch(() => undefined);
+  if (stat === undefined) throw new CliError(`app file not found: ${file}`);
+  if (!stat.isFile()) throw new CliError(`app path is not a file: ${file}`);
   installResolver();
   captureBunServe({
     register: (options) => addListener({ service: "http", handler: options as AppObject }),
@@ -94,9 +109,9 @@ function describeExport(exp: unknown): string {
 /** Bun's own error classes for a syntax error and an import that does not resolve: their names say nothing. */
 const BUN_MESSAGES = new Set(["BuildMessage", "ResolveMessage"]);
 /** iodine's own sources (a frame there is not where the app went wrong) and the compiled executable's. */
-const OWN_SOURCES = [
-  resolve(import.meta.dir, "..") + "/",
-  resolve(import.meta.dir, "..", "..", "cli.ts"),
+const ownSources = () => [
+  nodePath().resolve(import.meta.dir, "..") + "/",
+  nodePath().resolve(import.meta.dir, "..", "..", "cli.ts"),
   "/$bunfs/",
 ];
 
@@ -132,15 +147,13 @@ interface Place {
 
 /** The first frame of a stack in the app's code: not iodine's, not a package's, not native. */
 function throwSite(stack: string | undefined): Place | undefined {
+  const own = ownSources();
   for (const line of (stack ?? "").split("\n")) {
     // `    at fn (/abs/file.ts:2:13)` or `    at /abs/file.ts:2:13`
     const m = /^\s+at (?:.*? \()?(\/.+?):(\d+):(\d+)\)?$/.exec(line);
     if (m === null) continue;
     const file = m[1]!;
-    if (
-      OWN_SOURCES.some((own) => file === own || file.startsWith(own)) ||
-      file.includes("/node_modules/")
-    )
+    if (own.some((o) => file === o || file.startsWith(o)) || file.includes("/node_modules/"))
       continue;
     return { file, line: Number(m[2]), column: Number(m[3]) };
   }
@@ -149,7 +162,7 @@ function throwSite(stack: string | undefined): Place | undefined {
 
 function describePlace(p: Place, appPath: string): string {
   if (p.file === appPath) return `line ${p.line}${p.column ? `, column ${p.column}` : ""}`;
-  const rel = relative(process.cwd(), p.file);
+  const rel = nodePath().relative(process.cwd(), p.file);
   const shown = rel.startsWith("..") ? p.file : rel;
   return `at ${shown}:${p.line}${p.column ? `:${p.column}` : ""}`;
 }

@@ -1,8 +1,7 @@
 // Settings: the command line over the config file over the environment, every value validated
 // (SPEC §2). Each bad value becomes a one-line `CliError` naming the option and what it received.
-import { readFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
 import { CliError } from "../errors.ts";
+import { nodeFs } from "../lazy-node.ts";
 import { DEFAULTS, PORT_VARIABLES } from "../limits.ts";
 import type { ListenDefaults } from "../listeners.ts";
 import { LOG_FORMATS, type LogFormat } from "../log.ts";
@@ -44,7 +43,7 @@ export interface Settings extends ListenDefaults {
 type Env = Record<string, string | undefined>;
 
 /** `-2` → cores ÷ 2 (at least 1); positive counts are taken as they are. */
-export function resolveCount(n: number, cores = availableParallelism()): number {
+export function resolveCount(n: number, cores = navigator.hardwareConcurrency): number {
   return n < 0 ? Math.max(1, Math.floor(cores / -n)) : n;
 }
 
@@ -53,7 +52,7 @@ export function resolveSettings(
   cli: RawOptions,
   config: RawOptions | undefined,
   env: Env,
-  cores = availableParallelism(),
+  cores = navigator.hardwareConcurrency,
 ): Settings {
   const opt = new Sources(cli, config, env);
   // The variables Bun.serve reads, in its order.
@@ -126,7 +125,7 @@ export function readConfig(cli: RawOptions): RawOptions | undefined {
   if (typeof file !== "string") return undefined;
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
+    text = nodeFs().readFileSync(file, "utf8");
   } catch (err) {
     throw new CliError(
       `cannot read the config file "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`,

@@ -1,7 +1,7 @@
 // What the CLI makes from its settings around the app: TLS (a self-signed certificate made once per
 // cluster), the Redis engine of `-r`, the public folder check and the pid file.
-import { existsSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { CliError } from "../errors.ts";
+import { nodeFs } from "../lazy-node.ts";
 import type { PubSubEngine, TLSOptions } from "../types.ts";
 import type { Settings } from "./settings.ts";
 
@@ -47,7 +47,7 @@ export function checkPublicFolder(www: string | undefined): void {
 
 function isDirectory(path: string): boolean {
   try {
-    return statSync(path).isDirectory();
+    return nodeFs().statSync(path).isDirectory();
   } catch {
     return false;
   }
@@ -57,13 +57,14 @@ function isDirectory(path: string): boolean {
 export function writePid(file: string | undefined): void {
   if (file === undefined) return;
   try {
-    writeFileSync(file, `${process.pid}\n`);
+    nodeFs().writeFileSync(file, `${process.pid}\n`);
   } catch (err) {
     throw new CliError(
       `cannot write the pid file "${file}": ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
     );
   }
   process.on("exit", () => {
-    if (existsSync(file)) unlinkSync(file);
+    const fs = nodeFs();
+    if (fs.existsSync(file)) fs.unlinkSync(file);
   });
 }

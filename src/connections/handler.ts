@@ -1,7 +1,7 @@
 // Handler resolution (SPEC §4, STYLE §C): a handler's callbacks are looked up once, when it is
 // attached (upgrade, listen, connect, `client.handler = x`), so the per-message path is one call
 // through a frozen table with no name lookups and no spelling fallbacks.
-import type { Connection, Handler, Message, SnakeHandler } from "../types.ts";
+import type { Connection, Handler, Message, RawListenOptions, SnakeHandler } from "../types.ts";
 
 /** The callbacks of a handler resolved once, when it is attached (STYLE §C rule 1). */
 export interface Callbacks {
@@ -66,4 +66,24 @@ export function resolveHandler(h: unknown, where?: string): Callbacks {
  */
 export function defineHandler<T extends Handler | SnakeHandler>(h: T): T {
   return h;
+}
+
+/** Turns the listen option into "make the next connection's handler". */
+export function handlerMaker(
+  handler: RawListenOptions["handler"],
+  where: string,
+): () => Handler | SnakeHandler {
+  if (typeof handler === "function") {
+    if (/^class[\s{]/.test(Function.prototype.toString.call(handler))) {
+      const C = handler as new () => Handler | SnakeHandler;
+      return () => new C();
+    }
+    return handler as () => Handler | SnakeHandler;
+  }
+  if (handler === null || typeof handler !== "object") {
+    throw new TypeError(
+      `${where}: "handler" must be a function returning a handler, a class or a handler object, got ${handler === null ? "null" : typeof handler}`,
+    );
+  }
+  return () => handler;
 }

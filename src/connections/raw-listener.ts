@@ -5,6 +5,7 @@ import type { Socket, SocketHandler, SocketListener } from "bun";
 import { log, logException } from "../log.ts";
 import { serverTls, TLS } from "../tls.ts";
 import type { Handler, RawListenOptions, SnakeHandler, TLSOptions, TLSSettings } from "../types.ts";
+import { handlerMaker } from "./handler.ts";
 import { describeTlsError, RawConnection, socketHandlers, startSweep } from "./raw.ts";
 
 /** A bound raw listener. */
@@ -14,26 +15,6 @@ export interface RawListener {
   stop(): Promise<void>;
   /** Closes every remaining connection at once. */
   terminate(): void;
-}
-
-/** Turns the listen option into "make the next connection's handler". */
-export function handlerMaker(
-  handler: RawListenOptions["handler"],
-  where: string,
-): () => Handler | SnakeHandler {
-  if (typeof handler === "function") {
-    if (/^class[\s{]/.test(Function.prototype.toString.call(handler))) {
-      const C = handler as new () => Handler | SnakeHandler;
-      return () => new C();
-    }
-    return handler as () => Handler | SnakeHandler;
-  }
-  if (handler === null || typeof handler !== "object") {
-    throw new TypeError(
-      `${where}: "handler" must be a function returning a handler, a class or a handler object, got ${handler === null ? "null" : typeof handler}`,
-    );
-  }
-  return () => handler;
 }
 
 /** Binds a raw listener (TCP, TLS or Unix). */

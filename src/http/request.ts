@@ -13,7 +13,7 @@ import { appFailed, notAResponse, type AppErrorHandler } from "./app-errors.ts";
 import { hasBody, type BodyDeadline } from "./body-deadline.ts";
 import { unusualHost, validHost } from "./guards.ts";
 import { badRequest, type Answer } from "./responses.ts";
-import { StaticFiles } from "./static.ts";
+import type { StaticFiles } from "./static.ts";
 
 export type Fetch = (req: Request, server: Server<unknown>) => Answer;
 type Handle = (req: Request, server: Server<unknown>, method: string) => Answer;
@@ -137,10 +137,18 @@ function finish(
     return notAResponse(req, method, res);
   }
   const sendfile = res.headers.get("x-sendfile");
-  if (sendfile !== null)
-    return (sendfiler ??= new StaticFiles({ root: "/" })).sendfile(req, res, sendfile);
+  if (sendfile !== null) return (sendfiler ??= staticFiles("/")).sendfile(req, res, sendfile);
   if (method === "HEAD") return completeHead(res);
   return res;
+}
+
+/**
+ * The static-file server for `root`: its code (and node:fs) loads only for a listener with a public
+ * folder or the first response with X-Sendfile, not on every start.
+ */
+export function staticFiles(root: string): StaticFiles {
+  const { StaticFiles } = require("./static.ts") as typeof import("./static.ts");
+  return new StaticFiles({ root });
 }
 
 /**

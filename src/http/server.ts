@@ -11,10 +11,10 @@ import { attachServer } from "../pubsub/registry.ts";
 import type { FetchHandler } from "../types.ts";
 import { answerError, type AppErrorHandler } from "./app-errors.ts";
 import { bodyDeadline, noteAppTimeouts, type BodyDeadline } from "./body-deadline.ts";
-import { makeFetch, upgraded, type Fetch } from "./request.ts";
+import { makeFetch, staticFiles, upgraded, type Fetch } from "./request.ts";
 import { internalError } from "./responses.ts";
 import { bunRoutes } from "./routes.ts";
-import { StaticFiles } from "./static.ts";
+import type { StaticFiles } from "./static.ts";
 
 /** Everything one HTTP listener needs, resolved (bytes and seconds). */
 export interface HttpServiceOptions {
@@ -70,7 +70,7 @@ const fetchOf = new WeakMap<Server<unknown>, Built>();
 export function serveHttp(o: HttpServiceOptions): Server<unknown> {
   startClock();
   setSsePing(o.ping);
-  const statics = o.www === undefined ? undefined : new StaticFiles({ root: o.www });
+  const statics = o.www === undefined ? undefined : staticFiles(o.www);
   const built = build(o, statics, o.verbose, bodyDeadline(o.bodyTimeout, o.keepAlive));
   const common = {
     ...o.extra,
