@@ -1,6 +1,9 @@
 // Start-up time: from spawning the process to the first answered request, for the ways iodine is
 // started (`bun run iodine`, `bun cli.ts`, the `bun run build` executable; one process and -w 2),
-// against a bare `Bun.serve` script, the least a Bun server can do.
+// against a bare `Bun.serve` script, the least a Bun server can do. `bun cli.ts` runs the bytecode
+// build of the CLI (dist/cli.js, as `bun install` leaves it: the bench builds it first); the way
+// `bun src/cli/main.ts` is the same CLI from its TypeScript sources, what cli.ts falls back to
+// while a source is newer than the build.
 //
 // Run:   bun bench/startup.ts                   (15 rounds of every way, ~10 s)
 //        bun bench/startup.ts --rounds 5
@@ -14,7 +17,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildExecutable } from "../scripts/build.ts";
+import { buildCli, buildExecutable } from "../scripts/build.ts";
 import { ROOT } from "./lib/tools.ts";
 import { freePort } from "./lib/processes.ts";
 import { machineFacts, printMachine } from "./lib/machine.ts";
@@ -46,12 +49,17 @@ async function main(): Promise<void> {
   printMachine(facts, `bun ${Bun.version}`);
   tmp = mkdtempSync(join(tmpdir(), "iodine-bench-startup-"));
   const exe = await buildExecutable(join(tmp, "iodine"));
+  await buildCli();
   const app = join(ROOT, "examples", "hello.ts");
   const cli = [process.execPath, join(ROOT, "cli.ts")];
   const ways: Way[] = [
     { name: "Bun.serve script", cmd: () => [process.execPath, "-e", BASELINE] },
     { name: "bun run iodine", cmd: (p) => [process.execPath, "run", "iodine", "-p", `${p}`, app] },
     { name: "bun cli.ts", cmd: (p) => [...cli, "-p", `${p}`, app] },
+    {
+      name: "bun src/cli/main.ts",
+      cmd: (p) => [process.execPath, join(ROOT, "src/cli/main.ts"), "-p", `${p}`, app],
+    },
     { name: "executable", cmd: (p) => [exe, "-p", `${p}`, app] },
     { name: "bun cli.ts -w 2", cmd: (p) => [...cli, "-p", `${p}`, "-w", "2", app] },
     { name: "executable -w 2", cmd: (p) => [exe, "-p", `${p}`, "-w", "2", app] },

@@ -1,8 +1,12 @@
-// package.json's `build` command (the single-file executable, `bun run build` → dist/iodine) with its
-// --outfile pointed elsewhere: how the tests and benches get an executable of this very checkout
+// Builds of the CLI. `bun scripts/build.ts` (run by `bun install`, `bun run build` and prepack) makes
+// dist/cli.js, the bytecode build cli.ts runs while its stamp matches the sources (src/cli/stamp.ts).
+// buildExecutable runs package.json's `build` command (the single-file executable, dist/iodine) with
+// its --outfile pointed elsewhere: how the tests and benches get an executable of this very checkout
 // without touching dist/.
-import { resolve } from "node:path";
+import { rmSync } from "node:fs";
+import { relative, resolve } from "node:path";
 import pkg from "../package.json" with { type: "json" };
+import { STAMP_FILE, stampOf } from "../src/cli/stamp.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 
@@ -24,3 +28,30 @@ export async function buildExecutable(out: string): Promise<string> {
   if (code !== 0) throw new Error(`bun run build failed (${code}):\n${err}`);
   return out;
 }
+
+/**
+ * dist/cli.js (+ .jsc): src/cli/main.ts and everything it loads, as one CommonJS bundle with Bun's
+ * bytecode (ESM bytecode needs --compile), the dependencies left to node_modules; then its stamp,
+ * last, so that an interrupted build leaves none and cli.ts keeps to the sources.
+ */
+export async function buildCli(root = ROOT): Promise<void> {
+  const stamp = resolve(root, STAMP_FILE);
+  rmSync(stamp, { force: true });
+  const result = await Bun.build({
+    entrypoints: [resolve(root, "src/cli/main.ts")],
+    outdir: resolve(root, "dist"),
+    naming: "cli.js",
+    target: "bun",
+    format: "cjs",
+    bytecode: true,
+    external: Object.keys(pkg.dependencies),
+    metafile: true,
+    throw: false,
+  });
+  if (!result.success) throw new AggregateError(result.logs, "the CLI's build failed");
+  // The metafile names inputs from the current directory; the stamp, from the root.
+  const inputs = Object.keys(result.metafile!.inputs).map((p) => relative(root, resolve(p)));
+  await Bun.write(stamp, JSON.stringify(stampOf(root, inputs)));
+}
+
+if (import.meta.main) await buildCli();

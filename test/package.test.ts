@@ -99,6 +99,9 @@ describe("the package, installed into a user's project as the README says", () =
       "cli.ts",
       "src/index.ts",
       "dist/types/index.d.ts",
+      "dist/cli.js",
+      "dist/cli.js.jsc",
+      "dist/cli-stamp.json",
       "README.md",
       "LICENSE",
       "package.json",
@@ -107,7 +110,7 @@ describe("the package, installed into a user's project as the README says", () =
     expect(
       files.filter(
         (f) =>
-          !/^(src\/.+\.ts|dist\/types\/.+\.d\.ts|cli\.ts|package\.json|README\.md|LICENSE)$/.test(
+          !/^(src\/.+\.ts|dist\/types\/.+\.d\.ts|dist\/cli\.js(\.jsc)?|dist\/cli-stamp\.json|cli\.ts|package\.json|README\.md|LICENSE)$/.test(
             f,
           ),
       ),

@@ -108,12 +108,17 @@ function describeExport(exp: unknown): string {
 
 /** Bun's own error classes for a syntax error and an import that does not resolve: their names say nothing. */
 const BUN_MESSAGES = new Set(["BuildMessage", "ResolveMessage"]);
-/** iodine's own sources (a frame there is not where the app went wrong) and the compiled executable's. */
-const ownSources = () => [
-  nodePath().resolve(import.meta.dir, "..") + "/",
-  nodePath().resolve(import.meta.dir, "..", "..", "cli.ts"),
-  "/$bunfs/",
-];
+/**
+ * iodine's own code, where a frame is not where the app went wrong: its sources, the bytecode build
+ * (dist/cli.js, whose import.meta.dir is dist/) and the compiled executable's.
+ */
+function ownSources(): string[] {
+  const here = import.meta.dir;
+  const root = here.endsWith("/dist")
+    ? here.slice(0, -"/dist".length)
+    : nodePath().resolve(here, "../..");
+  return [`${root}/src/`, `${root}/dist/`, `${root}/cli.ts`, "/$bunfs/"];
+}
 
 /**
  * One line for what stopped `path` from loading: `Name: message (line L, column C)`, the place in the
