@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 // `iodine [options] [APP]`: the command line of src/cli/main.ts, run as its bytecode build
-// (dist/cli.js, made by `bun install`, `bun run build` and the package's prepack) when that build is
+// (dist/cli.js, made by `bun install` in a checkout and by the package's prepack) when that build is
 // of exactly these sources and this Bun, else from the sources. From source, Bun transpiles and
 // compiles ~250 KB of TypeScript at every start (~8 ms; bench/startup.ts); the build did that once.
 import type { Stamp } from "./src/cli/stamp.ts";

@@ -1,8 +1,8 @@
-// Builds of the CLI. `bun scripts/build.ts` (run by `bun install`, `bun run build` and prepack) makes
-// dist/cli.js, the bytecode build cli.ts runs while its stamp matches the sources (src/cli/stamp.ts).
-// buildExecutable runs package.json's `build` command (the single-file executable, dist/iodine) with
-// its --outfile pointed elsewhere: how the tests and benches get an executable of this very checkout
-// without touching dist/.
+// Builds of the CLI. `bun scripts/build.ts` (package.json's prepare and prepack, so `bun install` in
+// a checkout and `bun pm pack`) makes dist/cli.js, the bytecode build cli.ts runs while its stamp
+// matches the sources (src/cli/stamp.ts). buildExecutable runs package.json's `build` command (the
+// single-file executable, dist/iodine) with its --outfile pointed elsewhere: how the tests and
+// benches get an executable of this very checkout without touching dist/.
 import { rmSync } from "node:fs";
 import { relative, resolve } from "node:path";
 import pkg from "../package.json" with { type: "json" };

@@ -59,8 +59,8 @@ function jsonLine(level: string, message: string): string {
 }
 
 /**
- * This worker thread's number: node:worker_threads costs ~2.5 ms to load, so only a thread (which
- * has loaded it already) asks.
+ * This worker thread's number (node's threadId). node:worker_threads costs ~2.5 ms to load: it loads
+ * on a thread's first JSON line, never in a main thread.
  */
 function workerThreadId(): number {
   return (require("node:worker_threads") as typeof import("node:worker_threads")).threadId;

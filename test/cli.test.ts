@@ -613,6 +613,46 @@ describe("the CLI process", () => {
     expect(await (await fetch(srv.url)).text()).toBe("default app.js");
   });
 
+  test("an app in CommonJS, and one whose top-level await waits, load as import() loads them, their top level run once", async () => {
+    using dir = tempDir();
+    writeFileSync(
+      join(dir.path, "cjs.js"),
+      "module.exports = { fetch: () => new Response('commonjs app') };\n",
+    );
+    writeFileSync(
+      join(dir.path, "cjs-default.js"),
+      "exports.__esModule = true;\nexports.default = { fetch: () => new Response('commonjs default') };\n",
+    );
+    writeFileSync(
+      join(dir.path, "waits.ts"),
+      "console.log('top level ran');\nawait Bun.sleep(20);\nexport default { fetch: () => new Response('waited') };\n",
+    );
+    for (const [app, body] of [
+      ["cjs.js", "commonjs app"],
+      ["cjs-default.js", "commonjs default"],
+      ["waits.ts", "waited"],
+    ] as const) {
+      await using srv = await startCli(["-p", "0", app], { cwd: dir.path });
+      expect(await (await fetch(srv.url)).text()).toBe(body);
+      if (app === "waits.ts") expect(srv.stdout()).toBe("top level ran\n");
+    }
+  });
+
+  test("a folder as APP is no app file, with or without an index.ts in it", async () => {
+    using dir = tempDir();
+    mkdirSync(join(dir.path, "empty"));
+    mkdirSync(join(dir.path, "indexed"));
+    writeFileSync(
+      join(dir.path, "indexed", "index.ts"),
+      "export default () => new Response('x');\n",
+    );
+    for (const folder of ["empty", "indexed"]) {
+      const r = await runCli(["-p", "0", folder], { cwd: dir.path });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toBe(`iodine: app path is not a file: ${folder}\n`);
+    }
+  });
+
   test("--port 0 prints the real port; $PORT is honoured", async () => {
     await using a = await startCli(["--port", "0", fixture("function-app.ts")]);
     expect(a.port).toBeGreaterThan(0);

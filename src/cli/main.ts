@@ -38,7 +38,7 @@ async function main(argv: string[]): Promise<void> {
   }
   const tls = await tlsFor(settings, worker);
   checkPublicFolder(settings.www);
-  const appFile = settings.app || (await defaultAppPath());
+  const appFile = settings.app || defaultAppPath();
   // Where this process runs is settled before the app module loads, so `Iodine.isMaster` is right in it.
   // The cluster's code loads only in a cluster: a single process does not pay for it at start.
   const workerSide = worker ? await import("../cluster/worker.ts") : undefined;
