@@ -1,6 +1,7 @@
-// `iodine [options] [APP]` (SPEC §2), started by cli.ts: read the command line, load the app, then serve it here or
-// hand it to a cluster supervisor. Every problem with the command line, the environment or the app
-// module is one stderr line `iodine: <problem>` and exit code 2: no stack, no usage dump.
+// `iodine [options] [APP]` (SPEC §2), started by cli.ts: read the command line, load the app, then
+// serve it here or hand it to a cluster supervisor. Every problem with the command line, the
+// environment or the app module is one stderr line `iodine: <problem>` and exit code 2: no stack,
+// no usage dump.
 import { loadApp, defaultAppPath } from "./load-app.ts";
 import { readArgv, usage } from "./options.ts";
 import { leaveWhenOrphaned, relaunchForHeaderLimit } from "./relaunch.ts";
