@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import IORedis from "ioredis";
 import { Iodine } from "../src/index.ts";
+import { RedisEngine } from "../src/pubsub/redis.ts";
 import {
   errorOf,
   fixture,
@@ -444,6 +445,50 @@ describe.skipIf(skip)("subscribe resolves once Redis has it", () => {
       expect(await x.next()).toBe(`subscribed viaredis${i}`);
       y.send(`pub viaredis${i} r${i}`);
       expect(await x.next(3000)).toBe(`r${i}`);
+    }
+  }, 30_000);
+});
+
+describe.skipIf(skip)("the engine's publishes, packed into its script", () => {
+  test("one turn of 1,300 publishes (three script runs): a raw subscriber gets each one's exact bytes in order, UTF-8 channels, binary, empty and 1 MiB messages included", async () => {
+    await using redis = await startRedis();
+    const sub = new IORedis(redis.port, "127.0.0.1", { lazyConnect: true });
+    const admin = new IORedis(redis.port, "127.0.0.1", { lazyConnect: true });
+    const engine = new RedisEngine(redis.url);
+    try {
+      await Promise.all([sub.connect(), admin.connect()]);
+      const got: [string, string][] = [];
+      sub.on("pmessageBuffer", (_p: Buffer, ch: Buffer, msg: Buffer) =>
+        got.push([ch.toString(), msg.toString("hex")]),
+      );
+      await sub.psubscribe("pack:*");
+      engine.open({ deliver: () => {} });
+      await waitUntil(() => engine.connected, 5000, "the engine connected");
+      // Sent after the probe on the same connection: answered after it, so scripts are on by now.
+      await engine.cmd("PING");
+      const big = Buffer.alloc(1024 * 1024, 0xab);
+      const sent: [string, string][] = [];
+      for (let i = 0; i < 1300; i++) {
+        const channel = i % 3 === 0 ? "pack:é✓" : "pack:plain";
+        const message =
+          i === 7
+            ? ""
+            : i === 500
+              ? big
+              : i % 2 === 0
+                ? `héllo ${i} ✓`
+                : new Uint8Array([0, 255, i & 255, 10]);
+        engine.publish(channel, message);
+        sent.push([channel, Buffer.from(message as string | Uint8Array).toString("hex")]);
+      }
+      await waitUntil(() => got.length >= sent.length, 10_000, "every publish back");
+      expect(got).toEqual(sent);
+      const stats = (await admin.info("commandstats")) as string;
+      expect(Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1])).toBe(3);
+    } finally {
+      await engine.close();
+      sub.disconnect();
+      admin.disconnect();
     }
   }, 30_000);
 });
