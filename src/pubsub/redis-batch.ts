@@ -10,6 +10,11 @@ import { log } from "../log.ts";
 /** Messages per EVALSHA of the publishing script (bounded so Redis serves others in between). */
 const SCRIPT_BATCH = 512;
 /**
+ * Bytes per EVALSHA, about: the batch is one argument, and Redis refuses one over its
+ * proto-max-bulk-len (512 MB by default), where each message on its own would pass.
+ */
+const SCRIPT_BATCH_BYTES = 8 * 1024 * 1024;
+/**
  * Publishes, in order, the channel/message pairs packed in ARGV[1] (`pack`): each field a 4-byte
  * big-endian length and its bytes. Redis's Lua has the `struct` library for that.
  */
@@ -48,8 +53,10 @@ export class BatchSender {
   send(pub: IORedis, queue: (string | Buffer)[]): Promise<unknown> {
     if (!this.#script) return pipeline(pub, queue);
     const batches: Promise<unknown>[] = [];
-    for (let i = 0; i < queue.length; i += SCRIPT_BATCH * 2) {
-      const args = queue.slice(i, i + SCRIPT_BATCH * 2);
+    for (let i = 0; i < queue.length;) {
+      const end = batchEnd(queue, i);
+      const args = queue.slice(i, end);
+      i = end;
       batches.push(
         (pub as ScriptConn).iodinePublish(pack(args)).catch((err: Error) => {
           // Refused after the probe said yes (SCRIPT FLUSH and EVAL refused since): PUBLISH from now on.
@@ -76,6 +83,18 @@ function pipeline(pub: IORedis, queue: (string | Buffer)[]): Promise<unknown> {
   const p = pub.pipeline();
   for (let i = 0; i < queue.length; i += 2) p.publish(queue[i] as string, queue[i + 1]!);
   return p.exec();
+}
+
+/** Where the batch of pairs that starts at `from` ends: SCRIPT_BATCH of them, or the bytes past SCRIPT_BATCH_BYTES. */
+function batchEnd(queue: (string | Buffer)[], from: number): number {
+  let bytes = 0;
+  let end = from;
+  const last = Math.min(queue.length, from + SCRIPT_BATCH * 2);
+  while (end < last && (end === from || bytes < SCRIPT_BATCH_BYTES)) {
+    bytes += queue[end]!.length + queue[end + 1]!.length;
+    end += 2;
+  }
+  return end;
 }
 
 /** Channel/message pairs as PUBLISH_SCRIPT reads them: each field's byte length (4 bytes, big-endian), then its bytes. */
