@@ -22,6 +22,18 @@ export interface RedisServer extends AsyncDisposable {
   resume(): void;
 }
 
+/** redis-server's flags for a server of a test's or a bench's own: loopback only, no persistence. */
+export const redisServerFlags = (port: number): string[] => [
+  "--port",
+  String(port),
+  "--bind",
+  "127.0.0.1",
+  "--save",
+  "",
+  "--appendonly",
+  "no",
+];
+
 /** Starts `redis-server` on a free port (another port if something takes it first), or on `port`. */
 export async function startRedis(extra: string[] = [], port?: number): Promise<RedisServer> {
   if (port !== undefined) {
@@ -70,26 +82,12 @@ async function spawnRedis(
   port: number,
   extra: string[],
 ): Promise<Subprocess<"ignore", "pipe", "pipe"> | undefined> {
-  const proc = Bun.spawn(
-    [
-      "redis-server",
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      ...extra,
-    ],
-    {
-      cwd: tmpdir(),
-      stdin: "ignore",
-      stdout: "pipe",
-      stderr: "pipe",
-    },
-  );
+  const proc = Bun.spawn(["redis-server", ...redisServerFlags(port), ...extra], {
+    cwd: tmpdir(),
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const { ok } = await readUntil(proc.stdout, /Ready to accept connections/, 5000);
   if (ok) return proc;
   proc.kill("SIGKILL");

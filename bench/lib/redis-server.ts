@@ -1,6 +1,7 @@
 // A redis-server of the bench's own on a free port (no persistence, so a run leaves nothing behind),
 // and an ioredis connection to it for the bench's own questions (CLIENT LIST, INFO memory).
 import IORedis from "ioredis";
+import { redisServerFlags } from "../../test/redis-server.ts";
 import { assertAlive, freePort, startServer, type Server } from "./processes.ts";
 
 export interface RedisRig {
@@ -20,21 +21,9 @@ export async function startRedis(
   started: (server: Server) => void,
 ): Promise<RedisRig> {
   const port = freePort();
-  const server = await startServer(
-    "redis-server",
-    [
-      redisServer,
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-    ],
-    { port },
-  );
+  const server = await startServer("redis-server", [redisServer, ...redisServerFlags(port)], {
+    port,
+  });
   started(server);
   const admin = new IORedis({
     host: "127.0.0.1",
