@@ -77,7 +77,7 @@ export class SseConnection extends BaseConnection {
 
   /** Sends one `data:` event; lines of a multi-line message become several `data:` lines. */
   write(data: Message): boolean {
-    const text = typeof data === "string" ? data : new TextDecoder().decode(data);
+    const text = typeof data === "string" ? data : decoder.decode(data);
     return this.#send(dataLines(text) + "\n");
   }
 
@@ -235,12 +235,13 @@ let lastText: string | undefined;
 let lastPosition: Position | undefined;
 let lastEvent = new Uint8Array(0);
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 /** A published message as an event's bytes: `id:` (a history channel's position) and `data:` lines. */
 function eventBytes(message: Message, position: Position | undefined): Uint8Array {
   if (typeof message === "string" && message === lastText && position === lastPosition)
     return lastEvent;
-  const text = typeof message === "string" ? message : new TextDecoder().decode(message);
+  const text = typeof message === "string" ? message : decoder.decode(message);
   const id = position === undefined ? "" : `id: ${position.epoch}:${position.offset}\n`;
   const event = encoder.encode(`${id}${dataLines(text)}\n`);
   if (typeof message === "string") {

@@ -76,7 +76,7 @@ export class Keeper {
       return this.#keep(channel, bytes, text, config);
     }
     // The engine keeps what it is given, and the caller may reuse its buffer meanwhile: a copy.
-    const copy = typeof message === "string" ? Buffer.from(message) : Buffer.from(message);
+    const copy = Buffer.from(message);
     const batch = engine.append(channel, copy, text, config.size, config.ttlMs);
     if (batch !== this.#batch) this.#watch(engine, (this.#batch = batch));
     this.#inBatch.push(channel, copy, text, config, false);
