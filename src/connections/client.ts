@@ -49,6 +49,7 @@ const MAX_PING = Math.floor(2_147_483_647 / 1000);
 /** how often `pending` is checked for onDrained, only while bytes are queued */
 const DRAIN_POLL_MS = 10;
 const RAW_SCHEMES = new Set(["tcp:", "tls:", "unix:"]);
+const encoder = new TextEncoder();
 
 /**
  * Opens a client connection and returns it at once; `onOpen` runs when it is connected, and
@@ -212,9 +213,7 @@ export class WsClientConnection extends BaseConnection {
   deliver(message: Message, options: SubscribeOptions | undefined): void {
     if (!this.isOpen) return;
     this.#ws.send(
-      options?.as === "binary" && typeof message === "string"
-        ? new TextEncoder().encode(message)
-        : message,
+      options?.as === "binary" && typeof message === "string" ? encoder.encode(message) : message,
     );
     this.#watchDrain();
   }
