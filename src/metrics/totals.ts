@@ -58,10 +58,8 @@ export class Totals {
     this.add(SELF, takeReport(true));
     const out = new Exposition();
     this.#traffic(out);
-    const counter = (name: string, help: string, value: number) =>
-      out.metric(name, "counter", help, [`${name} ${value}`]);
-    const gauge = (name: string, help: string, value: number) =>
-      out.metric(name, "gauge", help, [`${name} ${value}`]);
+    const counter = out.single("counter");
+    const gauge = out.single("gauge");
     gauge("iodine_workers", "Worker processes listening.", facts.workers);
     gauge("iodine_worker_slots", "Worker processes the cluster runs when whole.", facts.slots);
     counter(
@@ -147,8 +145,7 @@ export class Totals {
       `iodine_connections{kind="sse"} ${sum((r) => r.sse)}`,
       `iodine_connections{kind="raw"} ${sum((r) => r.raw)}`,
     ]);
-    const counter = (name: string, help: string, value: number) =>
-      out.metric(name, "counter", help, [`${name} ${value}`]);
+    const counter = out.single("counter");
     counter(
       "iodine_pubsub_published_total",
       "Messages published (each counted once, where it was published).",
@@ -189,6 +186,11 @@ class Exposition {
 
   metric(name: string, type: string, help: string, samples: string[]): void {
     this.#lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...samples);
+  }
+
+  /** A writer of metrics of `type` that have one sample without labels. */
+  single(type: "counter" | "gauge"): (name: string, help: string, value: number) => void {
+    return (name, help, value) => this.metric(name, type, help, [`${name} ${value}`]);
   }
 
   text(): string {
